@@ -1,0 +1,25 @@
+"""Sabot: streaming agents for Python, Faust's API on Apache Arrow.
+
+>>> import sabot
+>>> app = sabot.App("demo")
+"""
+from ._fastpath import fastpath_enabled
+from .exceptions import (ConfigurationError, SabotError, SchemaError,
+                         ChannelClosed, DecodeError, AgentError)
+
+__version__ = "0.1.0"
+
+__all__ = ["App", "fastpath_enabled", "SabotError", "ConfigurationError",
+           "SchemaError", "ChannelClosed", "DecodeError", "AgentError",
+           "Event", "__version__"]
+
+
+def __getattr__(name):
+    # Imported lazily so that `import sabot` stays cheap for worker processes.
+    if name == "App":
+        from .app import App
+        return App
+    if name == "Event":
+        from .types import Event
+        return Event
+    raise AttributeError(f"module 'sabot' has no attribute {name!r}")

@@ -1,0 +1,158 @@
+"""Every error Sabot raises, in one pure-Python module.
+
+Both the Cython fast paths and their pure-Python twins import from here, so an
+error is the same class whichever implementation is active. Each error also
+inherits from the matching builtin (``SchemaError`` is a ``TypeError``), and
+carries a ``retryable`` flag that retry code reads instead of keeping lists of
+classes.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+__all__ = [
+    "SabotError",
+    "ConfigurationError",
+    "SchemaError",
+    "ChannelClosed",
+    "CodecError",
+    "DecodeError",
+    "EncodeError",
+    "AgentError",
+    "TransportError",
+    "BrokerUnavailable",
+    "AuthenticationError",
+    "BridgeError",
+    "ConversionError",
+    "NodeExecutionError",
+    "WorkerProcessDied",
+    "PipelineError",
+    "RegistryError",
+]
+
+
+class SabotError(Exception):
+    """Root of every Sabot error.
+
+    ``retryable`` tells retry policies whether doing the same thing again may
+    succeed (a lost connection) or never will (a value that does not decode).
+    """
+
+    retryable: bool = False
+
+
+class ConfigurationError(SabotError, ValueError):
+    """A setting, argument or URL is wrong; the message names it."""
+
+
+class SchemaError(SabotError, TypeError):
+    """A value or batch does not fit a channel's Arrow schema.
+
+    ``field`` is the offending field's name (``None`` when the whole schema
+    differs), ``expected`` the Arrow type or schema wanted, ``got`` what came.
+    """
+
+    def __init__(self, message: str, *, field: Optional[str] = None,
+                 expected: Any = None, got: Any = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.expected = expected
+        self.got = got
+
+
+class ChannelClosed(SabotError, RuntimeError):
+    """The channel (or bridge queue) was closed while an operation waited."""
+
+
+class CodecError(SabotError, ValueError):
+    """Root of encode and decode failures."""
+
+
+class DecodeError(CodecError):
+    """Bytes that the codec cannot turn into a value.
+
+    ``codec`` names the codec; ``payload`` holds the raw bytes so that the
+    dead-letter channel can keep them.
+    """
+
+    def __init__(self, message: str, *, codec: str = "",
+                 payload: Optional[bytes] = None) -> None:
+        super().__init__(message)
+        self.codec = codec
+        self.payload = payload
+
+
+class EncodeError(CodecError):
+    """A value that the codec cannot serialize."""
+
+
+class AgentError(SabotError, RuntimeError):
+    """An agent raised; ``agent`` is its name and ``value`` the failing value."""
+
+    def __init__(self, message: str, *, agent: str = "", value: Any = None,
+                 position: Any = None) -> None:
+        super().__init__(message)
+        self.agent = agent
+        self.value = value
+        self.position = position
+
+
+class TransportError(SabotError, ConnectionError):
+    """A broker or server failed; usually worth retrying."""
+
+    retryable = True
+
+
+class BrokerUnavailable(TransportError):
+    """The broker could not be reached within the connect timeout."""
+
+
+class AuthenticationError(TransportError):
+    """The server refused the credentials (never retried, never logged)."""
+
+    retryable = False
+
+
+class BridgeError(SabotError, RuntimeError):
+    """The executor bridge failed to move data or to reach a worker."""
+
+
+class ConversionError(BridgeError, ValueError):
+    """Data could not be converted to or from Arrow IPC at the bridge."""
+
+
+class NodeExecutionError(BridgeError):
+    """A node raised; carries its id and the remote traceback text."""
+
+    def __init__(self, message: str, *, node_id: str = "",
+                 remote_traceback: str = "", retryable: bool = False) -> None:
+        super().__init__(message)
+        self.node_id = node_id
+        self.remote_traceback = remote_traceback
+        self.retryable = retryable
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        if self.remote_traceback:
+            return f"{base}\n--- remote traceback ---\n{self.remote_traceback}"
+        return base
+
+
+class WorkerProcessDied(BridgeError):
+    """A worker process exited while it held a batch; the batch is retried."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, node_id: str = "",
+                 exitcode: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.node_id = node_id
+        self.exitcode = exitcode
+
+
+class PipelineError(SabotError, ValueError):
+    """A pipeline is malformed (cycle, missing input, unknown node type)."""
+
+
+class RegistryError(SabotError, LookupError):
+    """A node type is registered twice, or is not registered at all."""

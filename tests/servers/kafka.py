@@ -1,0 +1,1 @@
+"""pytest plugin: a real Kafka-protocol broker (tansu) on a free port; see issue 4."""

@@ -1,0 +1,1 @@
+"""pytest plugin: a real redis-server on a free port; see issue 5."""
