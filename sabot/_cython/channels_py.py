@@ -1,0 +1,500 @@
+"""Pure-Python twin of ``sabot/_cython/channels.pyx``: batches, fan-out, iterators.
+
+The two modules expose the same classes with the same behaviour; the Cython one
+is selected by ``sabot._fastpath`` unless ``SABOT_PURE_PYTHON=1``. Keep them the
+same shape, class for class and method for method.
+
+How a channel moves data
+------------------------
+A ``FanOut`` is a log of ``Batch`` objects. Every subscriber has its own queue
+of batch *references* (fan-out costs one append per subscriber per batch, not
+per value) and a position used for backpressure. ``append`` adds one value to
+the channel's *open* batch (the newest one, still growing), so one-at-a-time
+sends cost a list append; a reader that takes the open batch seals it, and the
+next send opens a new one. A batch is held once per subscriber; a reader
+releases it when it asks for something beyond it, and the last release calls
+``on_done`` (flow control in memory, commit or XACK on transports).
+
+Backpressure: a subscriber lags by ``total - pos`` values (sent minus
+released). ``append``/``publish`` report when the slowest subscriber lags by
+``maxsize`` or more, and ``wait_capacity`` sleeps until it does not. Handles are
+held weakly: when a ``Subscriber`` is garbage collected its queued and
+in-flight batches are released and it stops counting for backpressure.
+"""
+from __future__ import annotations
+
+import time
+import weakref
+from collections import deque
+
+from ..exceptions import ChannelClosed
+from ..types import Event
+
+__all__ = ["Batch", "FanOut", "Subscriber", "ValueIterator", "BatchIterator",
+           "EventIterator"]
+
+_list = list
+
+
+class Batch:
+    """Values (a list or a ``pyarrow.RecordBatch``) with envelope and ack count."""
+
+    __slots__ = ("payload", "keys", "headers", "timestamps", "positions",
+                 "timestamp", "on_done", "_refs", "_rows", "_done",
+                 "__weakref__")
+
+    def __init__(self, payload, keys=None, headers=None, timestamps=None,
+                 positions=None, on_done=None, timestamp=None):
+        self.payload = payload
+        self.keys = keys
+        self.headers = headers
+        self.timestamps = timestamps
+        self.positions = positions
+        self.on_done = on_done
+        self.timestamp = time.time() if timestamp is None else timestamp
+        self._refs = 0
+        self._done = False
+        self._rows = payload if type(payload) is _list else None
+
+    def __len__(self):
+        return len(self.payload)
+
+    def __repr__(self):
+        kind = "list" if type(self.payload) is _list else type(self.payload).__name__
+        return f"<Batch {kind} len={len(self)} refs={self._refs} done={self._done}>"
+
+    def rows(self):
+        """The values as Python objects (RecordBatch rows become dicts, once)."""
+        rows = self._rows
+        if rows is None:
+            rows = self._rows = self.payload.to_pylist()
+        return rows
+
+    def event(self, i):
+        """The ``i``-th value with its key, headers, timestamp and position."""
+        return Event(
+            None if self.keys is None else self.keys[i],
+            self.rows()[i],
+            None if self.headers is None else self.headers[i],
+            self.timestamp if self.timestamps is None else self.timestamps[i],
+            None if self.positions is None else self.positions[i],
+        )
+
+    def acquire(self, n=1):
+        """Count ``n`` more holders; ``on_done`` waits for all of them."""
+        if self._done:
+            raise RuntimeError("acquire() on a batch that is already done")
+        self._refs += n
+
+    def release(self):
+        """One holder is finished; the last one fires ``on_done``."""
+        self._refs -= 1
+        if self._refs <= 0 and not self._done:
+            self._finish()
+
+    def _finish(self):
+        self._done = True
+        callback = self.on_done
+        if callback is not None:
+            callback(self)
+
+    @property
+    def done(self):
+        """True once every holder released the batch."""
+        return self._done
+
+    @property
+    def refs(self):
+        """How many holders still hold the batch."""
+        return self._refs
+
+    def _append(self, value, key, headers):
+        # One value into an open (memory) batch, keeping envelopes aligned.
+        payload = self.payload
+        if self.keys is not None or key is not None or headers is not None:
+            n = len(payload)
+            if self.keys is None:
+                self.keys = [None] * n
+                self.headers = [None] * n
+            self.keys.append(key)
+            self.headers.append(headers)
+        payload.append(value)
+
+
+class _SubscriberState:
+    """One subscriber's queue, position and waiters; owned by the FanOut."""
+
+    __slots__ = ("queue", "pos", "inflight", "waiters", "ref", "active")
+
+    def __init__(self, pos):
+        self.queue = deque()
+        self.pos = pos
+        self.inflight = []
+        self.waiters = []
+        self.ref = None
+        self.active = True
+
+    def wake(self):
+        waiters = self.waiters
+        if waiters:
+            self.waiters = []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+
+class FanOut:
+    """The core of one channel: subscribers, open batch, backpressure."""
+
+    def __init__(self, maxsize=4096, batch_size=1000, loop=None):
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        self.maxsize = maxsize
+        self.batch_size = max(1, min(batch_size, maxsize))
+        self.total = 0
+        self.closed = False
+        self._states = []
+        self._open = None
+        self._min_pos = 0
+        self._cap_waiters = []
+        self._loop = loop
+
+    # -- subscribers -------------------------------------------------------
+    def subscribe(self):
+        """A new subscriber that receives everything sent from now on."""
+        if self.closed:
+            raise ChannelClosed("channel is closed")
+        # Seal the open batch: the newcomer must not see values sent before it.
+        self._open = None
+        state = _SubscriberState(self.total)
+        handle = Subscriber(self, state)
+        state.ref = weakref.ref(handle, _DropCallback(self, state))
+        self._states.append(state)
+        return handle
+
+    @property
+    def subscriber_count(self):
+        """How many live subscribers the channel has."""
+        return len(self._states)
+
+    def _drop(self, state):
+        # A subscriber went away: release what it held, stop counting it.
+        if not state.active:
+            return
+        state.active = False
+        try:
+            self._states.remove(state)
+        except ValueError:
+            pass
+        queue, inflight = state.queue, state.inflight
+        state.queue, state.inflight = deque(), []
+        for batch in queue:
+            if batch is self._open:
+                self._open = None
+            batch.release()
+        for batch in inflight:
+            batch.release()
+        state.wake()
+        self._check_capacity()
+
+    # -- producing ---------------------------------------------------------
+    def append(self, value, key=None, headers=None):
+        """Add one value; returns True when the caller must ``wait_capacity``."""
+        if self.closed:
+            raise ChannelClosed("channel is closed")
+        batch = self._open
+        if batch is None:
+            batch = Batch([])
+            self._push(batch)
+            if self._states:
+                self._open = batch
+        batch._append(value, key, headers)
+        self.total += 1
+        if len(batch.payload) >= self.batch_size:
+            self._open = None
+        return self.total - self._min_pos >= self.maxsize
+
+    def publish(self, batch):
+        """Hand a whole batch to every subscriber; True means wait for capacity."""
+        if self.closed:
+            raise ChannelClosed("channel is closed")
+        self._open = None
+        self._push(batch)
+        self.total += len(batch)
+        return self.total - self._min_pos >= self.maxsize
+
+    def _push(self, batch):
+        states = self._states
+        n = len(states)
+        if n == 0:
+            batch._finish()
+            return
+        batch.acquire(n)
+        for state in states:
+            state.queue.append(batch)
+            if state.waiters:
+                state.wake()
+
+    def seal(self):
+        """Close the open batch so the next value starts a new one."""
+        self._open = None
+
+    def lag(self):
+        """Values sent and not yet released by the slowest subscriber."""
+        if not self._states:
+            return 0
+        return self.total - min(s.pos for s in self._states)
+
+    def _check_capacity(self):
+        states = self._states
+        self._min_pos = min(s.pos for s in states) if states else self.total
+        if self._cap_waiters and self.total - self._min_pos < self.maxsize:
+            waiters, self._cap_waiters = self._cap_waiters, []
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def wait_capacity(self):
+        """Sleep until no subscriber lags by ``maxsize`` values (backpressure)."""
+        self._check_capacity()
+        while self.total - self._min_pos >= self.maxsize and not self.closed:
+            fut = self._get_loop().create_future()
+            self._cap_waiters.append(fut)
+            await fut
+            self._check_capacity()
+        if self.closed:
+            raise ChannelClosed("channel closed while waiting for capacity")
+
+    def _get_loop(self):
+        if self._loop is None:
+            import asyncio
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def close(self):
+        """No more values: readers drain what is queued, then stop."""
+        self.closed = True
+        self._open = None
+        for state in self._states:
+            state.wake()
+        waiters, self._cap_waiters = self._cap_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+
+class _DropCallback:
+    """Weakref callback that drops a collected subscriber from its FanOut."""
+
+    __slots__ = ("fanout", "state")
+
+    def __init__(self, fanout, state):
+        self.fanout = fanout
+        self.state = state
+
+    def __call__(self, ref):
+        fanout = self.fanout
+        if fanout is not None:
+            self.fanout = None
+            fanout._drop(self.state)
+
+
+class Subscriber:
+    """One reader of a channel (held weakly by the channel)."""
+
+    __slots__ = ("_fanout", "_state", "__weakref__")
+
+    def __init__(self, fanout, state):
+        self._fanout = fanout
+        self._state = state
+
+    def take(self):
+        """The next whole batch, or None; taking the open batch seals it."""
+        state = self._state
+        if state.queue:
+            batch = state.queue.popleft()
+            fanout = self._fanout
+            if batch is fanout._open:
+                fanout._open = None
+            state.inflight.append(batch)
+            return batch
+        return None
+
+    def done(self, batch):
+        """The reader moved past ``batch``: count it released."""
+        state = self._state
+        try:
+            state.inflight.remove(batch)
+        except ValueError:
+            return  # already released (dropped subscriber)
+        state.pos += len(batch)
+        batch.release()
+        fanout = self._fanout
+        if fanout._cap_waiters:
+            fanout._check_capacity()
+
+    def waiter(self):
+        """A future that completes when a batch arrives or the channel closes."""
+        fut = self._fanout._get_loop().create_future()
+        self._state.waiters.append(fut)
+        return fut
+
+    @property
+    def exhausted(self):
+        """True when the channel is closed and nothing is left to take."""
+        return (self._fanout.closed or not self._state.active) and not self._state.queue
+
+    @property
+    def pending(self):
+        """Batches queued and not yet taken."""
+        return len(self._state.queue)
+
+    @property
+    def lag(self):
+        """Values sent to this subscriber and not yet released."""
+        return self._fanout.total - self._state.pos
+
+    def close(self):
+        """Unsubscribe now: release everything held, stop receiving."""
+        self._fanout._drop(self._state)
+
+    def values(self):
+        """A per-value async iterator (the agent's ``async for``)."""
+        return ValueIterator(self)
+
+    def batches(self):
+        """An async iterator of whole batches."""
+        return BatchIterator(self)
+
+    def events(self):
+        """An async iterator of ``Event`` (key, value, headers, ...)."""
+        return EventIterator(self)
+
+
+class _IteratorBase:
+    """Shared cursor logic: hold one batch, release it when moving past it."""
+
+    __slots__ = ("_sub", "_batch", "_rows", "_i", "_n")
+
+    def __init__(self, sub):
+        self._sub = sub
+        self._batch = None
+        self._rows = None
+        self._i = 0
+        self._n = 0
+
+    def __aiter__(self):
+        return self
+
+    @property
+    def subscriber(self):
+        return self._sub
+
+    @property
+    def current_batch(self):
+        """The batch the last item came from (held until the next request)."""
+        return self._batch
+
+    @property
+    def current_index(self):
+        """Index in ``current_batch`` of the last item returned."""
+        return self._i - 1
+
+    def current_value(self):
+        """The last value returned (None before the first)."""
+        if self._batch is None or self._i == 0:
+            return None
+        return self._rows[self._i - 1]
+
+    def current_position(self):
+        """Transport position of the last value returned, if known."""
+        batch = self._batch
+        if batch is None or self._i == 0 or batch.positions is None:
+            return None
+        return batch.positions[self._i - 1]
+
+    def release_current(self):
+        """Release the held batch now (the reader is finished with it)."""
+        batch = self._batch
+        if batch is not None:
+            self._batch = None
+            self._rows = None
+            self._i = self._n = 0
+            self._sub.done(batch)
+
+    def _advance(self):
+        # Release the held batch and take the next; False when none is queued.
+        self.release_current()
+        batch = self._sub.take()
+        if batch is None:
+            return False
+        self._batch = batch
+        self._rows = batch.rows()
+        self._i = 0
+        self._n = len(self._rows)
+        return True
+
+    def poll(self, empty=None):
+        """The next value without waiting, or ``empty`` when it would wait."""
+        while True:
+            i = self._i
+            if i < self._n:
+                self._i = i + 1
+                return self._rows[i]
+            if not self._advance():
+                return empty
+
+    async def _wait(self):
+        if self._sub.exhausted:
+            self.release_current()
+            raise StopAsyncIteration
+        await self._sub.waiter()
+
+
+class ValueIterator(_IteratorBase):
+    """``async for value in stream``: walks each batch without suspending."""
+
+    __slots__ = ()
+
+    async def __anext__(self):
+        while True:
+            i = self._i
+            if i < self._n:
+                self._i = i + 1
+                return self._rows[i]
+            if not self._advance():
+                await self._wait()
+
+
+class EventIterator(_IteratorBase):
+    """``stream.events()``: like ``ValueIterator`` but yields ``Event``."""
+
+    __slots__ = ()
+
+    async def __anext__(self):
+        while True:
+            i = self._i
+            if i < self._n:
+                self._i = i + 1
+                return self._batch.event(i)
+            if not self._advance():
+                await self._wait()
+
+
+class BatchIterator(_IteratorBase):
+    """``stream.batches()``: yields each batch as it is (no copy)."""
+
+    __slots__ = ()
+
+    async def __anext__(self):
+        while True:
+            self.release_current()
+            batch = self._sub.take()
+            if batch is not None:
+                self._batch = batch
+                # The batch counts as consumed whole; current_value() is its
+                # payload so crash reports name the failing batch.
+                self._rows = [batch.payload]
+                self._i = self._n = 1
+                return batch
+            await self._wait()

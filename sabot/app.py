@@ -1,0 +1,238 @@
+"""``App``: the registry of channels, topics, agents, tasks and timers.
+
+The app wires and delegates: channels come from ``sabot.channels``, agents
+from ``sabot.agents``, the broker's ``Transport`` from the URL's scheme. It is
+a ``mode.Service``; ``sabot.worker.Worker`` runs it.
+
+Start order: agents subscribe to their channels first, then transports start
+fetching (so no fetched batch finds nobody), then tasks and timers run. Stop
+order: tasks and timers, transports stop fetching and commit what finished,
+agents stop, transports close (flushing producers).
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import sys
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from mode import Service
+
+from .agents import Agent
+from .channels import Channel, MemoryChannel, Transport, create_transport, scheme_of
+from .exceptions import ConfigurationError
+from .settings import Settings, redact_url
+
+__all__ = ["App"]
+
+logger = logging.getLogger("sabot.app")
+
+
+class App(Service):
+    """A Sabot application: ``App(id, broker="memory://", **settings)``."""
+
+    def __init__(self, id: str, broker: str = "memory://", **settings: Any) -> None:
+        if not isinstance(id, str) or not id:
+            raise ConfigurationError(f"app id must be a non-empty string, got {id!r}")
+        self.id = id
+        self.conf = Settings(broker=broker, **settings)
+        scheme_of(self.conf.broker)  # an unknown scheme fails here, not at start
+        self.agents: Dict[str, Agent] = {}
+        self.channels: List[Channel] = []
+        self._transports: Dict[str, Transport] = {}
+        self._tasks: List[Callable[..., Any]] = []
+        self._timers: List[tuple] = []
+        self._futures_running: List["asyncio.Future[Any]"] = []
+        self._stop_event: Optional[asyncio.Event] = None
+        self.crash_reasons: List[BaseException] = []
+        super().__init__()
+
+    def __repr__(self) -> str:
+        return f"<App {self.id!r} broker={redact_url(self.conf.broker)!r} agents={len(self.agents)}>"
+
+    @property
+    def label(self) -> str:
+        return f"App: {self.id}"
+
+    # -- transports ------------------------------------------------------------
+    def _transport_for(self, url: str) -> Transport:
+        scheme = scheme_of(url)
+        key = "redis" if scheme in ("redis", "rediss") else scheme
+        transport = self._transports.get(key)
+        if transport is None:
+            transport = create_transport(self, url)
+            self._transports[key] = transport
+        return transport
+
+    @property
+    def transport(self) -> Transport:
+        """The broker's transport (memory, Kafka or Redis) for ``app.topic``."""
+        return self._transport_for(self.conf.broker)
+
+    @property
+    def transports(self) -> List[Transport]:
+        """Every transport the app uses (the broker's, and Redis if asked for)."""
+        return list(self._transports.values())
+
+    # -- channels --------------------------------------------------------------
+    def channel(self, schema: Any = None, maxsize: Optional[int] = None, *,
+                name: Optional[str] = None, **kwargs: Any) -> Channel:
+        """A new in-memory channel (optionally with an Arrow ``schema``)."""
+        channel = MemoryChannel(self, name, schema=schema, maxsize=maxsize, **kwargs)
+        self.channels.append(channel)
+        return channel
+
+    def topic(self, name: str, **options: Any) -> Channel:
+        """The broker's channel called ``name`` (a Kafka topic on ``kafka://``)."""
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"topic name must be a non-empty string, got {name!r}")
+        return self.transport.topic(name, **options)
+
+    def redis_channel(self, name: str, **options: Any) -> Channel:
+        """A channel over the Redis Stream ``name`` (``conf.redis_url``)."""
+        if scheme_of(self.conf.broker) in ("redis", "rediss"):
+            return self.transport.topic(name, **options)
+        return self._transport_for(self.conf.redis_url).topic(name, **options)
+
+    def dead_letter_channel_for(self, channel: Channel, name: str) -> Channel:
+        """The dead-letter channel of ``channel``: same transport, ``name``."""
+        for transport in self._transports.values():
+            if transport.topics.get(channel.name) is channel:
+                return transport.topic(name)
+        return self._transport_for("memory://").topic(name)
+
+    # -- agents, tasks, timers ----------------------------------------------
+    def agent(self, channel: Any = None, *, name: Optional[str] = None,
+              concurrency: int = 1, sink: Optional[Sequence[Any]] = None,
+              executor: str = "native", on_error: str = "dead_letter") -> Callable[[Callable], Agent]:
+        """Decorate an async function to run it over ``channel``.
+
+        ``channel`` is a channel, a topic name, another agent (its input) or
+        ``None`` for a new in-memory channel.
+        """
+        def decorator(fun: Callable) -> Agent:
+            agent_name = name or f"{fun.__module__}.{fun.__qualname__}"
+            if agent_name in self.agents:
+                raise ConfigurationError(f"agent {agent_name!r} is defined twice")
+            if channel is None:
+                source = self.channel(name=f"{agent_name}-in")
+            elif isinstance(channel, str):
+                source = self.topic(channel)
+            elif isinstance(channel, Agent):
+                source = channel.channel
+            elif isinstance(channel, Channel):
+                source = channel
+            else:
+                raise ConfigurationError(
+                    f"agent {agent_name!r}: channel must be a channel, a topic name or an agent, "
+                    f"got {type(channel).__name__}")
+            agent = Agent(fun, app=self, channel=source, name=agent_name,
+                          concurrency=concurrency, sink=sink, executor=executor,
+                          on_error=on_error)
+            self.agents[agent_name] = agent
+            return agent
+        return decorator
+
+    def task(self, fun: Optional[Callable] = None) -> Any:
+        """Run ``fun()`` (or ``fun(app)``) once the worker has started."""
+        def decorator(f: Callable) -> Callable:
+            if not inspect.iscoroutinefunction(f):
+                raise ConfigurationError(f"task {f.__qualname__!r} must be an async function")
+            self._tasks.append(f)
+            return f
+        return decorator(fun) if fun is not None else decorator
+
+    def timer(self, seconds: float) -> Callable[[Callable], Callable]:
+        """Run the decorated async function every ``seconds`` while the worker runs."""
+        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds <= 0:
+            raise ConfigurationError(f"timer interval must be a positive number, got {seconds!r}")
+
+        def decorator(f: Callable) -> Callable:
+            if not inspect.iscoroutinefunction(f):
+                raise ConfigurationError(f"timer {f.__qualname__!r} must be an async function")
+            self._timers.append((float(seconds), f))
+            return f
+        return decorator
+
+    # -- lifecycle -------------------------------------------------------------
+    async def on_start(self) -> None:
+        self._stop_requested()  # bind the event to this loop
+        for channel in self.channels:
+            await channel.maybe_start()
+        for agent in self.agents.values():
+            await agent.maybe_start()
+        for transport in list(self._transports.values()):
+            await transport.maybe_start()
+        for fun in self._tasks:
+            self._futures_running.append(asyncio.ensure_future(self._run_task(fun)))
+        for seconds, fun in self._timers:
+            self._futures_running.append(asyncio.ensure_future(self._run_timer(seconds, fun)))
+
+    async def _run_task(self, fun: Callable) -> None:
+        try:
+            await (fun(self) if _takes_argument(fun) else fun())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.exception("task %s crashed: %r", fun.__qualname__, exc)
+            self.report_crash(exc)
+
+    async def _run_timer(self, seconds: float, fun: Callable) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await (fun(self) if _takes_argument(fun) else fun())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.exception("timer %s raised (it keeps running): %r", fun.__qualname__, exc)
+
+    async def on_stop(self) -> None:
+        for fut in self._futures_running:
+            fut.cancel()
+        if self._futures_running:
+            await asyncio.gather(*self._futures_running, return_exceptions=True)
+        self._futures_running.clear()
+        timeout = self.conf.shutdown_timeout
+        for transport in self._transports.values():
+            try:
+                await transport.stop_fetching(timeout)
+            except Exception as exc:
+                logger.error("transport %s failed to stop fetching: %r", transport.scheme, exc)
+        for agent in self.agents.values():
+            await agent.stop()
+        for transport in self._transports.values():
+            await transport.stop()
+        for channel in self.channels:
+            await channel.stop()
+
+    def _stop_requested(self) -> asyncio.Event:
+        if self._stop_event is None:
+            self._stop_event = asyncio.Event()
+        return self._stop_event
+
+    def request_stop(self) -> None:
+        """Ask the worker to stop gracefully (for finite jobs and signal handlers)."""
+        self._stop_requested().set()
+
+    def report_crash(self, error: BaseException) -> None:
+        """Record a fatal error and ask the worker to stop (exit code 1)."""
+        self.crash_reasons.append(error)
+        self.request_stop()
+
+    async def wait_for_stop_request(self) -> None:
+        """Return when ``request_stop`` or ``report_crash`` was called."""
+        await self._stop_requested().wait()
+
+    def main(self, argv: Optional[List[str]] = None) -> None:
+        """Command line for a script: ``python myapp.py worker -l info``."""
+        from .cli import main
+        main(argv if argv is not None else sys.argv[1:], app=self)
+
+
+def _takes_argument(fun: Callable) -> bool:
+    try:
+        return len(inspect.signature(fun).parameters) >= 1
+    except (TypeError, ValueError):
+        return False

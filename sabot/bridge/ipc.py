@@ -1,0 +1,267 @@
+"""What crosses a process boundary: Arrow IPC for data, JSON for the rest.
+
+A message is one *frame*: a fixed prefix (header length, body length), a JSON
+header, then a body made of the inline parts back to back. Values are
+described in the header:
+
+* ``{"k": "json", "v": ...}``: a JSON-able value, inline in the header;
+* ``{"k": "batch" | "table" | "list", "p": i}``: an Arrow IPC stream stored
+  as part ``i`` of the body (small data);
+* ``{"k": ..., "shm": name}``: the same stream in a shared-memory segment
+  (large data), mapped by the reader without a copy.
+
+``list`` is a list of JSON-able values, carried as an Arrow stream with one
+``large_string`` column of JSON texts so that it takes the same road as a
+batch. Nothing here pickles: a frame is bytes the reader parses.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import pyarrow as pa
+
+from ..exceptions import ConversionError
+from .shm import discard_segment, map_segment, write_segment
+
+__all__ = ["DEFAULT_INLINE_THRESHOLD", "FrameWriter", "FrameReader", "convert",
+           "FrameDecoder", "pack_frame", "recv_frame", "send_frame"]
+
+#: Data smaller than this travels inside the message; larger goes by shm.
+DEFAULT_INLINE_THRESHOLD = 64 * 1024
+
+_PREFIX = struct.Struct("<IQ")  # header length, body length
+_JSON_LIST_FIELD = "json"
+_JSON_LIST_SCHEMA = pa.schema([(_JSON_LIST_FIELD, pa.large_string())])
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), allow_nan=True)
+
+
+def _as_arrow(value: Any) -> Tuple[str, pa.Schema, Any]:
+    """Classify ``value``: (kind, schema, batch or table) or kind ``json``."""
+    if isinstance(value, pa.RecordBatch):
+        return "batch", value.schema, value
+    if isinstance(value, pa.Table):
+        return "table", value.schema, value
+    if isinstance(value, (list, tuple)):
+        try:
+            texts = [_dumps(v) for v in value]
+        except (TypeError, ValueError) as exc:
+            raise ConversionError(
+                f"list item cannot cross the bridge as JSON: {exc}") from exc
+        column = pa.array(texts, type=pa.large_string())
+        return "list", _JSON_LIST_SCHEMA, pa.RecordBatch.from_arrays(
+            [column], schema=_JSON_LIST_SCHEMA)
+    return "json", None, None
+
+
+def _write_stream(sink: Any, schema: pa.Schema, data: Any) -> None:
+    with pa.ipc.new_stream(sink, schema) as writer:
+        if isinstance(data, pa.Table):
+            writer.write_table(data)
+        else:
+            writer.write_batch(data)
+
+
+class FrameWriter:
+    """Builds one frame: describe values into the header, collect the body.
+
+    ``segments`` lists the shared-memory names this frame hands over; if the
+    frame is never read the sender passes them to ``discard_segment``.
+    """
+
+    def __init__(self, inline_threshold: int = DEFAULT_INLINE_THRESHOLD) -> None:
+        self.inline_threshold = inline_threshold
+        self.parts: List[Any] = []
+        self.segments: List[str] = []
+        #: Arrow bytes this frame carries (inline and shm), for metrics.
+        self.data_bytes = 0
+
+    def describe(self, value: Any) -> Dict[str, Any]:
+        """Return the header description of ``value``, storing its data."""
+        if hasattr(value, "payload") and hasattr(value, "rows"):
+            value = value.payload  # a sabot Batch: its payload is the data
+        kind, schema, data = _as_arrow(value)
+        if kind == "json":
+            try:
+                _dumps(value)
+            except (TypeError, ValueError) as exc:
+                raise ConversionError(
+                    f"{type(value).__name__} cannot cross the bridge: it is "
+                    f"neither Arrow data, a list, nor JSON-able ({exc})") from exc
+            return {"k": "json", "v": value}
+        try:
+            if data.nbytes < self.inline_threshold:
+                sink = pa.BufferOutputStream()
+                _write_stream(sink, schema, data)
+                buf = sink.getvalue()
+                self.parts.append(buf)
+                self.data_bytes += buf.size
+                return {"k": kind, "p": len(self.parts) - 1}
+            counter = pa.MockOutputStream()
+            _write_stream(counter, schema, data)
+            size = counter.size()
+            name = write_segment(size, lambda target: _fill(target, schema, data))
+        except pa.ArrowException as exc:
+            raise ConversionError(f"cannot write {kind} as Arrow IPC: {exc}") from exc
+        self.segments.append(name)
+        self.data_bytes += size
+        return {"k": kind, "shm": name}
+
+    def describe_many(self, values: Sequence[Any]) -> List[Dict[str, Any]]:
+        """Describe each of ``values``; a list of descriptions."""
+        return [self.describe(v) for v in values]
+
+    def finish(self, header: Dict[str, Any]) -> List[Any]:
+        """Return the frame's buffers: prefix, header, then the body parts."""
+        header["parts"] = [p.size for p in self.parts]
+        head = _dumps(header).encode()
+        body_len = sum(p.size for p in self.parts)
+        return [_PREFIX.pack(len(head), body_len), head, *self.parts]
+
+    def discard(self) -> None:
+        """Remove the segments of a frame that will never be read."""
+        for name in self.segments:
+            discard_segment(name)
+        self.segments.clear()
+
+
+def _fill(target: pa.Buffer, schema: pa.Schema, data: Any) -> None:
+    sink = pa.FixedSizeBufferWriter(target)
+    try:
+        _write_stream(sink, schema, data)
+    finally:
+        sink.close()
+
+
+def pack_frame(header: Dict[str, Any]) -> List[Any]:
+    """A frame with a header and no data."""
+    return FrameWriter().finish(header)
+
+
+class FrameReader:
+    """Turns the descriptions of one received frame back into values.
+
+    Inline data is read in place from the received body and shared-memory
+    data from the mapping: no copy either way.
+    """
+
+    def __init__(self, header: Dict[str, Any], body: Any) -> None:
+        self.header = header
+        self._parts: List[pa.Buffer] = []
+        whole = pa.py_buffer(body) if body is not None else None
+        offset = 0
+        for size in header.get("parts", ()):
+            self._parts.append(whole.slice(offset, size))
+            offset += size
+        #: Arrow bytes read out of this frame, for metrics.
+        self.data_bytes = 0
+
+    def value(self, desc: Dict[str, Any]) -> Any:
+        """Decode one description into RecordBatch, Table, list or JSON value."""
+        kind = desc.get("k")
+        if kind == "json":
+            return desc.get("v")
+        try:
+            if "shm" in desc:
+                source = map_segment(desc["shm"])
+            else:
+                source = self._parts[desc["p"]]
+            self.data_bytes += source.size
+            reader = pa.ipc.open_stream(source)
+            if kind == "table":
+                return reader.read_all()
+            batch = reader.read_next_batch()
+        except (pa.ArrowException, KeyError, IndexError, FileNotFoundError) as exc:
+            raise ConversionError(f"cannot read {kind!r} data from the bridge: {exc}") from exc
+        if kind == "batch":
+            return batch
+        if kind == "list":
+            return [json.loads(t) for t in batch.column(0).to_pylist()]
+        raise ConversionError(f"unknown value kind {kind!r} in a bridge message")
+
+    def values(self, descs: Sequence[Dict[str, Any]]) -> List[Any]:
+        """Decode a list of descriptions."""
+        return [self.value(d) for d in descs]
+
+    def discard_unread(self, descs: Sequence[Dict[str, Any]]) -> None:
+        """Unlink the segments of descriptions that will not be read."""
+        for desc in descs:
+            if "shm" in desc:
+                discard_segment(desc["shm"])
+
+
+def convert(value: Any, inline_threshold: int = DEFAULT_INLINE_THRESHOLD
+            ) -> Tuple[Any, int, bool]:
+    """Send ``value`` through a frame and read it back in this process.
+
+    What a process boundary does to a value, without the process: returns
+    ``(value, arrow_bytes, went_through_shm)``.
+    """
+    writer = FrameWriter(inline_threshold)
+    desc = writer.describe(value)
+    buffers = writer.finish({"v": desc})
+    body = b"".join(memoryview(b) for b in buffers[2:]) or None
+    try:
+        out = FrameReader({"parts": [p.size for p in writer.parts]}, body).value(desc)
+    except BaseException:
+        writer.discard()
+        raise
+    return out, writer.data_bytes, bool(writer.segments)
+
+
+class FrameDecoder:
+    """Splits a byte stream into frames, for the asyncio (parent) side."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> List[Tuple[Dict[str, Any], Optional[bytes]]]:
+        """Add received bytes; return the complete ``(header, body)`` frames."""
+        buf = self._buf
+        buf += data
+        frames = []
+        pos = 0
+        size = len(buf)
+        while size - pos >= _PREFIX.size:
+            hlen, blen = _PREFIX.unpack_from(buf, pos)
+            end = pos + _PREFIX.size + hlen + blen
+            if end > size:
+                break
+            hstart = pos + _PREFIX.size
+            header = json.loads(bytes(buf[hstart:hstart + hlen]))
+            # The body is copied out once so that Arrow can keep pointing
+            # into it after the receive buffer moves on.
+            body = bytes(buf[hstart + hlen:end]) if blen else None
+            frames.append((header, body))
+            pos = end
+        if pos:
+            del buf[:pos]
+        return frames
+
+
+def send_frame(sock: socket.socket, buffers: Sequence[Any]) -> None:
+    """Write a frame on a blocking socket (the worker side)."""
+    total = sum(memoryview(b).nbytes for b in buffers)
+    sent = sock.sendmsg(buffers)
+    if sent < total:
+        # A short write (full socket buffer): send the rest in one piece.
+        rest = b"".join(memoryview(b) for b in buffers)[sent:]
+        sock.sendall(rest)
+
+
+def recv_frame(stream: Any) -> Optional[Tuple[Dict[str, Any], Optional[bytes]]]:
+    """Read a frame from a buffered binary file over a socket; None at EOF."""
+    prefix = stream.read(_PREFIX.size)
+    if len(prefix) < _PREFIX.size:
+        return None
+    hlen, blen = _PREFIX.unpack(prefix)
+    head = stream.read(hlen)
+    body = stream.read(blen) if blen else None
+    if len(head) < hlen or (blen and len(body) < blen):
+        return None
+    return json.loads(head), body

@@ -1,0 +1,87 @@
+"""NativeBridge: nodes run in this process, on the event loop (seed 001)."""
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any, Dict, Mapping, Optional
+
+from ..exceptions import NodeExecutionError, SabotError
+from ..nodes.registry import NodeRegistry
+from ..types import ExecutorBridgeT
+from .base import as_inputs, from_outputs
+from .metrics import BridgeMetrics
+
+__all__ = ["NativeBridge"]
+
+
+class NativeBridge(ExecutorBridgeT):
+    """Runs each node in the caller's process: no conversion, no copy.
+
+    A node is built once per ``node_id`` (by ``initialize_node``, or on its
+    first execution) and kept until ``cleanup_node``.
+    """
+
+    def __init__(self, registry: NodeRegistry,
+                 metrics: Optional[BridgeMetrics] = None) -> None:
+        self.registry = registry
+        self.metrics = metrics if metrics is not None else BridgeMetrics()
+        self._nodes: Dict[str, Any] = {}
+
+    @property
+    def executor_type(self) -> str:
+        """``"native"``."""
+        return "native"
+
+    async def initialize_node(self, node_id: str, node_type: str,
+                              params: Mapping[str, Any]) -> Any:
+        """Build the node; returns it (its input and output keys are readable)."""
+        if node_id not in self._nodes:
+            try:
+                self._nodes[node_id] = self.registry.create(node_type, params, "native")
+            except SabotError:
+                raise
+            except Exception as exc:
+                raise NodeExecutionError(
+                    f"node {node_id!r} ({node_type}) failed to build: {exc!r}",
+                    node_id=node_id, remote_traceback=traceback.format_exc()) from exc
+        return self._nodes[node_id]
+
+    def node(self, node_id: str) -> Any:
+        """The node built for ``node_id`` (KeyError when not initialized)."""
+        return self._nodes[node_id]
+
+    async def execute_node(self, node_id: str, node_type: str, data: Any,
+                           params: Mapping[str, Any]) -> Any:
+        """Run the node on ``data`` (see ``sabot.bridge.base`` for its shape)."""
+        node = await self.initialize_node(node_id, node_type, params)
+        inputs, single = as_inputs(data)
+        start = time.perf_counter()
+        try:
+            node.validate_inputs(inputs)
+            outputs = await node.execute(inputs, params)
+        except NodeExecutionError as exc:
+            exc.node_id = exc.node_id or node_id
+            self.metrics.record_failure(node_id)
+            raise
+        except Exception as exc:
+            self.metrics.record_failure(node_id)
+            raise NodeExecutionError(
+                f"node {node_id!r} ({node_type}) raised {exc!r}", node_id=node_id,
+                remote_traceback=traceback.format_exc(),
+                retryable=bool(getattr(exc, "retryable", False))) from exc
+        self.metrics.record_execution(node_id, time.perf_counter() - start)
+        return from_outputs(node_id, outputs, single)
+
+    async def cleanup_node(self, node_id: str) -> None:
+        """Forget the node; a ``close()`` or ``cleanup()`` method of it is awaited."""
+        node = self._nodes.pop(node_id, None)
+        closer = getattr(node, "cleanup", None) or getattr(node, "close", None)
+        if closer is not None:
+            result = closer()
+            if hasattr(result, "__await__"):
+                await result
+
+    async def close(self) -> None:
+        """Clean up every node."""
+        for node_id in list(self._nodes):
+            await self.cleanup_node(node_id)

@@ -1,0 +1,100 @@
+"""Shared-memory segments that carry one Arrow IPC stream across processes.
+
+Ownership passes with the message: the writer creates a segment, fills it and
+hands it over; the reader maps it and unlinks the name at once. The mapping
+stays valid after the unlink (POSIX keeps the pages until the last unmap), so
+no name is left in ``/dev/shm`` once a message has been read, and the pages
+live exactly as long as the Arrow buffers that point into them.
+
+``multiprocessing``'s resource tracker registers every segment a process
+creates or attaches and unlinks what is still registered when the program
+ends. To keep its books balanced (and silent) each process undoes its own
+registration: the writer right after creating (before it sends, so its
+unregister reaches the tracker before the reader's), the reader through
+``unlink``, which unregisters what ``attach`` registered.
+"""
+from __future__ import annotations
+
+from multiprocessing import resource_tracker
+from multiprocessing.shared_memory import SharedMemory
+from typing import Any
+
+import pyarrow as pa
+
+__all__ = ["write_segment", "map_segment", "discard_segment"]
+
+
+def _tracked_name(shm: SharedMemory) -> str:
+    # The tracker knows the segment by its POSIX name, with the leading slash.
+    return getattr(shm, "_name", None) or "/" + shm.name
+
+
+def write_segment(size: int, fill: Any) -> str:
+    """Create a segment of ``size`` bytes, call ``fill(pa_buffer)``, return its name.
+
+    The caller owns the name until a reader maps it; ``discard_segment``
+    removes it when the message never reaches a reader.
+    """
+    shm = SharedMemory(create=True, size=max(size, 1))
+    resource_tracker.unregister(_tracked_name(shm), "shared_memory")
+    try:
+        target = pa.py_buffer(shm.buf)
+        try:
+            fill(target)
+        finally:
+            # The mapping cannot close while an Arrow buffer still exports it.
+            del target
+    except BaseException:
+        shm.close()
+        _unlink_quietly(shm)
+        raise
+    shm.close()
+    return shm.name
+
+
+class _Mapping:
+    """Keeps a segment mapped for as long as an Arrow buffer refers to it."""
+
+    __slots__ = ("shm",)
+
+    def __init__(self, shm: SharedMemory) -> None:
+        self.shm = shm
+
+    def __del__(self) -> None:
+        try:
+            self.shm.close()
+        except (OSError, BufferError):  # already closed or still exported
+            pass
+
+
+def map_segment(name: str) -> pa.Buffer:
+    """Map segment ``name`` read-only, unlink its name, return it as a buffer.
+
+    No byte is copied: the returned buffer points into the mapping, which is
+    released when the last Arrow object built on it is garbage collected.
+    """
+    shm = SharedMemory(name=name)
+    try:
+        probe = pa.py_buffer(shm.buf)
+        address, size = probe.address, probe.size
+        del probe
+    finally:
+        shm.unlink()
+    return pa.foreign_buffer(address, size, base=_Mapping(shm))
+
+
+def _unlink_quietly(shm: SharedMemory) -> None:
+    try:
+        shm.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def discard_segment(name: str) -> None:
+    """Remove segment ``name`` if no reader has taken it yet."""
+    try:
+        shm = SharedMemory(name=name)
+    except FileNotFoundError:
+        return
+    shm.close()
+    _unlink_quietly(shm)

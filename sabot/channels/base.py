@@ -1,0 +1,343 @@
+"""``Channel``: the one channel interface, with in-memory delivery built in.
+
+Every channel (memory, Kafka topic, Redis stream) is a ``Channel``: local
+subscribers, fan-out, backpressure, schema checks and dead letters live here
+once. A transport subclass changes only where values go when sent (the broker)
+and where local batches come from (its consumer calls ``publish``).
+
+``Transport`` is the base of the per-broker services (memory, Kafka, Redis)
+that hand out named channels with ``topic(name)``.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Any, Dict, Iterable, Optional, Sequence, Union
+
+import pyarrow as pa
+from mode import Service
+
+from .._fastpath import Batch, FanOut
+from ..exceptions import ChannelClosed, ConfigurationError
+from ..schema import RowChecker, check_batch, rows_to_batch
+
+__all__ = ["Channel", "Transport"]
+
+logger = logging.getLogger("sabot.channels")
+_ids = itertools.count(1)
+
+
+class Channel(Service):
+    """A channel with in-memory fan-out to every local subscriber.
+
+    ``send`` delivers to every subscriber in send order; each subscriber (an
+    agent, a stream, an ``async for`` over the channel or a clone) receives
+    every value once. RecordBatches reach every subscriber as the same object.
+    When a subscriber lags by ``maxsize`` values, senders wait.
+
+    With a ``schema``, dict values are checked as they are sent (``SchemaError``
+    names the field) and gathered into RecordBatches of ``batch_size`` rows, or
+    fewer after ``linger`` seconds.
+    """
+
+    #: Name of the transport, shown by ``sabot agents`` and in the banner.
+    transport_name = "memory"
+
+    def __init__(self, app: Any = None, name: Optional[str] = None, *,
+                 schema: Optional[pa.Schema] = None,
+                 maxsize: Optional[int] = None,
+                 batch_size: Optional[int] = None,
+                 linger: Optional[float] = None,
+                 root: Optional["Channel"] = None,
+                 **kwargs: Any) -> None:
+        conf = app.conf if app is not None else None
+        self.app = app
+        self.name = name or f"channel-{next(_ids)}"
+        if schema is not None and not isinstance(schema, pa.Schema):
+            raise ConfigurationError(
+                f"channel {self.name!r}: schema must be a pyarrow.Schema, got {type(schema).__name__}")
+        self.schema = schema
+        self.maxsize = self._setting(maxsize, conf, "stream_buffer_maxsize", 4096)
+        self.batch_size = self._setting(batch_size, conf, "stream_batch_size", 1000)
+        self.linger = linger if linger is not None else (
+            conf.stream_batch_linger if conf is not None else 0.05)
+        if not isinstance(self.maxsize, int) or self.maxsize < 1:
+            raise ConfigurationError(f"channel {self.name!r}: maxsize must be a positive int")
+        self._root = root.root if root is not None else None
+        self._fanout = root._fanout if root is not None else FanOut(self.maxsize, self.batch_size)
+        self._checker = RowChecker(schema) if schema is not None else None
+        self._pending: list = []
+        self._pending_keys: Optional[list] = None
+        self._pending_headers: Optional[list] = None
+        self._linger_handle: Optional[asyncio.TimerHandle] = None
+        self._own_iter: Any = None
+        self._dead_letter: Optional["Channel"] = None
+        self._extra = kwargs
+        super().__init__()
+
+    @staticmethod
+    def _setting(value: Optional[int], conf: Any, name: str, default: int) -> int:
+        if value is not None:
+            return value
+        return getattr(conf, name) if conf is not None else default
+
+    # -- identity ------------------------------------------------------------
+    @property
+    def root(self) -> "Channel":
+        """The channel that owns the fan-out (itself unless this is a clone)."""
+        return self._root or self
+
+    @property
+    def label(self) -> str:
+        return f"{type(self).__name__}: {self.name}"
+
+    def __repr__(self) -> str:
+        schema = f" schema={self.schema.names}" if self.schema is not None else ""
+        return f"<{type(self).__name__} {self.name!r} maxsize={self.maxsize}{schema}>"
+
+    # -- producing -----------------------------------------------------------
+    async def send(self, key: Any = None, value: Any = None,
+                   headers: Optional[Dict[str, bytes]] = None) -> Any:
+        """Deliver one value to every subscriber; waits when one lags ``maxsize``."""
+        if self._checker is not None:
+            return await self._send_row(key, value, headers)
+        if self._fanout.append(value, key, headers):
+            await self._fanout.wait_capacity()
+        return None
+
+    async def send_batch(self, batch: Union[Sequence[Any], pa.RecordBatch, pa.Table]) -> Any:
+        """Deliver many values at once: a RecordBatch (not copied) or a list.
+
+        A list is moved by reference: do not change it after sending.
+        """
+        if self._pending:
+            await self.flush()
+        if isinstance(batch, pa.Table):
+            for part in batch.to_batches():
+                await self.send_batch(part)
+            return None
+        if isinstance(batch, pa.RecordBatch):
+            if self.schema is not None:
+                check_batch(self.schema, batch)
+            await self.publish(Batch(batch))
+            return None
+        if isinstance(batch, (str, bytes, dict)) or not isinstance(batch, Iterable):
+            raise TypeError(
+                f"send_batch() takes a pyarrow.RecordBatch or a list of values, "
+                f"got {type(batch).__name__}")
+        values = batch if type(batch) is list else list(batch)
+        if not values:
+            return None
+        if self._checker is not None:
+            for value in values:
+                self._checker.check(value)
+            await self.publish(Batch(rows_to_batch(self.schema, values)))
+        else:
+            await self.publish(Batch(values))
+        return None
+
+    async def publish(self, batch: Any) -> None:
+        """Hand a ``Batch`` to every local subscriber (transports call this)."""
+        if self._fanout.publish(batch):
+            await self._fanout.wait_capacity()
+
+    async def put(self, value: Any) -> None:
+        """Send ``value``, making sure this channel's own ``get`` will see it."""
+        self._own_values()
+        await self.send(value=value)
+
+    async def get(self, timeout: Optional[float] = None) -> Any:
+        """The next value from this channel's own subscription.
+
+        The subscription starts at the first ``get`` or ``put``. Raises
+        ``asyncio.TimeoutError`` after ``timeout`` seconds and
+        ``ChannelClosed`` when the channel is closed and drained.
+        """
+        it = self._own_values()
+        value = it.poll(_EMPTY)
+        if value is not _EMPTY:
+            return value
+        try:
+            if timeout is None:
+                return await _next(it)
+            return await asyncio.wait_for(_next(it), timeout)
+        except StopAsyncIteration:
+            raise ChannelClosed(f"channel {self.name!r} is closed") from None
+
+    def _own_values(self) -> Any:
+        if self._own_iter is None:
+            self._own_iter = self.subscribe().values()
+        return self._own_iter
+
+    async def _send_row(self, key: Any, value: Any, headers: Any) -> None:
+        self._checker.check(value)  # raises SchemaError naming the field
+        if self._fanout.closed:
+            raise ChannelClosed(f"channel {self.name!r} is closed")
+        pending = self._pending
+        if key is not None or headers is not None or self._pending_keys is not None:
+            if self._pending_keys is None:
+                self._pending_keys = [None] * len(pending)
+                self._pending_headers = [None] * len(pending)
+            self._pending_keys.append(key)
+            self._pending_headers.append(headers)
+        pending.append(value)
+        if len(pending) >= self.batch_size:
+            await self.flush()
+        elif self._linger_handle is None:
+            loop = asyncio.get_running_loop()
+            self._linger_handle = loop.call_later(self.linger, self._linger_expired)
+
+    def _linger_expired(self) -> None:
+        self._linger_handle = None
+        if self._pending:
+            task = asyncio.ensure_future(self.flush())
+            task.add_done_callback(_log_task_error)
+
+    async def flush(self) -> None:
+        """Publish rows gathered by a schema'd channel now (transports: wait for delivery)."""
+        if self._linger_handle is not None:
+            self._linger_handle.cancel()
+            self._linger_handle = None
+        if not self._pending:
+            return
+        rows, keys, headers = self._pending, self._pending_keys, self._pending_headers
+        self._pending, self._pending_keys, self._pending_headers = [], None, None
+        await self.publish(Batch(rows_to_batch(self.schema, rows), keys=keys, headers=headers))
+
+    # -- consuming -----------------------------------------------------------
+    def subscribe(self) -> Any:
+        """A new subscriber (held weakly): receives every value sent from now on."""
+        sub = self._fanout.subscribe()
+        self.root.on_subscribed()
+        return sub
+
+    def on_subscribed(self) -> None:
+        """Hook: a local subscriber was added (transports start fetching)."""
+
+    @property
+    def subscriber_count(self) -> int:
+        """How many live subscribers the channel has."""
+        return self._fanout.subscriber_count
+
+    def __aiter__(self) -> Any:
+        return self.subscribe().values()
+
+    def stream(self, **kwargs: Any) -> Any:
+        """A ``Stream`` over a new subscription to this channel."""
+        from ..streams import Stream
+        return Stream(self, **kwargs)
+
+    def clone(self, **kwargs: Any) -> "Channel":
+        """Another handle on the same channel; iterating it subscribes anew."""
+        return type(self)(**{**self._init_kwargs(), **kwargs, "root": self.root})
+
+    def derive(self, **overrides: Any) -> "Channel":
+        """A new, independent channel with this one's settings, overridden."""
+        return type(self)(**{**self._init_kwargs(), **overrides})
+
+    def _init_kwargs(self) -> Dict[str, Any]:
+        return dict(app=self.app, name=self.name, schema=self.schema,
+                    maxsize=self.maxsize, batch_size=self.batch_size,
+                    linger=self.linger, **self._extra)
+
+    # -- dead letters --------------------------------------------------------
+    def dead_letter_channel(self) -> "Channel":
+        """Where failed values go: ``<name>.dlq`` (suffix from the app's conf)."""
+        if self._dead_letter is None:
+            suffix = self.app.conf.dead_letter_suffix if self.app is not None else ".dlq"
+            name = self.name + suffix
+            if self.app is not None:
+                self._dead_letter = self.app.dead_letter_channel_for(self, name)
+            else:
+                self._dead_letter = Channel(None, name)
+        return self._dead_letter
+
+    async def dead_letter(self, value: Any, reason: str,
+                          headers: Optional[Dict[str, Any]] = None) -> Any:
+        """Send a failed value with its reason to the dead-letter channel.
+
+        Returns what the dead-letter channel's ``send`` returns (a delivery
+        future on transports) so the caller can hold its ack until then.
+        """
+        envelope = {"sabot-error": reason, "sabot-source": self.name}
+        if headers:
+            envelope.update(headers)
+        encoded = {k: v if isinstance(v, bytes) else str(v).encode() for k, v in envelope.items()}
+        logger.warning("dead letter from %s: %s", self.name, reason)
+        return await self.dead_letter_channel().send(value=value, headers=encoded)
+
+    # -- lifecycle -----------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+        return self._fanout.closed
+
+    async def close(self) -> None:
+        """Flush gathered rows, then end every subscriber's stream once drained."""
+        if self._pending and not self._fanout.closed:
+            await self.flush()
+        self._fanout.close()
+
+    async def on_stop(self) -> None:
+        if self._linger_handle is not None:
+            self._linger_handle.cancel()
+            self._linger_handle = None
+
+
+class _Empty:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<empty>"
+
+
+_EMPTY = _Empty()
+
+
+async def _next(it: Any) -> Any:
+    return await it.__anext__()
+
+
+def _log_task_error(task: "asyncio.Future[Any]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("background flush failed: %r", task.exception())
+
+
+class Transport(Service):
+    """A broker behind the app's topics: hands out one channel per name.
+
+    Subclasses set ``scheme`` and ``channel_class`` and start their consumer
+    and producer in ``on_start``. ``stop_fetching`` is the first phase of a
+    graceful stop: stop reading, let in-flight batches finish (bounded by
+    ``timeout``) and commit; agents stop after it, then the transport itself.
+    """
+
+    scheme = "memory"
+    channel_class: type = Channel
+
+    def __init__(self, app: Any, url: str) -> None:
+        self.app = app
+        self.url = url
+        self.topics: Dict[str, Channel] = {}
+        super().__init__()
+
+    def topic(self, name: str, **options: Any) -> Channel:
+        """The channel called ``name`` (created on first use, then shared)."""
+        existing = self.topics.get(name)
+        if existing is not None:
+            return existing
+        channel = self.create_channel(name, **options)
+        self.topics[name] = channel
+        return channel
+
+    def create_channel(self, name: str, **options: Any) -> Channel:
+        """Build the channel for ``name``; transports pass their own options."""
+        return self.channel_class(self.app, name, **options)
+
+    async def stop_fetching(self, timeout: float) -> None:
+        """Stop reading new batches and commit what is finished (graceful stop)."""
+
+    def status(self) -> Dict[str, Any]:
+        """Figures for the worker's status line (lag per topic, ...)."""
+        return {}

@@ -1,0 +1,26 @@
+"""The in-memory transport: ``memory://``, channels that never leave the process."""
+from __future__ import annotations
+
+from .base import Channel, Transport
+
+__all__ = ["MemoryChannel", "MemoryTransport"]
+
+
+class MemoryChannel(Channel):
+    """A channel in this process: batches moved by reference, no serialization."""
+
+    transport_name = "memory"
+
+
+class MemoryTransport(Transport):
+    """``memory://``: ``app.topic(name)`` is a named in-memory channel."""
+
+    scheme = "memory"
+    channel_class = MemoryChannel
+
+    def create_channel(self, name, **options):
+        # Serializer options mean nothing in memory; accept them so an app
+        # written for Kafka runs unchanged on memory:// (tests, demos).
+        for option in ("key_serializer", "value_serializer", "partitions", "maxlen", "group"):
+            options.pop(option, None)
+        return MemoryChannel(self.app, name, **options)
