@@ -1,0 +1,323 @@
+"""What every broker-backed channel (Kafka topic, Redis stream) does the same way.
+
+A transport's consumer fetches raw messages and hands them over as one
+``Fetched``; ``TransportChannel.deliver`` decodes them with the channel's
+codec, publishes the good values as batches to the local subscribers, sends
+the bad ones to the dead-letter channel, and calls the transport's ``on_done``
+exactly once, when every batch built from the fetch is done *and* every
+dead-letter write is acknowledged. The transport commits (Kafka) or XACKs
+(Redis) there, so nothing is acknowledged before it was processed or safely
+dead-lettered.
+
+Producing is shared too: values are encoded with the codec and written by
+``produce``, the one method each transport implements (plus ``flush``).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import (Any, Callable, Dict, List, NamedTuple, Optional, Sequence,
+                    Union)
+
+import pyarrow as pa
+
+from .._fastpath import Batch
+from ..codecs import Codec, decode_many, get_codec
+from ..exceptions import DecodeError
+from ..schema import rows_to_batch
+from .base import Channel
+
+__all__ = ["Fetched", "TransportChannel", "DeadLetterCodec", "Countdown"]
+
+logger = logging.getLogger("sabot.channels")
+
+#: Delay between attempts to write a dead letter whose write failed.
+DEAD_LETTER_RETRY_DELAY = 1.0
+
+
+class Fetched(NamedTuple):
+    """Raw messages fetched together from one partition (or stream).
+
+    Parallel lists; ``keys``/``headers``/``timestamps`` may be ``None`` when no
+    message has one. ``positions`` are the transport's own (``(topic,
+    partition, offset)`` for Kafka, ``(stream, entry_id)`` for Redis).
+    ``timestamp`` (seconds) stands for the whole fetch when ``timestamps`` is
+    ``None``.
+    """
+
+    payloads: List[bytes]
+    positions: Sequence[Any]
+    keys: Optional[List[Any]] = None
+    headers: Optional[List[Optional[Dict[str, bytes]]]] = None
+    timestamps: Optional[List[float]] = None
+    timestamp: Optional[float] = None
+
+
+class Countdown:
+    """Calls ``callback()`` once after being called ``n`` times (any arguments)."""
+
+    __slots__ = ("remaining", "callback")
+
+    def __init__(self, n: int, callback: Callable[[], None]) -> None:
+        self.remaining = n
+        self.callback = callback
+        if n <= 0:
+            callback()
+
+    def __call__(self, *_: Any) -> None:
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.callback()
+
+
+class DeadLetterCodec(Codec):
+    """Bytes go to the dead-letter topic as they came; other values (an agent's
+    failing value) are encoded with the source channel's codec, else as JSON."""
+
+    name = "dead-letter"
+
+    def __init__(self, source: Codec) -> None:
+        self.source = source
+        self.fallback = get_codec("json")
+
+    def encode(self, value: Any) -> bytes:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return bytes(value)
+        try:
+            return self.source.encode(value)
+        except Exception:
+            return self.fallback.encode(value if not isinstance(value, pa.RecordBatch)
+                                        else value.to_pylist())
+
+    def decode(self, data: bytes) -> Any:
+        return data
+
+
+class TransportChannel(Channel):
+    """A channel whose values travel through a broker.
+
+    Subclasses implement ``produce`` (write one encoded message, return its
+    delivery future), ``flush`` (wait for every write), ``position_headers``
+    (a failed value's position as dead-letter headers), and may override
+    ``maybe_declare``. ``transport`` is the service that owns the clients; it
+    must offer ``topic(name, **options)`` and ``subscribe_channel(channel)``.
+    """
+
+    transport_name = "transport"
+
+    def __init__(self, app: Any = None, name: Optional[str] = None, *,
+                 transport: Any = None,
+                 key_serializer: Union[None, str, Codec] = None,
+                 value_serializer: Union[str, Codec] = "json",
+                 **kwargs: Any) -> None:
+        self.transport = transport
+        self.codec = get_codec(value_serializer)
+        self.key_codec = get_codec(key_serializer) if key_serializer is not None else None
+        super().__init__(app, name, transport=transport, key_serializer=key_serializer,
+                         value_serializer=value_serializer, **kwargs)
+
+    def __repr__(self) -> str:
+        schema = f" schema={self.schema.names}" if self.schema is not None else ""
+        return f"<{type(self).__name__} {self.name!r} codec={self.codec.name}{schema}>"
+
+    # -- producing -----------------------------------------------------------
+    async def produce(self, key: Optional[bytes], value: bytes,
+                      headers: Optional[Dict[str, bytes]], **options: Any) -> Any:
+        """Write one encoded message; return its delivery future."""
+        raise NotImplementedError
+
+    async def maybe_declare(self) -> None:
+        """Create the topic or stream on the broker when it is missing (if needed)."""
+
+    def encode_key(self, key: Any) -> Optional[bytes]:
+        """The key as bytes (``None`` stays ``None``)."""
+        if key is None:
+            return None
+        if self.key_codec is not None:
+            return self.key_codec.encode(key)
+        if isinstance(key, bytes):
+            return key
+        return key.encode("utf-8") if isinstance(key, str) else get_codec("json").encode(key)
+
+    def encode_value(self, value: Any) -> bytes:
+        """The value as bytes with the channel's codec, checked against its schema."""
+        if self._checker is not None and not isinstance(value, pa.RecordBatch):
+            self._checker.check(value)  # SchemaError names the field
+        return self.codec.encode(value)
+
+    async def send(self, key: Any = None, value: Any = None,
+                   headers: Optional[Dict[str, bytes]] = None, **options: Any) -> Any:
+        """Write one value; returns its delivery future (awaiting it gives the metadata).
+
+        Does not wait for delivery: the client batches writes. Await the
+        returned future, or ``flush()``, to know it is durable.
+        """
+        return await self.produce(self.encode_key(key), self.encode_value(value),
+                                  headers, **options)
+
+    async def send_batch(self, batch: Union[Sequence[Any], pa.RecordBatch, pa.Table]) -> Any:
+        """One message per RecordBatch under a batch codec (``arrow``), else one per row.
+
+        Returns a future done when every message is delivered (``None`` if empty).
+        """
+        if isinstance(batch, pa.Table):
+            futures = [await self.send_batch(part) for part in batch.to_batches()]
+            return _all_of([f for f in futures if f is not None])
+        if self.codec.yields_batches:
+            if not isinstance(batch, pa.RecordBatch):
+                rows = list(batch)
+                if not rows:
+                    return None
+                batch = (rows_to_batch(self.schema, rows) if self.schema is not None
+                         else pa.RecordBatch.from_pylist(rows))
+            return await self.send(value=batch)
+        rows = batch.to_pylist() if isinstance(batch, pa.RecordBatch) else batch
+        send = self.send
+        return _all_of([await send(value=value) for value in rows])
+
+    # -- consuming -----------------------------------------------------------
+    def on_subscribed(self) -> None:
+        """A local subscriber appeared: tell the transport to fetch this channel."""
+        if self.transport is not None:
+            self.transport.subscribe_channel(self)
+
+    def position_headers(self, position: Any) -> Dict[str, bytes]:
+        """Dead-letter headers that say where a failed value came from."""
+        return {"sabot-position": repr(position).encode()}
+
+    async def deliver(self, fetched: Fetched, on_done: Callable[[], None]) -> None:
+        """Decode a fetch, publish the good values, dead-letter the bad ones.
+
+        ``on_done()`` is called once, when every published batch is done and
+        every dead-letter write is acknowledged. Waits while a local
+        subscriber lags by ``maxsize`` (backpressure on the fetch loop).
+        """
+        payloads = fetched.payloads
+        keys, failures = self._decode_keys(fetched)
+        if failures:
+            good = [i for i in range(len(payloads)) if i not in {j for j, _ in failures}]
+            values, value_failures = decode_many(self.codec, [payloads[i] for i in good], self.schema)
+            failures.extend((good[j], exc) for j, exc in value_failures)
+            failures.sort(key=lambda f: f[0])
+        else:
+            values, failures = decode_many(self.codec, payloads, self.schema)
+        batches = self._build_batches(fetched, keys, values, failures)
+        countdown = Countdown(len(batches) + len(failures), on_done)
+        for index, exc in failures:
+            await self._dead_letter_one(fetched, index, exc, countdown)
+        for batch in batches:
+            batch.on_done = countdown
+            await self.publish(batch)
+
+    def _decode_keys(self, fetched: Fetched) -> tuple:
+        codec = self.key_codec
+        if codec is None or fetched.keys is None or codec.name == "raw":
+            return fetched.keys, []
+        keys: List[Any] = []
+        failures: List[tuple] = []
+        for i, raw in enumerate(fetched.keys):
+            if raw is None:
+                keys.append(None)
+                continue
+            try:
+                keys.append(codec.decode(raw))
+            except DecodeError as exc:
+                keys.append(None)
+                failures.append((i, DecodeError(f"key: {exc}", codec=codec.name, payload=raw)))
+        return keys, failures
+
+    def _build_batches(self, fetched: Fetched, keys: Optional[List[Any]], values: Any,
+                       failures: List[tuple]) -> List[Any]:
+        n = len(fetched.payloads)
+        if failures:
+            bad = {i for i, _ in failures}
+            index = [i for i in range(n) if i not in bad]
+        else:
+            index = None  # every message decoded: the lists are used as they are
+        if self.codec.yields_batches:
+            return self._batch_per_message(fetched, keys, values, index)
+        if len(values) == 0:
+            return []
+        return [Batch(values,
+                      keys=_pick(keys, index),
+                      headers=_pick(fetched.headers, index),
+                      timestamps=_pick(fetched.timestamps, index),
+                      positions=_pick(fetched.positions, index),
+                      timestamp=fetched.timestamp)]
+
+    @staticmethod
+    def _batch_per_message(fetched: Fetched, keys: Optional[List[Any]], values: List[Any],
+                           index: Optional[List[int]]) -> List[Any]:
+        # Each message is a RecordBatch of many rows; the envelope of the
+        # message stands for each of its rows.
+        out = []
+        for j, record_batch in enumerate(values):
+            i = j if index is None else index[j]
+            rows = len(record_batch)
+            ts = fetched.timestamps[i] if fetched.timestamps is not None else fetched.timestamp
+            out.append(Batch(
+                record_batch,
+                keys=None if keys is None else [keys[i]] * rows,
+                headers=None if fetched.headers is None else [fetched.headers[i]] * rows,
+                positions=[fetched.positions[i]] * rows,
+                timestamp=ts))
+        return out
+
+    # -- dead letters --------------------------------------------------------
+    def dead_letter_channel(self) -> Channel:
+        """``<name><dead_letter_suffix>`` on the same broker; raw bytes kept as they came."""
+        if self._dead_letter is None:
+            suffix = self.app.conf.dead_letter_suffix if self.app is not None else ".dlq"
+            self._dead_letter = self.transport.topic(
+                self.name + suffix, value_serializer=DeadLetterCodec(self.codec))
+        return self._dead_letter
+
+    async def _dead_letter_one(self, fetched: Fetched, index: int, exc: DecodeError,
+                               countdown: Countdown) -> None:
+        headers = self.position_headers(fetched.positions[index])
+        if fetched.keys is not None and fetched.keys[index] is not None:
+            key = fetched.keys[index]
+            headers["sabot-key"] = key if isinstance(key, bytes) else str(key).encode()
+        if fetched.headers is not None and fetched.headers[index]:
+            for name, value in fetched.headers[index].items():
+                headers.setdefault(name, value)
+        payload = fetched.payloads[index]
+        reason = f"{type(exc).__name__}: {exc}"
+        await self._write_dead_letter(payload, reason, headers, countdown)
+
+    async def _write_dead_letter(self, payload: bytes, reason: str,
+                                 headers: Dict[str, bytes], countdown: Countdown) -> None:
+        # The source stays unacknowledged until the write is: a failed write
+        # is retried rather than counted, so the value is never lost.
+        await self.dead_letter_channel().maybe_declare()
+        result = await self.dead_letter(payload, reason, headers)
+        if not isinstance(result, asyncio.Future):
+            countdown()
+            return
+
+        def written(future: "asyncio.Future[Any]") -> None:
+            if future.cancelled() or future.exception() is not None:
+                error = "cancelled" if future.cancelled() else repr(future.exception())
+                logger.error("dead-letter write from %s failed (%s); retrying", self.name, error)
+                loop = asyncio.get_event_loop()
+                loop.call_later(DEAD_LETTER_RETRY_DELAY, lambda: asyncio.ensure_future(
+                    self._write_dead_letter(payload, reason, headers, countdown)))
+            else:
+                countdown()
+        result.add_done_callback(written)
+
+
+def _pick(values: Optional[Sequence[Any]], index: Optional[List[int]]) -> Any:
+    if values is None or index is None:
+        return values
+    return [values[i] for i in index]
+
+
+def _all_of(futures: List[Any]) -> Any:
+    """One future for many deliveries (``None`` when there are none)."""
+    futures = [f for f in futures if f is not None]
+    if not futures:
+        return None
+    if len(futures) == 1:
+        return futures[0]
+    return asyncio.gather(*futures)
