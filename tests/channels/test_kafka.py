@@ -1,0 +1,457 @@
+"""Kafka transport against a real broker (tansu, see tests/servers/kafka.py).
+
+No mocks: every test talks to the session's broker. Each test uses its own app
+id and topic names, so tests do not see each other's messages or groups.
+"""
+import asyncio
+import contextlib
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+
+import pyarrow as pa
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+import sabot
+from sabot.channels.kafka import KafkaTopic, KafkaTransport, kafka_client_options
+from sabot.codecs import get_codec
+from sabot.exceptions import BrokerUnavailable
+
+pytestmark = pytest.mark.kafka
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCHEMA = pa.schema([("id", pa.int64()), ("amount", pa.float64()), ("sym", pa.string())])
+
+
+def unique(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def make_app(kafka_broker, **settings):
+    settings.setdefault("broker_commit_interval", 0.2)
+    return sabot.App(unique("app"), broker=f"kafka://{kafka_broker}", **settings)
+
+
+@contextlib.asynccontextmanager
+async def running(*apps):
+    for app in apps:
+        await app.start()
+    try:
+        yield apps
+    finally:
+        for app in reversed(apps):
+            await app.stop()
+
+
+async def wait_until(predicate, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def read_all(kafka_broker, topic, n, timeout=15.0):
+    """Read ``n`` messages of ``topic`` with a plain aiokafka consumer (no group)."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_broker, auto_offset_reset="earliest")
+    await consumer.start()
+    out = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(out) < n and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                out.extend(records)
+    finally:
+        await consumer.stop()
+    return out
+
+
+def arrow_batch(n, start=0):
+    return pa.RecordBatch.from_pydict({
+        "id": list(range(start, start + n)),
+        "amount": [i * 1.5 for i in range(start, start + n)],
+        "sym": [f"s{i % 7}" for i in range(start, start + n)],
+    }, schema=SCHEMA)
+
+
+# -- round trips --------------------------------------------------------------
+
+@pytest.mark.parametrize("codec,values", [
+    ("raw", [b"a", b"\x00\x01", b"x" * 1000]),
+    ("json", [{"id": 1, "tags": ["a"]}, [1, 2], "text", None]),
+    ("arrow", [arrow_batch(3), arrow_batch(5, 10)]),
+])
+async def test_round_trip_per_codec(kafka_broker, codec, values):
+    app = make_app(kafka_broker)
+    topic = app.topic(unique("rt"), value_serializer=codec, partitions=1)
+    got = []
+
+    @app.agent(topic)
+    async def collect(stream):
+        async for event in stream.events():
+            got.append(event)
+
+    async with running(app):
+        for i, value in enumerate(values):
+            await topic.send(key=f"k{i}", value=value, headers={"h": b"%d" % i})
+        await topic.flush()
+        expected = sum(len(v) for v in values) if codec == "arrow" else len(values)
+        await wait_until(lambda: len(got) >= expected, what="round trip")
+    if codec == "arrow":
+        assert [e.value for e in got] == [r for v in values for r in v.to_pylist()]
+    else:
+        assert [e.value for e in got] == values
+    assert got[0].key == b"k0" and got[0].headers == {"h": b"0"}
+    name, partition, offset = got[0].position
+    assert (name, partition, offset) == (topic.name, 0, 0)
+
+
+async def test_send_returns_delivery_future_with_metadata(kafka_broker):
+    app = make_app(kafka_broker)
+    topic = app.topic(unique("meta"), partitions=2)
+    async with running(app):
+        future = await topic.send(value={"x": 1}, partition=1)
+        assert isinstance(future, asyncio.Future)
+        metadata = await future
+        assert metadata.topic == topic.name and metadata.partition == 1
+
+
+async def test_record_batch_in_equal_record_batch_out(kafka_broker):
+    app = make_app(kafka_broker)
+    topic = app.topic(unique("arrow"), value_serializer="arrow", schema=SCHEMA, partitions=1)
+    got = []
+
+    @app.agent(topic)
+    async def collect(stream):
+        async for batch in stream.batches():
+            got.append(batch)
+
+    sent = arrow_batch(10_000)
+    async with running(app):
+        await topic.send_batch(sent)
+        await topic.flush()
+        await wait_until(lambda: got, what="the batch")
+    assert isinstance(got[0], pa.RecordBatch)
+    assert got[0].equals(sent)
+
+
+async def test_send_batch_writes_one_message_per_row_for_json(kafka_broker):
+    app = make_app(kafka_broker)
+    topic = app.topic(unique("rows"), value_serializer="json", schema=SCHEMA, partitions=1)
+    got = []
+
+    @app.agent(topic)
+    async def collect(stream):
+        async for batch in stream.batches():
+            got.append(batch)
+
+    async with running(app):
+        await topic.send_batch(arrow_batch(50))
+        await topic.flush()
+        # json values fetched together with a schema come back as one RecordBatch
+        await wait_until(lambda: sum(len(b) for b in got) >= 50, what="50 rows")
+    assert all(isinstance(b, pa.RecordBatch) for b in got)
+    assert pa.Table.from_batches(got).to_pylist() == arrow_batch(50).to_pylist()
+    assert len(await read_all(kafka_broker, topic.name, 50)) == 50
+
+
+# -- agents: fan-out, sinks, groups -------------------------------------------
+
+async def test_fan_out_to_two_agents(kafka_broker):
+    app = make_app(kafka_broker)
+    topic = app.topic(unique("fan"), partitions=2)
+    seen = {"a": [], "b": []}
+
+    @app.agent(topic)
+    async def first(stream):
+        async for value in stream:
+            seen["a"].append(value)
+
+    @app.agent(topic)
+    async def second(stream):
+        async for value in stream:
+            seen["b"].append(value)
+
+    async with running(app):
+        for i in range(200):
+            await topic.send(key=str(i), value=i)
+        await topic.flush()
+        await wait_until(lambda: len(seen["a"]) == 200 and len(seen["b"]) == 200, what="fan-out")
+    assert sorted(seen["a"]) == sorted(seen["b"]) == list(range(200))
+
+
+async def test_agent_sinks_to_another_topic(kafka_broker):
+    app = make_app(kafka_broker)
+    source = app.topic(unique("src"), partitions=2)
+    alerts = app.topic(unique("alerts"), partitions=1)
+    got = []
+
+    @app.agent(source, sink=[alerts])
+    async def score(stream):
+        async for order in stream:
+            if order["amount"] > 100:
+                yield {"alert": order["id"]}
+
+    @app.agent(alerts)
+    async def collect(stream):
+        async for value in stream:
+            got.append(value)
+
+    async with running(app):
+        for i in range(100):
+            await source.send(value={"id": i, "amount": i * 3})
+        await wait_until(lambda: len(got) == 66, what="66 alerts")
+    assert sorted(v["alert"] for v in got) == list(range(34, 100))
+    # The output is in Kafka itself, not only in this process.
+    assert len(await read_all(kafka_broker, alerts.name, 66)) == 66
+
+
+async def test_two_workers_in_one_group_split_partitions(kafka_broker):
+    group = unique("group")
+    name = unique("split")
+    seen = []
+    apps = []
+    for w in range(2):
+        app = sabot.App(group, broker=f"kafka://{kafka_broker}", broker_commit_interval=0.2,
+                        broker_heartbeat_interval=0.5)
+        got = []
+        seen.append(got)
+
+        @app.agent(app.topic(name, partitions=4), name=f"worker{w}")
+        async def collect(stream, got=got):
+            async for value in stream:
+                got.append(value)
+        apps.append(app)
+
+    async with running(*apps):
+        await wait_until(lambda: all(a.transport.consumer.assignment() for a in apps)
+                         and sum(len(a.transport.consumer.assignment()) for a in apps) == 4,
+                         what="both workers to hold partitions")
+        topic = apps[0].topic(name)
+        for i in range(1000):
+            await topic.send(key=str(i), value=i)
+        await topic.flush()
+        await wait_until(lambda: len(seen[0]) + len(seen[1]) >= 1000, what="1000 values")
+        await asyncio.sleep(0.3)  # anything more would be a duplicate
+    assert seen[0] and seen[1], "one worker got nothing"
+    assert sorted(seen[0] + seen[1]) == list(range(1000))
+    parts = [{tp.partition for tp in a.transport._committed} for a in apps]
+    assert not parts[0] & parts[1]
+
+
+async def test_keyed_messages_land_in_the_java_client_partition(kafka_broker):
+    app = make_app(kafka_broker)
+    topic = app.topic(unique("keys"), partitions=12)
+    async with running(app):
+        await topic.maybe_declare()
+        for key in [b"21", b"foobar", b"order-1", b"customer-42", b"\xff\x00", b"abcdefg"]:
+            metadata = await (await topic.send(key=key, value=1))
+            assert metadata.partition == java_partition(key, 12), key
+
+
+# -- at-least-once across a crash --------------------------------------------
+
+@pytest.mark.slow
+async def test_sigkill_half_way_then_restart_processes_everything(kafka_broker, tmp_path):
+    total = 20_000
+    name = unique("crash")
+    outfile = tmp_path / "processed.txt"
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_broker, linger_ms=5)
+    app = make_app(kafka_broker)
+    await app.topic(name, partitions=4).maybe_declare()
+    await app.transport.stop()
+    await producer.start()
+    try:
+        json = get_codec("json")
+        for i in range(total):
+            await producer.send(name, json.encode({"id": i}), key=str(i).encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    def start_worker():
+        return subprocess.Popen([sys.executable, os.path.join(HERE, "kafka_worker_app.py"),
+                                 kafka_broker, name, str(outfile)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def processed():
+        if not outfile.exists():
+            return []
+        return [int(x) for x in outfile.read_text().split()]
+
+    worker = start_worker()
+    try:
+        await wait_until(lambda: len(processed()) >= total // 2 or worker.poll() is not None,
+                         timeout=60, what="half of the messages")
+        assert worker.poll() is None, worker.stderr.read().decode()
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+        first_run = set(processed())
+        assert len(first_run) < total, "the worker finished before it was killed"
+
+        worker = start_worker()
+        await wait_until(lambda: len(set(processed())) >= total or worker.poll() is not None,
+                         timeout=60, what="every message after the restart")
+        assert worker.poll() is None, worker.stderr.read().decode()
+    finally:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    assert set(processed()) == set(range(total))
+
+
+# -- dead letters ---------------------------------------------------------------
+
+async def test_malformed_values_go_to_dead_letter_topic_and_agent_goes_on(kafka_broker):
+    app = make_app(kafka_broker)
+    orders = app.topic(unique("orders"), value_serializer="json", partitions=1)
+    frames = app.topic(unique("frames"), value_serializer="arrow", partitions=1)
+    got_orders, got_frames = [], []
+
+    @app.agent(orders)
+    async def take_orders(stream):
+        async for value in stream:
+            got_orders.append(value)
+
+    @app.agent(frames)
+    async def take_frames(stream):
+        async for batch in stream.batches():
+            got_frames.append(batch)
+
+    truncated = get_codec("arrow").encode(arrow_batch(100))[:-64]
+    async with running(app):
+        await orders.send(value={"id": 1})
+        await orders.produce(b"bad-key", b'{"id": 2,', None)  # malformed JSON
+        await orders.send(value={"id": 3})
+        await frames.send_batch(arrow_batch(5))
+        await frames.produce(None, truncated, None)  # truncated Arrow IPC
+        await frames.send_batch(arrow_batch(5, 5))
+        await wait_until(lambda: len(got_orders) == 2 and len(got_frames) == 2, what="good values")
+        dead_orders = await read_all(kafka_broker, orders.name + ".dlq", 1)
+        dead_frames = await read_all(kafka_broker, frames.name + ".dlq", 1)
+        # The dead-lettered offsets are committed too (once the DLQ write was acked).
+        await wait_until(lambda: app.transport._committed.get(TopicPartition(orders.name, 0)) == 3
+                         and app.transport._committed.get(TopicPartition(frames.name, 0)) == 3,
+                         what="commits past the bad values")
+    assert [v["id"] for v in got_orders] == [1, 3]
+    assert [len(b) for b in got_frames] == [5, 5]
+
+    (dead,) = dead_orders
+    assert dead.value == b'{"id": 2,'
+    headers = dict(dead.headers)
+    assert headers["sabot-topic"] == orders.name.encode()
+    assert headers["sabot-partition"] == b"0" and headers["sabot-offset"] == b"1"
+    assert b"JSON" in headers["sabot-error"] and headers["sabot-key"] == b"bad-key"
+
+    (dead,) = dead_frames
+    assert dead.value == truncated
+    headers = dict(dead.headers)
+    assert headers["sabot-offset"] == b"1" and b"Arrow" in headers["sabot-error"]
+
+
+# -- failures and security ------------------------------------------------------
+
+async def test_broker_down_at_start_gives_clear_error(unused_tcp_port):
+    app = sabot.App(unique("down"), broker=f"kafka://127.0.0.1:{unused_tcp_port}",
+                    broker_connect_timeout=1.0)
+
+    @app.agent(app.topic("anything"))
+    async def idle(stream):
+        async for _ in stream:
+            pass
+
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable) as info:
+        await app.start()
+    elapsed = time.monotonic() - started
+    with contextlib.suppress(Exception):
+        await app.stop()
+    message = str(info.value)
+    assert 0.9 <= elapsed < 5, elapsed
+    assert "\n" not in message
+    assert f"127.0.0.1:{unused_tcp_port}" in message and "broker_connect_timeout" in message
+
+
+def test_credentials_pass_through_and_never_show():
+    app = sabot.App("sec", broker="kafka://h1:9093,h2", sasl_mechanism="SCRAM-SHA-256",
+                    sasl_username="alice", sasl_password="s3cret-pw",
+                    ssl_context=ssl.create_default_context())
+    options = kafka_client_options(app.conf)
+    assert options["security_protocol"] == "SASL_SSL"
+    assert options["sasl_plain_password"] == "s3cret-pw"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-256"
+    transport = app.transport
+    assert isinstance(transport, KafkaTransport)
+    assert transport.servers == ["h1:9093", "h2:9092"]
+    for text in (repr(transport), repr(app.conf), repr(app), repr(app.topic("t"))):
+        assert "s3cret-pw" not in text
+
+    pair = sabot.App("sec2", broker="kafka://h", broker_credentials=("bob", "pw-2"))
+    options = kafka_client_options(pair.conf)
+    assert options["security_protocol"] == "SASL_PLAINTEXT"
+    assert options["sasl_plain_username"] == "bob" and "pw-2" not in repr(pair.transport)
+
+
+def test_topic_is_a_kafka_topic():
+    app = sabot.App("kind", broker="kafka://127.0.0.1:9")
+    topic = app.topic("orders", value_serializer="raw", partitions=3)
+    assert isinstance(topic, KafkaTopic)
+    assert topic.partitions == 3 and topic.codec.name == "raw"
+    assert app.topic("orders") is topic
+
+
+# -- the Java client's partitioner, written from its source ----------------------
+
+def java_murmur2(data: bytes) -> int:
+    """Kafka's ``Utils.murmur2`` (signed 32-bit), ported line by line."""
+    def i32(x):
+        x &= 0xFFFFFFFF
+        return x - (1 << 32) if x & 0x80000000 else x
+
+    m, r = 0x5BD1E995, 24
+    length = len(data)
+    h = i32(0x9747B28C ^ length)
+    for i in range(length // 4):
+        k = data[4 * i] | data[4 * i + 1] << 8 | data[4 * i + 2] << 16 | data[4 * i + 3] << 24
+        k = i32(k * m)
+        k = i32(k ^ ((k & 0xFFFFFFFF) >> r))
+        k = i32(k * m)
+        h = i32(h * m)
+        h = i32(h ^ k)
+    tail = length & ~3
+    rest = length % 4
+    if rest == 3:
+        h = i32(h ^ data[tail + 2] << 16)
+    if rest >= 2:
+        h = i32(h ^ data[tail + 1] << 8)
+    if rest >= 1:
+        h = i32(h ^ data[tail])
+        h = i32(h * m)
+    h = i32(h ^ ((h & 0xFFFFFFFF) >> 13))
+    h = i32(h * m)
+    h = i32(h ^ ((h & 0xFFFFFFFF) >> 15))
+    return h
+
+
+def java_partition(key: bytes, partitions: int) -> int:
+    """``Utils.toPositive(Utils.murmur2(key)) % numPartitions``."""
+    return (java_murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def test_java_murmur2_port_matches_kafka_utils_test_vectors():
+    # org.apache.kafka.common.utils.UtilsTest.testMurmur2
+    cases = {b"21": -973932308, b"foobar": -790332482,
+             b"a-little-bit-long-string": -985981536,
+             b"a-little-bit-longer-string": -1486304829,
+             b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+             b"abc": 479470107}
+    for key, expected in cases.items():
+        assert java_murmur2(key) == expected
