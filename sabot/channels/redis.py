@@ -1,0 +1,695 @@
+"""The Redis Streams transport: ``redis://`` and ``rediss://``.
+
+``app.redis_channel(name)`` (or ``app.topic(name)`` with a ``redis://``
+broker) is a :class:`RedisStreamChannel` over the Redis Stream ``name``.
+
+Producing: every ``send`` is an ``XADD``; sends made while one round trip is
+in flight are pipelined together (``MAXLEN ~`` when the channel has a
+``maxlen``), and each returns a future resolved with the entry id.
+
+Consuming: one reader per stream reads ``XREADGROUP COUNT BLOCK`` in the
+consumer group named after the app id (created at id ``0`` with
+``MKSTREAM``), as the consumer ``<host>-<pid>``. The entries of one read
+become one batch (``TransportChannel.deliver`` decodes them, dead-letters the
+bad ones to ``<name>.dlq`` and publishes the rest); once every subscribed
+agent is finished with them, their ids are ``XACK``\\ ed in bulk.
+
+Recovery: at start, and after every reconnect, a reader first re-reads its
+own pending entries (``XREADGROUP ... 0``), then claims entries that other
+consumers left idle for ``redis_claim_idle_ms`` (``XAUTOCLAIM``, repeated at
+that interval), so a worker that died leaves nothing behind. Ids still held
+locally (in an agent, or waiting for their XACK) are never delivered twice
+by that recovery, and an XACK that failed is retried until it succeeds.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+import os
+import socket
+from typing import Any, Dict, List, Optional, Sequence, Set
+from urllib.parse import unquote, urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis import exceptions as rexc
+
+from ..exceptions import (AuthenticationError, BrokerUnavailable,
+                          ConfigurationError, TransportError)
+from ..nodes.retry import RetryPolicy
+from ..settings import redact_url
+from .base import Transport
+from .transport import Countdown, Fetched, TransportChannel
+
+__all__ = ["RedisTransport", "RedisStreamChannel"]
+
+logger = logging.getLogger("sabot.channels.redis")
+
+#: Entry fields with a meaning of their own; every other field is a header.
+VALUE_FIELD = b"value"
+KEY_FIELD = b"key"
+_RESERVED = frozenset({"value", "key"})
+
+#: Redis errors after which the connection is gone and a new one may work.
+_CONNECTION_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError,
+                      ConnectionError, OSError)
+
+#: Backoff between reconnect attempts (only ``delay`` is used; attempts are unbounded).
+_RECONNECT = RetryPolicy(max_attempts=2 ** 31, initial_delay=0.05, max_delay=2.0, jitter=0.2)
+
+#: Most entries sent in one pipeline, and most ids in one XACK.
+_PIPELINE_CHUNK = 1000
+_ACK_CHUNK = 5000
+#: Unflushed sends before ``send`` waits for the pipeline (memory stays flat).
+_PRODUCER_HIGH_WATER = 20000
+
+_consumer_seq = itertools.count(1)
+
+
+def _consumer_name() -> str:
+    # host-pid names the worker; a second transport in the same process (two
+    # apps in a test or an embedding program) needs a name of its own.
+    n = next(_consumer_seq)
+    base = f"{socket.gethostname()}-{os.getpid()}"
+    return base if n == 1 else f"{base}-{n}"
+
+
+def _is_nogroup(exc: BaseException) -> bool:
+    return isinstance(exc, rexc.ResponseError) and str(exc).startswith("NOGROUP")
+
+
+def _raw_reply(response: Any, **options: Any) -> Any:
+    # The reader parses XREADGROUP/XAUTOCLAIM replies itself: redis-py's
+    # callbacks build a dict per entry that is thrown away at once.
+    return response
+
+
+class RedisTransport(Transport):
+    """The Redis server behind ``app.redis_channel`` (from ``app.conf.redis_url``).
+
+    ``url`` is ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://``
+    for TLS. The password is never logged, and ``repr`` hides it.
+    """
+
+    scheme = "redis"
+
+    def __init__(self, app: Any, url: Optional[str] = None) -> None:
+        url = url or app.conf.redis_url
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            raise ConfigurationError(
+                f"redis URL {redact_url(url)!r} must start with redis:// or rediss://")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise ConfigurationError(f"redis URL {redact_url(url)!r}: {exc}") from None
+        super().__init__(app, url)
+        self.safe_url = redact_url(url)
+        self.username = unquote(parts.username) if parts.username else None
+        self.consumer_name = _consumer_name()
+        conf = getattr(app, "conf", None)
+        self.connect_timeout = float(conf.broker_connect_timeout) if conf is not None else 10.0
+        self.block_ms = int(conf.redis_block_ms) if conf is not None else 100
+        self.claim_idle_ms = int(conf.redis_claim_idle_ms) if conf is not None else 30000
+        self._client: Optional[aioredis.Redis] = None
+        self._producer: Optional[_Producer] = None
+        self._readers: Dict[str, _StreamReader] = {}
+        self._fetching = False
+
+    def __repr__(self) -> str:
+        return f"<RedisTransport {self.safe_url} consumer={self.consumer_name!r}>"
+
+    @property
+    def label(self) -> str:
+        return f"RedisTransport: {self.safe_url}"
+
+    @property
+    def shortlabel(self) -> str:
+        return "RedisTransport"
+
+    # -- clients ---------------------------------------------------------------
+    @property
+    def client(self) -> aioredis.Redis:
+        """The shared ``redis.asyncio`` client (connection pool), made on first use."""
+        if self._client is None:
+            # Our own loops retry with backoff and re-run recovery; redis-py's
+            # silent retries would hide the reconnect from them.
+            client = aioredis.Redis.from_url(
+                self.url, protocol=2, retry=Retry(NoBackoff(), 0),
+                socket_connect_timeout=min(self.connect_timeout, 5.0),
+                socket_keepalive=True, health_check_interval=0)
+            client.set_response_callback("XREADGROUP", _raw_reply)
+            client.set_response_callback("XAUTOCLAIM", _raw_reply)
+            self._client = client
+        return self._client
+
+    @property
+    def producer(self) -> "_Producer":
+        """The pipelining XADD writer shared by every channel of this transport."""
+        if self._producer is None:
+            self._producer = _Producer(self)
+        return self._producer
+
+    def translate_error(self, exc: BaseException) -> BaseException:
+        """A Sabot error with a one-line message for a redis-py error.
+
+        The message names the server by its redacted URL; the password is not
+        in it (redis-py's own messages do not carry it either).
+        """
+        if isinstance(exc, rexc.AuthenticationError) or (
+                isinstance(exc, rexc.ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS"))):
+            who = f"user {self.username!r}" if self.username else "the default user"
+            return AuthenticationError(
+                f"redis at {self.safe_url} refused the credentials of {who}: "
+                f"wrong or missing password")
+        if isinstance(exc, _CONNECTION_ERRORS):
+            return BrokerUnavailable(f"cannot reach redis at {self.safe_url}: {exc}")
+        return TransportError(f"redis at {self.safe_url} failed: {exc}")
+
+    async def check_connection(self) -> None:
+        """PING until the server answers or ``broker_connect_timeout`` passes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.connect_timeout
+        attempt = 0
+        while True:
+            try:
+                await asyncio.wait_for(self.client.ping(), timeout=max(0.1, deadline - loop.time()))
+                return
+            except (rexc.AuthenticationError, rexc.ResponseError) as exc:
+                raise self.translate_error(exc) from None
+            except (asyncio.TimeoutError, *_CONNECTION_ERRORS) as exc:
+                attempt += 1
+                if loop.time() + _RECONNECT.delay(attempt) >= deadline:
+                    raise self.translate_error(
+                        exc if not isinstance(exc, asyncio.TimeoutError)
+                        else rexc.TimeoutError("timed out")) from None
+                await asyncio.sleep(_RECONNECT.delay(attempt))
+
+    # -- channels --------------------------------------------------------------
+    def create_channel(self, name: str, **options: Any) -> "RedisStreamChannel":
+        options.pop("partitions", None)  # a Kafka notion; accepted so apps port unchanged
+        return RedisStreamChannel(self.app, name, transport=self, **options)
+
+    def subscribe_channel(self, channel: "RedisStreamChannel") -> None:
+        """``channel`` has a local subscriber: read its stream (now, or at start)."""
+        root = channel.root
+        reader = self._readers.get(root.name)
+        if reader is None:
+            reader = self._readers[root.name] = _StreamReader(self, root)
+        if self._fetching:
+            reader.start()
+        reader.subscribers_changed()
+
+    # -- lifecycle -------------------------------------------------------------
+    async def on_start(self) -> None:
+        await self.check_connection()
+        self._fetching = True
+        for reader in self._readers.values():
+            reader.start()
+
+    async def stop_fetching(self, timeout: float) -> None:
+        """Stop reading, wait (up to ``timeout``) for held entries, XACK them."""
+        self._fetching = False
+        readers = list(self._readers.values())
+        for reader in readers:
+            await reader.stop_reading()
+        await asyncio.gather(*(reader.drain(timeout) for reader in readers),
+                             return_exceptions=True)
+
+    async def on_stop(self) -> None:
+        self._fetching = False
+        for reader in list(self._readers.values()):
+            await reader.stop_reading()
+            await reader.drain(0.5)
+            await reader.close()
+        if self._producer is not None:
+            await self._producer.close()
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    def status(self) -> Dict[str, Any]:
+        """Entries held (read, not yet XACKed) per stream."""
+        return {name: {"held": len(r.held)} for name, r in self._readers.items()}
+
+
+class RedisStreamChannel(TransportChannel):
+    """A channel over one Redis Stream, read in a consumer group.
+
+    ``maxlen`` trims the stream approximately (``XADD MAXLEN ~``) on every
+    write; ``group`` names the consumer group (default: the app id). An entry
+    keeps the encoded value in its ``value`` field, the key in ``key``, and
+    each header in a field of its own, so entries written by other clients
+    (``XADD s * value ...``) are read as well.
+    """
+
+    transport_name = "redis"
+
+    def __init__(self, app: Any = None, name: Optional[str] = None, *,
+                 maxlen: Optional[int] = None, group: Optional[str] = None,
+                 **kwargs: Any) -> None:
+        if maxlen is not None and (not isinstance(maxlen, int) or isinstance(maxlen, bool)
+                                   or maxlen < 1):
+            raise ConfigurationError(f"redis channel {name!r}: maxlen must be a positive int")
+        self.maxlen = maxlen
+        self.group = group or (app.id if app is not None else "sabot")
+        super().__init__(app, name, maxlen=maxlen, group=group, **kwargs)
+
+    # -- producing -------------------------------------------------------------
+    async def produce(self, key: Optional[bytes], value: bytes,
+                      headers: Optional[Dict[str, bytes]], **options: Any) -> Any:
+        """Queue one XADD; the returned future resolves to the entry id (``str``)."""
+        args: List[Any] = [VALUE_FIELD, value]
+        if key is not None:
+            args += (KEY_FIELD, key)
+        if headers:
+            for name, data in headers.items():
+                if name in _RESERVED:
+                    raise ValueError(f"header name {name!r} is reserved for the entry's {name}")
+                args += (name, data)
+        return await self.transport.producer.add(self.name, self.maxlen, args)
+
+    async def flush(self) -> None:
+        """Wait until every value sent so far is stored in Redis."""
+        await super().flush()
+        if self.transport is not None:
+            await self.transport.producer.flush()
+
+    # -- consuming -------------------------------------------------------------
+    def position_headers(self, position: Any) -> Dict[str, bytes]:
+        """The failed entry's id, for its dead-letter entry."""
+        return {"sabot-source-id": str(position[1]).encode()}
+
+    async def dead_letter_valueless(self, entry_id: str, headers: Optional[Dict[str, bytes]],
+                                    on_done: Any) -> None:
+        """Dead-letter an entry that has no ``value`` field (another client's).
+
+        ``on_done()`` runs once the dead-letter entry is stored, as for the
+        entries the codec refused.
+        """
+        extra = dict(headers or {})
+        extra.update(self.position_headers((self.name, entry_id)))
+        await self._write_dead_letter(b"", "entry has no 'value' field", extra,
+                                      Countdown(1, on_done))
+
+
+class _Producer:
+    """Pipelines the XADDs of every channel: one round trip per burst of sends."""
+
+    def __init__(self, transport: RedisTransport) -> None:
+        self.transport = transport
+        self._queue: List[tuple] = []
+        self._task: Optional["asyncio.Future[None]"] = None
+        self._drained: Optional[asyncio.Event] = None
+
+    async def add(self, stream: str, maxlen: Optional[int], fields: List[Any]) -> "asyncio.Future[str]":
+        """Queue an XADD; waits only while too many are unflushed (backpressure)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.append((stream, maxlen, fields, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+        if len(self._queue) >= _PRODUCER_HIGH_WATER:
+            await self.flush()
+        return future
+
+    async def flush(self) -> None:
+        """Return when everything queued so far is written (or has failed)."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    async def _run(self) -> None:
+        # Sends queued during one round trip go out together in the next.
+        while self._queue:
+            chunk, self._queue = self._queue[:_PIPELINE_CHUNK], self._queue[_PIPELINE_CHUNK:]
+            await self._write(chunk)
+
+    async def _write(self, chunk: List[tuple]) -> None:
+        transport = self.transport
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + transport.connect_timeout
+        attempt = 0
+        while True:
+            pipe = transport.client.pipeline(transaction=False)
+            for stream, maxlen, fields, _ in chunk:
+                if maxlen is None:
+                    pipe.execute_command("XADD", stream, "*", *fields)
+                else:
+                    pipe.execute_command("XADD", stream, "MAXLEN", "~", maxlen, "*", *fields)
+            try:
+                results = await pipe.execute(raise_on_error=False)
+                break
+            except asyncio.CancelledError:
+                _fail(chunk, TransportError("producer closed before the write finished"))
+                raise
+            except _CONNECTION_ERRORS as exc:
+                # A retried XADD may store an entry twice: at-least-once.
+                attempt += 1
+                if loop.time() >= deadline:
+                    _fail(chunk, transport.translate_error(exc))
+                    return
+                logger.warning("redis at %s: write failed (%s); retrying", transport.safe_url,
+                               type(exc).__name__)
+                await asyncio.sleep(_RECONNECT.delay(attempt))
+            except rexc.RedisError as exc:
+                _fail(chunk, transport.translate_error(exc))
+                return
+        for (_, _, _, future), result in zip(chunk, results):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(transport.translate_error(result))
+            else:
+                future.set_result(result.decode() if isinstance(result, bytes) else result)
+
+    async def close(self) -> None:
+        """Write what is queued, then stop."""
+        try:
+            await self.flush()
+        except Exception as exc:  # the futures carry the error already
+            logger.debug("final flush failed: %r", exc)
+
+
+def _fail(chunk: List[tuple], exc: BaseException) -> None:
+    for *_, future in chunk:
+        if not future.done():
+            future.set_exception(exc)
+
+
+class _StreamReader:
+    """Reads one stream in one consumer group and XACKs what agents finished.
+
+    ``held`` is every id read and not yet acknowledged on the server: in an
+    agent, in a dead-letter write, or waiting for its XACK. Recovery reads
+    skip those ids, so an entry is never in two batches of this worker at
+    once, and an id leaves ``held`` only when its XACK has succeeded.
+    """
+
+    def __init__(self, transport: RedisTransport, channel: RedisStreamChannel) -> None:
+        self.transport = transport
+        self.channel = channel
+        self.stream = channel.name
+        self.group = channel.group
+        self.consumer = transport.consumer_name
+        self.count = channel.batch_size
+        self.held: Set[bytes] = set()
+        self._to_ack: List[bytes] = []
+        self._ack_wake = asyncio.Event()
+        self._have_subscribers = asyncio.Event()
+        self._held_empty = asyncio.Event()
+        self._held_empty.set()
+        self._read_task: Optional["asyncio.Future[None]"] = None
+        self._ack_task: Optional["asyncio.Future[None]"] = None
+        self._recover = True
+        self._next_claim = 0.0
+        self._stopping = False
+        self._acks_open = True
+
+    # -- control ---------------------------------------------------------------
+    def start(self) -> None:
+        """Start the read and ack loops (idempotent)."""
+        if self._ack_task is None or self._ack_task.done():
+            self._ack_task = asyncio.ensure_future(self._ack_loop())
+        if self._read_task is None or self._read_task.done():
+            self._read_task = asyncio.ensure_future(self._read_loop())
+            self._read_task.add_done_callback(self._read_loop_ended)
+
+    def subscribers_changed(self) -> None:
+        """Wake the read loop when the channel has a subscriber again."""
+        if self.channel.subscriber_count:
+            self._have_subscribers.set()
+
+    def _read_loop_ended(self, task: "asyncio.Future[None]") -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        exc = task.exception()
+        logger.error("redis reader of %r stopped: %s", self.stream, exc)
+        app = self.transport.app
+        if app is not None and hasattr(app, "report_crash"):
+            app.report_crash(exc)
+
+    async def stop_reading(self) -> None:
+        """Stop reading new entries; entries already read keep going.
+
+        The loop notices within one ``BLOCK`` period; it is cancelled only if
+        it hangs (a publish waiting on a stuck agent), since cancelling a
+        blocked XREADGROUP loses its reply (the entries then wait, pending,
+        for a claim).
+        """
+        self._stopping = True
+        self._have_subscribers.set()
+        task, self._read_task = self._read_task, None
+        if task is None or task.done():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), 1.0 + 3 * self.transport.block_ms / 1000)
+        except asyncio.TimeoutError:
+            task.cancel()
+        except Exception:  # reported by _read_loop_ended
+            pass
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for every held entry to be acknowledged.
+
+        After that, batches still finishing (or dropped by a stopping agent,
+        which releases them unprocessed) are not acknowledged: their entries
+        stay pending and are read again, so a stop never loses an entry.
+        """
+        try:
+            await asyncio.wait_for(self._held_empty.wait(), timeout)
+        except asyncio.TimeoutError:
+            logger.warning("redis stream %r: %d entries still unacknowledged at stop; "
+                           "they stay pending and will be read again", self.stream, len(self.held))
+        self._acks_open = False
+
+    async def close(self) -> None:
+        """Stop the ack loop (after one last attempt to XACK what is finished)."""
+        if self._to_ack:
+            try:
+                await self._xack(self._to_ack)
+            except Exception:  # left pending on the server: read again later
+                pass
+        task, self._ack_task = self._ack_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    # -- reading ---------------------------------------------------------------
+    async def _read_loop(self) -> None:
+        attempt = 0
+        while not self._stopping:
+            await self._have_subscribers.wait()
+            if self._stopping:
+                return
+            try:
+                if self._recover:
+                    await self._ensure_group()
+                    await self._read_own_pending()
+                    await self._claim_idle()
+                    self._recover = False
+                    if attempt:
+                        logger.info("redis at %s: reconnected, reading %r again",
+                                    self.transport.safe_url, self.stream)
+                    attempt = 0
+                await self._read_new()
+            except asyncio.CancelledError:
+                raise
+            except rexc.AuthenticationError as exc:
+                raise self.transport.translate_error(exc) from None
+            except _CONNECTION_ERRORS as exc:
+                attempt += 1
+                self._recover = True
+                delay = _RECONNECT.delay(attempt)
+                if attempt == 1 or attempt % 20 == 0:
+                    logger.warning("redis at %s: lost the connection reading %r (%s); "
+                                   "reconnecting", self.transport.safe_url, self.stream,
+                                   type(exc).__name__)
+                await asyncio.sleep(delay)
+            except rexc.ResponseError as exc:
+                if not _is_nogroup(exc):
+                    raise
+                # The stream or group vanished (a restart without persistence,
+                # a DEL): create them again and carry on.
+                self._recover = True
+
+    async def _ensure_group(self) -> None:
+        try:
+            await self.transport.client.xgroup_create(self.stream, self.group, id="0",
+                                                      mkstream=True)
+        except rexc.ResponseError as exc:
+            if not str(exc).startswith("BUSYGROUP"):
+                raise
+
+    async def _read_own_pending(self) -> None:
+        # Entries this consumer read before a reconnect (or a restart under
+        # the same name) and never acknowledged.
+        last: Any = "0"
+        while True:
+            reply = await self.transport.client.execute_command(
+                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.count,
+                "STREAMS", self.stream, last)
+            entries = reply[0][1] if reply else None
+            if not entries:
+                return
+            last = entries[-1][0]
+            await self._deliver(entries, recovered=True)
+
+    async def _claim_idle(self) -> None:
+        # Entries that another consumer (probably dead) held too long.
+        client = self.transport.client
+        start: Any = "0-0"
+        while True:
+            reply = await client.execute_command(
+                "XAUTOCLAIM", self.stream, self.group, self.consumer,
+                self.transport.claim_idle_ms, start, "COUNT", self.count)
+            start, entries = reply[0], reply[1]
+            if entries:
+                await self._deliver(entries, recovered=True)
+            if start in (b"0-0", "0-0"):
+                break
+        self._next_claim = asyncio.get_running_loop().time() + self.transport.claim_idle_ms / 1000
+
+    async def _read_new(self) -> None:
+        client = self.transport.client
+        loop = asyncio.get_running_loop()
+        block = self.transport.block_ms
+        while self._have_subscribers.is_set() and not self._stopping:
+            reply = await client.execute_command(
+                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.count,
+                "BLOCK", block, "STREAMS", self.stream, ">")
+            if reply:
+                await self._deliver(reply[0][1], recovered=False)
+            if loop.time() >= self._next_claim:
+                await self._claim_idle()
+
+    async def _deliver(self, entries: Sequence[Any], *, recovered: bool) -> None:
+        held = self.held
+        ids: List[bytes] = []
+        payloads: List[Any] = []
+        keys: Optional[List[Any]] = None
+        headers: Optional[List[Any]] = None
+        gone: List[bytes] = []
+        valueless: List[tuple] = []
+        for entry in entries:
+            eid, fields = entry[0], entry[1]
+            if recovered and eid in held:
+                continue  # still in an agent here, or its XACK is on the way
+            if not fields:
+                gone.append(eid)  # trimmed away while pending: nothing to process
+                continue
+            if len(fields) == 2 and fields[0] == VALUE_FIELD:
+                payload = fields[1]
+                key = hdrs = None
+            else:
+                payload, key, hdrs = _split_fields(fields)
+                if payload is None:
+                    valueless.append((eid, hdrs))
+                    continue
+            if key is not None and keys is None:
+                keys = [None] * len(ids)
+            if hdrs is not None and headers is None:
+                headers = [None] * len(ids)
+            if keys is not None:
+                keys.append(key)
+            if headers is not None:
+                headers.append(hdrs)
+            ids.append(eid)
+            payloads.append(payload)
+        if gone:
+            held.update(gone)
+            self._acked(gone)
+        if not ids and not valueless:
+            return
+        if self.channel.subscriber_count == 0:
+            # Nobody would process them: leave them pending and read them
+            # again (own pending first) once an agent subscribes.
+            self._have_subscribers.clear()
+            self._recover = True
+            return
+        self._held_empty.clear()
+        for eid, hdrs in valueless:
+            held.add(eid)
+            await self.channel.dead_letter_valueless(
+                eid.decode(), hdrs, functools.partial(self._acked, [eid]))
+        if not ids:
+            return
+        held.update(ids)
+        stream = self.stream
+        fetched = Fetched(payloads, [(stream, eid.decode()) for eid in ids],
+                          keys=keys, headers=headers,
+                          timestamp=_entry_time(ids[-1]))
+        # A payload missing (no value field) is dead-lettered by the codec.
+        await self.channel.deliver(fetched, functools.partial(self._acked, ids))
+
+    # -- acknowledging ---------------------------------------------------------
+    def _acked(self, ids: List[bytes]) -> None:
+        # on_done of a fetch: called synchronously from the event loop.
+        if not self._acks_open:
+            return  # stopping: leave them pending (see drain)
+        self._to_ack.extend(ids)
+        self._ack_wake.set()
+
+    async def _ack_loop(self) -> None:
+        attempt = 0
+        while True:
+            await self._ack_wake.wait()
+            self._ack_wake.clear()
+            while self._to_ack:
+                ids, self._to_ack = self._to_ack, []
+                try:
+                    await self._xack(ids)
+                    attempt = 0
+                except _CONNECTION_ERRORS:
+                    # Kept, not dropped: the entries stay held and are
+                    # acknowledged once the server is back.
+                    self._to_ack[:0] = ids
+                    attempt += 1
+                    await asyncio.sleep(_RECONNECT.delay(attempt))
+                except rexc.ResponseError as exc:
+                    # NOGROUP: the server lost the group (restart without
+                    # persistence); those entries are gone with it.
+                    logger.warning("redis stream %r: cannot XACK %d entries (%s)",
+                                   self.stream, len(ids), exc)
+                    self._forget(ids)
+
+    async def _xack(self, ids: List[bytes]) -> None:
+        client = self.transport.client
+        for i in range(0, len(ids), _ACK_CHUNK):
+            part = ids[i:i + _ACK_CHUNK]
+            await client.execute_command("XACK", self.stream, self.group, *part)
+            self._forget(part)
+
+    def _forget(self, ids: List[bytes]) -> None:
+        held = self.held
+        held.difference_update(ids)
+        if not held:
+            self._held_empty.set()
+
+
+def _split_fields(fields: Sequence[Any]) -> tuple:
+    """``(value, key, headers)`` from a flat ``[field, data, ...]`` list."""
+    value = key = None
+    headers: Optional[Dict[str, bytes]] = None
+    for i in range(0, len(fields) - 1, 2):
+        name, data = fields[i], fields[i + 1]
+        if name == VALUE_FIELD:
+            value = data
+        elif name == KEY_FIELD:
+            key = data
+        else:
+            if headers is None:
+                headers = {}
+            headers[name.decode("utf-8", "replace") if isinstance(name, bytes) else name] = data
+    return value, key, headers
+
+
+def _entry_time(entry_id: bytes) -> Optional[float]:
+    """Seconds since the epoch from an entry id's millisecond part."""
+    try:
+        return int(entry_id.split(b"-", 1)[0]) / 1000.0
+    except (ValueError, AttributeError):
+        return None
