@@ -17,7 +17,6 @@ batch. Nothing here pickles: a frame is bytes the reader parses.
 from __future__ import annotations
 
 import json
-import socket
 import struct
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -27,7 +26,7 @@ from ..exceptions import ConversionError
 from .shm import discard_segment, map_segment, write_segment
 
 __all__ = ["DEFAULT_INLINE_THRESHOLD", "FrameWriter", "FrameReader", "convert",
-           "FrameDecoder", "pack_frame", "recv_frame", "send_frame"]
+           "FrameDecoder", "pack_frame", "Frame"]
 
 #: Data smaller than this travels inside the message; larger goes by shm.
 DEFAULT_INLINE_THRESHOLD = 64 * 1024
@@ -37,8 +36,36 @@ _JSON_LIST_FIELD = "json"
 _JSON_LIST_SCHEMA = pa.schema([(_JSON_LIST_FIELD, pa.large_string())])
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), allow_nan=True)
+# json.dumps with default arguments reuses one cached encoder; any keyword
+# argument builds a new encoder per call, which costs more than the message.
+_dumps = json.dumps
+_SCALARS = (str, int, float, bool, type(None))
+_SCHEMA_CACHE_SIZE = 64
+# Schemas repeat from batch to batch: serialize and parse each one once.
+_schema_bytes: Dict[int, Tuple[pa.Schema, pa.Buffer]] = {}
+_schemas_read: Dict[bytes, pa.Schema] = {}
+
+
+def _serialized_schema(schema: pa.Schema) -> pa.Buffer:
+    hit = _schema_bytes.get(id(schema))
+    # The cached schema object is kept alive, so its id cannot be reused.
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    if len(_schema_bytes) >= _SCHEMA_CACHE_SIZE:
+        _schema_bytes.clear()
+    buf = schema.serialize()
+    _schema_bytes[id(schema)] = (schema, buf)
+    return buf
+
+
+def _parsed_schema(buf: pa.Buffer) -> pa.Schema:
+    key = buf.to_pybytes()
+    schema = _schemas_read.get(key)
+    if schema is None:
+        if len(_schemas_read) >= _SCHEMA_CACHE_SIZE:
+            _schemas_read.clear()
+        schema = _schemas_read[key] = pa.ipc.read_schema(buf)
+    return schema
 
 
 def _as_arrow(value: Any) -> Tuple[str, pa.Schema, Any]:
@@ -87,6 +114,8 @@ class FrameWriter:
             value = value.payload  # a sabot Batch: its payload is the data
         kind, schema, data = _as_arrow(value)
         if kind == "json":
+            if isinstance(value, _SCALARS):
+                return {"k": "json", "v": value}
             try:
                 _dumps(value)
             except (TypeError, ValueError) as exc:
@@ -95,13 +124,15 @@ class FrameWriter:
                     f"neither Arrow data, a list, nor JSON-able ({exc})") from exc
             return {"k": "json", "v": value}
         try:
-            if data.nbytes < self.inline_threshold:
-                sink = pa.BufferOutputStream()
-                _write_stream(sink, schema, data)
-                buf = sink.getvalue()
-                self.parts.append(buf)
-                self.data_bytes += buf.size
-                return {"k": kind, "p": len(self.parts) - 1}
+            if data.get_total_buffer_size() < self.inline_threshold:
+                if kind == "table":
+                    sink = pa.BufferOutputStream()
+                    _write_stream(sink, schema, data)
+                    return {"k": kind, "p": self._add_part(sink.getvalue())}
+                # A batch goes as its two IPC messages, schema and record
+                # batch: a third of the cost of writing a whole stream.
+                return {"k": kind, "s": self._add_part(_serialized_schema(schema)),
+                        "p": self._add_part(data.serialize())}
             counter = pa.MockOutputStream()
             _write_stream(counter, schema, data)
             size = counter.size()
@@ -111,6 +142,11 @@ class FrameWriter:
         self.segments.append(name)
         self.data_bytes += size
         return {"k": kind, "shm": name}
+
+    def _add_part(self, buf: pa.Buffer) -> int:
+        self.parts.append(buf)
+        self.data_bytes += buf.size
+        return len(self.parts) - 1
 
     def describe_many(self, values: Sequence[Any]) -> List[Dict[str, Any]]:
         """Describe each of ``values``; a list of descriptions."""
@@ -172,10 +208,13 @@ class FrameReader:
             else:
                 source = self._parts[desc["p"]]
             self.data_bytes += source.size
-            reader = pa.ipc.open_stream(source)
-            if kind == "table":
-                return reader.read_all()
-            batch = reader.read_next_batch()
+            if "s" in desc:
+                batch = pa.ipc.read_record_batch(source, self._schema(desc["s"]))
+            else:
+                reader = pa.ipc.open_stream(source)
+                if kind == "table":
+                    return reader.read_all()
+                batch = reader.read_next_batch()
         except (pa.ArrowException, KeyError, IndexError, FileNotFoundError) as exc:
             raise ConversionError(f"cannot read {kind!r} data from the bridge: {exc}") from exc
         if kind == "batch":
@@ -183,6 +222,11 @@ class FrameReader:
         if kind == "list":
             return [json.loads(t) for t in batch.column(0).to_pylist()]
         raise ConversionError(f"unknown value kind {kind!r} in a bridge message")
+
+    def _schema(self, index: int) -> pa.Schema:
+        part = self._parts[index]
+        self.data_bytes += part.size
+        return _parsed_schema(part)
 
     def values(self, descs: Sequence[Dict[str, Any]]) -> List[Any]:
         """Decode a list of descriptions."""
@@ -214,8 +258,12 @@ def convert(value: Any, inline_threshold: int = DEFAULT_INLINE_THRESHOLD
     return out, writer.data_bytes, bool(writer.segments)
 
 
+#: A received frame: its header and its body bytes (None when empty).
+Frame = Tuple[Dict[str, Any], Optional[bytes]]
+
+
 class FrameDecoder:
-    """Splits a byte stream into frames, for the asyncio (parent) side."""
+    """Splits a received byte stream into frames."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -233,7 +281,7 @@ class FrameDecoder:
             if end > size:
                 break
             hstart = pos + _PREFIX.size
-            header = json.loads(bytes(buf[hstart:hstart + hlen]))
+            header = json.loads(buf[hstart:hstart + hlen].decode())
             # The body is copied out once so that Arrow can keep pointing
             # into it after the receive buffer moves on.
             body = bytes(buf[hstart + hlen:end]) if blen else None
@@ -242,26 +290,3 @@ class FrameDecoder:
         if pos:
             del buf[:pos]
         return frames
-
-
-def send_frame(sock: socket.socket, buffers: Sequence[Any]) -> None:
-    """Write a frame on a blocking socket (the worker side)."""
-    total = sum(memoryview(b).nbytes for b in buffers)
-    sent = sock.sendmsg(buffers)
-    if sent < total:
-        # A short write (full socket buffer): send the rest in one piece.
-        rest = b"".join(memoryview(b) for b in buffers)[sent:]
-        sock.sendall(rest)
-
-
-def recv_frame(stream: Any) -> Optional[Tuple[Dict[str, Any], Optional[bytes]]]:
-    """Read a frame from a buffered binary file over a socket; None at EOF."""
-    prefix = stream.read(_PREFIX.size)
-    if len(prefix) < _PREFIX.size:
-        return None
-    hlen, blen = _PREFIX.unpack(prefix)
-    head = stream.read(hlen)
-    body = stream.read(blen) if blen else None
-    if len(head) < hlen or (blen and len(body) < blen):
-        return None
-    return json.loads(head), body

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import time
-import traceback
 from typing import Any, Dict, Mapping, Optional
 
-from ..exceptions import NodeExecutionError, SabotError
+from ..exceptions import SabotError
+from ..nodes.node import node_error, run_node
 from ..nodes.registry import NodeRegistry
 from ..types import ExecutorBridgeT
 from .base import as_inputs, from_outputs
@@ -41,9 +41,7 @@ class NativeBridge(ExecutorBridgeT):
             except SabotError:
                 raise
             except Exception as exc:
-                raise NodeExecutionError(
-                    f"node {node_id!r} ({node_type}) failed to build: {exc!r}",
-                    node_id=node_id, remote_traceback=traceback.format_exc()) from exc
+                raise node_error(node_id, node_type, exc) from exc
         return self._nodes[node_id]
 
     def node(self, node_id: str) -> Any:
@@ -57,18 +55,10 @@ class NativeBridge(ExecutorBridgeT):
         inputs, single = as_inputs(data)
         start = time.perf_counter()
         try:
-            node.validate_inputs(inputs)
-            outputs = await node.execute(inputs, params)
-        except NodeExecutionError as exc:
-            exc.node_id = exc.node_id or node_id
-            self.metrics.record_failure(node_id)
-            raise
+            outputs = await run_node(node, inputs, params)
         except Exception as exc:
             self.metrics.record_failure(node_id)
-            raise NodeExecutionError(
-                f"node {node_id!r} ({node_type}) raised {exc!r}", node_id=node_id,
-                remote_traceback=traceback.format_exc(),
-                retryable=bool(getattr(exc, "retryable", False))) from exc
+            raise node_error(node_id, node_type, exc) from exc
         self.metrics.record_execution(node_id, time.perf_counter() - start)
         return from_outputs(node_id, outputs, single)
 

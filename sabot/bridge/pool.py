@@ -1,0 +1,336 @@
+"""Worker processes seen from the parent: spawn, talk, notice death, replace.
+
+``WorkerProcess`` is one spawned process and its socket; one request is in
+flight at a time, so an answer always belongs to the request waiting for it.
+``WorkerPool`` keeps N of them started the same way, lends an idle one per
+request, replaces one that died, and retries the request under a
+``RetryPolicy`` when the death was the failure (the batch is not lost).
+
+Processes are started with the ``spawn`` method on every platform: a fresh
+interpreter, no inherited locks or event loops, the same behaviour as on
+macOS and Windows.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import socket
+from typing import Any, Callable, Dict, List, Optional
+
+from ..exceptions import BridgeError, WorkerProcessDied
+from ..nodes.retry import RetryPolicy
+from .framesock import FrameSocket
+from .ipc import Frame, pack_frame
+from .metrics import BridgeMetrics
+
+__all__ = ["WorkerProcess", "WorkerPool", "Frame"]
+
+logger = logging.getLogger(__name__)
+
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+class _Connection:
+    """The parent's end of a worker socket: frames in, one waiter at a time.
+
+    The event loop watches the socket with ``add_reader``; right after a
+    request is sent the caller may spin on it for ``spin`` seconds first,
+    which answers short requests without a trip through the loop.
+    """
+
+    def __init__(self, sock: socket.socket, spin: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.fsock = FrameSocket(sock)
+        self.spin = spin
+        self.waiter: Optional[asyncio.Future] = None
+        self.lost = self.loop.create_future()
+        self.loop.add_reader(self.fsock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        self._deliver(self.fsock.recv_ready())
+
+    def _deliver(self, frames: List[Frame]) -> None:
+        for frame in frames:
+            waiter, self.waiter = self.waiter, None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(frame)
+            else:
+                logger.warning("bridge: unexpected frame from worker: %r", frame[0])
+        if self.fsock.eof:
+            self.close()
+
+    async def request(self, buffers: List[Any]) -> Frame:
+        """Send a frame, return the answer; ``ConnectionResetError`` if lost."""
+        if self.lost.done():
+            raise ConnectionResetError("worker connection lost")
+        self.waiter = waiter = self.loop.create_future()
+        rest = self.fsock.send_some(buffers)
+        if rest:
+            await self.loop.sock_sendall(self.fsock.sock, rest)
+        elif self.spin:
+            self._deliver(self.fsock.spin_recv(self.spin))
+        return await waiter
+
+    def send_nowait(self, buffers: List[Any]) -> None:
+        """Send a frame that expects no answer (best effort)."""
+        if not self.lost.done():
+            self.fsock.send_some(buffers)
+
+    def close(self) -> None:
+        """Stop watching and close the socket; a waiter gets the error."""
+        if self.lost.done():
+            return
+        self.lost.set_result(None)
+        self.loop.remove_reader(self.fsock.fileno())
+        self.fsock.close()
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionResetError("worker connection lost"))
+
+
+class WorkerProcess:
+    """One spawned worker process and the socket to it."""
+
+    def __init__(self, target: Callable[[socket.socket], None], name: str,
+                 node_id: str, spin: float = 0.0) -> None:
+        self.target = target
+        self.spin = spin
+        self.name = name
+        self.node_id = node_id
+        self.process: Any = None
+        self.conn: Optional[_Connection] = None
+        #: What the worker answered to ``init`` (keys, pid).
+        self.info: Dict[str, Any] = {}
+
+    @property
+    def pid(self) -> Optional[int]:
+        """Process id, once started."""
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def alive(self) -> bool:
+        """True while the process runs and its socket is open."""
+        return (self.process is not None and self.conn is not None
+                and not self.conn.lost.done() and self.process.exitcode is None)
+
+    async def start(self, init_header: Dict[str, Any], timeout: float) -> Dict[str, Any]:
+        """Spawn the process, send ``init``, return its ``ready`` header."""
+        parent_sock, child_sock = socket.socketpair()
+        self.process = _SPAWN.Process(target=self.target, args=(child_sock,),
+                                      name=self.name, daemon=True)
+        try:
+            self.process.start()
+        finally:
+            # Only the child may hold its end, or its death would not show
+            # as end of file here.
+            child_sock.close()
+        self.conn = _Connection(parent_sock, self.spin)
+        try:
+            header, _ = await asyncio.wait_for(self.request(pack_frame(init_header)), timeout)
+        except asyncio.TimeoutError:
+            await self.kill()
+            raise BridgeError(f"worker for node {self.node_id!r} did not start "
+                              f"within {timeout}s") from None
+        if header.get("op") != "ready":
+            await self.stop()
+            from ..exceptions import NodeExecutionError
+            raise NodeExecutionError(
+                f"node {self.node_id!r} failed to start in its worker: "
+                f"{header.get('type')}: {header.get('message')}",
+                node_id=self.node_id, remote_traceback=header.get("traceback", ""))
+        self.info = header
+        return header
+
+    async def request(self, buffers: List[Any]) -> Frame:
+        """Send one frame and wait for the answer; death -> ``WorkerProcessDied``."""
+        if self.conn is None:
+            raise await self._died()
+        try:
+            return await self.conn.request(buffers)
+        except ConnectionResetError:
+            raise await self._died() from None
+
+    async def _died(self) -> WorkerProcessDied:
+        exitcode = await self.wait_exit(2.0)
+        return WorkerProcessDied(
+            f"worker process {self.pid} of node {self.node_id!r} died "
+            f"(exit code {exitcode})", node_id=self.node_id, exitcode=exitcode)
+
+    async def wait_exit(self, timeout: float) -> Optional[int]:
+        """Wait up to ``timeout`` for the process to end; its exit code or None."""
+        proc = self.process
+        if proc is None:
+            return None
+        if proc.exitcode is not None:
+            return proc.exitcode
+        loop = asyncio.get_running_loop()
+        ended = loop.create_future()
+        # The sentinel becomes readable when the process ends: no thread,
+        # no polling.
+        loop.add_reader(proc.sentinel, lambda: ended.done() or ended.set_result(None))
+        try:
+            await asyncio.wait_for(ended, timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            loop.remove_reader(proc.sentinel)
+        proc.join(0)
+        return proc.exitcode
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Ask the worker to stop, then make sure it has (terminate, kill)."""
+        if self.conn is not None:
+            self.conn.send_nowait(pack_frame({"op": "stop"}))
+            self.conn.close()
+        if await self.wait_exit(timeout) is None:
+            await self.kill()
+
+    async def kill(self) -> None:
+        """End the process at once."""
+        if self.process is not None and self.process.exitcode is None:
+            self.process.kill()
+            await self.wait_exit(5.0)
+        if self.conn is not None:
+            self.conn.close()
+
+
+class WorkerPool:
+    """N worker processes started alike, lent out one request at a time."""
+
+    def __init__(self, target: Callable[[socket.socket], None], node_id: str,
+                 init_header: Dict[str, Any], size: int = 1, *,
+                 retry_policy: Optional[RetryPolicy] = None,
+                 start_timeout: float = 60.0, spin_us: int = 0,
+                 metrics: Optional[BridgeMetrics] = None) -> None:
+        if size < 1:
+            raise ValueError("a worker pool needs at least one process")
+        self.target = target
+        self.node_id = node_id
+        self.init_header = init_header
+        self.size = size
+        self.retry_policy = retry_policy or RetryPolicy(max_attempts=3)
+        self.start_timeout = start_timeout
+        self.spin = spin_us / 1e6
+        self.metrics = metrics if metrics is not None else BridgeMetrics()
+        self.workers: List[WorkerProcess] = []
+        self._idle: "asyncio.Queue[WorkerProcess]" = asyncio.Queue()
+        self._closed = False
+        self._closing: Optional[asyncio.Future] = None
+        self._serial = 0
+
+    @property
+    def info(self) -> Dict[str, Any]:
+        """The ``ready`` answer of the first worker (keys of the node)."""
+        return self.workers[0].info if self.workers else {}
+
+    def pids(self) -> List[int]:
+        """Process ids of the current workers."""
+        return [w.pid for w in self.workers if w.pid is not None]
+
+    async def _spawn(self) -> WorkerProcess:
+        self._serial += 1
+        worker = WorkerProcess(self.target, f"sabot-{self.node_id}-{self._serial}",
+                               self.node_id, self.spin)
+        await worker.start(self.init_header, self.start_timeout)
+        return worker
+
+    async def start(self) -> None:
+        """Start every worker (concurrently); any failure stops them all."""
+        results = await asyncio.gather(*(self._spawn() for _ in range(self.size)),
+                                       return_exceptions=True)
+        started = [r for r in results if isinstance(r, WorkerProcess)]
+        errors = [r for r in results if not isinstance(r, WorkerProcess)]
+        self.workers.extend(started)
+        if errors:
+            await self.close()
+            raise errors[0]
+        for worker in started:
+            self._idle.put_nowait(worker)
+
+    async def _replace(self, dead: WorkerProcess) -> WorkerProcess:
+        await dead.kill()
+        fresh = await self._spawn()
+        self.workers[self.workers.index(dead)] = fresh
+        self.metrics.record_restart()
+        logger.warning("bridge: replaced dead worker %s of node %r by %s",
+                       dead.name, self.node_id, fresh.pid)
+        return fresh
+
+    async def _acquire(self) -> WorkerProcess:
+        if self._closed:
+            raise BridgeError(f"the workers of node {self.node_id!r} are shut down")
+        if not self._idle.empty():  # the common case: no task, no wait
+            worker = self._idle.get_nowait()
+        else:
+            worker = await self._wait_idle()
+        if not worker.alive:
+            try:
+                worker = await self._replace(worker)
+            except BaseException:
+                self._give_back(worker)  # keep the pool's size; try again later
+                raise
+        return worker
+
+    async def _wait_idle(self) -> WorkerProcess:
+        # Every worker is busy: wait for one, or for close() (never hang).
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_future()
+        getter = asyncio.ensure_future(self._idle.get())
+        await asyncio.wait({getter, self._closing}, return_when=asyncio.FIRST_COMPLETED)
+        if getter.done():
+            return getter.result()
+        getter.cancel()
+        raise BridgeError(f"the workers of node {self.node_id!r} were shut down")
+
+    def _give_back(self, worker: WorkerProcess) -> None:
+        if not self._closed:
+            self._idle.put_nowait(worker)
+
+    async def _request_once(self, make_frame: Callable[[], Any],
+                            on_failure: Callable[[Any], None]) -> Frame:
+        worker = await self._acquire()
+        try:
+            frame = make_frame()
+            try:
+                return await worker.request(frame.buffers)
+            except BaseException:
+                on_failure(frame)
+                raise
+        except WorkerProcessDied:
+            worker = await self._replace(worker)
+            raise
+        finally:
+            self._give_back(worker)
+
+    async def request(self, make_frame: Callable[[], Any],
+                      on_failure: Callable[[Any], None] = lambda frame: None) -> Frame:
+        """Send ``make_frame()`` to an idle worker, return the answer frame.
+
+        ``make_frame`` returns an object with ``buffers``; it is called once
+        per attempt because an attempt's shared memory is consumed or
+        discarded (``on_failure(frame)``) when the attempt ends. A dead
+        worker is replaced and the request retried under the retry policy.
+        """
+        policy = self.retry_policy
+        attempt = 1
+        while True:
+            try:
+                return await self._request_once(make_frame, on_failure)
+            except WorkerProcessDied as exc:
+                if self._closed or attempt >= policy.max_attempts:
+                    raise
+                delay = policy.delay(attempt)
+                logger.warning("bridge: %s; retrying in %.3fs (attempt %d of %d)",
+                               exc, delay, attempt + 1, policy.max_attempts)
+                await asyncio.sleep(delay)
+                attempt += 1
+
+    async def close(self) -> None:
+        """Stop every worker; no process of this pool remains afterwards."""
+        self._closed = True
+        if self._closing is not None and not self._closing.done():
+            self._closing.set_result(None)
+        workers, self.workers = self.workers, []
+        await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
+

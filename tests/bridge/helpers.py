@@ -1,0 +1,150 @@
+"""Node types for the bridge and pipeline tests.
+
+They live at module level so that spawned worker processes import them by
+path, exactly as a user's nodes would be.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from typing import Any, Mapping
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sabot.exceptions import SabotError
+from sabot.types import NodeExecutorT
+
+
+class _Node(NodeExecutorT):
+    """Base of the test nodes: keeps its params."""
+
+    node_type_name = "test"
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        self.params = dict(params)
+
+    @property
+    def node_type(self) -> str:
+        return self.node_type_name
+
+    @property
+    def runtime(self) -> str:
+        return "native"
+
+
+class Identity(_Node):
+    """output = input."""
+
+    async def execute(self, inputs, params):
+        return {"output": inputs["input"]}
+
+
+class RowCount(_Node):
+    """output = number of rows of the input batch."""
+
+    async def execute(self, inputs, params):
+        return {"output": inputs["input"].num_rows}
+
+
+class AddColumn(_Node):
+    """Adds ``params['amount']`` to column ``x`` of a batch."""
+
+    async def execute(self, inputs, params):
+        batch = inputs["input"]
+        x = pc.add(batch.column("x"), params.get("amount", 1))
+        return {"output": pa.RecordBatch.from_arrays([x], names=["x"])}
+
+
+class Scale(_Node):
+    """output = input * factor (numbers or lists of numbers)."""
+
+    async def execute(self, inputs, params):
+        value = inputs["input"]
+        factor = params.get("factor", self.params.get("factor", 2))
+        if isinstance(value, list):
+            return {"output": [v * factor for v in value]}
+        return {"output": value * factor}
+
+
+class Merge(_Node):
+    """output = left + right."""
+
+    @property
+    def input_keys(self):
+        return ("left", "right")
+
+    async def execute(self, inputs, params):
+        return {"output": inputs["left"] + inputs["right"]}
+
+
+class Pid(_Node):
+    """output = the process id it runs in."""
+
+    async def execute(self, inputs, params):
+        return {"output": os.getpid()}
+
+
+class Boom(_Node):
+    """Always raises a non-retryable error."""
+
+    async def execute(self, inputs, params):
+        raise ValueError("boom: this node always fails")
+
+
+class Flaky(SabotError):
+    """A retryable error."""
+
+    retryable = True
+
+
+class FlakyNode(_Node):
+    """Fails (retryably) until a counter file says it has failed enough."""
+
+    async def execute(self, inputs, params):
+        path = params["counter"]
+        count = int(open(path).read() or 0) if os.path.exists(path) else 0
+        with open(path, "w") as f:
+            f.write(str(count + 1))
+        if count < params.get("failures", 2):
+            raise Flaky(f"transient failure {count + 1}")
+        return {"output": inputs["input"]}
+
+
+class KillOnce(_Node):
+    """SIGKILLs its own process the first time (marker file), then echoes."""
+
+    async def execute(self, inputs, params):
+        marker = params["marker"]
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return {"output": inputs["input"]}
+
+
+class AlwaysDie(_Node):
+    """SIGKILLs its own process every time."""
+
+    async def execute(self, inputs, params):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Sleep(_Node):
+    """Sleeps ``params['seconds']`` then echoes."""
+
+    async def execute(self, inputs, params):
+        await asyncio.sleep(params.get("seconds", 0.05))
+        return {"output": inputs.get("input")}
+
+
+class BrokenFactory(_Node):
+    """Fails to build."""
+
+    def __init__(self, params):
+        raise RuntimeError("native library missing")
+
+
+def not_a_node(params):
+    """A factory that builds something without execute()."""
+    return object()
