@@ -18,8 +18,8 @@ from sabot.worker import Worker  # noqa: E402
 
 def build(bootstrap: str, topic: str, outfile: str) -> "sabot.App":
     app = sabot.App("crash-test", broker=f"kafka://{bootstrap}",
-                    broker_commit_interval=0.2, broker_session_timeout=6.0,
-                    broker_heartbeat_interval=1.0)
+                    broker_commit_interval=0.2, broker_session_timeout=3.0,
+                    broker_heartbeat_interval=0.5)
     fd = os.open(outfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     @app.agent(app.topic(topic, value_serializer="json"), name="record")

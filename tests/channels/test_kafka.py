@@ -34,6 +34,9 @@ def unique(prefix):
 
 def make_app(kafka_broker, **settings):
     settings.setdefault("broker_commit_interval", 0.2)
+    # tansu answers a JoinGroup after half the session timeout: keep it short.
+    settings.setdefault("broker_session_timeout", 3.0)
+    settings.setdefault("broker_heartbeat_interval", 0.5)
     return sabot.App(unique("app"), broker=f"kafka://{kafka_broker}", **settings)
 
 
@@ -218,7 +221,7 @@ async def test_two_workers_in_one_group_split_partitions(kafka_broker):
     apps = []
     for w in range(2):
         app = sabot.App(group, broker=f"kafka://{kafka_broker}", broker_commit_interval=0.2,
-                        broker_heartbeat_interval=0.5)
+                        broker_session_timeout=3.0, broker_heartbeat_interval=0.5)
         got = []
         seen.append(got)
 
