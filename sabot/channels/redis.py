@@ -27,6 +27,7 @@ import asyncio
 import functools
 import itertools
 import logging
+import math
 import os
 import socket
 from typing import Any, Dict, List, Optional, Sequence, Set
@@ -36,6 +37,11 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis import exceptions as rexc
+
+try:  # hiredis packs commands in C; redis-py's asyncio client packs in Python
+    from hiredis import pack_command as _pack_command
+except ImportError:  # pragma: no cover - hiredis is a dependency where it installs
+    _pack_command = None
 
 from ..exceptions import (AuthenticationError, BrokerUnavailable,
                           ConfigurationError, TransportError)
@@ -152,6 +158,42 @@ class RedisTransport(Transport):
         if self._producer is None:
             self._producer = _Producer(self)
         return self._producer
+
+    async def round_trip(self, commands: Sequence[Sequence[Any]]) -> List[Any]:
+        """Send ``commands`` at once and read their replies (a pipeline).
+
+        An error reply stands in the list in place of its result. This is
+        redis-py's pipeline without its per-command Python packing and
+        per-reply timers, which cost more than the round trip itself; one
+        timeout covers the whole exchange instead.
+        """
+        pool = self.client.connection_pool
+        conn = await pool.get_connection()
+        try:
+            return await asyncio.wait_for(self._exchange(conn, commands),
+                                          max(self.connect_timeout, 5.0))
+        except BaseException:
+            # Replies may be half read: the connection cannot be reused.
+            await conn.disconnect(nowait=True)
+            raise
+        finally:
+            await pool.release(conn)
+
+    @staticmethod
+    async def _exchange(conn: Any, commands: Sequence[Sequence[Any]]) -> List[Any]:
+        if _pack_command is not None:
+            packed: Any = b"".join(map(_pack_command, commands))
+        else:
+            packed = conn.pack_commands(commands)
+        await conn.send_packed_command(packed, check_health=False)
+        results: List[Any] = []
+        read = conn.read_response
+        for _ in range(len(commands)):
+            try:
+                results.append(await read(timeout=math.inf))
+            except rexc.ResponseError as exc:
+                results.append(exc)
+        return results
 
     def translate_error(self, exc: BaseException) -> BaseException:
         """A Sabot error with a one-line message for a redis-py error.
@@ -332,15 +374,12 @@ class _Producer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + transport.connect_timeout
         attempt = 0
+        commands = [("XADD", stream, "*", *fields) if maxlen is None else
+                    ("XADD", stream, "MAXLEN", "~", maxlen, "*", *fields)
+                    for stream, maxlen, fields, _ in chunk]
         while True:
-            pipe = transport.client.pipeline(transaction=False)
-            for stream, maxlen, fields, _ in chunk:
-                if maxlen is None:
-                    pipe.execute_command("XADD", stream, "*", *fields)
-                else:
-                    pipe.execute_command("XADD", stream, "MAXLEN", "~", maxlen, "*", *fields)
             try:
-                results = await pipe.execute(raise_on_error=False)
+                results = await transport.round_trip(commands)
                 break
             except asyncio.CancelledError:
                 _fail(chunk, TransportError("producer closed before the write finished"))
