@@ -196,6 +196,8 @@ class FrameReader:
             offset += size
         #: Arrow bytes read out of this frame, for metrics.
         self.data_bytes = 0
+        #: Shared-memory mappings read: the decoded data points into these.
+        self.mapped: List[pa.Buffer] = []
 
     def value(self, desc: Dict[str, Any]) -> Any:
         """Decode one description into RecordBatch, Table, list or JSON value."""
@@ -205,6 +207,7 @@ class FrameReader:
         try:
             if "shm" in desc:
                 source = map_segment(desc["shm"])
+                self.mapped.append(source)
             else:
                 source = self._parts[desc["p"]]
             self.data_bytes += source.size

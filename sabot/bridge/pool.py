@@ -172,10 +172,12 @@ class WorkerProcess:
         try:
             await asyncio.wait_for(ended, timeout)
         except asyncio.TimeoutError:
-            pass
+            return None
         finally:
             loop.remove_reader(proc.sentinel)
-        proc.join(0)
+        # The sentinel closes a moment before the process can be reaped:
+        # this join waits out that moment (it is about to return).
+        proc.join(1.0)
         return proc.exitcode
 
     async def stop(self, timeout: float = 5.0) -> None:
@@ -332,5 +334,9 @@ class WorkerPool:
         if self._closing is not None and not self._closing.done():
             self._closing.set_result(None)
         workers, self.workers = self.workers, []
-        await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
+        results = await asyncio.gather(*(w.stop() for w in workers), return_exceptions=True)
+        for worker, result in zip(workers, results):
+            if isinstance(result, BaseException):
+                logger.error("bridge: stopping worker %s failed: %r", worker.name, result)
+                await worker.kill()
 

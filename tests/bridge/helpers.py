@@ -138,7 +138,7 @@ class Sleep(_Node):
         return {"output": inputs.get("input")}
 
 
-class BrokenFactory(_Node):
+class BrokenFactory(Identity):
     """Fails to build."""
 
     def __init__(self, params):
@@ -148,3 +148,28 @@ class BrokenFactory(_Node):
 def not_a_node(params):
     """A factory that builds something without execute()."""
     return object()
+
+
+class ArrowAllocated(_Node):
+    """output = bytes Arrow's memory pool holds while the input is alive.
+
+    A zero-copy read of the input allocates nothing; a copy would show.
+    """
+
+    async def execute(self, inputs, params):
+        batch = inputs["input"]
+        return {"output": {"allocated": pa.total_allocated_bytes(),
+                           "rows": batch.num_rows}}
+
+
+def all_nodes_registry():
+    """A registry with every test node registered (native factories)."""
+    from sabot.nodes.registry import NodeRegistry
+    reg = NodeRegistry()
+    for name, cls in [("identity", Identity), ("rows", RowCount), ("add", AddColumn),
+                      ("scale", Scale), ("merge", Merge), ("pid", Pid), ("boom", Boom),
+                      ("flaky", FlakyNode), ("kill_once", KillOnce),
+                      ("always_die", AlwaysDie), ("sleep", Sleep),
+                      ("allocated", ArrowAllocated)]:
+        reg.register(name, native=cls)
+    return reg

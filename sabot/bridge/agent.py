@@ -9,6 +9,9 @@ batch is sent again (``RetryPolicy``), so a crash loses nothing.
 The agent function travels as its import path, never pickled: it must be
 defined at module level. ``check_process_agent`` says so at decoration
 time, for lambdas and closures alike.
+
+``sabot.agents.Agent`` drives it: ``start()``, then ``run(stream)`` in each
+of its instances, then ``stop()``.
 """
 from __future__ import annotations
 
@@ -25,10 +28,10 @@ from .metrics import BridgeMetrics
 from .pool import WorkerPool
 from .process import DEFAULT_SPIN_US, OutgoingFrame
 
-__all__ = ["ProcessAgentRunner", "check_process_agent"]
+__all__ = ["ProcessAgentRunner", "check_importable"]
 
 
-def check_process_agent(fun: Callable[..., Any]) -> str:
+def check_importable(fun: Callable[..., Any]) -> str:
     """Return the import path of agent ``fun``; ``ConfigurationError`` if it has none."""
     if not (inspect.isasyncgenfunction(fun) or inspect.iscoroutinefunction(fun)):
         raise ConfigurationError(
@@ -44,14 +47,26 @@ def check_process_agent(fun: Callable[..., Any]) -> str:
 
 
 class ProcessAgentRunner:
-    """Runs agent function ``fun`` in ``concurrency`` worker processes."""
+    """Runs agent function ``fun`` in ``concurrency`` worker processes.
 
-    def __init__(self, fun: Any, *, concurrency: int = 1, name: Optional[str] = None,
+    ``fun`` is the function, its import path, or a ``sabot.agents.Agent``
+    (whose function, concurrency and name are used, and whose sinks get the
+    results in ``run``).
+    """
+
+    def __init__(self, fun: Any, *, concurrency: Optional[int] = None,
+                 name: Optional[str] = None,
                  inline_threshold: int = DEFAULT_INLINE_THRESHOLD,
                  retry_policy: Optional[RetryPolicy] = None,
                  start_timeout: float = 60.0, spin_us: int = DEFAULT_SPIN_US,
                  metrics: Optional[BridgeMetrics] = None) -> None:
-        self.path = fun if isinstance(fun, str) else check_process_agent(fun)
+        self.agent = fun if hasattr(fun, "forward") and hasattr(fun, "fun") else None
+        if self.agent is not None:
+            concurrency = concurrency or self.agent.concurrency
+            name = name or self.agent.name
+            fun = self.agent.fun
+        concurrency = concurrency or 1
+        self.path = fun if isinstance(fun, str) else check_importable(fun)
         self.name = name or self.path
         self.metrics = metrics if metrics is not None else BridgeMetrics()
         self.inline_threshold = inline_threshold
@@ -108,10 +123,27 @@ class ProcessAgentRunner:
         self.metrics.record_execution(self.name, time.perf_counter() - start)
         return values
 
+    async def run(self, stream: Any) -> None:
+        """Feed ``stream``'s batches to the workers; forward results to the sinks.
+
+        Asking the stream for the next batch releases the previous one, and
+        that happens only after its results were forwarded: the input is
+        acknowledged only once the result is back.
+        """
+        forward = self.agent.forward if self.agent is not None else None
+        async for payload in stream.batches():
+            values = await self.process(payload)
+            if forward is not None:
+                source = stream.current_batch
+                for value in values:
+                    await forward(value, source)
+
     async def close(self) -> None:
         """Stop the workers (the agents see the end of their stream)."""
         await self.pool.close()
         self._started = False
+
+    stop = close
 
     async def __aenter__(self) -> "ProcessAgentRunner":
         await self.start()

@@ -1,0 +1,165 @@
+"""NativeBridge and ProcessBridge: routing, metrics, errors, end to end, cleanup.
+
+Every process test spawns real worker processes; the ``process_bridge``
+fixture checks afterwards that none is left and /dev/shm is clean.
+"""
+import asyncio
+import os
+
+import pyarrow as pa
+import pytest
+
+from sabot.bridge import NativeBridge, ProcessBridge
+from sabot.exceptions import (ConversionError, NodeExecutionError,
+                              WorkerProcessDied)
+from sabot.nodes.retry import RetryPolicy
+
+from .conftest import pid_alive, shm_segments
+from .helpers import all_nodes_registry
+
+BATCH = pa.RecordBatch.from_pydict({"x": [1, 2, 3]})
+
+
+async def test_bridges_report_their_executor_type(native_bridge, process_bridge):
+    assert native_bridge.executor_type == "native"
+    assert process_bridge.executor_type == "process"
+
+
+async def test_native_bridge_runs_in_this_process_by_reference(native_bridge):
+    assert await native_bridge.execute_node("p", "pid", BATCH, {}) == os.getpid()
+    assert await native_bridge.execute_node("i", "identity", BATCH, {}) is BATCH
+
+
+async def test_process_bridge_runs_in_a_worker_process(process_bridge):
+    info = await process_bridge.initialize_node("p", "pid", {})
+    assert info["input_keys"] == ["input"] and info["output_keys"] == ["output"]
+    pid = await process_bridge.execute_node("p", "pid", BATCH, {})
+    assert pid != os.getpid() and pid in process_bridge.worker_pids("p")
+
+
+async def test_small_and_large_batches_cross_both_ways(process_bridge):
+    out = await process_bridge.execute_node("add", "add", BATCH, {"amount": 10})
+    assert out.column("x").to_pylist() == [11, 12, 13]
+    big = pa.RecordBatch.from_pydict({"x": pa.array(range(500_000), pa.int64())})
+    out = await process_bridge.execute_node("add", "add", big, {"amount": 1})
+    assert out.num_rows == 500_000 and out.column("x")[499_999].as_py() == 500_000
+    stats = process_bridge.metrics.as_dict()
+    assert stats["shm_transfers"] >= 2  # the large batch went and came back by shm
+
+
+async def test_mapping_inputs_and_json_values(process_bridge):
+    out = await process_bridge.execute_node("m", "merge", {"left": [1], "right": [2]}, {})
+    assert out == {"output": [1, 2]}
+    assert await process_bridge.execute_node("s", "scale", 21, {"factor": 2}) == 42
+
+
+async def test_shared_memory_is_read_without_a_copy_in_the_worker(process_bridge):
+    big = pa.RecordBatch.from_pydict({"x": pa.array(range(4_000_000), pa.int64())})
+    out = await process_bridge.execute_node("alloc", "allocated", big, {})
+    assert out["rows"] == 4_000_000
+    # 32 MB went in; the worker's Arrow pool holds far less than one copy.
+    assert out["allocated"] < big.nbytes // 10
+
+
+async def test_metrics_count_executions_time_transfers_and_bytes(process_bridge, native_bridge):
+    for _ in range(3):
+        await process_bridge.execute_node("i", "identity", BATCH, {})
+        await native_bridge.execute_node("n", "identity", BATCH, {})
+    p = process_bridge.metrics.as_dict()
+    assert p["executions"] == {"i": 3} and p["execution_time_us"]["i"] > 0
+    assert p["transfers"] == 6 and p["bytes_transferred"] > 0  # 3 out, 3 back
+    n = native_bridge.metrics.as_dict()
+    assert n["executions"] == {"n": 3} and n["transfers"] == 0
+
+
+@pytest.mark.parametrize("kind", ["native", "process"])
+async def test_node_errors_carry_node_id_and_remote_traceback(kind, native_bridge, process_bridge):
+    bridge = native_bridge if kind == "native" else process_bridge
+    with pytest.raises(NodeExecutionError) as info:
+        await bridge.execute_node("b1", "boom", BATCH, {})
+    err = info.value
+    assert err.node_id == "b1" and not err.retryable
+    assert "boom: this node always fails" in str(err)
+    assert "Traceback" in err.remote_traceback and "helpers.py" in err.remote_traceback
+    assert bridge.metrics.as_dict()["failures"] == {"b1": 1}
+    # The worker survives a raising node.
+    assert await bridge.execute_node("i", "identity", [1], {}) == [1]
+
+
+async def test_unconvertible_data_and_params_are_conversion_errors(process_bridge):
+    with pytest.raises(ConversionError):
+        await process_bridge.execute_node("i", "identity", object(), {})
+    with pytest.raises(ConversionError, match="JSON"):
+        await process_bridge.execute_node("i", "identity", [1], {"bad": object()})
+
+
+async def test_a_node_that_fails_to_build_is_reported(registry):
+    registry.register("broken", native="tests.bridge.helpers:BrokenFactory")
+    async with ProcessBridge(registry) as bridge:
+        with pytest.raises(NodeExecutionError, match="native library missing") as info:
+            await bridge.initialize_node("x", "broken", {})
+        assert info.value.node_id == "x"
+        assert bridge.worker_pids() == []
+
+
+async def test_native_to_process_to_native_end_to_end(native_bridge, process_bridge):
+    step1 = await native_bridge.execute_node("a", "add", BATCH, {"amount": 1})
+    step2 = await process_bridge.execute_node("b", "add", step1, {"amount": 10})
+    step3 = await native_bridge.execute_node("c", "rows", step2, {})
+    assert step2.column("x").to_pylist() == [12, 13, 14] and step3 == 3
+
+
+async def test_concurrent_bridges_and_nodes():
+    before = shm_segments()
+    bridges = [ProcessBridge(all_nodes_registry(), workers_per_node=2) for _ in range(2)]
+    try:
+        calls = [b.execute_node(f"n{i % 2}", "scale", i, {"factor": 3})
+                 for b in bridges for i in range(20)]
+        results = await asyncio.gather(*calls)
+        assert results == [i * 3 for _ in bridges for i in range(20)]
+        pids = [set(b.worker_pids()) for b in bridges]
+        assert len(pids[0]) == 4 and not pids[0] & pids[1]
+    finally:
+        await asyncio.gather(*(b.close() for b in bridges))
+    assert not [p for s in pids for p in s if pid_alive(p)]
+    assert shm_segments() <= before
+
+
+async def test_cleanup_node_stops_its_processes_and_leaves_no_segments(process_bridge):
+    big = pa.RecordBatch.from_pydict({"x": pa.array(range(200_000), pa.int64())})
+    await process_bridge.execute_node("a", "identity", big, {})
+    await process_bridge.execute_node("b", "identity", BATCH, {})
+    pids_a = process_bridge.worker_pids("a")
+    await process_bridge.cleanup_node("a")
+    assert not [p for p in pids_a if pid_alive(p)]
+    assert process_bridge.worker_pids() == process_bridge.worker_pids("b")
+
+
+async def test_sigkilled_worker_is_reported_replaced_and_the_batch_retried(process_bridge, tmp_path):
+    params = {"marker": str(tmp_path / "killed")}
+    await process_bridge.initialize_node("k", "kill_once", params)
+    first = process_bridge.worker_pids("k")
+    out = await asyncio.wait_for(process_bridge.execute_node("k", "kill_once", BATCH, params), 30)
+    assert out.equals(BATCH)  # the batch survived the death of its worker
+    assert process_bridge.worker_pids("k") != first and not pid_alive(first[0])
+    assert process_bridge.metrics.as_dict()["worker_restarts"] == 1
+
+
+async def test_a_worker_that_keeps_dying_fails_with_its_node_id(registry):
+    fast = RetryPolicy(max_attempts=2, initial_delay=0.01)
+    async with ProcessBridge(registry, retry_policy=fast) as bridge:
+        with pytest.raises(WorkerProcessDied) as info:
+            await asyncio.wait_for(bridge.execute_node("d", "always_die", BATCH, {}), 30)
+        assert info.value.node_id == "d" and info.value.exitcode == -9
+        assert info.value.retryable
+        pids = bridge.worker_pids()
+    assert not [p for p in pids if pid_alive(p)]
+
+
+async def test_externally_killed_idle_worker_is_replaced_on_next_call(process_bridge):
+    await process_bridge.initialize_node("i", "identity", {})
+    (pid,) = process_bridge.worker_pids("i")
+    os.kill(pid, 9)
+    await asyncio.sleep(0.1)
+    assert await asyncio.wait_for(process_bridge.execute_node("i", "identity", [5], {}), 30) == [5]
+    assert process_bridge.worker_pids("i") != [pid]
