@@ -143,8 +143,12 @@ class RedisTransport(Transport):
         if self._client is None:
             # Our own loops retry with backoff and re-run recovery; redis-py's
             # silent retries would hide the reconnect from them.
+            # RESP2: the reader parses XREADGROUP replies itself. The read
+            # timeout must outlast a BLOCK, or an idle stream looks like a
+            # dead server.
             client = aioredis.Redis.from_url(
                 self.url, protocol=2, retry=Retry(NoBackoff(), 0),
+                socket_timeout=max(5.0, self.block_ms / 1000 + 5.0),
                 socket_connect_timeout=min(self.connect_timeout, 5.0),
                 socket_keepalive=True, health_check_interval=0)
             client.set_response_callback("XREADGROUP", _raw_reply)

@@ -340,3 +340,23 @@ async def test_unreachable_server_is_broker_unavailable(stream):
     app.redis_channel(stream)
     with pytest.raises(BrokerUnavailable, match="cannot reach redis"):
         await redis_transport(app).check_connection()
+
+
+async def test_example_pipeline(redis_server, monkeypatch):
+    import importlib.util
+    monkeypatch.setenv("SABOT_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("SABOT_DEMO_ORDERS", "500")
+    path = os.path.join(HERE, "..", "..", "examples", "redis_pipeline.py")
+    spec = importlib.util.spec_from_file_location("redis_pipeline_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    client = redis_server.client()
+    for name in ("orders", "alerts", "ledger"):
+        client.delete(name)
+    ledger_rows = collector(example.app, example.ledger, kind="raw_batches")
+    async with running(example.app):
+        await wait_until(lambda: sum(len(b) for b in ledger_rows) == 500, what="ledger rows")
+        await wait_until(lambda: pending(client, "orders", "redis-pipeline") == 0, what="XACK")
+    expected = sum(1 for i in range(500) if (i * 7919) % 20_000 > 10_000)
+    assert client.xlen("alerts") == expected
+    assert client.xlen("orders") == 500
