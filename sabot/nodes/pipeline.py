@@ -82,9 +82,10 @@ class PipelineResult:
         return [n for n, s in self.states.items() if s.status is NodeStatus.FAILED]
 
     def output(self) -> Any:
-        """The single sink's ``"output"``; with several sinks, their outputs by id."""
+        """The single sink's ``"output"``; with several sinks, the outputs of
+        those that completed, by node id."""
         done = [n for n in self.sinks if n in self.outputs]
-        if len(done) == 1 and "output" in self.outputs[done[0]]:
+        if len(self.sinks) == 1 and done and "output" in self.outputs[done[0]]:
             return self.outputs[done[0]]["output"]
         return {n: self.outputs[n] for n in done}
 
