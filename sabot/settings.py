@@ -74,6 +74,8 @@ DEFAULTS: Dict[str, Setting] = {
     "topic_replication_factor": Setting(1, _positive_int, "Replicas of Kafka topics the app creates."),
     "broker_session_timeout": Setting(10.0, _positive_number, "Seconds without heartbeat before Kafka drops a worker from the group."),
     "broker_heartbeat_interval": Setting(3.0, _positive_number, "Seconds between Kafka consumer-group heartbeats."),
+    "consumer_max_fetch_size": Setting(4 * 1024 * 1024, _positive_int, "Bytes a Kafka fetch may return per partition."),
+    "producer_max_request_size": Setting(1024 * 1024, _positive_int, "Largest Kafka produce request in bytes (raise it for big Arrow batches)."),
     "broker_revoke_timeout": Setting(10.0, _positive_number, "Seconds a Kafka revoke waits for in-flight batches before committing."),
     "topic_partitions": Setting(4, _positive_int, "Partitions of topics the app creates."),
     "consumer_auto_offset_reset": Setting("earliest", lambda v: v in ("earliest", "latest"),

@@ -302,7 +302,9 @@ class KafkaTransport(Transport):
         """The worker's producer, started on first use (also outside a worker)."""
         async with self._producer_lock:
             if self.producer is None:
-                producer = AIOKafkaProducer(acks="all", **self._client_options())
+                producer = AIOKafkaProducer(
+                    acks="all", max_request_size=self.conf.producer_max_request_size,
+                    **self._client_options())
                 self.producer = await self._start_client(producer, "producer")
         return self.producer
 
@@ -337,6 +339,7 @@ class KafkaTransport(Transport):
             auto_offset_reset=self.conf.consumer_auto_offset_reset,
             session_timeout_ms=int(self.conf.broker_session_timeout * 1000),
             heartbeat_interval_ms=int(self.conf.broker_heartbeat_interval * 1000),
+            max_partition_fetch_bytes=self.conf.consumer_max_fetch_size,
             **self._client_options())
         self.consumer = await self._start_client(consumer, "consumer")
         self._fetching = True
