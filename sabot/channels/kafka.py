@@ -30,7 +30,8 @@ from aiokafka import (AIOKafkaConsumer, AIOKafkaProducer,
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
-from ..exceptions import BrokerUnavailable, ConfigurationError, TransportError
+from ..exceptions import (BrokerUnavailable, ChannelClosed, ConfigurationError,
+                          TransportError)
 from .base import Transport
 from .transport import Fetched, TransportChannel
 
@@ -66,9 +67,11 @@ class KafkaTopic(TransportChannel):
                       timestamp_ms: Optional[int] = None) -> "asyncio.Future[Any]":
         """Hand one message to the producer; returns its delivery future."""
         producer = self.transport.producer or await self.transport.start_producer()
+        if headers:  # aiokafka wants [(name, bytes)]; accept that shape too
+            headers = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
         return await producer.send(
             self.name, value, key=key, partition=partition, timestamp_ms=timestamp_ms,
-            headers=list(headers.items()) if headers else None)
+            headers=headers or None)
 
     async def flush(self) -> None:
         """Wait until every message sent so far is acknowledged by the broker."""
@@ -251,6 +254,7 @@ class KafkaTransport(Transport):
         self._commit_task: Optional["asyncio.Task[None]"] = None
         self._progress = asyncio.Event()
         self._fetching = False
+        self._closed = False
 
     def __repr__(self) -> str:  # never the credentials
         protocol = kafka_client_options(self.app.conf)["security_protocol"] if self.app else "?"
@@ -300,6 +304,8 @@ class KafkaTransport(Transport):
 
     async def start_producer(self) -> AIOKafkaProducer:
         """The worker's producer, started on first use (also outside a worker)."""
+        if self._closed:
+            raise ChannelClosed(f"{self!r} is stopped: no more sends")
         async with self._producer_lock:
             if self.producer is None:
                 producer = AIOKafkaProducer(
@@ -379,6 +385,7 @@ class KafkaTransport(Transport):
         await self.commit()
 
     async def on_stop(self) -> None:
+        self._closed = True
         await self.stop_fetching(self.conf.shutdown_timeout)
         await _cancel(self._commit_task)
         self._commit_task = None
@@ -410,9 +417,17 @@ class KafkaTransport(Transport):
                 logger.warning("Kafka fetch failed: %s", exc)
                 await asyncio.sleep(0.5)
                 continue
-            for tp, records in fetched.items():
-                if records and tp not in self._paused:
-                    await self._deliver(tp, records)
+            try:
+                for tp, records in fetched.items():
+                    if records and tp not in self._paused:
+                        await self._deliver(tp, records)
+            except Exception as exc:
+                # Not a broker hiccup but a bug or a closed channel: stop the
+                # worker rather than go on without fetching (nothing is committed
+                # past what was finished, so a restart loses nothing).
+                logger.exception("Kafka fetch loop failed: %r", exc)
+                self.app.report_crash(exc)
+                return
 
     async def _deliver(self, tp: TopicPartition, records: List[Any]) -> None:
         channel = self._wanted.get(tp.topic) or self.topics[tp.topic]

@@ -24,7 +24,7 @@ import pyarrow as pa
 from .._fastpath import Batch
 from ..codecs import Codec, decode_many, get_codec
 from ..exceptions import DecodeError
-from ..schema import rows_to_batch
+from ..schema import check_batch, rows_to_batch
 from .base import Channel
 
 __all__ = ["Fetched", "TransportChannel", "DeadLetterCodec", "Countdown"]
@@ -141,8 +141,11 @@ class TransportChannel(Channel):
 
     def encode_value(self, value: Any) -> bytes:
         """The value as bytes with the channel's codec, checked against its schema."""
-        if self._checker is not None and not isinstance(value, pa.RecordBatch):
-            self._checker.check(value)  # SchemaError names the field
+        if self.schema is not None:  # SchemaError names the field
+            if isinstance(value, pa.RecordBatch):
+                check_batch(self.schema, value)
+            else:
+                self._checker.check(value)
         return self.codec.encode(value)
 
     async def send(self, key: Any = None, value: Any = None,

@@ -5,6 +5,7 @@ id and topic names, so tests do not see each other's messages or groups.
 """
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import ssl
@@ -458,3 +459,30 @@ def test_java_murmur2_port_matches_kafka_utils_test_vectors():
              b"abc": 479470107}
     for key, expected in cases.items():
         assert java_murmur2(key) == expected
+
+
+# -- the example ------------------------------------------------------------------
+
+async def test_fraud_example_scores_and_alerts(kafka_broker, monkeypatch):
+    import importlib.util
+    monkeypatch.setenv("SABOT_BROKER", f"kafka://{kafka_broker}")
+    monkeypatch.setenv("SABOT_DEMO_TRANSACTIONS", "300")
+    path = os.path.join(HERE, "..", "..", "examples", "kafka_fraud.py")
+    spec = importlib.util.spec_from_file_location("kafka_fraud_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    app = example.app
+    app.id = unique("fraud")  # a fresh group; topic names are the example's own
+    app.conf.broker_session_timeout = 3.0
+    app.conf.broker_heartbeat_interval = 0.5
+    committed = app.transport._committed
+    async with running(app):
+        await wait_until(lambda: sum(v for tp, v in committed.items()
+                                     if tp.topic == "transactions") >= 300,
+                         timeout=30, what="300 transactions scored and committed")
+        txs = await read_all(kafka_broker, "transactions", 300)
+        expected = [json.loads(r.value) for r in txs]
+        expected = sorted(tx["id"] for tx in expected if example.score(tx) >= 0.7)
+        alerts = await read_all(kafka_broker, "fraud-alerts", len(expected))
+    assert expected, "the demo data should contain some fraud"
+    assert sorted(json.loads(r.value)["tx"] for r in alerts) == expected
