@@ -12,7 +12,6 @@ import ssl
 import subprocess
 import sys
 import time
-import uuid
 
 import pyarrow as pa
 import pytest
@@ -22,15 +21,12 @@ import sabot
 from sabot.channels.kafka import KafkaTopic, KafkaTransport, kafka_client_options
 from sabot.codecs import get_codec
 from sabot.exceptions import BrokerUnavailable
+from tests.channels.helpers import collector, running, unique, wait_until
 
 pytestmark = pytest.mark.kafka
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCHEMA = pa.schema([("id", pa.int64()), ("amount", pa.float64()), ("sym", pa.string())])
-
-
-def unique(prefix):
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def make_app(kafka_broker, **settings):
@@ -39,25 +35,6 @@ def make_app(kafka_broker, **settings):
     settings.setdefault("broker_session_timeout", 3.0)
     settings.setdefault("broker_heartbeat_interval", 0.5)
     return sabot.App(unique("app"), broker=f"kafka://{kafka_broker}", **settings)
-
-
-@contextlib.asynccontextmanager
-async def running(*apps):
-    for app in apps:
-        await app.start()
-    try:
-        yield apps
-    finally:
-        for app in reversed(apps):
-            await app.stop()
-
-
-async def wait_until(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def read_all(kafka_broker, topic, n, timeout=15.0):
@@ -93,12 +70,7 @@ def arrow_batch(n, start=0):
 async def test_round_trip_per_codec(kafka_broker, codec, values):
     app = make_app(kafka_broker)
     topic = app.topic(unique("rt"), value_serializer=codec, partitions=1)
-    got = []
-
-    @app.agent(topic)
-    async def collect(stream):
-        async for event in stream.events():
-            got.append(event)
+    got = collector(app, topic, kind="events")
 
     async with running(app):
         for i, value in enumerate(values):
@@ -128,12 +100,7 @@ async def test_send_returns_delivery_future_with_metadata(kafka_broker):
 async def test_record_batch_in_equal_record_batch_out(kafka_broker):
     app = make_app(kafka_broker)
     topic = app.topic(unique("arrow"), value_serializer="arrow", schema=SCHEMA, partitions=1)
-    got = []
-
-    @app.agent(topic)
-    async def collect(stream):
-        async for batch in stream.batches():
-            got.append(batch)
+    got = collector(app, topic, kind="batches")
 
     sent = arrow_batch(10_000)
     async with running(app):
@@ -147,12 +114,7 @@ async def test_record_batch_in_equal_record_batch_out(kafka_broker):
 async def test_send_batch_writes_one_message_per_row_for_json(kafka_broker):
     app = make_app(kafka_broker)
     topic = app.topic(unique("rows"), value_serializer="json", schema=SCHEMA, partitions=1)
-    got = []
-
-    @app.agent(topic)
-    async def collect(stream):
-        async for batch in stream.batches():
-            got.append(batch)
+    got = collector(app, topic, kind="batches")
 
     async with running(app):
         await topic.send_batch(arrow_batch(50))
@@ -169,17 +131,7 @@ async def test_send_batch_writes_one_message_per_row_for_json(kafka_broker):
 async def test_fan_out_to_two_agents(kafka_broker):
     app = make_app(kafka_broker)
     topic = app.topic(unique("fan"), partitions=2)
-    seen = {"a": [], "b": []}
-
-    @app.agent(topic)
-    async def first(stream):
-        async for value in stream:
-            seen["a"].append(value)
-
-    @app.agent(topic)
-    async def second(stream):
-        async for value in stream:
-            seen["b"].append(value)
+    seen = {"a": collector(app, topic), "b": collector(app, topic)}
 
     async with running(app):
         for i in range(200):
@@ -193,18 +145,13 @@ async def test_agent_sinks_to_another_topic(kafka_broker):
     app = make_app(kafka_broker)
     source = app.topic(unique("src"), partitions=2)
     alerts = app.topic(unique("alerts"), partitions=1)
-    got = []
+    got = collector(app, alerts)
 
     @app.agent(source, sink=[alerts])
     async def score(stream):
         async for order in stream:
             if order["amount"] > 100:
                 yield {"alert": order["id"]}
-
-    @app.agent(alerts)
-    async def collect(stream):
-        async for value in stream:
-            got.append(value)
 
     async with running(app):
         for i in range(100):
@@ -221,15 +168,9 @@ async def test_two_workers_in_one_group_split_partitions(kafka_broker):
     seen = []
     apps = []
     for w in range(2):
-        app = sabot.App(group, broker=f"kafka://{kafka_broker}", broker_commit_interval=0.2,
-                        broker_session_timeout=3.0, broker_heartbeat_interval=0.5)
-        got = []
-        seen.append(got)
-
-        @app.agent(app.topic(name, partitions=4), name=f"worker{w}")
-        async def collect(stream, got=got):
-            async for value in stream:
-                got.append(value)
+        app = make_app(kafka_broker)
+        app.id = group  # both workers in one consumer group
+        seen.append(collector(app, app.topic(name, partitions=4)))
         apps.append(app)
 
     async with running(*apps):
@@ -318,17 +259,8 @@ async def test_malformed_values_go_to_dead_letter_topic_and_agent_goes_on(kafka_
     app = make_app(kafka_broker)
     orders = app.topic(unique("orders"), value_serializer="json", partitions=1)
     frames = app.topic(unique("frames"), value_serializer="arrow", partitions=1)
-    got_orders, got_frames = [], []
-
-    @app.agent(orders)
-    async def take_orders(stream):
-        async for value in stream:
-            got_orders.append(value)
-
-    @app.agent(frames)
-    async def take_frames(stream):
-        async for batch in stream.batches():
-            got_frames.append(batch)
+    got_orders = collector(app, orders)
+    got_frames = collector(app, frames, kind="batches")
 
     truncated = get_codec("arrow").encode(arrow_batch(100))[:-64]
     async with running(app):
