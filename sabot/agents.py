@@ -86,6 +86,10 @@ def _hold_until_done(source: Any, result: Any) -> None:
 class Agent(Service):
     """A user function bound to an input channel, sinks and an executor."""
 
+    #: mode logs every start/stop at this level; a worker has many services.
+    mundane_level = "debug"
+
+
     def __init__(self, fun: Callable[[Stream], Any], *, app: Any, channel: Any,
                  name: Optional[str] = None, concurrency: int = 1,
                  sink: Optional[Sequence[Any]] = None, executor: str = "native",

@@ -32,6 +32,10 @@ logger = logging.getLogger("sabot.app")
 class App(Service):
     """A Sabot application: ``App(id, broker="memory://", **settings)``."""
 
+    #: mode logs every start/stop at this level; a worker has many services.
+    mundane_level = "debug"
+
+
     def __init__(self, id: str, broker: str = "memory://", **settings: Any) -> None:
         if not isinstance(id, str) or not id:
             raise ConfigurationError(f"app id must be a non-empty string, got {id!r}")

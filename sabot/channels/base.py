@@ -41,6 +41,8 @@ class Channel(Service):
     fewer after ``linger`` seconds.
     """
 
+    #: mode logs every start/stop at this level; a worker has many services.
+    mundane_level = "debug"
     #: Name of the transport, shown by ``sabot agents`` and in the banner.
     transport_name = "memory"
 
@@ -315,6 +317,7 @@ class Transport(Service):
 
     scheme = "memory"
     channel_class: type = Channel
+    mundane_level = "debug"
 
     def __init__(self, app: Any, url: str) -> None:
         self.app = app
