@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from ..exceptions import AgentError, ConfigurationError, RegistryError
 from ..nodes.registry import import_path
 from ..nodes.retry import RetryPolicy
 from .agent_worker import agent_worker_main
+from .arena import ShmArena
 from .ipc import DEFAULT_INLINE_THRESHOLD, FrameReader, FrameWriter
 from .metrics import BridgeMetrics
 from .pool import WorkerPool
@@ -102,24 +103,29 @@ class ProcessAgentRunner:
         self._serial += 1
         req_id = self._serial
 
-        def make_frame() -> OutgoingFrame:
+        def make_frame(arena: ShmArena) -> OutgoingFrame:
             began = time.perf_counter()
-            writer = FrameWriter(self.inline_threshold)
+            writer = FrameWriter(self.inline_threshold, arena)
             desc = writer.describe(batch)
             frame = OutgoingFrame(writer, {"op": "batch", "id": req_id, "payload": desc})
             self.metrics.record_transfer(writer.data_bytes, time.perf_counter() - began,
-                                         shm=bool(writer.segments))
+                                         shm=bool(writer.segments or writer.leased))
             return frame
 
+        def read_reply(header: Dict[str, Any], body: Any, arena: ShmArena) -> List[Any]:
+            if header.get("op") == "error":
+                raise AgentError(
+                    f"process agent {self.name!r} raised {header.get('type')}: "
+                    f"{header.get('message')}\n--- remote traceback ---\n"
+                    f"{header.get('traceback', '')}", agent=self.name)
+            return FrameReader(header, body, arena).values(header.get("values", ()))
+
         start = time.perf_counter()
-        header, body = await self.pool.request(make_frame, OutgoingFrame.discard)
-        if header.get("op") == "error":
+        try:
+            values = await self.pool.request(make_frame, read_reply)
+        except AgentError:
             self.metrics.record_failure(self.name)
-            raise AgentError(
-                f"process agent {self.name!r} raised {header.get('type')}: "
-                f"{header.get('message')}\n--- remote traceback ---\n"
-                f"{header.get('traceback', '')}", agent=self.name)
-        values = FrameReader(header, body).values(header.get("values", ()))
+            raise
         self.metrics.record_execution(self.name, time.perf_counter() - start)
         return values
 

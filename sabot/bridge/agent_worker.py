@@ -20,6 +20,7 @@ from typing import Any, AsyncIterator, List, Optional
 
 import pyarrow as pa
 
+from .arena import ShmArena
 from .framesock import FrameSocket
 from .ipc import DEFAULT_INLINE_THRESHOLD, Frame, FrameReader, FrameWriter, pack_frame
 from .worker import error_header, prepare_worker_process
@@ -88,6 +89,7 @@ class _AgentWorker:
 
     def __init__(self, sock: socket.socket) -> None:
         self.fsock = FrameSocket(sock)
+        self.arena = ShmArena()
         self.loop = asyncio.get_running_loop()
         self.inbox: "asyncio.Queue[Optional[Frame]]" = asyncio.Queue()
         self.inline_threshold = DEFAULT_INLINE_THRESHOLD
@@ -109,20 +111,20 @@ class _AgentWorker:
         """Send the results of the current batch: it is done."""
         if self.current is None:
             return
-        writer = FrameWriter(self.inline_threshold)
+        writer = FrameWriter(self.inline_threshold, self.arena)
         try:
             frame = writer.finish({"op": "result", "id": self.current,
                                    "values": writer.describe_many(self.results)})
         except Exception as exc:
             writer.discard()
-            frame = pack_frame(error_header(exc, self.current))
+            frame = FrameWriter(arena=self.arena).finish(error_header(exc, self.current))
         self.current, self.results = None, []
         self.send(frame)
 
     def fail_batch(self, exc: BaseException) -> None:
         """Report ``exc`` for the current batch; its results are dropped."""
         if self.current is not None:
-            self.send(pack_frame(error_header(exc, self.current)))
+            self.send(FrameWriter(arena=self.arena).finish(error_header(exc, self.current)))
         self.current, self.results = None, []
 
     async def next_batch(self) -> Any:
@@ -139,7 +141,7 @@ class _AgentWorker:
                 continue
             self.current = header.get("id", 0)
             try:
-                return FrameReader(header, body).value(header["payload"])
+                return FrameReader(header, body, self.arena).value(header["payload"])
             except Exception as exc:  # a batch that cannot be read fails alone
                 self.fail_batch(exc)
 
@@ -187,12 +189,18 @@ def agent_worker_main(sock: socket.socket) -> None:
     """Entry point of a process-agent worker (the target of ``Process``)."""
     prepare_worker_process()
 
+    arenas = []
+
     async def main() -> None:
-        await _AgentWorker(sock).run()
+        worker = _AgentWorker(sock)
+        arenas.append(worker.arena)
+        await worker.run()
 
     try:
         asyncio.run(main())
     except (BrokenPipeError, ConnectionResetError):
         pass
     finally:
+        for arena in arenas:
+            arena.close()
         sock.close()

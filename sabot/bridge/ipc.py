@@ -5,14 +5,15 @@ header, then a body made of the inline parts back to back. Values are
 described in the header:
 
 * ``{"k": "json", "v": ...}``: a JSON-able value, inline in the header;
-* ``{"k": "batch" | "table" | "list", "p": i}``: an Arrow IPC stream stored
+* ``{"k": "batch" | "table" | "values" | "list", "p": i}``: an Arrow IPC stream stored
   as part ``i`` of the body (small data);
 * ``{"k": ..., "shm": name}``: the same stream in a shared-memory segment
   (large data), mapped by the reader without a copy.
 
-``list`` is a list of JSON-able values, carried as an Arrow stream with one
-``large_string`` column of JSON texts so that it takes the same road as a
-batch. Nothing here pickles: a frame is bytes the reader parses.
+``values`` is a list of one plain type (int, float, str or bool) carried as
+one Arrow column; ``list`` is any other list of JSON-able values, carried as
+an Arrow stream with one ``large_string`` column of JSON texts so that it
+takes the same road as a batch. Nothing here pickles: a frame is bytes the reader parses.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import pyarrow as pa
 
 from ..exceptions import ConversionError
+from .arena import ShmArena
 from .shm import discard_segment, map_segment, write_segment
 
 __all__ = ["DEFAULT_INLINE_THRESHOLD", "FrameWriter", "FrameReader", "convert",
@@ -68,6 +70,27 @@ def _parsed_schema(buf: pa.Buffer) -> pa.Schema:
     return schema
 
 
+# Python types that an Arrow column gives back unchanged (to_pylist), so a
+# list of one of them can skip JSON.
+_NATIVE_TYPES = {int: pa.int64(), float: pa.float64(), str: pa.large_string(),
+                 bool: pa.bool_()}
+
+
+def _native_column(values: Any) -> Optional[pa.RecordBatch]:
+    """A one-column batch for a non-empty list of one plain type, else None."""
+    if not values:
+        return None
+    kind = type(values[0])
+    arrow_type = _NATIVE_TYPES.get(kind)
+    if arrow_type is None or any(type(v) is not kind for v in values):
+        return None
+    try:
+        column = pa.array(values, type=arrow_type)
+    except (pa.ArrowException, OverflowError):
+        return None  # e.g. an int beyond 64 bits: JSON keeps it exact
+    return pa.RecordBatch.from_arrays([column], names=["value"])
+
+
 def _as_arrow(value: Any) -> Tuple[str, pa.Schema, Any]:
     """Classify ``value``: (kind, schema, batch or table) or kind ``json``."""
     if isinstance(value, pa.RecordBatch):
@@ -75,6 +98,9 @@ def _as_arrow(value: Any) -> Tuple[str, pa.Schema, Any]:
     if isinstance(value, pa.Table):
         return "table", value.schema, value
     if isinstance(value, (list, tuple)):
+        native = _native_column(value)
+        if native is not None:
+            return "values", native.schema, native
         try:
             texts = [_dumps(v) for v in value]
         except (TypeError, ValueError) as exc:
@@ -101,10 +127,14 @@ class FrameWriter:
     frame is never read the sender passes them to ``discard_segment``.
     """
 
-    def __init__(self, inline_threshold: int = DEFAULT_INLINE_THRESHOLD) -> None:
+    def __init__(self, inline_threshold: int = DEFAULT_INLINE_THRESHOLD,
+                 arena: Optional[ShmArena] = None) -> None:
         self.inline_threshold = inline_threshold
+        self.arena = arena
         self.parts: List[Any] = []
         self.segments: List[str] = []
+        #: Pooled segments (of ``arena``) this frame fills.
+        self.leased: List[str] = []
         #: Arrow bytes this frame carries (inline and shm), for metrics.
         self.data_bytes = 0
 
@@ -136,6 +166,14 @@ class FrameWriter:
             counter = pa.MockOutputStream()
             _write_stream(counter, schema, data)
             size = counter.size()
+            leased = self.arena.lease(size) if self.arena is not None else None
+            if leased is not None:
+                name, target = leased
+                self.leased.append(name)
+                _fill(target, schema, data)
+                del target
+                self.data_bytes += size
+                return {"k": kind, "shm": name, "n": size, "pool": 1}
             name = write_segment(size, lambda target: _fill(target, schema, data))
         except pa.ArrowException as exc:
             raise ConversionError(f"cannot write {kind} as Arrow IPC: {exc}") from exc
@@ -153,8 +191,16 @@ class FrameWriter:
         return [self.describe(v) for v in values]
 
     def finish(self, header: Dict[str, Any]) -> List[Any]:
-        """Return the frame's buffers: prefix, header, then the body parts."""
+        """Return the frame's buffers: prefix, header, then the body parts.
+
+        With an arena, the header also tells the peer which of its segments
+        this side has released.
+        """
         header["parts"] = [p.size for p in self.parts]
+        if self.arena is not None:
+            released = self.arena.take_released()
+            if released:
+                header["released"] = released
         head = _dumps(header).encode()
         body_len = sum(p.size for p in self.parts)
         return [_PREFIX.pack(len(head), body_len), head, *self.parts]
@@ -164,6 +210,9 @@ class FrameWriter:
         for name in self.segments:
             discard_segment(name)
         self.segments.clear()
+        if self.arena is not None:
+            self.arena.give_back(self.leased)
+        self.leased.clear()
 
 
 def _fill(target: pa.Buffer, schema: pa.Schema, data: Any) -> None:
@@ -186,8 +235,12 @@ class FrameReader:
     data from the mapping: no copy either way.
     """
 
-    def __init__(self, header: Dict[str, Any], body: Any) -> None:
+    def __init__(self, header: Dict[str, Any], body: Any,
+                 arena: Optional[ShmArena] = None) -> None:
         self.header = header
+        self.arena = arena
+        if arena is not None:
+            arena.give_back(header.get("released"))
         self._parts: List[pa.Buffer] = []
         whole = pa.py_buffer(body) if body is not None else None
         offset = 0
@@ -198,6 +251,7 @@ class FrameReader:
         self.data_bytes = 0
         #: Shared-memory mappings read: the decoded data points into these.
         self.mapped: List[pa.Buffer] = []
+        self._viewed: List[Dict[str, Any]] = []
 
     def value(self, desc: Dict[str, Any]) -> Any:
         """Decode one description into RecordBatch, Table, list or JSON value."""
@@ -205,7 +259,11 @@ class FrameReader:
         if kind == "json":
             return desc.get("v")
         try:
-            if "shm" in desc:
+            if desc.get("pool"):
+                self._viewed.append(desc)
+                source = self.arena.view(desc["shm"], desc["n"])
+                self.mapped.append(source)
+            elif "shm" in desc:
                 source = map_segment(desc["shm"])
                 self.mapped.append(source)
             else:
@@ -218,10 +276,13 @@ class FrameReader:
                 if kind == "table":
                     return reader.read_all()
                 batch = reader.read_next_batch()
-        except (pa.ArrowException, KeyError, IndexError, FileNotFoundError) as exc:
+        except (pa.ArrowException, KeyError, IndexError, FileNotFoundError,
+                AttributeError) as exc:
             raise ConversionError(f"cannot read {kind!r} data from the bridge: {exc}") from exc
         if kind == "batch":
             return batch
+        if kind == "values":
+            return batch.column(0).to_pylist()
         if kind == "list":
             return [json.loads(t) for t in batch.column(0).to_pylist()]
         raise ConversionError(f"unknown value kind {kind!r} in a bridge message")
@@ -237,8 +298,12 @@ class FrameReader:
 
     def discard_unread(self, descs: Sequence[Dict[str, Any]]) -> None:
         """Unlink the segments of descriptions that will not be read."""
+        viewed = {id(d) for d in self._viewed}
         for desc in descs:
-            if "shm" in desc:
+            if desc.get("pool"):
+                if id(desc) not in viewed and self.arena is not None:
+                    self.arena.release_unread(desc["shm"])
+            elif "shm" in desc:
                 discard_segment(desc["shm"])
 
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from ..exceptions import BridgeError, WorkerProcessDied
 from ..nodes.retry import RetryPolicy
+from .arena import ShmArena
 from .framesock import FrameSocket
 from .ipc import Frame, pack_frame
 from .metrics import BridgeMetrics
@@ -102,6 +103,8 @@ class WorkerProcess:
         self.conn: Optional[_Connection] = None
         #: What the worker answered to ``init`` (keys, pid).
         self.info: Dict[str, Any] = {}
+        #: Shared-memory segments reused with this worker.
+        self.arena = ShmArena()
 
     @property
     def pid(self) -> Optional[int]:
@@ -187,6 +190,7 @@ class WorkerProcess:
             self.conn.close()
         if await self.wait_exit(timeout) is None:
             await self.kill()
+        self._clean_arena()
 
     async def kill(self) -> None:
         """End the process at once."""
@@ -195,6 +199,14 @@ class WorkerProcess:
             await self.wait_exit(5.0)
         if self.conn is not None:
             self.conn.close()
+        self._clean_arena()
+
+    def _clean_arena(self) -> None:
+        # Only once the process is gone: a live worker unlinks its own
+        # segments, and two unlinks of one name upset the resource tracker.
+        if self.process is not None and self.process.exitcode is not None:
+            self.arena.forget_peer()
+            self.arena.close()
 
 
 class WorkerPool:
@@ -289,36 +301,40 @@ class WorkerPool:
         if not self._closed:
             self._idle.put_nowait(worker)
 
-    async def _request_once(self, make_frame: Callable[[], Any],
-                            on_failure: Callable[[Any], None]) -> Frame:
+    async def _request_once(self, make_frame: Callable[[ShmArena], Any],
+                            read_reply: Callable[[Dict[str, Any], Any, ShmArena], Any]) -> Any:
         worker = await self._acquire()
         try:
-            frame = make_frame()
+            frame = make_frame(worker.arena)
             try:
-                return await worker.request(frame.buffers)
+                header, body = await worker.request(frame.buffers)
             except BaseException:
-                on_failure(frame)
+                frame.discard()
                 raise
+            # Read while the worker is still ours: the reply's shared
+            # memory belongs to this worker's arena.
+            return read_reply(header, body, worker.arena)
         except WorkerProcessDied:
             worker = await self._replace(worker)
             raise
         finally:
             self._give_back(worker)
 
-    async def request(self, make_frame: Callable[[], Any],
-                      on_failure: Callable[[Any], None] = lambda frame: None) -> Frame:
-        """Send ``make_frame()`` to an idle worker, return the answer frame.
+    async def request(self, make_frame: Callable[[ShmArena], Any],
+                      read_reply: Callable[[Dict[str, Any], Any, ShmArena], Any]) -> Any:
+        """Send a frame to an idle worker; return ``read_reply`` of the answer.
 
-        ``make_frame`` returns an object with ``buffers``; it is called once
-        per attempt because an attempt's shared memory is consumed or
-        discarded (``on_failure(frame)``) when the attempt ends. A dead
-        worker is replaced and the request retried under the retry policy.
+        ``make_frame(arena)`` returns an object with ``buffers`` and
+        ``discard()``; it is called once per attempt because an attempt's
+        shared memory is consumed, or discarded when the attempt fails.
+        ``read_reply(header, body, arena)`` decodes the answer. A dead worker
+        is replaced and the request retried under the retry policy.
         """
         policy = self.retry_policy
         attempt = 1
         while True:
             try:
-                return await self._request_once(make_frame, on_failure)
+                return await self._request_once(make_frame, read_reply)
             except WorkerProcessDied as exc:
                 if self._closed or attempt >= policy.max_attempts:
                     raise

@@ -17,6 +17,7 @@ from ..nodes.registry import NodeRegistry
 from ..nodes.retry import RetryPolicy
 from ..types import ExecutorBridgeT
 from .base import as_inputs, from_outputs
+from .arena import ShmArena
 from .ipc import DEFAULT_INLINE_THRESHOLD, FrameReader, FrameWriter
 from .metrics import BridgeMetrics
 from .pool import WorkerPool
@@ -122,36 +123,34 @@ class ProcessBridge(ExecutorBridgeT):
             await self.initialize_node(node_id, node_type, params)
         pool = self._pools[node_id]
         inputs, single = as_inputs(data)
-        encode_time = 0.0
 
-        def make_frame() -> OutgoingFrame:
-            nonlocal encode_time
+        def make_frame(arena: ShmArena) -> OutgoingFrame:
             began = time.perf_counter()
-            writer = FrameWriter(self.inline_threshold)
+            writer = FrameWriter(self.inline_threshold, arena)
             descs = {k: writer.describe(v) for k, v in inputs.items()}
             frame = OutgoingFrame(writer, {"op": "exec", "params": dict(params),
                                            "inputs": descs})
-            encode_time = time.perf_counter() - began
-            self.metrics.record_transfer(writer.data_bytes, encode_time,
-                                         shm=bool(writer.segments))
+            self.metrics.record_transfer(writer.data_bytes, time.perf_counter() - began,
+                                         shm=bool(writer.segments or writer.leased))
             return frame
+
+        def read_reply(header: Dict[str, Any], body: Any, arena: ShmArena) -> Any:
+            if header.get("op") == "error":
+                raise remote_error(header, node_id)
+            began = time.perf_counter()
+            reader = FrameReader(header, body, arena)
+            outputs = {k: reader.value(d) for k, d in header["outputs"].items()}
+            self.metrics.record_transfer(reader.data_bytes, time.perf_counter() - began,
+                                         shm=bool(reader.mapped))
+            return outputs
 
         start = time.perf_counter()
         try:
-            header, body = await pool.request(make_frame, OutgoingFrame.discard)
+            outputs = await pool.request(make_frame, read_reply)
         except BridgeError:
             self.metrics.record_failure(node_id)
             raise
-        if header.get("op") == "error":
-            self.metrics.record_failure(node_id)
-            raise remote_error(header, node_id)
-        began = time.perf_counter()
-        reader = FrameReader(header, body)
-        outputs = {k: reader.value(d) for k, d in header["outputs"].items()}
-        now = time.perf_counter()
-        self.metrics.record_transfer(reader.data_bytes, now - began,
-                                     shm=any("shm" in d for d in header["outputs"].values()))
-        self.metrics.record_execution(node_id, now - start)
+        self.metrics.record_execution(node_id, time.perf_counter() - start)
         return from_outputs(node_id, outputs, single)
 
     async def cleanup_node(self, node_id: str) -> None:

@@ -17,6 +17,7 @@ import traceback
 from typing import Any, Dict, Optional
 
 from ..nodes.node import run_node
+from .arena import ShmArena
 from .framesock import FrameSocket
 from .ipc import DEFAULT_INLINE_THRESHOLD, FrameReader, FrameWriter, pack_frame
 
@@ -48,6 +49,7 @@ class _NodeWorker:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = FrameSocket(sock)
+        self.arena = ShmArena()
         self.spin = 0.0
         self.node: Any = None
         self.node_id = ""
@@ -77,22 +79,26 @@ class _NodeWorker:
 
     async def execute(self, header: Dict[str, Any], body: Any) -> None:
         req_id = header.get("id")
-        reader = FrameReader(header, body)
-        writer = FrameWriter(self.inline_threshold)
+        reader = FrameReader(header, body, self.arena)
+        writer = FrameWriter(self.inline_threshold, self.arena)
+        inputs = outputs = None
         try:
             inputs = {k: reader.value(d) for k, d in header["inputs"].items()}
             outputs = await run_node(self.node, inputs, header.get("params") or {})
             if not isinstance(outputs, dict):
                 raise TypeError(f"execute() returned {type(outputs).__name__}, "
                                 f"not a dict of outputs")
-            descs = {str(k): writer.describe(v) for k, v in outputs.items()}
-            frame = writer.finish({"op": "result", "id": req_id, "outputs": descs})
+            answer = {"op": "result", "id": req_id,
+                      "outputs": {str(k): writer.describe(v) for k, v in outputs.items()}}
         except Exception as exc:
             reader.discard_unread(header.get("inputs", {}).values())
             writer.discard()
-            frame = pack_frame(error_header(exc, req_id))
-        del reader  # drop our hold on the input data before answering
-        self.send(frame)
+            writer = FrameWriter(self.inline_threshold, self.arena)
+            answer = error_header(exc, req_id)
+        # Drop every hold on the input data before answering, so that the
+        # answer can tell the parent its segments are free again.
+        inputs = outputs = reader = None
+        self.send(writer.finish(answer))
 
     async def serve(self) -> None:
         # Waits block the loop on purpose: between requests nothing else may
@@ -114,9 +120,11 @@ class _NodeWorker:
 def node_worker_main(sock: socket.socket) -> None:
     """Entry point of a node worker process (the target of ``Process``)."""
     prepare_worker_process()
+    worker = _NodeWorker(sock)
     try:
-        asyncio.run(_NodeWorker(sock).serve())
+        asyncio.run(worker.serve())
     except (BrokenPipeError, ConnectionResetError):
         pass  # the parent went away; nothing is left to answer
     finally:
+        worker.arena.close()
         sock.close()
