@@ -162,6 +162,23 @@ class ArrowAllocated(_Node):
                            "rows": batch.num_rows}}
 
 
+class Remember(_Node):
+    """Keeps each input; output = sum of column x of the *previous* input.
+
+    Holding input data past ``execute`` must keep its shared memory from
+    being reused by the parent.
+    """
+
+    def __init__(self, params):
+        super().__init__(params)
+        self.last = None
+
+    async def execute(self, inputs, params):
+        previous, self.last = self.last, inputs["input"]
+        total = pc.sum(previous.column("x")).as_py() if previous is not None else None
+        return {"output": total}
+
+
 def all_nodes_registry():
     """A registry with every test node registered (native factories)."""
     from sabot.nodes.registry import NodeRegistry
@@ -170,6 +187,6 @@ def all_nodes_registry():
                       ("scale", Scale), ("merge", Merge), ("pid", Pid), ("boom", Boom),
                       ("flaky", FlakyNode), ("kill_once", KillOnce),
                       ("always_die", AlwaysDie), ("sleep", Sleep),
-                      ("allocated", ArrowAllocated)]:
+                      ("allocated", ArrowAllocated), ("remember", Remember)]:
         reg.register(name, native=cls)
     return reg

@@ -1,0 +1,56 @@
+"""Reused shared-memory segments: reuse, and no reuse while data is held."""
+import asyncio
+import os
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .conftest import pid_alive, shm_segments
+
+N = 300_000  # 2.4 MB of int64: well above the inline threshold
+
+
+def filled(value):
+    return pa.RecordBatch.from_pydict({"x": pa.array([value] * N, pa.int64())})
+
+
+async def test_segments_are_reused_across_calls(process_bridge):
+    for i in range(5):
+        assert await process_bridge.execute_node("r", "rows", filled(i), {}) == N
+    pool = process_bridge._pools["r"].workers[0].arena
+    # Each call's segment came back before the next one needed it (at most
+    # one call late), so a couple of segments served all five.
+    assert len(pool._pool) <= 2
+
+
+async def test_data_a_node_keeps_is_not_overwritten(process_bridge):
+    await process_bridge.execute_node("m", "remember", filled(1), {})
+    for value in (2, 3, 4):
+        previous = await process_bridge.execute_node("m", "remember", filled(value), {})
+        assert previous == (value - 1) * N  # the kept batch is still intact
+
+
+async def test_results_the_caller_keeps_are_not_overwritten(process_bridge):
+    kept = [await process_bridge.execute_node("e", "identity", filled(v), {})
+            for v in (5, 6, 7)]
+    assert [pc.sum(b.column("x")).as_py() for b in kept] == [5 * N, 6 * N, 7 * N]
+    del kept
+    # Released results are reused: further calls need no new segments.
+    for v in range(3):
+        await process_bridge.execute_node("e", "identity", filled(v), {})
+
+
+async def test_sigkill_after_large_results_leaves_no_segments(registry):
+    from sabot.bridge import ProcessBridge
+    before = shm_segments()
+    async with ProcessBridge(registry) as bridge:
+        out = await bridge.execute_node("e", "identity", filled(9), {})
+        assert out.num_rows == N
+        (pid,) = bridge.worker_pids("e")
+        os.kill(pid, 9)
+        await asyncio.sleep(0.1)
+        again = await asyncio.wait_for(bridge.execute_node("e", "identity", filled(8), {}), 30)
+        assert again.num_rows == N and pc.sum(out.column("x")).as_py() == 9 * N
+        pids = bridge.worker_pids()
+    assert not [p for p in pids + [pid] if pid_alive(p)]
+    assert shm_segments() <= before
