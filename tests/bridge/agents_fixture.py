@@ -35,21 +35,6 @@ async def kill_once(stream):
         yield value
 
 
-def cpu_work(values):
-    """A pure-Python loop: the CPU-bound part of the benchmark agent."""
-    total = 0
-    for v in values:
-        for i in range(200):
-            total += (v * i) % 7
-    return total
-
-
-async def cpu_agent(stream):
-    """CPU-bound agent: one result per batch."""
-    async for batch in stream.batches():
-        yield cpu_work(batch if isinstance(batch, list) else batch.column(0).to_pylist())
-
-
 async def pid_agent(stream):
     """Yields the pid of the process handling each value."""
     async for _ in stream:
