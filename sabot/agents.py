@@ -118,7 +118,8 @@ class Agent(Service):
         self.sinks: List[Any] = list(sink or [])
         self._sinks = [_Sink(s) for s in self.sinks]
         self.crash_count = 0
-        self.events_in = 0
+        self._events_in = 0  # values finished by earlier runs (see events_in)
+        self._in_start = 0
         self.events_out = 0
         self.last_error: Optional[BaseException] = None
         self._subscriber: Any = None
@@ -159,10 +160,36 @@ class Agent(Service):
         self.sinks.append(sink)
         self._sinks.append(_Sink(sink))
 
+    # -- counters --------------------------------------------------------------
+    def _values_released(self) -> int:
+        # The subscriber's position (values sent to it minus those it still
+        # holds) advances once per released batch inside the fast path, so
+        # counting costs nothing per value.
+        return self.channel._fanout.total - self._subscriber.lag
+
+    @property
+    def events_in(self) -> int:
+        """Values the agent has finished with (every instance, every run)."""
+        if self._subscriber is None:
+            return self._events_in
+        return self._events_in + self._values_released() - self._in_start
+
+    @property
+    def backlog(self) -> int:
+        """Values sent to the agent's input and not yet finished (in-process lag)."""
+        return self._subscriber.lag if self._subscriber is not None else 0
+
+    @property
+    def bridge_metrics(self) -> Any:
+        """The ``BridgeMetrics`` of a running process agent, else ``None``."""
+        runner = self._process_runner
+        return runner.metrics if runner is not None else None
+
     # -- running ---------------------------------------------------------------
     async def on_start(self) -> None:
         self._done.clear()
         self._subscriber = self.channel.subscribe()
+        self._in_start = self._values_released()
         if self.executor == "process":
             from .bridge.agent import ProcessAgentRunner
             self._process_runner = ProcessAgentRunner(self)
@@ -195,6 +222,7 @@ class Agent(Service):
             await self._process_runner.stop()
             self._process_runner = None
         if self._subscriber is not None:
+            self._events_in = self.events_in
             self._subscriber.close()
             self._subscriber = None
 
