@@ -146,13 +146,22 @@ class _Range:
 class _PartitionOffsets:
     """Fetched ranges of one partition in order; commits the finished prefix."""
 
-    __slots__ = ("ranges", "committable")
+    __slots__ = ("ranges", "committable", "last")
 
     def __init__(self) -> None:
         self.ranges: deque = deque()
         self.committable: Optional[int] = None
+        self.last = -1
 
-    def add(self, last_offset: int) -> _Range:
+    def add(self, first_offset: int, last_offset: int) -> Optional[_Range]:
+        """Track a fetched range; ``None`` if it does not follow the last one.
+
+        A range at or before one already tracked can only be a stale fetch;
+        tracking it would let its early finish commit past unfinished offsets.
+        """
+        if first_offset <= self.last:
+            return None
+        self.last = last_offset
         r = _Range(last_offset)
         self.ranges.append(r)
         return r
@@ -255,6 +264,7 @@ class KafkaTransport(Transport):
         self._progress = asyncio.Event()
         self._fetching = False
         self._closed = False
+        self._generation = 0  # bumped on every revoke: older fetches are stale
 
     def __repr__(self) -> str:  # never the credentials
         protocol = kafka_client_options(self.app.conf)["security_protocol"] if self.app else "?"
@@ -417,8 +427,11 @@ class KafkaTransport(Transport):
                 logger.warning("Kafka fetch failed: %s", exc)
                 await asyncio.sleep(0.5)
                 continue
+            generation = self._generation
             try:
                 for tp, records in fetched.items():
+                    if self._generation != generation:
+                        break  # a rebalance happened meanwhile: these records are stale
                     if records and tp not in self._paused:
                         await self._deliver(tp, records)
             except Exception as exc:
@@ -434,7 +447,11 @@ class KafkaTransport(Transport):
         offsets = self._offsets.get(tp)
         if offsets is None:
             offsets = self._offsets[tp] = _PartitionOffsets()
-        r = offsets.add(records[-1].offset)
+        r = offsets.add(records[0].offset, records[-1].offset)
+        if r is None:
+            logger.warning("skipping a stale fetch of %s[%d] at offset %d",
+                           tp.topic, tp.partition, records[0].offset)
+            return
         await channel.deliver(fetched_from_records(tp, records),
                               lambda: self._finished(tp, offsets, r))
 
@@ -492,6 +509,7 @@ class KafkaTransport(Transport):
     async def on_revoked(self, revoked: set) -> None:
         """Stop feeding ``revoked``, wait for their batches, commit, forget them."""
         self._paused |= revoked
+        self._generation += 1
         await self._wait_in_flight(revoked, self.conf.broker_revoke_timeout)
         await self.commit(revoked)
         for tp in revoked:

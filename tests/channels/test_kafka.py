@@ -189,6 +189,46 @@ async def test_two_workers_in_one_group_split_partitions(kafka_broker):
     assert not parts[0] & parts[1]
 
 
+async def test_rebalance_mid_stream_commits_in_flight_and_loses_nothing(kafka_broker):
+    """A second worker joins while the first is half way: every partition's
+    in-flight batches are finished and committed before it moves, so the two
+    together process every message, and none twice."""
+    group, name, total = unique("group"), unique("rebalance"), 4000
+    seen = []
+
+    def worker():
+        # A small buffer keeps most of the backlog unfetched, so there is
+        # something left to move when the second worker arrives.
+        app = make_app(kafka_broker, stream_buffer_maxsize=100)
+        app.id = group
+        got = []
+        seen.append(got)
+
+        @app.agent(app.topic(name, partitions=4), name=unique("slow"))
+        async def slow(stream):
+            async for value in stream:
+                got.append(value)
+                if len(got) % 10 == 0:
+                    await asyncio.sleep(0.01)  # about 1 ms a value: slow enough to move
+        return app
+
+    first, second = worker(), worker()
+    async with running(first):
+        topic = first.topic(name)
+        for i in range(total):
+            await topic.send(key=str(i), value=i)
+        await topic.flush()
+        await wait_until(lambda: len(seen[0]) >= total // 4, what="a quarter processed")
+        async with running(second):
+            await wait_until(lambda: len(set(seen[0]) | set(seen[1])) >= total,
+                             timeout=30, what="every message")
+            await asyncio.sleep(0.3)
+    everything = seen[0] + seen[1]
+    assert set(everything) == set(range(total))
+    assert seen[1], "the second worker got no partition"
+    assert len(everything) == total, f"{len(everything) - total} processed twice"
+
+
 async def test_keyed_messages_land_in_the_java_client_partition(kafka_broker):
     app = make_app(kafka_broker)
     topic = app.topic(unique("keys"), partitions=12)
