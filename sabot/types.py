@@ -181,44 +181,64 @@ class AppT(Protocol):
 
 
 class ExecutorBridgeT(abc.ABC):
-    """Runs nodes somewhere (this process, worker processes); seed 001."""
+    """Runs nodes somewhere (this process, worker processes); seed 001.
+
+    ``data`` given to ``execute_node`` is either a mapping of input names to
+    values (the result is the node's whole output mapping) or one value,
+    which becomes the ``"input"`` input (the result is the ``"output"``
+    output). Values are RecordBatches, Tables, lists or JSON-able values.
+    """
 
     @property
     @abc.abstractmethod
-    def executor_type(self) -> str: ...
+    def executor_type(self) -> str:
+        """``"native"`` or ``"process"``."""
 
     @abc.abstractmethod
     async def initialize_node(self, node_id: str, node_type: str,
-                              params: Mapping[str, Any]) -> None: ...
+                              params: Mapping[str, Any]) -> Any:
+        """Build the node (and its workers); returns what tells its keys."""
 
     @abc.abstractmethod
     async def execute_node(self, node_id: str, node_type: str, data: Any,
-                           params: Mapping[str, Any]) -> Any: ...
+                           params: Mapping[str, Any]) -> Any:
+        """Run the node once on ``data`` (initializing it if needed)."""
 
     @abc.abstractmethod
-    async def cleanup_node(self, node_id: str) -> None: ...
+    async def cleanup_node(self, node_id: str) -> None:
+        """Release the node's resources; no process of it remains."""
 
 
 class NodeExecutorT(abc.ABC):
-    """One node's behaviour; seed 003."""
+    """One node's behaviour; seed 003.
+
+    A node class is its own factory: ``NodeClass(params)``. ``node_type``,
+    ``runtime``, ``input_keys`` and ``output_keys`` may be plain class
+    attributes.
+    """
 
     @property
     @abc.abstractmethod
-    def node_type(self) -> str: ...
+    def node_type(self) -> str:
+        """The registered type name."""
 
     @property
     @abc.abstractmethod
-    def runtime(self) -> str: ...
+    def runtime(self) -> str:
+        """The runtime the node was written for (``"native"``, ``"process"``)."""
 
     @property
     def input_keys(self) -> Sequence[str]:
+        """Inputs the node needs; ``validate_inputs`` checks them."""
         return ("input",)
 
     @property
     def output_keys(self) -> Sequence[str]:
+        """Outputs the node produces (empty: unknown)."""
         return ("output",)
 
     def validate_inputs(self, inputs: Mapping[str, Any]) -> None:
+        """Raise ``NodeExecutionError`` when a needed input is missing."""
         missing = [k for k in self.input_keys if k not in inputs]
         if missing:
             from .exceptions import NodeExecutionError
@@ -227,6 +247,7 @@ class NodeExecutorT(abc.ABC):
 
     @abc.abstractmethod
     async def execute(self, inputs: Mapping[str, Any],
-                      params: Mapping[str, Any]) -> Dict[str, Any]: ...
+                      params: Mapping[str, Any]) -> Dict[str, Any]:
+        """Compute the outputs (a dict of output names to values)."""
 
 # END bridge/nodes interfaces

@@ -29,6 +29,8 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import pyarrow as pa
 
+from .shm import new_segment
+
 __all__ = ["ShmArena", "DEFAULT_POOL_BYTES"]
 
 #: Most bytes of pooled segments one end of a connection keeps.
@@ -101,7 +103,7 @@ class ShmArena:
             rounded = -(-size // _GRANULE) * _GRANULE
             if self._pool_bytes + rounded > self.max_pool_bytes:
                 return None
-            shm = SharedMemory(create=True, size=rounded)
+            shm = new_segment(rounded)
             self._pool[shm.name] = shm
             self._pool_bytes += rounded
             best = shm.name

@@ -42,6 +42,7 @@ _JSON_LIST_SCHEMA = pa.schema([(_JSON_LIST_FIELD, pa.large_string())])
 # argument builds a new encoder per call, which costs more than the message.
 _dumps = json.dumps
 _SCALARS = (str, int, float, bool, type(None))
+_PLAIN = (pa.RecordBatch, pa.Table, list, tuple, dict) + _SCALARS
 _SCHEMA_CACHE_SIZE = 64
 # Schemas repeat from batch to batch: serialize and parse each one once.
 _schema_bytes: Dict[int, Tuple[pa.Schema, pa.Buffer]] = {}
@@ -140,7 +141,7 @@ class FrameWriter:
 
     def describe(self, value: Any) -> Dict[str, Any]:
         """Return the header description of ``value``, storing its data."""
-        if hasattr(value, "payload") and hasattr(value, "rows"):
+        if not isinstance(value, _PLAIN) and hasattr(value, "payload"):
             value = value.payload  # a sabot Batch: its payload is the data
         kind, schema, data = _as_arrow(value)
         if kind == "json":
@@ -334,27 +335,31 @@ class FrameDecoder:
     """Splits a received byte stream into frames."""
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._pending = b""
 
-    def feed(self, data: bytes) -> List[Tuple[Dict[str, Any], Optional[bytes]]]:
-        """Add received bytes; return the complete ``(header, body)`` frames."""
-        buf = self._buf
-        buf += data
+    def feed(self, data: bytes) -> List[Frame]:
+        """Add received bytes; return the complete ``(header, body)`` frames.
+
+        Bodies are views of immutable bytes, so Arrow data read from them
+        stays valid however long it is kept.
+        """
+        if self._pending:
+            # A frame was split across receives: join once, then parse.
+            data = b"".join((self._pending, data))
+            self._pending = b""
         frames = []
         pos = 0
-        size = len(buf)
+        size = len(data)
+        view = memoryview(data)
         while size - pos >= _PREFIX.size:
-            hlen, blen = _PREFIX.unpack_from(buf, pos)
+            hlen, blen = _PREFIX.unpack_from(data, pos)
             end = pos + _PREFIX.size + hlen + blen
             if end > size:
                 break
             hstart = pos + _PREFIX.size
-            header = json.loads(buf[hstart:hstart + hlen].decode())
-            # The body is copied out once so that Arrow can keep pointing
-            # into it after the receive buffer moves on.
-            body = bytes(buf[hstart + hlen:end]) if blen else None
-            frames.append((header, body))
+            header = json.loads(data[hstart:hstart + hlen].decode())
+            frames.append((header, view[hstart + hlen:end] if blen else None))
             pos = end
-        if pos:
-            del buf[:pos]
+        if pos < size:
+            self._pending = data[pos:]
         return frames

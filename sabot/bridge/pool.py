@@ -135,6 +135,13 @@ class WorkerProcess:
             await self.kill()
             raise BridgeError(f"worker for node {self.node_id!r} did not start "
                               f"within {timeout}s") from None
+        except WorkerProcessDied as exc:
+            await self.kill()
+            raise BridgeError(
+                f"worker for node {self.node_id!r} exited (code {exc.exitcode}) while "
+                f"starting; its stderr says why. A script that starts Sabot must do "
+                f"so under `if __name__ == '__main__':` (workers are spawned and "
+                f"re-import it)") from exc
         if header.get("op") != "ready":
             await self.stop()
             from ..exceptions import NodeExecutionError

@@ -15,13 +15,42 @@ unregister reaches the tracker before the reader's), the reader through
 """
 from __future__ import annotations
 
+import os
+import secrets
 from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
-from typing import Any
+from typing import Any, Optional
 
 import pyarrow as pa
 
-__all__ = ["write_segment", "map_segment", "discard_segment"]
+__all__ = ["write_segment", "map_segment", "discard_segment", "new_segment",
+           "segment_prefix", "set_segment_owner"]
+
+# Segment names carry the pid of the process that owns the bridge (workers
+# use their parent's), so a leak can be traced to its owner and tests can
+# count their own segments while other programs use /dev/shm too.
+_owner = os.getpid()
+
+
+def set_segment_owner(pid: int) -> None:
+    """Name this process's new segments after ``pid`` (a worker: its parent)."""
+    global _owner
+    _owner = pid
+
+
+def segment_prefix(pid: Optional[int] = None) -> str:
+    """The name prefix of segments owned by ``pid`` (default: this owner)."""
+    return f"sabot_{_owner if pid is None else pid}_"
+
+
+def new_segment(size: int) -> SharedMemory:
+    """Create a segment of ``size`` bytes with an owner-prefixed name."""
+    while True:
+        try:
+            return SharedMemory(name=segment_prefix() + secrets.token_hex(6),
+                                create=True, size=max(size, 1))
+        except FileExistsError:  # a 48-bit name collided: draw again
+            continue
 
 
 def _tracked_name(shm: SharedMemory) -> str:
@@ -35,7 +64,7 @@ def write_segment(size: int, fill: Any) -> str:
     The caller owns the name until a reader maps it; ``discard_segment``
     removes it when the message never reaches a reader.
     """
-    shm = SharedMemory(create=True, size=max(size, 1))
+    shm = new_segment(size)
     resource_tracker.unregister(_tracked_name(shm), "shared_memory")
     try:
         target = pa.py_buffer(shm.buf)

@@ -20,6 +20,7 @@ from ..nodes.node import run_node
 from .arena import ShmArena
 from .framesock import FrameSocket
 from .ipc import DEFAULT_INLINE_THRESHOLD, FrameReader, FrameWriter, pack_frame
+from .shm import set_segment_owner
 
 __all__ = ["node_worker_main", "error_header", "prepare_worker_process"]
 
@@ -28,9 +29,11 @@ def prepare_worker_process() -> None:
     """Common set-up of every worker process.
 
     Ctrl-C in a terminal reaches the whole process group; the parent decides
-    when workers stop, so they ignore SIGINT.
+    when workers stop, so they ignore SIGINT. Shared-memory segments are
+    named after the parent, which owns the bridge.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    set_segment_owner(os.getppid())
 
 
 def error_header(exc: BaseException, req_id: Optional[int] = None) -> Dict[str, Any]:

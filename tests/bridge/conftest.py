@@ -4,15 +4,21 @@ import os
 import pytest
 
 from sabot.bridge import NativeBridge, ProcessBridge
+from sabot.bridge.shm import segment_prefix
 
 from .helpers import all_nodes_registry
 
 
 def shm_segments():
-    """Names of the shared-memory segments Python created, now in /dev/shm."""
+    """Names of this test process's bridge segments now in /dev/shm.
+
+    Only ours (named after our pid): other programs, and other test runs on
+    the same machine, may use /dev/shm at the same time.
+    """
     if not os.path.isdir("/dev/shm"):
         return set()
-    return {n for n in os.listdir("/dev/shm") if n.startswith("psm_")}
+    prefix = segment_prefix(os.getpid())
+    return {n for n in os.listdir("/dev/shm") if n.startswith(prefix)}
 
 
 def pid_alive(pid):

@@ -21,6 +21,9 @@ async def test_segments_are_reused_across_calls(process_bridge):
     # Each call's segment came back before the next one needed it (at most
     # one call late), so a couple of segments served all five.
     assert len(pool._pool) <= 2
+    # The pooled segments are in /dev/shm under our name while the bridge
+    # lives (the fixture checks they are gone after it closes).
+    assert set(pool._pool) <= shm_segments()
 
 
 async def test_data_a_node_keeps_is_not_overwritten(process_bridge):
