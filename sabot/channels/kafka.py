@@ -37,7 +37,7 @@ from .transport import Fetched, TransportChannel
 
 __all__ = ["KafkaTopic", "KafkaTransport", "kafka_client_options"]
 
-logger = logging.getLogger("sabot.kafka")
+logger = logging.getLogger("sabot.channels.kafka")
 
 #: Kafka's "topic already exists" error code in CreateTopics responses.
 TOPIC_ALREADY_EXISTS = 36
@@ -267,7 +267,10 @@ class KafkaTransport(Transport):
         self._generation = 0  # bumped on every revoke: older fetches are stale
 
     def __repr__(self) -> str:  # never the credentials
-        protocol = kafka_client_options(self.app.conf)["security_protocol"] if self.app else "?"
+        try:
+            protocol = kafka_client_options(self.app.conf)["security_protocol"]
+        except Exception:  # repr must not raise, even with bad settings
+            protocol = "?"
         return f"<KafkaTransport {','.join(self.servers)} {protocol}>"
 
     @property
@@ -391,6 +394,8 @@ class KafkaTransport(Transport):
         self._fetching = False
         await _cancel(self._fetch_task)
         self._fetch_task = None
+        if getattr(self.app, "crash_reasons", None):
+            timeout = 0.0  # an agent stopped on error holds its batch for good
         await self._wait_in_flight(self._offsets.keys(), timeout)
         await self.commit()
 
