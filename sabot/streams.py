@@ -212,6 +212,12 @@ class Stream:
                     batch.release()
                 held.clear()
 
+            def abandon() -> None:
+                # Closed or cancelled with a chunk in hand: not processed.
+                for batch in held:
+                    batch.abandon()
+                held.clear()
+
             try:
                 while True:
                     while poll is not None and len(buf) < n:
@@ -239,10 +245,11 @@ class Stream:
                         if buf:
                             chunk, buf = buf, []
                             yield chunk
+                            release()
                         return
                     add(value)
             finally:
-                release()
+                abandon()
         return self._derive(gen)
 
     def through(self, target: Any) -> "Stream":
@@ -271,7 +278,7 @@ class Stream:
         return out
 
     def close(self) -> None:
-        """Unsubscribe: release what is held and stop receiving."""
+        """Unsubscribe and stop receiving; what is held is abandoned, not acked."""
         for task in self._tasks:
             task.cancel()
         if self._parent is None:

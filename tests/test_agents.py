@@ -262,3 +262,38 @@ def test_agent_arguments_are_checked(app):
     app.agent(name="z")(fine)
     with pytest.raises(ConfigurationError, match="twice"):
         app.agent(name="z")(fine)
+
+
+async def test_stopping_an_agent_mid_batch_does_not_acknowledge_it(app):
+    from sabot._fastpath import Batch
+    started = asyncio.Event()
+    done = []
+
+    @app.agent(app.channel())
+    async def slow(stream):
+        async for value in stream:
+            started.set()
+            await asyncio.sleep(10)
+
+    await app.start()
+    await slow.channel.publish(Batch([1, 2], on_done=done.append))
+    await asyncio.wait_for(started.wait(), 1)
+    await app.stop()
+    assert done == []
+
+
+async def test_stop_policy_leaves_the_failing_batch_unacknowledged(app):
+    from sabot._fastpath import Batch
+    done = []
+
+    @app.agent(app.channel(), on_error="stop")
+    async def strict(stream):
+        async for value in stream:
+            raise RuntimeError("no")
+
+    await app.start()
+    batch = Batch([1], on_done=done.append)
+    await strict.channel.publish(batch)
+    await asyncio.wait_for(app.wait_for_stop_request(), 1)
+    await app.stop()
+    assert done == [] and batch.abandoned

@@ -52,6 +52,7 @@ cdef class Batch:
     cdef Py_ssize_t _refs
     cdef list _rows
     cdef bint _done
+    cdef bint _abandoned
     cdef object __weakref__
 
     def __init__(self, payload, keys=None, headers=None, timestamps=None,
@@ -65,6 +66,7 @@ cdef class Batch:
         self.timestamp = time.time() if timestamp is None else timestamp
         self._refs = 0
         self._done = False
+        self._abandoned = False
         self._rows = payload if type(payload) is list else None
 
     def __len__(self):
@@ -99,8 +101,17 @@ cdef class Batch:
     cpdef release(self):
         """One holder is finished; the last one fires ``on_done``."""
         self._refs -= 1
-        if self._refs <= 0 and not self._done:
+        if self._refs <= 0 and not self._done and not self._abandoned:
             self._finish()
+
+    cpdef abandon(self):
+        """One holder gives up without finishing: ``on_done`` will never fire.
+
+        Used when an agent stops or crashes with the batch in hand, so a
+        transport never commits values that were not processed.
+        """
+        self._refs -= 1
+        self._abandoned = True
 
     cpdef _finish(self):
         self._done = True
@@ -111,6 +122,11 @@ cdef class Batch:
     def done(self):
         """True once every holder released the batch."""
         return self._done
+
+    @property
+    def abandoned(self):
+        """True when a holder gave up on the batch (it will never be done)."""
+        return self._abandoned
 
     @property
     def refs(self):
@@ -201,7 +217,7 @@ cdef class FanOut:
         """How many live subscribers the channel has."""
         return len(self._states)
 
-    cpdef _drop(self, _SubscriberState state):
+    cpdef _drop(self, _SubscriberState state, bint abandon=False):
         if not state.active:
             return
         state.active = False
@@ -214,9 +230,15 @@ cdef class FanOut:
         for batch in queue:
             if batch is self._open:
                 self._open = None
-            (<Batch>batch).release()
+            if abandon:
+                (<Batch>batch).abandon()
+            else:
+                (<Batch>batch).release()
         for batch in inflight:
-            (<Batch>batch).release()
+            if abandon:
+                (<Batch>batch).abandon()
+            else:
+                (<Batch>batch).release()
         state.wake()
         self._check_capacity()
 
@@ -395,8 +417,13 @@ cdef class Subscriber:
         return self._fanout.total - self._state.pos
 
     def close(self):
-        """Unsubscribe now: release everything held, stop receiving."""
-        self._fanout._drop(self._state)
+        """Unsubscribe now and stop receiving.
+
+        What it still held is abandoned, not acknowledged: a transport will
+        deliver it again after a restart. (A subscriber that is garbage
+        collected instead releases what it held: its owner dropped it.)
+        """
+        self._fanout._drop(self._state, True)
 
     def values(self):
         """A per-value async iterator (the agent's ``async for``)."""

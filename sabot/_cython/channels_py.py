@@ -40,7 +40,7 @@ class Batch:
     """Values (a list or a ``pyarrow.RecordBatch``) with envelope and ack count."""
 
     __slots__ = ("payload", "keys", "headers", "timestamps", "positions",
-                 "timestamp", "on_done", "_refs", "_rows", "_done",
+                 "timestamp", "on_done", "_refs", "_rows", "_done", "_abandoned",
                  "__weakref__")
 
     def __init__(self, payload, keys=None, headers=None, timestamps=None,
@@ -54,6 +54,7 @@ class Batch:
         self.timestamp = time.time() if timestamp is None else timestamp
         self._refs = 0
         self._done = False
+        self._abandoned = False
         self._rows = payload if type(payload) is _list else None
 
     def __len__(self):
@@ -89,8 +90,17 @@ class Batch:
     def release(self):
         """One holder is finished; the last one fires ``on_done``."""
         self._refs -= 1
-        if self._refs <= 0 and not self._done:
+        if self._refs <= 0 and not self._done and not self._abandoned:
             self._finish()
+
+    def abandon(self):
+        """One holder gives up without finishing: ``on_done`` will never fire.
+
+        Used when an agent stops or crashes with the batch in hand, so a
+        transport never commits values that were not processed.
+        """
+        self._refs -= 1
+        self._abandoned = True
 
     def _finish(self):
         self._done = True
@@ -102,6 +112,11 @@ class Batch:
     def done(self):
         """True once every holder released the batch."""
         return self._done
+
+    @property
+    def abandoned(self):
+        """True when a holder gave up on the batch (it will never be done)."""
+        return self._abandoned
 
     @property
     def refs(self):
@@ -177,7 +192,7 @@ class FanOut:
         """How many live subscribers the channel has."""
         return len(self._states)
 
-    def _drop(self, state):
+    def _drop(self, state, abandon=False):
         # A subscriber went away: release what it held, stop counting it.
         if not state.active:
             return
@@ -191,9 +206,15 @@ class FanOut:
         for batch in queue:
             if batch is self._open:
                 self._open = None
-            batch.release()
+            if abandon:
+                batch.abandon()
+            else:
+                batch.release()
         for batch in inflight:
-            batch.release()
+            if abandon:
+                batch.abandon()
+            else:
+                batch.release()
         state.wake()
         self._check_capacity()
 
@@ -355,8 +376,13 @@ class Subscriber:
         return self._fanout.total - self._state.pos
 
     def close(self):
-        """Unsubscribe now: release everything held, stop receiving."""
-        self._fanout._drop(self._state)
+        """Unsubscribe now and stop receiving.
+
+        What it still held is abandoned, not acknowledged: a transport will
+        deliver it again after a restart. (A subscriber that is garbage
+        collected instead releases what it held: its owner dropped it.)
+        """
+        self._fanout._drop(self._state, True)
 
     def values(self):
         """A per-value async iterator (the agent's ``async for``)."""

@@ -245,3 +245,29 @@ async def test_batch_on_done_fires_after_every_subscriber_moved_past(app):
     assert not done
     await its[1].__anext__()
     assert len(done) == 1
+
+
+async def test_closing_a_subscriber_abandons_what_it_held(app):
+    """Stopping mid-batch must not acknowledge: a transport would commit it."""
+    ch = app.channel()
+    done = []
+    sub = ch.subscribe()
+    it = sub.values()
+    batch = sabot._fastpath.Batch([1, 2, 3], on_done=done.append)
+    await ch.publish(batch)
+    assert await it.__anext__() == 1
+    sub.close()
+    assert done == [] and batch.abandoned
+    assert ch.subscriber_count == 0
+
+
+async def test_a_batch_abandoned_by_one_subscriber_is_never_done(app):
+    ch = app.channel()
+    done = []
+    a, b = ch.subscribe(), ch.subscribe()
+    await ch.publish(sabot._fastpath.Batch([1], on_done=done.append))
+    ita = a.values()
+    assert await ita.__anext__() == 1
+    b.close()
+    ita.poll()  # a moves past it
+    assert done == []
