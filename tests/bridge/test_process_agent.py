@@ -120,3 +120,22 @@ async def test_sigkill_of_an_agent_process_mid_batch_loses_nothing(tmp_path):
         pids = runner.pids()
     assert not [p for p in pids if pid_alive(p)]
     assert shm_segments() <= before
+
+
+async def test_sigkill_mid_batch_through_the_app_delivers_every_result(app, tmp_path):
+    source = app.channel()
+    delivered = []
+    agent = app.agent(source, sink=[delivered.append], executor="process")(
+        agents_fixture.kill_once)
+    await app.start()
+    try:
+        first = agent._process_runner.pids()
+        values = [{"n": 1}, {"kill_marker": str(tmp_path / "k")}, {"n": 3}]
+        await source.send_batch(values)
+        await source.send_batch([{"n": 4}])
+        await asyncio.wait_for(_until(lambda: len(delivered) == 4), 30)
+        assert delivered == values + [{"n": 4}]
+        assert agent._process_runner.pids() != first
+        assert agent.bridge_metrics.as_dict()["worker_restarts"] == 1
+    finally:
+        await app.stop()
