@@ -283,7 +283,27 @@ async def test_server_restart_during_a_run_reconnects_and_finishes(redis_server_
         client = server.client()
         await wait_until(lambda: pending(client, stream, app.id) == 0, what="XACK")
     assert set(seen) == set(range(1500))
+    assert len(seen) == 1500  # nothing delivered (so nothing acknowledged) twice
     assert "lost the connection" in caplog.text and "reconnected" in caplog.text
+
+
+@pytest.mark.slow
+async def test_server_restart_that_lost_its_data_recreates_the_group(redis_server_factory,
+                                                                     stream):
+    server = redis_server_factory()
+    app = make_app(server)
+    ch = app.redis_channel(stream, value_serializer="json")
+    seen = collector(app, ch)
+    async with running(app):
+        await (await ch.send_batch([{"i": i} for i in range(100)]))
+        await wait_until(lambda: len(seen) == 100, what="values before the restart")
+        await asyncio.to_thread(server.restart, keep_data=False)
+        # The stream and its group are gone; the reader creates them again.
+        await (await ch.send_batch([{"i": i} for i in range(100, 200)]))
+        await wait_until(lambda: len(seen) == 200, timeout=15, what="values after the restart")
+        client = server.client()
+        await wait_until(lambda: pending(client, stream, app.id) == 0, what="XACK")
+    assert [v["i"] for v in seen] == list(range(200))
 
 
 # -- connections and credentials ---------------------------------------------
