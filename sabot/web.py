@@ -1,0 +1,164 @@
+"""The worker's HTTP endpoint (``sabot worker --web-port N``): ``/metrics`` and ``/health``.
+
+``/metrics`` is Prometheus text built by prometheus-client from a fresh
+``WorkerMonitor`` snapshot at each scrape; ``/health`` answers 200 while every
+agent runs and 503 otherwise. The server is a few lines of asyncio on the
+worker's own loop (no web framework, no thread): a scrape never races the
+agents it reads.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, Dict, Iterable, Optional, Tuple
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from .monitor import Snapshot, WorkerMonitor, delays
+
+__all__ = ["WorkerMetrics", "MetricsServer"]
+
+logger = logging.getLogger("sabot.web")
+
+#: Bridge counters exported per process agent: metric name -> (as_dict key, help).
+_BRIDGE_COUNTERS = {
+    "sabot_bridge_transfers": ("transfers", "Batches converted to Arrow IPC for a worker process."),
+    "sabot_bridge_bytes": ("bytes_transferred", "Bytes of Arrow data sent to worker processes."),
+    "sabot_bridge_shm_transfers": ("shm_transfers", "Transfers that went through shared memory."),
+    "sabot_bridge_worker_restarts": ("worker_restarts", "Worker processes replaced after dying."),
+    "sabot_bridge_executions": ("total_executions", "Batches the worker processes finished."),
+}
+
+
+class WorkerMetrics:
+    """The Prometheus registry of one worker, read from a ``WorkerMonitor``."""
+
+    def __init__(self, monitor: WorkerMonitor) -> None:
+        self.monitor = monitor
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.delay = Histogram(
+            "sabot_agent_delay_seconds",
+            "Estimated seconds a value waits before its agent finishes with it "
+            "(backlog / rate, observed at every status tick).",
+            ["agent"], registry=self.registry,
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0))
+        self._last: Optional[Snapshot] = None
+        self.registry.register(self)  # collect() below
+
+    def observe(self, before: Optional[Snapshot], after: Snapshot) -> None:
+        """Record the interval between two snapshots (called by the status ticker)."""
+        for name, seconds in delays(before, after).items():
+            self.delay.labels(agent=name).observe(seconds)
+
+    async def render(self) -> bytes:
+        """The Prometheus text of a fresh snapshot."""
+        self._last = await self.monitor.snapshot()
+        return generate_latest(self.registry)
+
+    def collect(self) -> Iterable[Metric]:
+        """prometheus-client's collector hook: the last snapshot as metric families."""
+        snap = self._last
+        if snap is None:
+            return []
+        events_in = CounterMetricFamily("sabot_agent_events_in", "Values an agent finished with.",
+                                        labels=["agent"])
+        events_out = CounterMetricFamily("sabot_agent_events_out", "Values an agent yielded.",
+                                         labels=["agent"])
+        errors = CounterMetricFamily("sabot_agent_errors", "Times an agent raised.",
+                                     labels=["agent"])
+        backlog = GaugeMetricFamily("sabot_agent_backlog",
+                                    "Values sent to an agent and not yet finished.", labels=["agent"])
+        running = GaugeMetricFamily("sabot_agent_running", "1 while the agent runs.",
+                                    labels=["agent"])
+        for a in snap.agents:
+            events_in.add_metric([a.name], a.events_in)
+            events_out.add_metric([a.name], a.events_out)
+            errors.add_metric([a.name], a.errors)
+            backlog.add_metric([a.name], a.backlog)
+            running.add_metric([a.name], 1 if a.running else 0)
+        dead = CounterMetricFamily("sabot_dead_letters", "Values sent to a dead-letter channel.",
+                                   labels=["channel"])
+        for channel, n in sorted(snap.dead_letters.items()):
+            dead.add_metric([channel], n)
+        lag = GaugeMetricFamily("sabot_consumer_lag",
+                                "Messages of a topic not yet read by this worker's group.",
+                                labels=["topic"])
+        for topic, n in sorted(snap.lag.items()):
+            lag.add_metric([topic], n)
+        families = [events_in, events_out, errors, backlog, running, dead, lag]
+        families.extend(_bridge_families(snap.bridges))
+        return families
+
+
+def _bridge_families(bridges: Dict[str, Dict[str, Any]]) -> Iterable[Metric]:
+    if not bridges:
+        return []
+    out = []
+    for metric, (key, doc) in _BRIDGE_COUNTERS.items():
+        family = CounterMetricFamily(metric, doc, labels=["agent"])
+        for agent, figures in sorted(bridges.items()):
+            family.add_metric([agent], figures.get(key, 0))
+        out.append(family)
+    seconds = CounterMetricFamily("sabot_bridge_execution_seconds",
+                                  "Time worker processes spent on batches.", labels=["agent"])
+    for agent, figures in sorted(bridges.items()):
+        seconds.add_metric([agent], sum(figures.get("execution_time_us", {}).values()) / 1e6)
+    out.append(seconds)
+    return out
+
+
+class MetricsServer:
+    """Serves ``WorkerMetrics`` over HTTP/1.0 on ``host:port`` (port 0: any free port)."""
+
+    def __init__(self, metrics: WorkerMetrics, port: int, host: str = "0.0.0.0") -> None:
+        self.metrics = metrics
+        self.host = host
+        self.port = port
+        self._server: Optional[asyncio.AbstractServer] = None
+
+    async def start(self) -> None:
+        """Listen; ``port`` then holds the bound port."""
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop listening and close the socket."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readline(), 5.0)
+            while (await asyncio.wait_for(reader.readline(), 5.0)) not in (b"\r\n", b"\n", b""):
+                pass  # headers: nothing here depends on them
+            status, content_type, body = await self._respond(request)
+            writer.write(b"HTTP/1.0 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+                         b"Connection: close\r\n\r\n" % (status, content_type.encode(), len(body)))
+            writer.write(body)
+            await writer.drain()
+        except (asyncio.TimeoutError, ConnectionError):
+            pass  # a client that went away
+        except Exception as exc:  # never let a scrape hurt the worker
+            logger.warning("metrics request failed: %r", exc)
+        finally:
+            writer.close()
+
+    async def _respond(self, request: bytes) -> Tuple[bytes, str, bytes]:
+        parts = request.decode("latin-1").split()
+        if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
+            return b"405 Method Not Allowed", "text/plain", b"GET /metrics or /health\n"
+        path = parts[1].split("?", 1)[0]
+        if path == "/metrics":
+            return b"200 OK", CONTENT_TYPE_LATEST, await self.metrics.render()
+        if path == "/health":
+            agents = self.metrics.monitor.agents()
+            ok = all(a.running for a in agents)
+            body = json.dumps({"status": "ok" if ok else "unhealthy",
+                               "agents": {a.name: a.running for a in agents}}).encode() + b"\n"
+            return (b"200 OK" if ok else b"503 Service Unavailable"), "application/json", body
+        return b"404 Not Found", "text/plain", b"try /metrics or /health\n"
