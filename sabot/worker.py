@@ -9,16 +9,19 @@ nothing either (the uncommitted tail is processed again).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
 import time
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from .exceptions import SabotError
+from .monitor import Snapshot, WorkerMonitor, format_status
 from .settings import redact_url
+from .web import MetricsServer, WorkerMetrics
 
 __all__ = ["Worker", "setup_logging"]
 
@@ -40,6 +43,9 @@ def setup_logging(loglevel: str = "info", json_logs: bool = False) -> None:
     if not isinstance(level, int):
         raise SabotError(f"unknown log level {loglevel!r}; use debug, info, warning or error")
     handler = logging.StreamHandler(sys.stderr)
+    # The level sits on the handler too: loggers that are kept at a lower
+    # level for counting (dead letters, see sabot.monitor) still print nothing.
+    handler.setLevel(level)
     if json_logs:
         handler.setFormatter(_JsonFormatter())
     else:
@@ -64,6 +70,9 @@ class Worker:
         self.web_port = web_port
         self.configure_logging = configure_logging
         self._signals = 0
+        self.monitor = WorkerMonitor(app)
+        self.metrics: Optional[WorkerMetrics] = None
+        self.web: Optional[MetricsServer] = None
         if concurrency is not None:
             for agent in app.agents.values():
                 agent.concurrency = concurrency
@@ -101,24 +110,79 @@ class Worker:
                 pass
         logger.info("%s", self.banner())
         started = time.monotonic()
+        self.monitor.dead_letters.install()
         try:
-            await app.start()
-        except SabotError as exc:
-            logger.error("worker could not start: %s", exc)
-            await self._stop_quietly()
-            return 1
-        await app.wait_for_stop_request()
-        logger.info("stopping (graceful, at most %.0fs)", app.conf.shutdown_timeout)
-        try:
-            await asyncio.wait_for(app.stop(), app.conf.shutdown_timeout + 5.0)
-        except asyncio.TimeoutError:
-            logger.error("graceful stop took longer than shutdown_timeout; exiting anyway")
-            return 1
-        logger.info("stopped after %.1fs", time.monotonic() - started)
+            try:
+                await self._start_web()
+                with _quiet("aiokafka"):
+                    await app.start()
+            except (SabotError, OSError) as exc:
+                logger.error("worker could not start: %s", _one_line(exc))
+                await self._stop_quietly()
+                return 1
+            first = await self.monitor.snapshot()
+            ticker = asyncio.ensure_future(self._status_loop(first))
+            try:
+                await app.wait_for_stop_request()
+            finally:
+                ticker.cancel()
+            logger.info("stopping (graceful, at most %.0fs)", app.conf.shutdown_timeout)
+            try:
+                await asyncio.wait_for(app.stop(), app.conf.shutdown_timeout + 5.0)
+            except asyncio.TimeoutError:
+                logger.error("graceful stop took longer than shutdown_timeout; exiting anyway")
+                return 1
+            logger.info("%s", self.summary(first, self.monitor.agents()))
+            logger.info("stopped after %.1fs", time.monotonic() - started)
+        finally:
+            self.monitor.dead_letters.uninstall()
+            if self.web is not None:
+                await self.web.stop()
         if app.crash_reasons:
             logger.error("worker stopped on error: %s", app.crash_reasons[0])
             return 1
         return 0
+
+    async def _start_web(self) -> None:
+        if self.web_port is None:
+            return
+        self.metrics = WorkerMetrics(self.monitor)
+        self.web = MetricsServer(self.metrics, self.web_port)
+        try:
+            await self.web.start()
+        except OSError as exc:
+            self.web = None
+            raise SabotError(f"cannot serve metrics on port {self.web_port}: "
+                             f"{exc.strerror or exc}") from None
+        logger.info("metrics on http://0.0.0.0:%d/metrics, health on /health", self.web.port)
+
+    async def _status_loop(self, last: Snapshot) -> None:
+        # Status lines every status_interval; the metrics histogram wants a
+        # finer grain, so with --web-port the loop samples every second.
+        interval = self.app.conf.status_interval
+        tick = min(interval, 1.0) if self.metrics is not None else interval
+        last_line = last
+        while True:
+            await asyncio.sleep(tick)
+            try:
+                now = await self.monitor.snapshot()
+            except Exception as exc:  # status must never stop the worker
+                logger.debug("status snapshot failed: %r", exc)
+                continue
+            if self.metrics is not None:
+                self.metrics.observe(last, now)
+            last = now
+            if now.time - last_line.time >= interval - 1e-3:
+                logger.info("%s", format_status(last_line, now))
+                last_line = now
+
+    def summary(self, first: Snapshot, agents: Any) -> str:
+        """The final progress line: what each agent did over the whole run."""
+        elapsed = max(time.monotonic() - first.time, 1e-9)
+        dead = sum(self.monitor.dead_letters.counts.values())
+        parts = [f"{a.name} {a.events_in:,} in / {a.events_out:,} out "
+                 f"({a.events_in / elapsed:,.0f}/s, {a.errors} errors)" for a in agents]
+        return f"processed in {elapsed:.2f}s: " + "; ".join(parts) + f"; dead letters {dead}"
 
     async def _stop_quietly(self) -> None:
         try:
@@ -135,6 +199,24 @@ class Worker:
             os._exit(1)
         logger.info("%s received: stopping gracefully (send it again to exit now)", name)
         self.app.request_stop()
+
+
+@contextlib.contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    # aiokafka logs every refused connection while the transport retries
+    # until broker_connect_timeout; the transport's one error says it all.
+    log = logging.getLogger(name)
+    before = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(before)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def _fastpath() -> bool:
