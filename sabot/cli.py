@@ -6,10 +6,13 @@ broker URL) prints one line naming the problem and exits non-zero.
 """
 from __future__ import annotations
 
+import asyncio
 import importlib
+import json
+import logging
 import os
 import sys
-from typing import Any, List, Optional
+from typing import Any, Awaitable, Callable, List, Optional
 
 import click
 
@@ -93,6 +96,179 @@ def worker(state: _State, app_spec: Optional[str], loglevel: Optional[str], json
     code = Worker(app, loglevel=loglevel or state.loglevel, json_logs=json_logs,
                   web_port=web_port, concurrency=concurrency).execute()
     sys.exit(code)
+
+
+@cli.command()
+@click.option("-A", "--app", "app_spec", default=None, help="The app: module:attribute.")
+@click.pass_obj
+def agents(state: _State, app_spec: Optional[str]) -> None:
+    """List the app's agents: input channel, transport, executor, concurrency, sinks."""
+    app = state.get_app(app_spec)
+    header = ("agent", "input", "transport", "executor", "concurrency", "sinks")
+    rows = [(a.name, a.channel.name, a.channel.transport_name, a.executor, str(a.concurrency),
+             ", ".join(_name_of(s) for s in a.sinks) or "-")
+            for a in app.agents.values()]
+    if not rows:
+        click.echo(f"app {app.id!r} has no agents")
+        return
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+@cli.command()
+@click.argument("topic")
+@click.argument("value")
+@click.option("-A", "--app", "app_spec", default=None, help="The app: module:attribute.")
+@click.option("--key", default=None, help="Message key (a string).")
+@click.option("--repeat", type=click.IntRange(1), default=1, show_default=True,
+              help="Send the value this many times.")
+@click.pass_obj
+def send(state: _State, topic: str, value: str, app_spec: Optional[str], key: Optional[str],
+         repeat: int) -> None:
+    """Send VALUE to TOPIC (a topic or channel of the app) through its codec.
+
+    VALUE is parsed as JSON when it is JSON (else sent as a string); for a
+    ``raw`` topic it is sent as its UTF-8 bytes.
+    """
+    app = state.get_app(app_spec)
+    channel = find_channel(app, topic)
+    payload = parse_value(channel, value)
+
+    async def go() -> None:
+        declare = getattr(channel, "maybe_declare", None)
+        if declare is not None:
+            await declare()
+        pending = []
+        for _ in range(repeat):
+            if isinstance(payload, list):
+                result = await channel.send_batch(payload)
+            else:
+                result = await channel.send(key=key, value=payload)
+            if isinstance(result, asyncio.Future):
+                pending.append(result)
+        await channel.flush()
+        if pending:
+            await asyncio.gather(*pending)
+
+    _run_with_app(app, go)
+    where = channel.transport_name
+    if where == "memory":
+        click.echo(f"note: {topic!r} is an in-memory channel (memory://): the value reached only "
+                   f"this `sabot send` process, not a running worker", err=True)
+    click.echo(f"sent {repeat} value{'s' if repeat != 1 else ''} to {topic} [{where}]")
+
+
+@cli.command()
+@click.argument("topic")
+@click.option("-A", "--app", "app_spec", default=None, help="The app: module:attribute.")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest value kept.")
+@click.option("--limit", type=click.IntRange(1), default=None,
+              help="Stop after this many values (default: run until Ctrl-C).")
+@click.pass_obj
+def tail(state: _State, topic: str, app_spec: Optional[str], from_beginning: bool,
+         limit: Optional[int]) -> None:
+    """Print TOPIC's values as they arrive, decoded, one per line.
+
+    Reads outside the app's consumer group and commits nothing, so running
+    workers are not disturbed.
+    """
+    from .tail import tail_values
+    app = state.get_app(app_spec)
+    channel = find_channel(app, topic)
+
+    async def go() -> None:
+        seen = 0
+        async for value in tail_values(channel, from_beginning=from_beginning,
+                                       on_error=lambda line: click.echo(line, err=True)):
+            click.echo(_printable(value))
+            seen += 1
+            if limit is not None and seen >= limit:
+                return
+
+    try:
+        _run_with_app(app, go)
+    except KeyboardInterrupt:  # Ctrl-C is how an endless tail ends
+        pass
+
+
+def find_channel(app: Any, name: str) -> Any:
+    """The app's topic or channel called ``name`` (or its dead-letter channel)."""
+    known = {}
+    for channel in app.channels:
+        known.setdefault(channel.name, channel)
+    for transport in app.transports:
+        for topic_name, channel in transport.topics.items():
+            known.setdefault(topic_name, channel)
+    if name in known:
+        return known[name]
+    suffix = app.conf.dead_letter_suffix
+    if name.endswith(suffix) and name[:-len(suffix)] in known:
+        return known[name[:-len(suffix)]].dead_letter_channel()
+    names = ", ".join(sorted(known)) or "none"
+    raise click.ClickException(f"unknown topic {name!r}: app {app.id!r} has {names}")
+
+
+def parse_value(channel: Any, text: str) -> Any:
+    """The value to send for the command-line ``text``.
+
+    JSON when it parses (else the string itself); bytes for a ``raw`` codec;
+    a list of rows for a batch codec (``arrow``), sent as one RecordBatch.
+    """
+    codec = getattr(channel, "codec", None)
+    if codec is not None and codec.name == "raw":
+        return text.encode("utf-8")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = text
+    if codec is not None and codec.yields_batches:
+        rows = value if isinstance(value, list) else [value]
+        if not all(isinstance(r, dict) for r in rows):
+            raise click.ClickException(
+                f"topic {channel.name!r} carries Arrow batches: VALUE must be a JSON object "
+                f"or a list of objects, got {text!r}")
+        return rows
+    return value
+
+
+def _run_with_app(app: Any, fun: Callable[[], Awaitable[None]]) -> None:
+    """Run ``fun()`` on a new loop, close the app's transports, map errors to one line."""
+    async def go() -> None:
+        try:
+            await fun()
+        finally:
+            for transport in app.transports:
+                try:
+                    await transport.stop()
+                except Exception:  # already failing or done; the first error matters
+                    pass
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the transport says it once
+    try:
+        asyncio.run(go())
+    except SabotError as exc:
+        lines = str(exc).strip().splitlines()
+        raise click.ClickException(lines[0] if lines else type(exc).__name__) from None
+    except (TypeError, ValueError) as exc:  # a value the channel refuses (SchemaError, ...)
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+
+
+def _name_of(target: Any) -> str:
+    return getattr(target, "name", None) or getattr(target, "__qualname__", None) or repr(target)
+
+
+def _printable(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return repr(bytes(value))
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def main(argv: Optional[List[str]] = None, app: Any = None) -> None:
