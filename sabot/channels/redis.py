@@ -262,6 +262,8 @@ class RedisTransport(Transport):
         readers = list(self._readers.values())
         for reader in readers:
             await reader.stop_reading()
+        if getattr(self.app, "crash_reasons", None):
+            timeout = 0.0  # an agent stopped on error abandoned its batch: it never finishes
         await asyncio.gather(*(reader.drain(timeout) for reader in readers),
                              return_exceptions=True)
 
@@ -503,7 +505,8 @@ class _StreamReader:
         stay pending and are read again, so a stop never loses an entry.
         """
         try:
-            await asyncio.wait_for(self._held_empty.wait(), timeout)
+            if self.held:
+                await asyncio.wait_for(self._held_empty.wait(), timeout)
         except asyncio.TimeoutError:
             logger.warning("redis stream %r: %d entries still unacknowledged at stop; "
                            "they stay pending and will be read again", self.stream, len(self.held))

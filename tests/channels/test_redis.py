@@ -204,6 +204,39 @@ async def test_malformed_entries_go_to_the_dead_letter_stream(redis_server, stre
     assert dead[valueless_id][b"other"] == b"field"  # the entry's own fields kept
 
 
+async def test_agent_stopped_on_error_leaves_its_entries_for_the_next_worker(redis_server,
+                                                                              stream):
+    app_id = unique("crashy")
+    first = make_app(redis_server, app_id)
+    ch = first.redis_channel(stream, value_serializer="json")
+
+    @first.agent(ch, on_error="stop")
+    async def fragile(entries):
+        async for value in entries:
+            if value.get("boom"):
+                raise ValueError("boom")
+
+    client = redis_server.client()
+    values = [{"i": 1}, {"boom": True}, {"i": 2}]
+    await first.start()
+    await (await ch.send_batch(values))
+    await wait_until(lambda: first.crash_reasons, what="the agent to stop")
+    started = time.monotonic()
+    await first.stop()
+    assert time.monotonic() - started < 3  # no wait for a batch that never finishes
+    # The crashing batch is abandoned, not acknowledged (an earlier read of
+    # the first value alone may have been finished and acknowledged).
+    left = pending(client, stream, app_id)
+    assert left >= 2
+
+    second = make_app(redis_server, app_id, redis_claim_idle_ms=100)
+    got = collector(second, second.redis_channel(stream, value_serializer="json"))
+    async with running(second):
+        await wait_until(lambda: len(got) == left, what="the entries again")
+        await wait_until(lambda: pending(client, stream, app_id) == 0, what="XACK")
+    assert got == values[-left:]
+
+
 @pytest.mark.slow
 def test_worker_killed_mid_stream_leaves_nothing_behind(redis_server, stream, tmp_path):
     total = 2000
