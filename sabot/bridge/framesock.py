@@ -11,7 +11,7 @@ from __future__ import annotations
 import select
 import socket
 import time
-from typing import Any, List, Sequence
+from typing import Any, List, Optional, Sequence
 
 from .ipc import Frame, FrameDecoder
 
@@ -29,6 +29,8 @@ class FrameSocket:
         self.decoder = FrameDecoder()
         #: True once the other end closed (or the socket failed).
         self.eof = False
+        self._budget: Optional[float] = None  # adaptive spin, see spin_recv
+        self._skipped = 0
 
     def fileno(self) -> int:
         """The socket's descriptor, for ``add_reader`` or ``poll``."""
@@ -53,13 +55,29 @@ class FrameSocket:
         return frames
 
     def spin_recv(self, seconds: float) -> List[Frame]:
-        """Poll for frames for at most ``seconds`` without sleeping."""
+        """Poll for frames for at most ``seconds`` without sleeping.
+
+        The budget adapts: a spin that ends empty-handed halves it (the
+        peer is slow, or the machine has no core to spare, and spinning
+        only takes CPU from the process being waited for), one that
+        succeeds restores it. At zero, every 32nd wait probes again.
+        """
         frames = self.recv_ready()
         if frames or seconds <= 0:
             return frames
-        deadline = time.perf_counter() + seconds
+        budget = min(self._budget if self._budget is not None else seconds, seconds)
+        if budget <= 0:
+            self._skipped += 1
+            if self._skipped % 32:
+                return frames
+            budget = seconds
+        deadline = time.perf_counter() + budget
         while not frames and not self.eof and time.perf_counter() < deadline:
             frames = self.recv_ready()
+        if frames:
+            self._budget = seconds
+        else:
+            self._budget = budget / 2 if budget > seconds / 16 else 0.0
         return frames
 
     def recv_blocking(self, spin: float = 0.0) -> List[Frame]:
