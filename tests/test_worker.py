@@ -164,6 +164,23 @@ def test_app_option_before_the_command_and_json_logs(tmp_path):
     assert {"ts", "level", "logger", "pid", "msg"} <= records[0].keys()
 
 
+def test_second_sigterm_exits_at_once(tmp_path):
+    log = tmp_path / "worker.log"
+    port = free_port()
+    with worker(["worker", "-A", "tests.worker_app", "--web-port", str(port)],
+                {"SABOT_TEST_STUBBORN": "1"}, log) as proc:
+        wait_for(lambda: http_get(port, "/health"), proc, log, what="/health")
+        proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: "stopping (graceful" in read(log), proc, log, what="the graceful stop")
+        time.sleep(0.2)
+        assert proc.poll() is None  # the stubborn agent holds the graceful stop
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 1
+        assert time.monotonic() - began < 2
+    assert "second SIGTERM: exiting now" in read(log)
+
+
 def test_unreachable_broker_is_one_line_and_exit_1(tmp_path):
     log = tmp_path / "worker.log"
     proc = start_worker(["worker", "-A", "tests.worker_app", "-l", "warning"],
@@ -287,3 +304,29 @@ def test_redis_sigterm_then_restart_processes_nothing_twice(redis_server, tmp_pa
     env = {"SABOT_TEST_BROKER": redis_server.url, "SABOT_TEST_TOPIC": stream,
            "SABOT_TEST_APP_ID": stream}
     _restart_case(tmp_path, env, produce, 6000)
+
+
+async def test_metrics_of_a_process_agent_include_the_bridge():
+    from tests.bridge import agents_fixture
+    app = sabot.App("bridge-metrics-test")
+    out = []
+    source = app.channel(name="numbers")
+    app.agent(source, name="double", sink=[out.append], executor="process")(agents_fixture.double)
+    server = MetricsServer(WorkerMetrics(WorkerMonitor(app)), 0, host="127.0.0.1")
+    await app.start()
+    await server.start()
+    try:
+        await source.send_batch([1, 2, 3])
+        deadline = time.monotonic() + 30
+        while len(out) < 3:
+            assert time.monotonic() < deadline, "no results from the process agent"
+            await asyncio.sleep(0.02)
+        status, text = await asyncio.get_running_loop().run_in_executor(
+            None, http_get, server.port, "/metrics")
+    finally:
+        await server.stop()
+        await app.stop()
+    assert status == 200
+    assert metric(text, "sabot_bridge_executions_total", agent="double") >= 1
+    assert metric(text, "sabot_bridge_transfers_total", agent="double") >= 1
+    assert metric(text, "sabot_agent_events_out_total", agent="double") == 3

@@ -12,6 +12,7 @@ Kafka and Redis runs:
 - ``SABOT_TEST_SLOW``: seconds the agent sleeps after every 50 values;
 - ``SABOT_TEST_MAXSIZE``: ``stream_buffer_maxsize`` (how much a fetch may run ahead).
 
+``SABOT_TEST_STUBBORN=1`` adds an agent that ignores the stop.
 A value ``{"boom": true}`` makes the agent raise (it goes to the dead letters).
 """
 import asyncio
@@ -80,3 +81,13 @@ async def feed():
             await asyncio.sleep(0.001)
         if i == 1000 and not stop_after:  # one failure: an error and a dead letter to report
             await events.send(value={"boom": True})
+
+
+if os.environ.get("SABOT_TEST_STUBBORN"):
+    @app.agent(app.channel(name="stubborn-in"), name="stubborn")
+    async def stubborn(stream):
+        """Ignores the stop: only a second signal ends the worker."""
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(3600)
