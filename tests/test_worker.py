@@ -101,6 +101,24 @@ def http_get(port, path):
         return None
 
 
+async def async_get(port, path):
+    """``http_get`` from a coroutine (in a thread: the server runs on this loop)."""
+    return await asyncio.get_running_loop().run_in_executor(None, http_get, port, path)
+
+
+@contextlib.asynccontextmanager
+async def serving(app):
+    """Run ``app`` in this process with its metrics endpoint; yields the port."""
+    server = MetricsServer(WorkerMetrics(WorkerMonitor(app)), 0, host="127.0.0.1")
+    await app.start()
+    await server.start()
+    try:
+        yield server.port
+    finally:
+        await server.stop()
+        await app.stop()
+
+
 def metric(text, name, **labels):
     """The value of one sample in Prometheus text (``None`` if absent)."""
     want = ",".join(f'{k}="{v}"' for k, v in labels.items())
@@ -216,16 +234,9 @@ async def test_health_is_503_once_an_agent_stopped():
         async for _ in stream:
             pass
 
-    server = MetricsServer(WorkerMetrics(WorkerMonitor(app)), 0, host="127.0.0.1")
-    await app.start()
-    await server.start()
-    try:
+    async with serving(app) as port:
         await asyncio.sleep(0.05)
-        status, body = await asyncio.get_running_loop().run_in_executor(
-            None, http_get, server.port, "/health")
-    finally:
-        await server.stop()
-        await app.stop()
+        status, body = await async_get(port, "/health")
     assert status == 503
     assert json.loads(body)["agents"] == {"quits": False, "stays": True}
 
@@ -312,20 +323,13 @@ async def test_metrics_of_a_process_agent_include_the_bridge():
     out = []
     source = app.channel(name="numbers")
     app.agent(source, name="double", sink=[out.append], executor="process")(agents_fixture.double)
-    server = MetricsServer(WorkerMetrics(WorkerMonitor(app)), 0, host="127.0.0.1")
-    await app.start()
-    await server.start()
-    try:
+    async with serving(app) as port:
         await source.send_batch([1, 2, 3])
         deadline = time.monotonic() + 30
         while len(out) < 3:
             assert time.monotonic() < deadline, "no results from the process agent"
             await asyncio.sleep(0.02)
-        status, text = await asyncio.get_running_loop().run_in_executor(
-            None, http_get, server.port, "/metrics")
-    finally:
-        await server.stop()
-        await app.stop()
+        status, text = await async_get(port, "/metrics")
     assert status == 200
     assert metric(text, "sabot_bridge_executions_total", agent="double") >= 1
     assert metric(text, "sabot_bridge_transfers_total", agent="double") >= 1
