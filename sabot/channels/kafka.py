@@ -136,22 +136,25 @@ def fetched_from_records(tp: TopicPartition, records: List[Any]) -> Fetched:
 
 
 class _Range:
-    __slots__ = ("end", "done")
+    __slots__ = ("end", "done", "abandoned")
 
     def __init__(self, end: int) -> None:
         self.end = end
         self.done = False
+        self.abandoned = False
 
 
 class _PartitionOffsets:
     """Fetched ranges of one partition in order; commits the finished prefix."""
 
-    __slots__ = ("ranges", "committable", "last")
+    __slots__ = ("ranges", "committable", "last", "in_flight")
 
     def __init__(self) -> None:
         self.ranges: deque = deque()
         self.committable: Optional[int] = None
         self.last = -1
+        #: Ranges still being processed (not finished, not abandoned).
+        self.in_flight = 0
 
     def add(self, first_offset: int, last_offset: int) -> Optional[_Range]:
         """Track a fetched range; ``None`` if it does not follow the last one.
@@ -164,17 +167,28 @@ class _PartitionOffsets:
         self.last = last_offset
         r = _Range(last_offset)
         self.ranges.append(r)
+        self.in_flight += 1
         return r
 
     def finish(self, r: _Range) -> None:
+        """``r`` is processed: advance the commit position over finished ranges."""
+        if r.done:
+            return
+        if not r.abandoned:
+            self.in_flight -= 1
         r.done = True
         ranges = self.ranges
         while ranges and ranges[0].done:
             self.committable = ranges.popleft().end + 1
 
-    @property
-    def in_flight(self) -> int:
-        return len(self.ranges)
+    def abandon(self, r: _Range) -> None:
+        """``r`` will not be finished (its delivery was cancelled at a stop).
+
+        It stays in place so that no commit passes it, but nobody waits for it.
+        """
+        if not r.done and not r.abandoned:
+            r.abandoned = True
+            self.in_flight -= 1
 
 
 def kafka_client_options(conf: Any) -> Dict[str, Any]:
@@ -457,8 +471,12 @@ class KafkaTransport(Transport):
             logger.warning("skipping a stale fetch of %s[%d] at offset %d",
                            tp.topic, tp.partition, records[0].offset)
             return
-        await channel.deliver(fetched_from_records(tp, records),
-                              lambda: self._finished(tp, offsets, r))
+        try:
+            await channel.deliver(fetched_from_records(tp, records),
+                                  lambda: self._finished(tp, offsets, r))
+        except BaseException:
+            offsets.abandon(r)  # part of it never reached the agents: never commit past it
+            raise
 
     def _finished(self, tp: TopicPartition, offsets: _PartitionOffsets, r: _Range) -> None:
         # A range from before a revoke belongs to a tracker that was dropped:
