@@ -66,8 +66,11 @@ _CONNECTION_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingE
 #: Backoff between reconnect attempts (only ``delay`` is used; attempts are unbounded).
 _RECONNECT = RetryPolicy(max_attempts=2 ** 31, initial_delay=0.05, max_delay=2.0, jitter=0.2)
 
-#: Most entries sent in one pipeline, and most ids in one XACK.
+#: Most entries (and about the most bytes) sent in one pipeline, most ids in one XACK.
 _PIPELINE_CHUNK = 1000
+_PIPELINE_BYTES = 8 << 20
+#: Slowest transfer a pipeline's timeout allows for, in bytes per second.
+_MIN_BYTES_PER_SECOND = 1 << 20
 _ACK_CHUNK = 5000
 #: Unflushed sends before ``send`` waits for the pipeline (memory stays flat).
 _PRODUCER_HIGH_WATER = 20000
@@ -163,19 +166,20 @@ class RedisTransport(Transport):
             self._producer = _Producer(self)
         return self._producer
 
-    async def round_trip(self, commands: Sequence[Sequence[Any]]) -> List[Any]:
+    async def round_trip(self, commands: Sequence[Sequence[Any]], size: int = 0) -> List[Any]:
         """Send ``commands`` at once and read their replies (a pipeline).
 
         An error reply stands in the list in place of its result. This is
         redis-py's pipeline without its per-command Python packing and
         per-reply timers, which cost more than the round trip itself; one
-        timeout covers the whole exchange instead.
+        timeout covers the whole exchange instead (longer for ``size`` bytes).
         """
         pool = self.client.connection_pool
         conn = await pool.get_connection()
         try:
             return await asyncio.wait_for(self._exchange(conn, commands),
-                                          max(self.connect_timeout, 5.0))
+                                          max(self.connect_timeout, 5.0)
+                                          + size / _MIN_BYTES_PER_SECOND)
         except BaseException:
             # Replies may be half read: the connection cannot be reused.
             await conn.disconnect(nowait=True)
@@ -318,7 +322,8 @@ class RedisStreamChannel(TransportChannel):
                 if name in _RESERVED:
                     raise ValueError(f"header name {name!r} is reserved for the entry's {name}")
                 args += (name, data)
-        return await self.transport.producer.add(self.name, self.maxlen, args)
+        size = len(value) + (len(key) if key is not None else 0)
+        return await self.transport.producer.add(self.name, self.maxlen, args, size)
 
     async def flush(self) -> None:
         """Wait until every value sent so far is stored in Redis."""
@@ -353,11 +358,12 @@ class _Producer:
         self._task: Optional["asyncio.Future[None]"] = None
         self._drained: Optional[asyncio.Event] = None
 
-    async def add(self, stream: str, maxlen: Optional[int], fields: List[Any]) -> "asyncio.Future[str]":
+    async def add(self, stream: str, maxlen: Optional[int], fields: List[Any],
+                  size: int = 0) -> "asyncio.Future[str]":
         """Queue an XADD; waits only while too many are unflushed (backpressure)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.append((stream, maxlen, fields, future))
+        self._queue.append((stream, maxlen, fields, future, size))
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._run())
         if len(self._queue) >= _PRODUCER_HIGH_WATER:
@@ -372,20 +378,27 @@ class _Producer:
     async def _run(self) -> None:
         # Sends queued during one round trip go out together in the next.
         while self._queue:
-            chunk, self._queue = self._queue[:_PIPELINE_CHUNK], self._queue[_PIPELINE_CHUNK:]
-            await self._write(chunk)
+            queue = self._queue
+            n = size = 0
+            for item in queue:
+                n += 1
+                size += item[4]
+                if n == _PIPELINE_CHUNK or size >= _PIPELINE_BYTES:
+                    break
+            chunk, self._queue = queue[:n], queue[n:]
+            await self._write(chunk, size)
 
-    async def _write(self, chunk: List[tuple]) -> None:
+    async def _write(self, chunk: List[tuple], size: int) -> None:
         transport = self.transport
         loop = asyncio.get_running_loop()
         deadline = loop.time() + transport.connect_timeout
         attempt = 0
         commands = [("XADD", stream, "*", *fields) if maxlen is None else
                     ("XADD", stream, "MAXLEN", "~", maxlen, "*", *fields)
-                    for stream, maxlen, fields, _ in chunk]
+                    for stream, maxlen, fields, *_ in chunk]
         while True:
             try:
-                results = await transport.round_trip(commands)
+                results = await transport.round_trip(commands, size)
                 break
             except asyncio.CancelledError:
                 _fail(chunk, TransportError("producer closed before the write finished"))
@@ -402,7 +415,7 @@ class _Producer:
             except rexc.RedisError as exc:
                 _fail(chunk, transport.translate_error(exc))
                 return
-        for (_, _, _, future), result in zip(chunk, results):
+        for (_, _, _, future, _), result in zip(chunk, results):
             if future.done():
                 continue
             if isinstance(result, Exception):
@@ -419,7 +432,7 @@ class _Producer:
 
 
 def _fail(chunk: List[tuple], exc: BaseException) -> None:
-    for *_, future in chunk:
+    for _, _, _, future, _ in chunk:
         if not future.done():
             future.set_exception(exc)
 

@@ -107,6 +107,18 @@ async def test_maxlen_trims_the_stream(redis_server, stream):
     await app.stop()
 
 
+async def test_large_values_round_trip_in_order(redis_server, stream):
+    # ~19 MB: more than one pipeline's worth of bytes.
+    values = [bytes([i % 251]) * 65536 for i in range(300)]
+    app = make_app(redis_server)
+    ch = app.redis_channel(stream, value_serializer="raw")
+    got = collector(app, ch)
+    async with running(app):
+        await (await ch.send_batch(values))
+        await wait_until(lambda: len(got) == len(values), what="every value")
+    assert got == values
+
+
 # -- delivery ------------------------------------------------------------------
 
 async def test_fan_out_to_two_agents_acks_after_both(redis_server, stream):
