@@ -84,6 +84,19 @@ async def test_record_batch_round_trip_is_equal_and_carries_positions(redis_serv
     assert [e[0].decode() for e in entries][0] == entry_id and len(entries) == 2
 
 
+async def test_redis_broker_makes_topics_redis_streams(redis_server, stream):
+    from sabot.channels.redis import RedisStreamChannel
+    app = sabot.App(unique("broker"), broker=redis_server.url)
+    topic = app.topic(stream, value_serializer="json", partitions=4)
+    assert isinstance(topic, RedisStreamChannel) and topic is app.redis_channel(stream)
+    got = collector(app, topic)
+    async with running(app):
+        await (await topic.send(value={"via": "topic"}))
+        await wait_until(lambda: got, what="the value")
+    assert got == [{"via": "topic"}]
+    assert redis_server.client().xlen(stream) == 1
+
+
 async def test_keys_and_headers_travel_as_fields(redis_server, stream):
     app = make_app(redis_server)
     ch = app.redis_channel(stream, value_serializer="json")
