@@ -356,7 +356,6 @@ class _Producer:
         self.transport = transport
         self._queue: List[tuple] = []
         self._task: Optional["asyncio.Future[None]"] = None
-        self._drained: Optional[asyncio.Event] = None
 
     async def add(self, stream: str, maxlen: Optional[int], fields: List[Any],
                   size: int = 0) -> "asyncio.Future[str]":
@@ -570,7 +569,8 @@ class _StreamReader:
                 await asyncio.sleep(delay)
             except rexc.ResponseError as exc:
                 if not _is_nogroup(exc):
-                    raise
+                    # e.g. "unknown command 'XAUTOCLAIM'": Redis older than 6.2.
+                    raise self.transport.translate_error(exc) from None
                 # The stream or group vanished (a restart without persistence,
                 # a DEL): create them again and carry on.
                 self._recover = True
