@@ -363,6 +363,17 @@ class KafkaTransport(Transport):
 
     # -- lifecycle -------------------------------------------------------------
     async def on_start(self) -> None:
+        try:
+            await self._start_clients()
+        except BaseException:
+            await self._close_clients()  # a half-started worker leaves no client open
+            raise
+        self._fetching = True
+        self._resubscribe()
+        self._fetch_task = asyncio.ensure_future(self._fetch_loop())
+        self._commit_task = asyncio.ensure_future(self._commit_loop())
+
+    async def _start_clients(self) -> None:
         await self.start_producer()
         if self.conf.topic_allow_declare:
             for topic in self.topics.values():
@@ -375,10 +386,6 @@ class KafkaTransport(Transport):
             max_partition_fetch_bytes=self.conf.consumer_max_fetch_size,
             **self._client_options())
         self.consumer = await self._start_client(consumer, "consumer")
-        self._fetching = True
-        self._resubscribe()
-        self._fetch_task = asyncio.ensure_future(self._fetch_loop())
-        self._commit_task = asyncio.ensure_future(self._commit_loop())
 
     def subscribe_channel(self, channel: KafkaTopic) -> None:
         """Fetch ``channel``'s topic from now on (called when it gets a subscriber)."""
@@ -420,6 +427,10 @@ class KafkaTransport(Transport):
         self._commit_task = None
         if self.consumer is not None:
             await self.commit()
+        await self._close_clients()
+
+    async def _close_clients(self) -> None:
+        if self.consumer is not None:
             await _close_quietly(self.consumer)
             self.consumer = None
         if self.producer is not None:
