@@ -175,6 +175,9 @@ def format_status(before: Optional[Snapshot], after: Snapshot) -> str:
     dead = sum(after.dead_letters.values())
     lag = ", ".join(f"{t}={n}" for t, n in sorted(after.lag.items())) or "-"
     lines = [f"status: {len(after.agents)} agents, lag {lag}, dead letters {dead}"]
+    for scheme, status in sorted(after.transports.items()):
+        if status:
+            lines.append(f"  {scheme}: " + ", ".join(f"{k} {v}" for k, v in sorted(status.items())))
     for a in after.agents:
         rate_in, rate_out = per_s[a.name]
         state = "" if a.running else " STOPPED"
