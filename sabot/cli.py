@@ -7,6 +7,7 @@ broker URL) prints one line naming the problem and exits non-zero.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import logging
@@ -179,12 +180,14 @@ def tail(state: _State, topic: str, app_spec: Optional[str], from_beginning: boo
 
     async def go() -> None:
         seen = 0
-        async for value in tail_values(channel, from_beginning=from_beginning,
-                                       on_error=lambda line: click.echo(line, err=True)):
-            click.echo(_printable(value))
-            seen += 1
-            if limit is not None and seen >= limit:
-                return
+        values = tail_values(channel, from_beginning=from_beginning,
+                             on_error=lambda line: click.echo(line, err=True))
+        async with contextlib.aclosing(values):  # close the reader's client on --limit
+            async for value in values:
+                click.echo(_printable(value))
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
 
     try:
         _run_with_app(app, go)
