@@ -153,9 +153,9 @@ def _roundtrip(env, topic):
     assert run("-A", APP, "send", topic, "plain words", env=env).exit_code == 0
     tailed = run("-A", APP, "tail", topic, "--from-beginning", "--limit", "3", env=env)
     assert tailed.exit_code == 0, tailed.output
-    lines = tailed.output.strip().splitlines()
-    assert [json.loads(line) for line in lines[:2]] == [{"id": 7, "who": "ann"}] * 2
-    assert lines[2] == "plain words"  # a string value prints as itself
+    # Kafka keeps order per partition only: compare what arrived, not its order.
+    lines = sorted(tailed.output.strip().splitlines())
+    assert lines == sorted(['{"id": 7, "who": "ann"}'] * 2 + ["plain words"])  # a str prints as is
 
 
 def test_send_and_tail_on_redis_do_not_touch_the_group(redis_server):
