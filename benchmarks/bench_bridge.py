@@ -123,27 +123,40 @@ async def run_agent(executor, batches, concurrency):
 
 
 async def main():
+    # The machine may be shared: each figure is the best of ROUNDS rounds,
+    # native and process runs interleaved, so a burst of foreign load
+    # does not decide the result.
+    rounds = 1 if QUICK else 3
     reg = NodeRegistry()
     reg.register("echo", native=Echo)
     reg.register("rows", native=Rows)
-    rows = []
+    lat, into, echo = [], [], []
     async with ProcessBridge(reg) as bridge:
-        p50, p99 = await bench_latency(bridge, 2000 if QUICK else 10000)
-        rows.append(("one-row round trip p50", f"{p50:.0f} us", "<= 200 us"))
-        rows.append(("one-row round trip p99", f"{p99:.0f} us", "(seed: < 2 ms)"))
-        gbs = await bench_throughput(bridge, "rows", 5 if QUICK else 20)
-        rows.append(("64 MiB batch into a worker (shm)", f"{gbs:.2f} GB/s", ">= 2 GB/s"))
-        gbs2 = await bench_throughput(bridge, "echo", 3 if QUICK else 10)
-        rows.append(("64 MiB batch echoed (shm, both ways)", f"{gbs2:.2f} GB/s", "-"))
+        for _ in range(rounds):
+            lat.append(await bench_latency(bridge, 2000 if QUICK else 10000))
+            into.append(await bench_throughput(bridge, "rows", 5 if QUICK else 10))
+            echo.append(await bench_throughput(bridge, "echo", 3 if QUICK else 5))
+    p50, p99 = min(lat)
+    rows = [("one-row round trip p50", f"{p50:.0f} us", "<= 200 us"),
+            ("one-row round trip p99", f"{p99:.0f} us", "(seed: < 2 ms)"),
+            ("64 MiB batch into a worker (shm)", f"{max(into):.2f} GB/s", ">= 2 GB/s"),
+            ("64 MiB batch echoed (shm, both ways)", f"{max(echo):.2f} GB/s", "-")]
     n_batches, size = (16, 2000) if QUICK else (40, 5000)
     batches = [list(range(i, i + size)) for i in range(n_batches)]
-    native, expect = await run_agent("native", batches, 1)
-    process, got = await run_agent("process", batches, 2)
-    assert got == expect, "process agent results differ from native"
+    native_times, process_times = [], []
+    for _ in range(rounds):
+        elapsed, expect = await run_agent("native", batches, 1)
+        native_times.append(elapsed)
+        elapsed, got = await run_agent("process", batches, 2)
+        process_times.append(elapsed)
+        assert got == expect, "process agent results differ from native"
+    native, process = min(native_times), min(process_times)
     rows.append(("CPU-bound agent, native", f"{native:.2f} s", ""))
     rows.append(("CPU-bound agent, process x2", f"{process:.2f} s",
                  f"speed-up {native / process:.2f}x (>= 1.7x)"))
     width = max(len(r[0]) for r in rows)
+    print(f"best of {rounds} round(s); load average at the end: "
+          f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     print(f"{'measure':<{width}}  {'result':>12}  target")
     for name, value, target in rows:
         print(f"{name:<{width}}  {value:>12}  {target}")
