@@ -5,15 +5,18 @@ header, then a body made of the inline parts back to back. Values are
 described in the header:
 
 * ``{"k": "json", "v": ...}``: a JSON-able value, inline in the header;
-* ``{"k": "batch" | "table" | "values" | "list", "p": i}``: an Arrow IPC stream stored
-  as part ``i`` of the body (small data);
-* ``{"k": ..., "shm": name}``: the same stream in a shared-memory segment
-  (large data), mapped by the reader without a copy.
+* ``{"k": "batch", "s": i, "p": j}``: a small RecordBatch as its two IPC
+  messages, schema (part ``i``) and record batch (part ``j``);
+* ``{"k": "table" | "values" | "list", "p": i}``: a small IPC stream, part ``i``;
+* ``{"k": ..., "shm": name}``: a large value's IPC stream in a one-shot
+  shared-memory segment, which the reader maps (no copy) and unlinks;
+* ``{"k": ..., "shm": name, "n": size, "pool": 1}``: the same in a segment of
+  the writer's ``ShmArena``, reused once the reader releases it.
 
 ``values`` is a list of one plain type (int, float, str or bool) carried as
 one Arrow column; ``list`` is any other list of JSON-able values, carried as
-an Arrow stream with one ``large_string`` column of JSON texts so that it
-takes the same road as a batch. Nothing here pickles: a frame is bytes the reader parses.
+one ``large_string`` column of JSON texts, so that it takes the same road as
+a batch. Nothing here pickles: a frame is bytes the reader parses.
 """
 from __future__ import annotations
 
