@@ -31,6 +31,7 @@ from .arena import ShmArena
 from .shm import discard_segment, map_segment, write_segment
 
 __all__ = ["DEFAULT_INLINE_THRESHOLD", "FrameWriter", "FrameReader", "convert",
+           "discard_frame",
            "FrameDecoder", "pack_frame", "Frame"]
 
 #: Data smaller than this travels inside the message; larger goes by shm.
@@ -309,6 +310,29 @@ class FrameReader:
                     self.arena.release_unread(desc["shm"])
             elif "shm" in desc:
                 discard_segment(desc["shm"])
+
+
+def discard_frame(header: Dict[str, Any], arena: Optional[ShmArena] = None) -> None:
+    """Drop a received frame unread, releasing the shared memory it names.
+
+    Its one-shot segments are unlinked, its pooled ones handed back to the
+    peer, and the segments it says the peer released return to our pool.
+    """
+    if arena is not None:
+        arena.give_back(header.get("released"))
+    pending = [header]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict) and "k" in node:  # a value description
+            if node.get("pool"):
+                if arena is not None:
+                    arena.release_unread(node["shm"])
+            elif "shm" in node:
+                discard_segment(node["shm"])
+        elif isinstance(node, dict):
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
 
 
 def convert(value: Any, inline_threshold: int = DEFAULT_INLINE_THRESHOLD

@@ -22,7 +22,7 @@ from ..exceptions import BridgeError, WorkerProcessDied
 from ..nodes.retry import RetryPolicy
 from .arena import ShmArena
 from .framesock import FrameSocket
-from .ipc import Frame, pack_frame
+from .ipc import Frame, discard_frame, pack_frame
 from .metrics import BridgeMetrics
 
 __all__ = ["WorkerProcess", "WorkerPool", "Frame"]
@@ -38,13 +38,19 @@ class _Connection:
     The event loop watches the socket with ``add_reader``; right after a
     request is sent the caller may spin on it for ``spin`` seconds first,
     which answers short requests without a trip through the loop.
+
+    A request cancelled after it was sent still gets its answer from the
+    worker: that answer is *stale* and is dropped when it comes (its shared
+    memory released), so the next request reads its own answer.
     """
 
-    def __init__(self, sock: socket.socket, spin: float) -> None:
+    def __init__(self, sock: socket.socket, spin: float, arena: ShmArena) -> None:
         self.loop = asyncio.get_running_loop()
         self.fsock = FrameSocket(sock)
         self.spin = spin
+        self.arena = arena
         self.waiter: Optional[asyncio.Future] = None
+        self.stale = 0
         self.lost = self.loop.create_future()
         self.loop.add_reader(self.fsock.fileno(), self._readable)
 
@@ -53,11 +59,16 @@ class _Connection:
 
     def _deliver(self, frames: List[Frame]) -> None:
         for frame in frames:
+            if self.stale:
+                self.stale -= 1
+                discard_frame(frame[0], self.arena)
+                continue
             waiter, self.waiter = self.waiter, None
             if waiter is not None and not waiter.done():
                 waiter.set_result(frame)
             else:
                 logger.warning("bridge: unexpected frame from worker: %r", frame[0])
+                discard_frame(frame[0], self.arena)
         if self.fsock.eof:
             self.close()
 
@@ -68,10 +79,23 @@ class _Connection:
         self.waiter = waiter = self.loop.create_future()
         rest = self.fsock.send_some(buffers)
         if rest:
-            await self.loop.sock_sendall(self.fsock.sock, rest)
+            try:
+                await self.loop.sock_sendall(self.fsock.sock, rest)
+            except asyncio.CancelledError:
+                # Half a frame went out: the stream cannot be resynchronised.
+                self.close()
+                raise
         elif self.spin:
             self._deliver(self.fsock.spin_recv(self.spin))
-        return await waiter
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if not waiter.done() or waiter.cancelled():
+                self.stale += 1
+            else:
+                discard_frame(waiter.result()[0], self.arena)
+            self.waiter = None
+            raise
 
     def send_nowait(self, buffers: List[Any]) -> None:
         """Send a frame that expects no answer (best effort)."""
@@ -128,7 +152,7 @@ class WorkerProcess:
             # Only the child may hold its end, or its death would not show
             # as end of file here.
             child_sock.close()
-        self.conn = _Connection(parent_sock, self.spin)
+        self.conn = _Connection(parent_sock, self.spin, self.arena)
         try:
             header, _ = await asyncio.wait_for(self.request(pack_frame(init_header)), timeout)
         except asyncio.TimeoutError:
@@ -271,6 +295,8 @@ class WorkerPool:
 
     async def _replace(self, dead: WorkerProcess) -> WorkerProcess:
         await dead.kill()
+        if self._closed:
+            raise BridgeError(f"the workers of node {self.node_id!r} are shut down")
         fresh = await self._spawn()
         self.workers[self.workers.index(dead)] = fresh
         self.metrics.record_restart()
@@ -315,9 +341,11 @@ class WorkerPool:
             frame = make_frame(worker.arena)
             try:
                 header, body = await worker.request(frame.buffers)
-            except BaseException:
-                frame.discard()
+            except WorkerProcessDied:
+                frame.discard()  # nobody will read it now
                 raise
+            # (Cancelled: the worker may be reading the frame; it releases
+            # the frame's shared memory in its answer, dropped as stale.)
             # Read while the worker is still ours: the reply's shared
             # memory belongs to this worker's arena.
             return read_reply(header, body, worker.arena)

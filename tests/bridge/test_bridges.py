@@ -179,3 +179,19 @@ async def test_latency_of_conversion_and_round_trip_is_under_two_ms(process_brid
     # a busy CI machine; the benchmark measures the real figures.
     assert process_bridge.metrics.as_dict()["avg_conversion_latency_us"] < 2000
     assert samples[len(samples) // 2] < 0.002
+
+
+async def test_a_cancelled_call_does_not_confuse_the_next_one(process_bridge):
+    await process_bridge.initialize_node("s", "sleep", {})
+    slow = asyncio.ensure_future(
+        process_bridge.execute_node("s", "sleep", ["first"], {"seconds": 0.3}))
+    await asyncio.sleep(0.1)
+    slow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    # Same worker: its late answer to the cancelled call must be dropped.
+    big = pa.RecordBatch.from_pydict({"x": pa.array(range(300_000), pa.int64())})
+    out = await asyncio.wait_for(
+        process_bridge.execute_node("s", "sleep", big, {"seconds": 0}), 10)
+    assert out.equals(big)
+    assert await process_bridge.execute_node("s", "sleep", ["third"], {"seconds": 0}) == ["third"]
