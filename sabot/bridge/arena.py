@@ -23,6 +23,7 @@ unlinks the segments a dead peer owned and announced.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from multiprocessing import shared_memory
 from multiprocessing.shared_memory import SharedMemory
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -59,6 +60,15 @@ def _attach(name: str) -> SharedMemory:
             return SharedMemory(name=name)
 
 
+def _unlink_all(pool: Dict[str, SharedMemory]) -> None:
+    for shm in pool.values():
+        with contextlib.suppress(BufferError):
+            shm.close()
+        with contextlib.suppress(FileNotFoundError):
+            shm.unlink()
+    pool.clear()
+
+
 class _Lease:
     """Alive while Arrow data read from a view is; its end releases the name.
 
@@ -83,6 +93,9 @@ class ShmArena:
     def __init__(self, max_pool_bytes: int = DEFAULT_POOL_BYTES) -> None:
         self.max_pool_bytes = max_pool_bytes
         self._pool: Dict[str, SharedMemory] = {}
+        # Unlink the pool even if close() is never called (the arena is
+        # collected, or the program exits with the bridge open).
+        self._finalizer = weakref.finalize(self, _unlink_all, self._pool)
         self._free: List[str] = []
         self._pool_bytes = 0
         self._views: Dict[str, Tuple[SharedMemory, int]] = {}
@@ -154,12 +167,7 @@ class ShmArena:
 
     def close(self) -> None:
         """Unlink every pooled segment (readers keep what they mapped)."""
-        for shm in self._pool.values():
-            with contextlib.suppress(BufferError):
-                shm.close()
-            with contextlib.suppress(FileNotFoundError):
-                shm.unlink()
-        self._pool.clear()
+        _unlink_all(self._pool)
         self._free.clear()
         self._pool_bytes = 0
         # A view is unmapped when its last lease ends, never here: Arrow
