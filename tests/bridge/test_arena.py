@@ -57,3 +57,30 @@ async def test_sigkill_after_large_results_leaves_no_segments(registry):
         pids = bridge.worker_pids()
     assert not [p for p in pids + [pid] if pid_alive(p)]
     assert shm_segments() <= before
+
+
+def test_a_program_that_never_closes_its_bridge_leaves_nothing(tmp_path):
+    import subprocess
+    import sys
+    script = tmp_path / "forgetful.py"
+    script.write_text(
+        "import asyncio, os, pyarrow as pa\n"
+        "from sabot.bridge import ProcessBridge\n"
+        "from tests.bridge.helpers import all_nodes_registry\n"
+        "async def main():\n"
+        "    bridge = ProcessBridge(all_nodes_registry())\n"
+        "    big = pa.RecordBatch.from_pydict({'x': pa.array(range(300_000), pa.int64())})\n"
+        "    out = await bridge.execute_node('e', 'identity', big, {})\n"
+        "    print(os.getpid(), bridge.worker_pids()[0], out.num_rows)\n"
+        "if __name__ == '__main__':\n"
+        "    asyncio.run(main())\n")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, cwd=root, env={**os.environ, "PYTHONPATH": root})
+    assert proc.returncode == 0, proc.stderr
+    pid, worker, rows = map(int, proc.stdout.split())
+    assert rows == N
+    assert "leaked" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    from sabot.bridge.shm import segment_prefix
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(segment_prefix(pid))]
+    assert not pid_alive(worker)
