@@ -23,7 +23,7 @@ import logging
 import ssl
 import time
 from collections import deque
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Awaitable, Dict, Iterable, List, Mapping, Optional
 
 from aiokafka import (AIOKafkaConsumer, AIOKafkaProducer,
                       ConsumerRebalanceListener, TopicPartition)
@@ -61,17 +61,28 @@ class KafkaTopic(TransportChannel):
         self.partitions = partitions
         super().__init__(app, name, partitions=partitions, **kwargs)
 
-    async def produce(self, key: Optional[bytes], value: bytes,
-                      headers: Optional[Mapping[str, bytes]], *,
-                      partition: Optional[int] = None,
-                      timestamp_ms: Optional[int] = None) -> "asyncio.Future[Any]":
-        """Hand one message to the producer; returns its delivery future."""
-        producer = self.transport.producer or await self.transport.start_producer()
+    def produce(self, key: Optional[bytes], value: bytes,
+                headers: Optional[Mapping[str, bytes]], *,
+                partition: Optional[int] = None,
+                timestamp_ms: Optional[int] = None) -> Awaitable[Any]:
+        """Hand one message to the producer; awaiting gives its delivery future.
+
+        A plain function returning aiokafka's own coroutine: one coroutine
+        frame less per message on the hottest producing path.
+        """
         if headers:  # aiokafka wants [(name, bytes)]; accept that shape too
             headers = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
-        return await producer.send(
-            self.name, value, key=key, partition=partition, timestamp_ms=timestamp_ms,
-            headers=headers or None)
+        producer = self.transport.producer
+        if producer is None:
+            return self._produce_after_start(key, value, headers or None, partition, timestamp_ms)
+        return producer.send(self.name, value, key=key, partition=partition,
+                             timestamp_ms=timestamp_ms, headers=headers or None)
+
+    async def _produce_after_start(self, key: Optional[bytes], value: bytes, headers: Any,
+                                   partition: Optional[int], timestamp_ms: Optional[int]) -> Any:
+        producer = await self.transport.start_producer()
+        return await producer.send(self.name, value, key=key, partition=partition,
+                                   timestamp_ms=timestamp_ms, headers=headers)
 
     async def flush(self) -> None:
         """Wait until every message sent so far is acknowledged by the broker."""

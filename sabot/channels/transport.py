@@ -123,7 +123,11 @@ class TransportChannel(Channel):
     # -- producing -----------------------------------------------------------
     async def produce(self, key: Optional[bytes], value: bytes,
                       headers: Optional[Dict[str, bytes]], **options: Any) -> Any:
-        """Write one encoded message; return its delivery future."""
+        """Write one encoded message; awaiting it gives the delivery future.
+
+        May also be a plain function that returns an awaitable (Kafka does,
+        to save a coroutine frame per message).
+        """
         raise NotImplementedError
 
     async def maybe_declare(self) -> None:
@@ -155,8 +159,12 @@ class TransportChannel(Channel):
         Does not wait for delivery: the client batches writes. Await the
         returned future, or ``flush()``, to know it is durable.
         """
-        return await self.produce(self.encode_key(key), self.encode_value(value),
-                                  headers, **options)
+        if key is not None:
+            key = self.encode_key(key)
+        if self.schema is not None:
+            return await self.produce(key, self.encode_value(value), headers, **options)
+        # No schema to check: skip a call on the hottest producing path.
+        return await self.produce(key, self.codec.encode(value), headers, **options)
 
     async def send_batch(self, batch: Union[Sequence[Any], pa.RecordBatch, pa.Table]) -> Any:
         """One message per RecordBatch under a batch codec (``arrow``), else one per row.
