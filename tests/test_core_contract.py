@@ -1199,3 +1199,139 @@ async def test_test_context_can_be_used_twice_and_sequentially(app):
         async with inc.test_context() as ctx:
             assert await ctx.put(1) == [2]
             assert ctx.results == [2]
+
+
+# -- more edges ----------------------------------------------------------------
+
+async def test_closing_a_stream_ends_the_loop_that_iterates_it(app):
+    ch = app.channel()
+    stream = ch.stream()
+    got = []
+
+    async def reader():
+        async for value in stream:
+            got.append(value)
+    task = asyncio.ensure_future(reader())
+    await ch.send(value=1)
+    await settle()
+    stream.close()
+    await asyncio.wait_for(task, 1)
+    assert got == [1]
+    assert ch.subscriber_count == 0
+    await asyncio.wait_for(ch.send_batch(list(range(10_000))), 1)
+
+
+async def test_values_pass_unchanged_with_a_tracer_installed(app):
+    # Under a tracer (coverage, debuggers) the interpreter drives awaitables
+    # through __next__/send instead of the fast slot.
+    import sys
+    ch = app.channel()
+    it = ch.__aiter__()
+    values = _odd_values(asyncio.get_running_loop())
+    out = []
+
+    async def reader():
+        async for value in it:
+            out.append(value)
+            if len(out) == 2 * len(values):
+                return
+
+    def tracer(frame, event, arg):
+        return tracer
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        task = asyncio.ensure_future(reader())
+        await ch.send_batch(list(values))
+        await settle()
+        for value in values:
+            await settle(2)
+            await ch.send(value=value)
+        await asyncio.wait_for(task, 1)
+    finally:
+        sys.settrace(previous)
+    assert len(out) == 2 * len(values)
+    assert all(a is b for a, b in zip(out, values + values))
+
+
+async def test_crash_in_one_of_several_instances_acks_each_batch_once(app):
+    ch = app.channel()
+    acks = Acks()
+    seen = []
+
+    @app.agent(ch, concurrency=3, on_error="skip")
+    async def fragile(stream):
+        async for value in stream:
+            seen.append(value)
+            await asyncio.sleep(0)
+            if value % 5 == 1:
+                raise ValueError(value)
+    await app.start()
+    try:
+        for i in range(0, 30, 3):
+            await ch.publish(acks.batch([i, i + 1, i + 2], i))
+        await until(lambda: len(acks.calls) == 10)
+        await asyncio.sleep(0.02)
+        assert sorted(seen) == list(range(30))
+        assert sorted(acks.calls) == list(range(0, 30, 3))
+        assert fragile.crash_count == 6
+        assert fragile.running
+    finally:
+        await app.stop()
+
+
+async def test_delivery_future_still_holds_the_batch_after_a_skipped_crash(app):
+    ch = app.channel()
+    acks = Acks()
+    sink = FutureSink()
+
+    @app.agent(ch, sink=[sink], on_error="skip")
+    async def half(stream):
+        async for value in stream:
+            if value == "boom":
+                raise RuntimeError(value)
+            yield value
+    await app.start()
+    try:
+        await ch.publish(acks.batch(["a", "boom", "b"], "x"))
+        await until(lambda: len(sink.futures) == 2)
+        await asyncio.sleep(0.02)
+        assert half.crash_count == 1
+        assert acks.calls == []
+        sink.futures[1].set_result(None)
+        await settle()
+        assert acks.calls == []
+        sink.futures[0].set_result(None)
+        await settle()
+        assert acks.calls == ["x"]
+    finally:
+        await app.stop()
+
+
+async def test_a_subscriber_joining_while_a_sender_waits_does_not_block_it_more(app):
+    ch = app.channel(maxsize=2)
+    old = ch.__aiter__()
+    waiting = asyncio.ensure_future(ch.send_batch([1, 2]))
+    await settle()
+    assert not waiting.done()
+    new = ch.__aiter__()
+    assert await drain(old, 2) == [1, 2]
+    assert old.poll("nothing") == "nothing"
+    await asyncio.wait_for(waiting, 1)
+    await ch.send(value=3)
+    assert await drain(new, 1) == [3]
+    assert await drain(old, 1) == [3]
+
+
+async def test_send_batch_of_an_empty_record_batch_and_empty_list(app):
+    ch = app.channel(schema=SCHEMA)
+    stream = ch.stream()
+    batches = stream.batches()
+    await ch.send_batch([])
+    empty = pa.RecordBatch.from_pylist([], schema=SCHEMA)
+    await ch.send_batch(empty)
+    await ch.send_batch([{"sym": "a", "px": 1.0}])
+    await ch.close()
+    got = [b async for b in batches]
+    assert [b.num_rows for b in got] == [0, 1]
+    assert got[0] is empty
