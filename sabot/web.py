@@ -139,7 +139,8 @@ class MetricsServer:
             status, content_type, body = await self._respond(request)
             writer.write(b"HTTP/1.0 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
                          b"Connection: close\r\n\r\n" % (status, content_type.encode(), len(body)))
-            writer.write(body)
+            if not request.startswith(b"HEAD "):
+                writer.write(body)
             await writer.drain()
         except (asyncio.TimeoutError, ConnectionError):
             pass  # a client that went away
