@@ -290,6 +290,7 @@ class KafkaTransport(Transport):
         self._fetching = False
         self._closed = False
         self._generation = 0  # bumped on every revoke: older fetches are stale
+        self._background: set = set()
 
     def __repr__(self) -> str:  # never the credentials
         try:
@@ -403,7 +404,9 @@ class KafkaTransport(Transport):
         if channel.name not in self._wanted:
             self._wanted[channel.name] = channel
             if self.consumer is not None and self._fetching:
-                asyncio.ensure_future(self._declare_then_resubscribe(channel))
+                task = asyncio.ensure_future(self._declare_then_resubscribe(channel))
+                self._background.add(task)  # the loop holds tasks only weakly
+                task.add_done_callback(self._background.discard)
 
     async def _declare_then_resubscribe(self, channel: KafkaTopic) -> None:
         try:

@@ -33,6 +33,8 @@ logger = logging.getLogger("sabot.channels")
 
 #: Delay between attempts to write a dead letter whose write failed.
 DEAD_LETTER_RETRY_DELAY = 1.0
+#: Dead-letter retries in progress (kept here: the event loop holds tasks weakly).
+_RETRIES: set = set()
 
 
 class Fetched(NamedTuple):
@@ -310,12 +312,23 @@ class TransportChannel(Channel):
             if future.cancelled() or future.exception() is not None:
                 error = "cancelled" if future.cancelled() else repr(future.exception())
                 logger.error("dead-letter write from %s failed (%s); retrying", self.name, error)
-                loop = asyncio.get_event_loop()
-                loop.call_later(DEAD_LETTER_RETRY_DELAY, lambda: asyncio.ensure_future(
-                    self._write_dead_letter(payload, reason, headers, countdown)))
+                asyncio.get_event_loop().call_later(DEAD_LETTER_RETRY_DELAY, retry)
             else:
                 countdown()
+
+        def retry() -> None:
+            task = asyncio.ensure_future(self._retry_dead_letter(payload, reason, headers, countdown))
+            _RETRIES.add(task)  # the loop holds tasks only weakly
+            task.add_done_callback(_RETRIES.discard)
         result.add_done_callback(written)
+
+    async def _retry_dead_letter(self, payload: bytes, reason: str,
+                                 headers: Dict[str, bytes], countdown: Countdown) -> None:
+        try:
+            await self._write_dead_letter(payload, reason, headers, countdown)
+        except Exception as exc:  # stopped meanwhile: the source is read again later
+            logger.error("dead-letter write from %s abandoned (%r); the value stays "
+                         "unacknowledged and will be delivered again", self.name, exc)
 
 
 def _pick(values: Optional[Sequence[Any]], index: Optional[List[int]]) -> Any:

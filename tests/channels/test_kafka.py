@@ -484,3 +484,27 @@ def test_abandoned_range_blocks_commits_but_is_not_waited_for():
     assert offsets.committable == 10 and offsets.in_flight == 0
     offsets.finish(b)  # it did finish after all: now it may be committed
     assert offsets.committable == 20 and offsets.in_flight == 0
+
+
+async def test_a_stream_opened_while_running_starts_fetching_its_topic(kafka_broker):
+    app = make_app(kafka_broker)
+    early = app.topic(unique("early"), partitions=1)
+    collector(app, early)
+    async with running(app):
+        late = app.topic(unique("late"), partitions=1)
+        stream = late.stream()  # subscribes now: the consumer adds the topic
+        got = []
+
+        async def read():
+            # Keep asking for more, as an agent does: a value's batch is
+            # released (and may be committed) when the reader moves past it.
+            async for value in stream:
+                got.append(value)
+        reader = asyncio.ensure_future(read())
+        try:
+            await late.send(value={"n": 1})
+            await wait_until(lambda: got, what="the value")
+            assert got == [{"n": 1}]
+            assert late.name in app.transport.consumer.subscription()
+        finally:
+            reader.cancel()
