@@ -208,7 +208,8 @@ class TransportChannel(Channel):
         payloads = fetched.payloads
         keys, failures = self._decode_keys(fetched)
         if failures:
-            good = [i for i in range(len(payloads)) if i not in {j for j, _ in failures}]
+            bad_keys = {j for j, _ in failures}
+            good = [i for i in range(len(payloads)) if i not in bad_keys]
             values, value_failures = decode_many(self.codec, [payloads[i] for i in good], self.schema)
             failures.extend((good[j], exc) for j, exc in value_failures)
             failures.sort(key=lambda f: f[0])
