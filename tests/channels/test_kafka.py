@@ -508,3 +508,18 @@ async def test_a_stream_opened_while_running_starts_fetching_its_topic(kafka_bro
             assert late.name in app.transport.consumer.subscription()
         finally:
             reader.cancel()
+
+
+async def test_key_codec_decodes_keys_and_dead_letters_bad_ones(kafka_broker):
+    app = make_app(kafka_broker)
+    topic = app.topic(unique("keyed"), key_serializer="json", partitions=1)
+    got = collector(app, topic, kind="events")
+    async with running(app):
+        await topic.send(key={"user": 1}, value="a")
+        await topic.produce(b"{not json", b'"b"', None)
+        await topic.send(key={"user": 3}, value="c")
+        await wait_until(lambda: len(got) == 2, what="two good events")
+        (dead,) = await read_all(kafka_broker, topic.name + ".dlq", 1)
+    assert [(e.key, e.value) for e in got] == [({"user": 1}, "a"), ({"user": 3}, "c")]
+    assert dead.value == b'"b"' and dict(dead.headers)["sabot-key"] == b"{not json"
+    assert b"key" in dict(dead.headers)["sabot-error"]
