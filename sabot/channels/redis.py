@@ -627,37 +627,17 @@ class _StreamReader:
 
     async def _deliver(self, entries: Sequence[Any], *, recovered: bool) -> None:
         held = self.held
-        ids: List[bytes] = []
-        payloads: List[Any] = []
-        keys: Optional[List[Any]] = None
-        headers: Optional[List[Any]] = None
-        gone: List[bytes] = []
-        valueless: List[tuple] = []
-        for entry in entries:
-            eid, fields = entry[0], entry[1]
-            if recovered and eid in held:
-                continue  # still in an agent here, or its XACK is on the way
-            if not fields:
-                gone.append(eid)  # trimmed away while pending: nothing to process
-                continue
-            if len(fields) == 2 and fields[0] == VALUE_FIELD:
-                payload = fields[1]
-                key = hdrs = None
-            else:
-                payload, key, hdrs = _split_fields(fields)
-                if payload is None:
-                    valueless.append((eid, hdrs))
-                    continue
-            if key is not None and keys is None:
-                keys = [None] * len(ids)
-            if hdrs is not None and headers is None:
-                headers = [None] * len(ids)
-            if keys is not None:
-                keys.append(key)
-            if headers is not None:
-                headers.append(hdrs)
-            ids.append(eid)
-            payloads.append(payload)
+        if not recovered and all(len(e[1]) == 2 and e[1][0] == VALUE_FIELD for e in entries):
+            # The common case, entries of Sabot (or alike) with just a value:
+            # three C-speed passes instead of one Python loop.
+            ids = [e[0] for e in entries]
+            payloads = [e[1][1] for e in entries]
+            keys = headers = None
+            gone: List[bytes] = []
+            valueless: List[tuple] = []
+        else:
+            ids, payloads, keys, headers, gone, valueless = _parse_entries(
+                entries, held if recovered else None)
         if gone:
             held.update(gone)
             self._acked(gone)
@@ -681,7 +661,6 @@ class _StreamReader:
         fetched = Fetched(payloads, [(stream, eid.decode()) for eid in ids],
                           keys=keys, headers=headers,
                           timestamp=_entry_time(ids[-1]))
-        # A payload missing (no value field) is dead-lettered by the codec.
         await self.channel.deliver(fetched, functools.partial(self._acked, ids))
 
     # -- acknowledging ---------------------------------------------------------
@@ -716,10 +695,14 @@ class _StreamReader:
                     self._forget(ids)
 
     async def _xack(self, ids: List[bytes]) -> None:
-        client = self.transport.client
+        # Through round_trip: packing thousands of ids is where redis-py's
+        # Python packer would spend most of a read loop's time.
+        round_trip = self.transport.round_trip
         for i in range(0, len(ids), _ACK_CHUNK):
             part = ids[i:i + _ACK_CHUNK]
-            await client.execute_command("XACK", self.stream, self.group, *part)
+            reply = (await round_trip([("XACK", self.stream, self.group, *part)]))[0]
+            if isinstance(reply, Exception):
+                raise reply
             self._forget(part)
 
     def _forget(self, ids: List[bytes]) -> None:
@@ -727,6 +710,44 @@ class _StreamReader:
         held.difference_update(ids)
         if not held:
             self._held_empty.set()
+
+
+def _parse_entries(entries: Sequence[Any], skip: Optional[Set[bytes]]) -> tuple:
+    """Split raw entries into parallel lists, whatever their fields.
+
+    Returns ``(ids, payloads, keys, headers, gone, valueless)``: ``keys`` and
+    ``headers`` are ``None`` when no entry has one; ``gone`` lists ids whose
+    entry was trimmed while pending, ``valueless`` ``(id, headers)`` of
+    entries without a ``value`` field. Ids in ``skip`` are left out.
+    """
+    ids: List[bytes] = []
+    payloads: List[Any] = []
+    keys: Optional[List[Any]] = None
+    headers: Optional[List[Any]] = None
+    gone: List[bytes] = []
+    valueless: List[tuple] = []
+    for entry in entries:
+        eid, fields = entry[0], entry[1]
+        if skip is not None and eid in skip:
+            continue  # still in an agent here, or its XACK is on the way
+        if not fields:
+            gone.append(eid)  # trimmed away while pending: nothing to process
+            continue
+        payload, key, hdrs = _split_fields(fields)
+        if payload is None:
+            valueless.append((eid, hdrs))
+            continue
+        if key is not None and keys is None:
+            keys = [None] * len(ids)
+        if hdrs is not None and headers is None:
+            headers = [None] * len(ids)
+        if keys is not None:
+            keys.append(key)
+        if headers is not None:
+            headers.append(hdrs)
+        ids.append(eid)
+        payloads.append(payload)
+    return ids, payloads, keys, headers, gone, valueless
 
 
 def _split_fields(fields: Sequence[Any]) -> tuple:
