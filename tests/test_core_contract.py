@@ -1335,3 +1335,49 @@ async def test_send_batch_of_an_empty_record_batch_and_empty_list(app):
     got = [b async for b in batches]
     assert [b.num_rows for b in got] == [0, 1]
     assert got[0] is empty
+
+
+async def test_closing_the_lagging_subscriber_frees_a_waiting_sender(app):
+    ch = app.channel(maxsize=2)
+    lagging = ch.stream()
+    keep = ch.__aiter__()
+    sender = asyncio.ensure_future(ch.send_batch([1, 2, 3]))
+    await settle()
+    assert not sender.done()
+    assert await drain(keep, 3) == [1, 2, 3]
+    assert keep.poll("nothing") == "nothing"
+    await settle()
+    assert not sender.done()
+    lagging.close()
+    await asyncio.wait_for(sender, 1)
+    assert ch.subscriber_count == 1
+    await asyncio.wait_for(ch.send(value=4), 1)
+    assert await drain(keep, 1) == [4]
+
+
+async def test_get_on_a_closed_channel_raises_channel_closed(app):
+    ch = app.channel()
+    await ch.close()
+    with pytest.raises(ChannelClosed):
+        await ch.get(timeout=1)
+
+
+async def test_dead_letter_of_a_batches_agent_is_the_whole_batch(app):
+    ch = app.channel()
+    dead = ch.dead_letter_channel().__aiter__()
+    acks = Acks()
+
+    @app.agent(ch, on_error="dead_letter")
+    async def whole(stream):
+        async for batch in stream.batches():
+            if 0 in batch:
+                raise ValueError("zero in batch")
+    await app.start()
+    try:
+        await ch.publish(acks.batch([1, 0, 2], "bad"))
+        await ch.publish(acks.batch([3], "good"))
+        assert await drain(dead, 1) == [[1, 0, 2]]
+        await until(lambda: acks.calls == ["bad", "good"])
+        assert whole.crash_count == 1
+    finally:
+        await app.stop()
