@@ -142,7 +142,7 @@ def send(state: _State, topic: str, value: str, app_spec: Optional[str], key: Op
             await declare()
         pending = []
         for _ in range(repeat):
-            if isinstance(payload, list):
+            if _carries_batches(channel):  # parse_value gave the rows of one batch
                 result = await channel.send_batch(payload)
             else:
                 result = await channel.send(key=key, value=payload)
@@ -225,7 +225,7 @@ def parse_value(channel: Any, text: str) -> Any:
         value = json.loads(text)
     except ValueError:
         value = text
-    if codec is not None and codec.yields_batches:
+    if _carries_batches(channel):
         rows = value if isinstance(value, list) else [value]
         if not all(isinstance(r, dict) for r in rows):
             raise click.ClickException(
@@ -233,6 +233,11 @@ def parse_value(channel: Any, text: str) -> Any:
                 f"or a list of objects, got {text!r}")
         return rows
     return value
+
+
+def _carries_batches(channel: Any) -> bool:
+    codec = getattr(channel, "codec", None)
+    return codec is not None and codec.yields_batches
 
 
 def _run_with_app(app: Any, fun: Callable[[], Awaitable[None]]) -> None:

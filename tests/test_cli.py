@@ -167,6 +167,15 @@ def test_send_and_tail_on_redis_do_not_touch_the_group(redis_server):
     assert client.xinfo_groups(topic) == []  # tail read without a consumer group
 
 
+def test_a_json_list_is_one_value_on_a_json_topic(redis_server):
+    topic = f"cli-{uuid.uuid4().hex[:8]}"
+    env = {"SABOT_TEST_BROKER": redis_server.url, "SABOT_TEST_TOPIC": topic}
+    assert run("-A", APP, "send", topic, "[1, 2, 3]", env=env).exit_code == 0
+    tailed = run("-A", APP, "tail", topic, "--from-beginning", "--limit", "1", env=env)
+    assert tailed.output.strip() == "[1, 2, 3]"
+    assert redis_server.client().xlen(topic) == 1
+
+
 def test_send_and_tail_arrow_rows_on_redis(redis_server):
     topic = f"cli-{uuid.uuid4().hex[:8]}"
     env = {"SABOT_TEST_BROKER": redis_server.url, "SABOT_TEST_TOPIC": topic}
