@@ -1381,3 +1381,32 @@ async def test_dead_letter_of_a_batches_agent_is_the_whole_batch(app):
         assert whole.crash_count == 1
     finally:
         await app.stop()
+
+
+async def test_keys_and_headers_stay_aligned_in_a_mixed_open_batch(app):
+    ch = app.channel()
+    events = ch.stream().events()
+    await ch.send(value=1)
+    await ch.send(key="k", value=2)
+    await ch.send(value=3)
+    await ch.send(value=4, headers={"h": b"1"})
+    await ch.send_batch([5])
+    await ch.send(key=0, value=6)
+    await ch.close()
+    got = [(e.key, e.value, e.headers) async for e in events]
+    assert got == [(None, 1, None), ("k", 2, None), (None, 3, None),
+                   (None, 4, {"h": b"1"}), (None, 5, None), (0, 6, None)]
+
+
+async def test_send_batch_takes_any_iterable_of_rows(app):
+    ch = app.channel(schema=SCHEMA)
+    plain = app.channel()
+    it, plain_it = ch.__aiter__(), plain.__aiter__()
+    await ch.send_batch({"sym": s, "px": 1.0} for s in "ab")
+    await plain.send_batch(x * 2 for x in range(3))
+    await plain.send_batch((7, 8))
+    assert await drain(it, 2) == [{"sym": "a", "px": 1.0}, {"sym": "b", "px": 1.0}]
+    assert await drain(plain_it, 5) == [0, 2, 4, 7, 8]
+    for bad in ("abc", b"abc", {"a": 1}, 5):
+        with pytest.raises(TypeError):
+            await plain.send_batch(bad)
