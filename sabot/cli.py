@@ -47,7 +47,9 @@ def load_app(spec: str) -> Any:
     except AttributeError:
         raise click.ClickException(f"-A {spec}: module {module_name!r} has no attribute {attr!r}") from None
     if not isinstance(obj, App):
-        raise click.ClickException(f"-A {spec}: {attr!r} is a {type(obj).__name__}, not a sabot.App")
+        kind = type(obj).__name__
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
+        raise click.ClickException(f"-A {spec}: {attr!r} is {article} {kind}, not a sabot.App")
     return obj
 
 
