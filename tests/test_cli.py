@@ -94,7 +94,7 @@ def test_worker_rejects_a_bad_loglevel_and_port():
 @pytest.mark.parametrize("spec, fragment", [
     ("no_such_module:app", "no module named 'no_such_module'"),
     ("tests.worker_app:nope", "module 'tests.worker_app' has no attribute 'nope'"),
-    ("tests.worker_app:record", "'record' is a Agent, not a sabot.App"),
+    ("tests.worker_app:record", "'record' is an Agent, not a sabot.App"),
     ("tests.cli_bad_apps:app", "importing 'tests.cli_bad_apps' raised RuntimeError"),
 ])
 @pytest.mark.parametrize("command", ["worker", "agents"])
