@@ -1410,3 +1410,50 @@ async def test_send_batch_takes_any_iterable_of_rows(app):
     for bad in ("abc", b"abc", {"a": 1}, 5):
         with pytest.raises(TypeError):
             await plain.send_batch(bad)
+
+
+async def test_async_for_walks_a_batch_without_letting_other_tasks_run(app):
+    ch = app.channel()
+    it = ch.__aiter__()
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+    tick_task = asyncio.ensure_future(ticker())
+    try:
+        await ch.send_batch(list(range(100)))
+        await ch.send_batch(list(range(100, 200)))
+        await ch.close()
+        seen = []
+        async for value in it:
+            seen.append((value, ticks))
+        assert [v for v, _ in seen] == list(range(200))
+        # every value of one batch is read at the same tick
+        assert len({t for v, t in seen if v < 100}) == 1
+        assert len({t for v, t in seen if v >= 100}) == 1
+    finally:
+        tick_task.cancel()
+
+
+async def test_concurrent_instances_keep_order_within_each_batch(app):
+    ch = app.channel()
+    log = []
+
+    @app.agent(ch, concurrency=3)
+    async def worker(stream):
+        async for value in stream:
+            log.append(value)
+            await asyncio.sleep(0)        # let the other instances interleave
+    await app.start()
+    try:
+        for b in range(6):
+            await ch.send_batch([(b, i) for i in range(5)])
+        await until(lambda: len(log) == 30)
+        for b in range(6):
+            assert [i for (bb, i) in log if bb == b] == list(range(5))
+        assert len({bb for bb, _ in log[:3]}) > 1   # the instances did interleave
+    finally:
+        await app.stop()
