@@ -84,6 +84,24 @@ async def test_record_batch_round_trip_is_equal_and_carries_positions(redis_serv
     assert [e[0].decode() for e in entries][0] == entry_id and len(entries) == 2
 
 
+async def test_arrow_entries_are_read_without_a_copy(redis_server, stream):
+    rb = pa.record_batch({"x": pa.array(range(1_000_000), pa.int64())})  # 8 MB
+    writer = make_app(redis_server)
+    await (await writer.redis_channel(stream, value_serializer="arrow").send_batch(rb))
+    await writer.stop()
+    del writer
+    reader = make_app(redis_server)
+    got = collector(reader, reader.redis_channel(stream, value_serializer="arrow"),
+                    kind="raw_batches")
+    before = pa.total_allocated_bytes()
+    async with running(reader):
+        await wait_until(lambda: got, what="the batch")
+        # The columns point into the bytes redis-py received: Arrow's pool
+        # did not allocate the 8 MB again.
+        assert pa.total_allocated_bytes() - before < 1_000_000
+        assert got[0].payload.equals(rb)
+
+
 async def test_redis_broker_makes_topics_redis_streams(redis_server, stream):
     from sabot.channels.redis import RedisStreamChannel
     app = sabot.App(unique("broker"), broker=redis_server.url)
