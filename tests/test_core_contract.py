@@ -1457,3 +1457,13 @@ async def test_concurrent_instances_keep_order_within_each_batch(app):
         assert len({bb for bb, _ in log[:3]}) > 1   # the instances did interleave
     finally:
         await app.stop()
+
+
+async def test_test_context_with_take_within_returns_the_partial_chunk(app):
+    @app.agent()
+    async def pairs(stream):
+        async for chunk in stream.take(2, within=0.02):
+            yield chunk
+    async with pairs.test_context() as ctx:
+        assert await asyncio.wait_for(ctx.put(1), 1) == [[1]]
+        assert await asyncio.wait_for(ctx.put_batch([2, 3, 4]), 1) == [[2, 3], [4]]
