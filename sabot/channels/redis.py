@@ -61,7 +61,7 @@ _RESERVED = frozenset({"value", "key"})
 
 #: Redis errors after which the connection is gone and a new one may work.
 _CONNECTION_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError,
-                      ConnectionError, OSError)
+                      ConnectionError, OSError, asyncio.TimeoutError)
 
 #: Backoff between reconnect attempts (only ``delay`` is used; attempts are unbounded).
 _RECONNECT = RetryPolicy(max_attempts=2 ** 31, initial_delay=0.05, max_delay=2.0, jitter=0.2)
@@ -240,6 +240,7 @@ class RedisTransport(Transport):
 
     # -- channels --------------------------------------------------------------
     def create_channel(self, name: str, **options: Any) -> "RedisStreamChannel":
+        """A :class:`RedisStreamChannel` over the stream ``name``."""
         options.pop("partitions", None)  # a Kafka notion; accepted so apps port unchanged
         return RedisStreamChannel(self.app, name, transport=self, **options)
 
@@ -411,7 +412,7 @@ class _Producer:
                 logger.warning("redis at %s: write failed (%s); retrying", transport.safe_url,
                                type(exc).__name__)
                 await asyncio.sleep(_RECONNECT.delay(attempt))
-            except rexc.RedisError as exc:
+            except Exception as exc:  # never leave a sender waiting on its future
                 _fail(chunk, transport.translate_error(exc))
                 return
         for (_, _, _, future, _), result in zip(chunk, results):
