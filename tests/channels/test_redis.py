@@ -456,3 +456,17 @@ async def test_example_pipeline(redis_server, monkeypatch):
     expected = sum(1 for i in range(500) if (i * 7919) % 20_000 > 10_000)
     assert client.xlen("alerts") == expected
     assert client.xlen("orders") == 500
+
+
+async def test_write_to_a_server_that_stays_down_fails_its_future(redis_server_factory, stream):
+    server = redis_server_factory()
+    app = make_app(server, broker_connect_timeout=0.5)
+    ch = app.redis_channel(stream, value_serializer="json")
+    assert await (await ch.send(value={"up": True}))  # an entry id
+    server.stop()
+    future = await ch.send(value={"up": False})
+    with pytest.raises(BrokerUnavailable, match="cannot reach redis"):
+        await asyncio.wait_for(future, 10)
+    server.start()
+    assert await (await ch.send(value={"up": "again"}))  # and it recovers
+    await app.stop()
