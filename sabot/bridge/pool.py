@@ -13,9 +13,12 @@ macOS and Windows.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import multiprocessing
 import socket
+import time
+import weakref
 from typing import Any, Callable, Dict, List, Optional
 
 from ..exceptions import BridgeError, WorkerProcessDied
@@ -30,6 +33,41 @@ __all__ = ["WorkerProcess", "WorkerPool", "Frame"]
 logger = logging.getLogger(__name__)
 
 _SPAWN = multiprocessing.get_context("spawn")
+_reapers: "set[weakref.finalize]" = set()
+
+
+def _hang_up(sock: socket.socket) -> None:
+    # Shut down rather than close: an event loop may still watch the
+    # descriptor; the worker sees end of file either way.
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+def _reap(process: Any, sock: socket.socket, timeout: float = 2.0) -> None:
+    # The worker sees end of file, cleans up (its shared memory) and exits.
+    _hang_up(sock)
+    process.join(timeout)
+    if process.exitcode is None:
+        process.kill()
+        process.join(1.0)
+
+
+@atexit.register
+def _reap_all() -> None:
+    # Registered after multiprocessing's own exit hook, so it runs first:
+    # workers of a bridge nobody closed stop on their own (cleaning up)
+    # instead of being terminated in the middle of it.
+    reapers = [r for r in _reapers if r.alive]
+    for reaper in reapers:
+        _, _, (process, sock), _ = reaper.peek()
+        _hang_up(sock)
+    deadline = time.monotonic() + 2.0
+    for reaper in reapers:
+        _, _, (process, sock), _ = reaper.peek()
+        reaper.detach()
+        _reap(process, sock, max(deadline - time.monotonic(), 0.0))
 
 
 class _Connection:
@@ -152,6 +190,9 @@ class WorkerProcess:
             # Only the child may hold its end, or its death would not show
             # as end of file here.
             child_sock.close()
+        # If this object is dropped without stop(), still end the process.
+        self._reaper = weakref.finalize(self, _reap, self.process, parent_sock)
+        _reapers.add(self._reaper)
         self.conn = _Connection(parent_sock, self.spin, self.arena)
         try:
             header, _ = await asyncio.wait_for(self.request(pack_frame(init_header)), timeout)
@@ -232,10 +273,17 @@ class WorkerProcess:
             self.conn.close()
         self._clean_arena()
 
+    def _forget_reaper(self) -> None:
+        reaper = getattr(self, "_reaper", None)
+        if reaper is not None:
+            reaper.detach()
+            _reapers.discard(reaper)
+
     def _clean_arena(self) -> None:
         # Only once the process is gone: a live worker unlinks its own
         # segments, and two unlinks of one name upset the resource tracker.
         if self.process is not None and self.process.exitcode is not None:
+            self._forget_reaper()
             self.arena.forget_peer()
             self.arena.close()
 

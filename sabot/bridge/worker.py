@@ -33,14 +33,7 @@ def prepare_worker_process() -> None:
     named after the parent, which owns the bridge.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # SIGTERM (multiprocessing ends daemonic workers with it at exit) raises
-    # SystemExit, so the worker's finally blocks unlink its segments.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     set_segment_owner(os.getppid())
-
-
-def _exit_on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(0)
 
 
 def error_header(exc: BaseException, req_id: Optional[int] = None) -> Dict[str, Any]:
