@@ -15,6 +15,7 @@ of its instances, then ``stop()``.
 """
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from typing import Any, Callable, Dict, List, Optional
@@ -75,7 +76,7 @@ class ProcessAgentRunner:
         self.pool = WorkerPool(agent_worker_main, self.name, header, concurrency,
                                retry_policy=retry_policy, start_timeout=start_timeout,
                                spin_us=spin_us, metrics=self.metrics)
-        self._started = False
+        self._starting: Optional["asyncio.Future[None]"] = None
         self._serial = 0
 
     @property
@@ -88,10 +89,13 @@ class ProcessAgentRunner:
         return self.pool.pids()
 
     async def start(self) -> None:
-        """Spawn the workers and wait until each has imported the agent."""
-        if not self._started:
-            await self.pool.start()
-            self._started = True
+        """Spawn the workers and wait until each has imported the agent.
+
+        Concurrent callers share one start.
+        """
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self.pool.start())
+        await asyncio.shield(self._starting)
 
     async def process(self, batch: Any) -> List[Any]:
         """Run the agent on ``batch``; the values it yielded for it.
@@ -147,7 +151,6 @@ class ProcessAgentRunner:
     async def close(self) -> None:
         """Stop the workers (the agents see the end of their stream)."""
         await self.pool.close()
-        self._started = False
 
     stop = close
 
