@@ -1467,3 +1467,22 @@ async def test_test_context_with_take_within_returns_the_partial_chunk(app):
     async with pairs.test_context() as ctx:
         assert await asyncio.wait_for(ctx.put(1), 1) == [[1]]
         assert await asyncio.wait_for(ctx.put_batch([2, 3, 4]), 1) == [[2, 3], [4]]
+
+
+async def test_cancelling_the_task_of_a_lagging_reader_frees_the_sender(app):
+    ch = app.channel(maxsize=3)
+
+    async def stuck_reader(stream):
+        async for _ in stream:
+            await asyncio.sleep(60)
+    reader = asyncio.ensure_future(stuck_reader(ch.stream()))
+    await settle()
+    sender = asyncio.ensure_future(ch.send_batch([1, 2, 3, 4]))
+    await settle()
+    assert not sender.done()
+    reader.cancel()
+    await asyncio.gather(reader, return_exceptions=True)
+    del reader
+    gc.collect()
+    await asyncio.wait_for(sender, 1)
+    assert ch.subscriber_count == 0
