@@ -21,7 +21,7 @@ import time
 import weakref
 from typing import Any, Callable, Dict, List, Optional
 
-from ..exceptions import BridgeError, WorkerProcessDied
+from ..exceptions import BridgeError, NodeExecutionError, WorkerProcessDied
 from ..nodes.retry import RetryPolicy
 from .arena import ShmArena
 from .framesock import FrameSocket
@@ -209,7 +209,6 @@ class WorkerProcess:
                 f"re-import it)") from exc
         if header.get("op") != "ready":
             await self.stop()
-            from ..exceptions import NodeExecutionError
             raise NodeExecutionError(
                 f"node {self.node_id!r} failed to start in its worker: "
                 f"{header.get('type')}: {header.get('message')}",
