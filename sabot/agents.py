@@ -30,6 +30,7 @@ import pyarrow as pa
 from mode import Service
 
 from .exceptions import AgentError, ConfigurationError
+from .schema import check_batch, rows_to_batch
 from .streams import Stream
 
 __all__ = ["Agent", "AgentTestContext", "ON_ERROR", "EXECUTORS"]
@@ -74,13 +75,20 @@ class _Sink:
         return getattr(self.target, "name", None) or repr(self.target)
 
 
-def _hold_until_done(source: Any, result: Any) -> None:
-    # A transport sink returned a delivery future: keep the input batch
+def _hold_until_done(sources: Any, result: Any) -> None:
+    # A transport sink returned a delivery future: keep the input batches
     # unacknowledged until the output is durable.
-    if source is None or not isinstance(result, asyncio.Future) or result.done():
+    if not sources or not isinstance(result, asyncio.Future) or result.done():
         return
-    source.acquire()
-    result.add_done_callback(lambda _f, b=source: b.release())
+    if not isinstance(sources, list):
+        sources = [sources]
+    for batch in sources:
+        batch.acquire()
+
+    def release(_fut: Any) -> None:
+        for batch in sources:
+            batch.release()
+    result.add_done_callback(release)
 
 
 class Agent(Service):
@@ -231,7 +239,7 @@ class Agent(Service):
         backoff = self.app.conf.agent_restart_backoff if self.app is not None else 0.1
         delay = backoff
         while True:
-            seen = stream.current_batch, stream.current_value()
+            seen_batch, seen_index = stream.progress()
             try:
                 await self._run_once(stream)
                 return  # input closed and drained
@@ -240,8 +248,11 @@ class Agent(Service):
             except Exception as exc:
                 if not await self._on_agent_error(exc, stream):
                     return
+                stream.cancel_pending_reads()
                 # Restarting without having read anything new would spin.
-                if (stream.current_batch, stream.current_value()) == seen:
+                # (Identity, not ==: values may be arrays without a truth value.)
+                batch, index = stream.progress()
+                if batch is seen_batch and index == seen_index:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 5.0)
                 else:
@@ -257,9 +268,9 @@ class Agent(Service):
             async for value in result:
                 self.events_out += 1
                 if sinks:
-                    source = stream.current_batch
+                    sources = stream.sources()
                     for sink in sinks:
-                        _hold_until_done(source, await sink.deliver(value))
+                        _hold_until_done(sources, await sink.deliver(value))
         elif inspect.isawaitable(result):
             await result
         else:
@@ -276,7 +287,7 @@ class Agent(Service):
         """Report a crash and apply ``on_error``; True means restart."""
         self.crash_count += 1
         self.last_error = exc
-        value = stream.current_value()
+        value = stream.current_item()
         position = stream.current_position()
         logger.error("agent %s crashed on value %r at position %r (crash #%d): %r\n%s",
                      self.name, value, position, self.crash_count, exc,
@@ -288,17 +299,26 @@ class Agent(Service):
                                f"{position!r}: {exc!r}", agent=self.name,
                                value=value, position=position)
             error.__cause__ = exc
+            # Every instance stops: the values after the failing one must
+            # not be processed (and acknowledged) past it.
+            current = asyncio.current_task()
+            for task in self._instances:
+                if task is not current:
+                    task.cancel()
             if self.app is not None:
                 self.app.report_crash(error)
             return False
+        sources = stream.sources()
         if self.on_error == "dead_letter":
             try:
                 result = await self.channel.dead_letter(
                     value, f"{type(exc).__name__}: {exc}",
                     {"sabot-agent": self.name, "sabot-position": repr(position)})
-                _hold_until_done(stream.current_batch, result)
+                _hold_until_done(sources, result)
             except Exception as dlq_exc:  # never lose the agent over the DLQ
                 logger.error("agent %s: dead-letter write failed: %r", self.name, dlq_exc)
+        # Skipped or dead-lettered: the failing item counts as finished.
+        stream.settle()
         return True
 
     # -- testing ---------------------------------------------------------------
@@ -371,13 +391,15 @@ class AgentTestContext:
         done = self._wake = loop.create_future()
         self._current = []
         self._error = None
-        if isinstance(values, pa.RecordBatch) or self.channel.schema is None:
-            payload = values if isinstance(values, (list, pa.RecordBatch)) else list(values)
+        schema = self.channel.schema
+        if isinstance(values, pa.RecordBatch):
+            payload = values if schema is None else check_batch(schema, values)
         else:
-            from .schema import rows_to_batch
-            for v in values:
-                self.channel._checker.check(v)
-            payload = rows_to_batch(self.channel.schema, values)
+            payload = values if isinstance(values, list) else list(values)
+            if schema is not None:
+                for v in payload:
+                    self.channel._checker.check(v)
+                payload = rows_to_batch(schema, payload)
         batch = Batch(payload, keys=keys, headers=headers,
                       on_done=lambda b: done.done() or done.set_result(None))
         await self.channel.publish(batch)

@@ -7,7 +7,6 @@ the expected Arrow type and what came instead.
 from __future__ import annotations
 
 import datetime
-import decimal
 from typing import Any, Callable, Dict, List, Mapping, Sequence
 
 import pyarrow as pa
@@ -32,17 +31,20 @@ def _checker_for(t: pa.DataType) -> Callable[[Any], bool]:
     if pat.is_boolean(t):
         return lambda v: isinstance(v, bool)
     if pat.is_integer(t):
-        return _is_int
+        bits = t.bit_width
+        low, high = ((-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if pat.is_signed_integer(t)
+                     else (0, (1 << bits) - 1))
+        return lambda v: _is_int(v) and low <= v <= high
     if pat.is_floating(t):
         return _is_float
     if pat.is_string(t) or pat.is_large_string(t):
         return lambda v: isinstance(v, str)
     if pat.is_binary(t) or pat.is_large_binary(t):
         return lambda v: isinstance(v, (bytes, bytearray, memoryview))
-    if pat.is_timestamp(t) or pat.is_date(t):
-        return lambda v: isinstance(v, (datetime.date, int))
-    if pat.is_decimal(t):
-        return lambda v: isinstance(v, (decimal.Decimal, int))
+    if pat.is_timestamp(t):
+        return lambda v: isinstance(v, (datetime.datetime, int)) and not isinstance(v, bool)
+    if pat.is_date(t):
+        return lambda v: isinstance(v, (datetime.date, int)) and not isinstance(v, bool)
 
     def convertible(v: Any) -> bool:
         try:
@@ -85,20 +87,35 @@ class RowChecker:
                               field=extra[0], expected=self.schema, got=value)
 
 
-def check_batch(schema: pa.Schema, batch: pa.RecordBatch) -> None:
-    """Raise ``SchemaError`` when ``batch`` does not have ``schema``."""
+def check_batch(schema: pa.Schema, batch: pa.RecordBatch) -> pa.RecordBatch:
+    """``batch`` if it has ``schema``; raise ``SchemaError`` naming the field if not.
+
+    A batch that differs only in declaring a non-nullable field nullable (as
+    ``pa.record_batch`` does) is accepted when that column holds no nulls: it
+    is re-labelled with ``schema`` over the same buffers, without a copy.
+    """
     if batch.schema.equals(schema, check_metadata=False):
-        return
-    got = {f.name: f.type for f in batch.schema}
+        return batch
+    got = {f.name: f for f in batch.schema}
+    relabel = False
     for field in schema:
-        if field.name not in got:
+        have = got.get(field.name)
+        if have is None:
             raise SchemaError(f"field {field.name!r} is missing from the batch; "
                               f"expected {field.type}", field=field.name,
                               expected=field.type, got=None)
-        if got[field.name] != field.type:
+        if have.type != field.type:
             raise SchemaError(f"field {field.name!r} expected {field.type}, "
-                              f"got {got[field.name]}", field=field.name,
-                              expected=field.type, got=got[field.name])
+                              f"got {have.type}", field=field.name,
+                              expected=field.type, got=have.type)
+        if have.nullable != field.nullable:
+            if not field.nullable and batch.column(field.name).null_count:
+                raise SchemaError(f"field {field.name!r} is not nullable but the batch "
+                                  f"has nulls in it", field=field.name,
+                                  expected=field.type, got=have.type)
+            relabel = True
+    if relabel and batch.schema.names == schema.names:
+        return pa.RecordBatch.from_arrays(batch.columns, schema=schema)
     extra = [n for n in got if n not in schema.names]
     name = extra[0] if extra else None
     raise SchemaError(f"batch schema {batch.schema} does not match {schema}",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Any, AsyncIterator, Callable, List, Optional
+from typing import Any, AsyncIterator, Callable, List, Optional, Set
 
 from .exceptions import ConfigurationError
 
@@ -47,6 +47,10 @@ class Stream:
         self._batches_it: Any = None
         self._active: Any = None
         self._tasks: List["asyncio.Future[Any]"] = []
+        # Set by take(): the chunk the agent holds and the batches behind it.
+        self._chunk: Optional[List[Any]] = None
+        self._chunk_sources: List[Any] = []
+        self._pending_reads: Set["asyncio.Future[Any]"] = set()
 
     def __repr__(self) -> str:
         kind = "derived " if self._parent is not None else ""
@@ -120,137 +124,81 @@ class Stream:
         return self._sub
 
     # -- operators -------------------------------------------------------------
-    def _derive(self, gen: Callable[[], AsyncIterator[Any]]) -> "Stream":
-        return Stream(self.channel, source=gen, parent=self)
+    def _derive(self, make: Callable[[Any], Any]) -> "Stream":
+        parent = self
+        return Stream(self.channel, source=lambda: make(parent), parent=self)
 
     def filter(self, fun: Callable[[Any], Any]) -> "Stream":
         """Values for which ``fun(value)`` (sync or async) is true."""
-        parent = self
-
-        async def gen() -> AsyncIterator[Any]:
-            async for value in parent:
-                keep = fun(value)
-                if inspect.isawaitable(keep):
-                    keep = await keep
-                if keep:
-                    yield value
-        return self._derive(gen)
+        return self._derive(lambda parent: _Filter(parent, fun))
 
     def map(self, fun: Callable[[Any], Any]) -> "Stream":
         """``fun(value)`` (sync or async) for every value."""
-        parent = self
-
-        async def gen() -> AsyncIterator[Any]:
-            async for value in parent:
-                out = fun(value)
-                if inspect.isawaitable(out):
-                    out = await out
-                yield out
-        return self._derive(gen)
+        return self._derive(lambda parent: _Map(parent, fun))
 
     def enumerate(self, start: int = 0) -> "Stream":
         """``(index, value)`` pairs, counting from ``start``."""
-        parent = self
-
-        async def gen() -> AsyncIterator[Any]:
-            i = start
-            async for value in parent:
-                yield i, value
-                i += 1
-        return self._derive(gen)
+        return self._derive(lambda parent: _Enumerate(parent, start))
 
     def echo(self, *channels: Any) -> "Stream":
         """Send every value to each of ``channels`` too, then pass it on."""
-        parent = self
-
-        async def gen() -> AsyncIterator[Any]:
-            async for value in parent:
-                for channel in channels:
-                    await channel.send(value=value)
-                yield value
-        return self._derive(gen)
+        return self._derive(lambda parent: _Echo(parent, channels))
 
     def take(self, n: int, within: Optional[float] = None) -> "Stream":
         """Lists of up to ``n`` values.
 
         A list is yielded as soon as it holds ``n`` values, or ``within``
         seconds after its first value arrived if fewer came; an empty list is
-        never yielded, and a partial list is yielded when the stream ends. The
-        batches behind a list stay unacknowledged until the next list is asked
-        for.
+        never yielded, and a partial list is yielded when the stream ends (or
+        before an error from below is raised). The batches behind a list stay
+        unacknowledged until the next list is asked for.
         """
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ConfigurationError(f"take(n): n must be a positive int, got {n!r}")
         if within is not None and not (isinstance(within, (int, float)) and within > 0):
             raise ConfigurationError(f"take(within=): must be a positive number of seconds, got {within!r}")
-        parent = self
+        return self._derive(lambda parent: _Take(parent, n, within))
+
+    # -- what an agent needs to acknowledge or dead-letter the current item ----
+    def sources(self) -> List[Any]:
+        """Batches behind the item the agent holds (a ``take`` chunk spans several)."""
         root = self._root_stream()
+        batch = self.current_batch
+        chunk = list(root._chunk_sources)
+        if batch is not None and (not chunk or chunk[-1] is not batch):
+            chunk.append(batch)
+        return chunk
 
-        async def gen() -> AsyncIterator[List[Any]]:
-            it = parent.__aiter__()
-            poll = getattr(it, "poll", None)
-            loop = asyncio.get_running_loop()
-            held: List[Any] = []
-            buf: List[Any] = []
-            deadline = 0.0
+    def current_item(self) -> Any:
+        """The item the agent holds: a ``take`` chunk, else the last value read."""
+        root = self._root_stream()
+        return root._chunk if root._chunk is not None else self.current_value()
 
-            def hold() -> None:
-                batch = root.current_batch
-                if batch is not None and (not held or held[-1] is not batch):
-                    batch.acquire()
-                    held.append(batch)
+    def settle(self) -> None:
+        """The agent gave up on its item (skip or dead letter): acknowledge it anyway."""
+        root = self._root_stream()
+        for batch in root._chunk_sources:
+            batch.release()
+        root._chunk_sources.clear()
+        root._chunk = None
 
-            def add(value: Any) -> None:
-                nonlocal deadline
-                if not buf and within is not None:
-                    deadline = loop.time() + within
-                hold()
-                buf.append(value)
+    def cancel_pending_reads(self) -> None:
+        """Cancel reads that operators left running (before an agent restarts).
 
-            def release() -> None:
-                for batch in held:
-                    batch.release()
-                held.clear()
+        The iterators below are cancellation-safe, so nothing is lost; the
+        restarted agent's new operators read from where the stream is.
+        """
+        root = self._root_stream()
+        for task in list(root._pending_reads):
+            task.cancel()
+        root._pending_reads.clear()
 
-            def abandon() -> None:
-                # Closed or cancelled with a chunk in hand: not processed.
-                for batch in held:
-                    batch.abandon()
-                held.clear()
-
-            try:
-                while True:
-                    while poll is not None and len(buf) < n:
-                        value = poll(_EMPTY)
-                        if value is _EMPTY:
-                            break
-                        add(value)
-                    if len(buf) >= n or (buf and within is not None and loop.time() >= deadline):
-                        chunk, buf = buf, []
-                        yield chunk
-                        release()
-                        continue
-                    try:
-                        if within is None or not buf:
-                            value = await it.__anext__()
-                        else:
-                            value = await asyncio.wait_for(
-                                _anext(it), max(0.0, deadline - loop.time()))
-                    except asyncio.TimeoutError:
-                        chunk, buf = buf, []
-                        yield chunk
-                        release()
-                        continue
-                    except StopAsyncIteration:
-                        if buf:
-                            chunk, buf = buf, []
-                            yield chunk
-                            release()
-                        return
-                    add(value)
-            finally:
-                abandon()
-        return self._derive(gen)
+    def progress(self) -> Any:
+        """A marker that changes whenever the stream moves (for restart back-off)."""
+        active = self._root_stream()._active
+        if active is None:
+            return (None, -1)
+        return (active.current_batch, active.current_index)
 
     def through(self, target: Any) -> "Stream":
         """Forward values to a channel (or agent) and read that channel's stream.
@@ -285,10 +233,6 @@ class Stream:
             self._sub.close()
 
 
-async def _anext(it: Any) -> Any:
-    return await it.__anext__()
-
-
 class _PayloadIterator:
     """``stream.batches()``: yields each batch's payload (list or RecordBatch)."""
 
@@ -303,3 +247,223 @@ class _PayloadIterator:
     async def __anext__(self) -> Any:
         batch = await self.inner.__anext__()
         return batch.payload
+
+
+class _Skip:
+    __slots__ = ()
+
+
+_SKIP = _Skip()
+
+
+class _Operator:
+    """A derived stream's iterator that survives a cancelled ``__anext__``.
+
+    Async generators are finished by a cancellation thrown into them (an
+    ``asyncio.wait_for`` timeout), losing the value in hand and the stream.
+    Here the parent's iterator is cancellation-safe, and an async step (an
+    async ``fun``, an ``echo`` send) runs as a task that the next call picks
+    up again, so nothing is lost and the stream goes on.
+    """
+
+    __slots__ = ("_parent", "_inflight")
+
+    def __init__(self, parent: Any) -> None:
+        self._parent = parent.__aiter__()
+        self._inflight: Any = None
+
+    def __aiter__(self) -> "_Operator":
+        return self
+
+    async def __anext__(self) -> Any:
+        while True:
+            inflight = self._inflight
+            if inflight is not None:
+                task, value = inflight
+                result = await asyncio.shield(task)
+                self._inflight = None
+            else:
+                value = await self._parent.__anext__()
+                result = self._apply(value)
+                if inspect.isawaitable(result):
+                    self._inflight = (asyncio.ensure_future(result), value)
+                    continue
+            out = self._finish(value, result)
+            if out is not _SKIP:
+                return out
+
+    def _apply(self, value: Any) -> Any:
+        return value
+
+    def _finish(self, value: Any, result: Any) -> Any:
+        return result
+
+
+class _Filter(_Operator):
+    __slots__ = ("_fun",)
+
+    def __init__(self, parent: Any, fun: Callable[[Any], Any]) -> None:
+        super().__init__(parent)
+        self._fun = fun
+
+    def _apply(self, value: Any) -> Any:
+        return self._fun(value)
+
+    def _finish(self, value: Any, result: Any) -> Any:
+        return value if result else _SKIP
+
+
+class _Map(_Operator):
+    __slots__ = ("_fun",)
+
+    def __init__(self, parent: Any, fun: Callable[[Any], Any]) -> None:
+        super().__init__(parent)
+        self._fun = fun
+
+    def _apply(self, value: Any) -> Any:
+        return self._fun(value)
+
+
+class _Enumerate(_Operator):
+    __slots__ = ("_i",)
+
+    def __init__(self, parent: Any, start: int) -> None:
+        super().__init__(parent)
+        self._i = start
+
+    def _finish(self, value: Any, result: Any) -> Any:
+        i = self._i
+        self._i = i + 1
+        return (i, value)
+
+
+class _Echo(_Operator):
+    __slots__ = ("_channels",)
+
+    def __init__(self, parent: Any, channels: Any) -> None:
+        super().__init__(parent)
+        self._channels = channels
+
+    def _apply(self, value: Any) -> Any:
+        return self._send_all(value)
+
+    async def _send_all(self, value: Any) -> None:
+        for channel in self._channels:
+            await channel.send(value=value)
+
+    def _finish(self, value: Any, result: Any) -> Any:
+        return value
+
+
+class _Take:
+    """``stream.take(n, within)``: lists of up to n values (see Stream.take).
+
+    Cancellation-safe: a timeout never cancels the read below; a read still
+    running when a chunk is yielded is picked up by the next call. The
+    batches behind the chunk in hand are published on the root stream
+    (``_chunk_sources``) so the agent can hold them for sink deliveries and
+    settle them when it skips a failing chunk.
+    """
+
+    def __init__(self, parent: "Stream", n: int, within: Optional[float]) -> None:
+        self._it = parent.__aiter__()
+        self._poll = getattr(self._it, "poll", None)
+        self._root = parent._root_stream()
+        self._n = n
+        self._within = within
+        self._buf: List[Any] = []
+        self._held: List[Any] = []
+        self._deadline = 0.0
+        self._pending: Optional["asyncio.Future[Any]"] = None
+        self._error: Optional[BaseException] = None
+        self._ended = False
+
+    def __aiter__(self) -> "_Take":
+        return self
+
+    def _add(self, value: Any, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._buf and self._within is not None:
+            self._deadline = loop.time() + self._within
+        batch = self._root.current_batch
+        held = self._held
+        if batch is not None and (not held or held[-1] is not batch):
+            batch.acquire()
+            held.append(batch)
+        self._buf.append(value)
+
+    def _emit(self) -> List[Any]:
+        chunk, self._buf = self._buf, []
+        root = self._root
+        root._chunk = chunk
+        root._chunk_sources = self._held
+        self._held = []
+        return chunk
+
+    def _release_previous(self) -> None:
+        # The agent asked for the next chunk: it is finished with the last one.
+        root = self._root
+        for batch in root._chunk_sources:
+            batch.release()
+        root._chunk_sources = []
+        root._chunk = None
+
+    async def __anext__(self) -> List[Any]:
+        self._release_previous()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        if self._ended:
+            raise StopAsyncIteration
+        loop = asyncio.get_running_loop()
+        n, within, poll = self._n, self._within, self._poll
+        while True:
+            while poll is not None and self._pending is None and len(self._buf) < n:
+                value = poll(_EMPTY)
+                if value is _EMPTY:
+                    break
+                self._add(value, loop)
+            if len(self._buf) >= n or (self._buf and within is not None
+                                       and loop.time() >= self._deadline):
+                return self._emit()
+            if self._pending is None:
+                self._pending = asyncio.ensure_future(_read(self._it))
+                reads = self._root._pending_reads
+                reads.add(self._pending)
+                self._pending.add_done_callback(reads.discard)
+            timeout = None if (within is None or not self._buf) else max(
+                0.0, self._deadline - loop.time())
+            done, _ = await asyncio.wait({self._pending}, timeout=timeout)
+            if not done:
+                return self._emit()  # the window closed: the partial chunk
+            task, self._pending = self._pending, None
+            if task.cancelled():
+                continue  # cancelled by cancel_pending_reads(): read again
+            try:
+                value = task.result()
+            except Exception as exc:
+                if self._buf:
+                    self._error = exc  # hand over what was read, then fail
+                    return self._emit()
+                raise
+            if value is _END:
+                self._ended = True
+                if self._buf:
+                    return self._emit()
+                raise StopAsyncIteration
+            self._add(value, loop)
+
+
+class _End:
+    __slots__ = ()
+
+
+_END = _End()
+
+
+async def _read(it: Any) -> Any:
+    # One read of the parent as a task; the end of the stream as a value,
+    # since a task cannot carry StopAsyncIteration out cleanly.
+    try:
+        return await it.__anext__()
+    except StopAsyncIteration:
+        return _END

@@ -277,11 +277,20 @@ cdef class FanOut:
             batch._finish()
             return 0
         batch.acquire(n)
-        for state in states:
+        # A copy: waking a reader allocates, a collection may run a weakref
+        # callback, and _drop would change the list under this loop.
+        for state in list(states):
+            if not state.active:
+                batch.release()  # dropped after the acquire: not its batch
+                continue
             state.queue.append(batch)
             if state.waiters:
                 state.wake()
         return 0
+
+    cpdef bint over_capacity(self):
+        """True when the slowest subscriber lags by ``maxsize`` or more."""
+        return self.total - self._min_pos >= self.maxsize
 
     def seal(self):
         """Close the open batch so the next value starts a new one."""
@@ -328,7 +337,7 @@ cdef class FanOut:
         """No more values: readers drain what is queued, then stop."""
         self.closed = True
         self._open = None
-        for state in self._states:
+        for state in list(self._states):
             (<_SubscriberState>state).wake()
         waiters, self._cap_waiters = self._cap_waiters, []
         for fut in waiters:
@@ -401,6 +410,13 @@ cdef class Subscriber:
     cdef inline bint _exhausted(self):
         return (self._fanout.closed or not self._state.active) and not self._state.queue
 
+    def discard_waiter(self, fut):
+        """Forget a waiter that was cancelled or timed out."""
+        try:
+            self._state.waiters.remove(fut)
+        except ValueError:
+            pass
+
     @property
     def exhausted(self):
         """True when the channel is closed and nothing is left to take."""
@@ -464,6 +480,10 @@ cdef class _IteratorBase:
         return self
 
     def __anext__(self):
+        if self._fut is not None:
+            # Like an async generator: one awaiter at a time. Two would share
+            # the waiter future and cancel each other's waits.
+            raise RuntimeError("__anext__(): the iterator is already awaited by another task")
         return self
 
     def __await__(self):
@@ -487,8 +507,10 @@ cdef class _IteratorBase:
 
     def throw(self, typ, val=None, tb=None):
         fut, self._fut = self._fut, None
-        if fut is not None and not fut.done():
-            fut.cancel()
+        if fut is not None:
+            self._sub.discard_waiter(fut)
+            if not fut.done():
+                fut.cancel()
         if val is None:
             if isinstance(typ, BaseException):
                 raise typ
@@ -496,7 +518,9 @@ cdef class _IteratorBase:
         raise val
 
     def close(self):
-        self._fut = None
+        fut, self._fut = self._fut, None
+        if fut is not None:
+            self._sub.discard_waiter(fut)
 
     @property
     def subscriber(self):

@@ -251,10 +251,19 @@ class FanOut:
             batch._finish()
             return
         batch.acquire(n)
-        for state in states:
+        # A copy: waking a reader allocates, a collection may run a weakref
+        # callback, and _drop would change the list under this loop.
+        for state in list(states):
+            if not state.active:
+                batch.release()  # dropped after the acquire: not its batch
+                continue
             state.queue.append(batch)
             if state.waiters:
                 state.wake()
+
+    def over_capacity(self):
+        """True when the slowest subscriber lags by ``maxsize`` or more."""
+        return self.total - self._min_pos >= self.maxsize
 
     def seal(self):
         """Close the open batch so the next value starts a new one."""
@@ -296,7 +305,7 @@ class FanOut:
         """No more values: readers drain what is queued, then stop."""
         self.closed = True
         self._open = None
-        for state in self._states:
+        for state in list(self._states):
             state.wake()
         waiters, self._cap_waiters = self._cap_waiters, []
         for fut in waiters:
@@ -360,6 +369,13 @@ class Subscriber:
         self._state.waiters.append(fut)
         return fut
 
+    def discard_waiter(self, fut):
+        """Forget a waiter that was cancelled or timed out."""
+        try:
+            self._state.waiters.remove(fut)
+        except ValueError:
+            pass
+
     @property
     def exhausted(self):
         """True when the channel is closed and nothing is left to take."""
@@ -400,7 +416,7 @@ class Subscriber:
 class _IteratorBase:
     """Shared cursor logic: hold one batch, release it when moving past it."""
 
-    __slots__ = ("_sub", "_batch", "_rows", "_i", "_n")
+    __slots__ = ("_sub", "_batch", "_rows", "_i", "_n", "_waiting")
 
     def __init__(self, sub):
         self._sub = sub
@@ -408,6 +424,7 @@ class _IteratorBase:
         self._rows = None
         self._i = 0
         self._n = 0
+        self._waiting = False
 
     def __aiter__(self):
         return self
@@ -471,10 +488,21 @@ class _IteratorBase:
                 return empty
 
     async def _wait(self):
+        if self._waiting:
+            # Like an async generator: one awaiter at a time.
+            raise RuntimeError("__anext__(): the iterator is already awaited by another task")
         if self._sub.exhausted:
             self.release_current()
             raise StopAsyncIteration
-        await self._sub.waiter()
+        fut = self._sub.waiter()
+        self._waiting = True
+        try:
+            await fut
+        except BaseException:
+            self._sub.discard_waiter(fut)
+            raise
+        finally:
+            self._waiting = False
 
 
 class ValueIterator(_IteratorBase):
@@ -483,6 +511,8 @@ class ValueIterator(_IteratorBase):
     __slots__ = ()
 
     async def __anext__(self):
+        if self._waiting:
+            raise RuntimeError("__anext__(): the iterator is already awaited by another task")
         while True:
             i = self._i
             if i < self._n:
@@ -498,6 +528,8 @@ class EventIterator(_IteratorBase):
     __slots__ = ()
 
     async def __anext__(self):
+        if self._waiting:
+            raise RuntimeError("__anext__(): the iterator is already awaited by another task")
         while True:
             i = self._i
             if i < self._n:
@@ -513,6 +545,8 @@ class BatchIterator(_IteratorBase):
     __slots__ = ()
 
     async def __anext__(self):
+        if self._waiting:
+            raise RuntimeError("__anext__(): the iterator is already awaited by another task")
         while True:
             self.release_current()
             batch = self._sub.take()

@@ -74,6 +74,7 @@ class Channel(Service):
         self._pending_headers: Optional[list] = None
         self._linger_handle: Optional[asyncio.TimerHandle] = None
         self._own_iter: Any = None
+        self._get_lock = asyncio.Lock()
         self._dead_letter: Optional["Channel"] = None
         self._extra = kwargs
         super().__init__()
@@ -121,7 +122,7 @@ class Channel(Service):
             return None
         if isinstance(batch, pa.RecordBatch):
             if self.schema is not None:
-                check_batch(self.schema, batch)
+                batch = check_batch(self.schema, batch)
             await self.publish(Batch(batch))
             return None
         if isinstance(batch, (str, bytes, dict)) or not isinstance(batch, Iterable):
@@ -157,15 +158,22 @@ class Channel(Service):
         ``ChannelClosed`` when the channel is closed and drained.
         """
         it = self._own_values()
-        value = it.poll(_EMPTY)
-        if value is not _EMPTY:
-            return value
+        if not self._get_lock.locked():
+            value = it.poll(_EMPTY)
+            if value is not _EMPTY:
+                return value
         try:
             if timeout is None:
-                return await _next(it)
-            return await asyncio.wait_for(_next(it), timeout)
+                return await self._locked_next(it)
+            return await asyncio.wait_for(self._locked_next(it), timeout)
         except StopAsyncIteration:
             raise ChannelClosed(f"channel {self.name!r} is closed") from None
+
+    async def _locked_next(self, it: Any) -> Any:
+        # Concurrent get() calls take turns on the one iterator (first come,
+        # first served); a caller that times out leaves the others waiting.
+        async with self._get_lock:
+            return await it.__anext__()
 
     def _own_values(self) -> Any:
         if self._own_iter is None:
@@ -176,6 +184,9 @@ class Channel(Service):
         self._checker.check(value)  # raises SchemaError naming the field
         if self._fanout.closed:
             raise ChannelClosed(f"channel {self.name!r} is closed")
+        if self._fanout.over_capacity():
+            # Batches the linger timer published count too: the sender waits.
+            await self._fanout.wait_capacity()
         pending = self._pending
         if key is not None or headers is not None or self._pending_keys is not None:
             if self._pending_keys is None:
@@ -198,14 +209,20 @@ class Channel(Service):
 
     async def flush(self) -> None:
         """Publish rows gathered by a schema'd channel now (transports: wait for delivery)."""
+        batch = self._take_pending()
+        if batch is not None:
+            await self.publish(batch)
+
+    def _take_pending(self) -> Any:
+        # The gathered rows as one Batch (None when there are none).
         if self._linger_handle is not None:
             self._linger_handle.cancel()
             self._linger_handle = None
         if not self._pending:
-            return
+            return None
         rows, keys, headers = self._pending, self._pending_keys, self._pending_headers
         self._pending, self._pending_keys, self._pending_headers = [], None, None
-        await self.publish(Batch(rows_to_batch(self.schema, rows), keys=keys, headers=headers))
+        return Batch(rows_to_batch(self.schema, rows), keys=keys, headers=headers)
 
     # -- consuming -----------------------------------------------------------
     def subscribe(self) -> Any:
@@ -276,9 +293,15 @@ class Channel(Service):
         return self._fanout.closed
 
     async def close(self) -> None:
-        """Flush gathered rows, then end every subscriber's stream once drained."""
-        if self._pending and not self._fanout.closed:
-            await self.flush()
+        """Flush gathered rows, then end every subscriber's stream once drained.
+
+        Closing never waits for readers: the last rows are handed over even
+        when a reader lags, and senders waiting for capacity get ChannelClosed.
+        """
+        if not self._fanout.closed:
+            batch = self._take_pending()
+            if batch is not None:
+                self._fanout.publish(batch)
         self._fanout.close()
 
     async def on_stop(self) -> None:
