@@ -280,6 +280,22 @@ async def test_agent_stopped_on_error_leaves_its_entries_for_the_next_worker(red
     assert got == values[-left:]
 
 
+async def test_running_worker_claims_what_a_dead_consumer_left(redis_server, stream):
+    app = make_app(redis_server, redis_claim_idle_ms=200)
+    client = redis_server.client()
+    client.xgroup_create(stream, app.id, id="0", mkstream=True)
+    for i in range(5):
+        client.xadd(stream, {"value": b'{"n":%d}' % i})
+    # Another consumer of the group reads everything, then dies without XACK.
+    assert len(client.xreadgroup(app.id, "ghost", {stream: ">"})[0][1]) == 5
+    got = collector(app, app.redis_channel(stream, value_serializer="json"))
+    async with running(app):
+        # Idle for less than 200 ms at start: the periodic claim takes them.
+        await wait_until(lambda: len(got) == 5, timeout=5, what="the claimed entries")
+        await wait_until(lambda: pending(client, stream, app.id) == 0, what="XACK")
+    assert got == [{"n": i} for i in range(5)]
+
+
 @pytest.mark.slow
 def test_worker_killed_mid_stream_leaves_nothing_behind(redis_server, stream, tmp_path):
     total = 2000
