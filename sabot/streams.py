@@ -208,12 +208,7 @@ class Stream:
         """
         run_batch = getattr(target, "run_batch", None)
         if run_batch is not None:
-            parent = self
-
-            async def run() -> AsyncIterator[Any]:
-                async for batch in parent.batches():
-                    yield await run_batch(batch)
-            return self._derive(run)
+            return self._derive(lambda parent: _RunPerBatch(parent, run_batch))
         channel = getattr(target, "channel", target)
         out = channel.stream()
         source = self
@@ -353,6 +348,29 @@ class _Echo(_Operator):
 
     def _finish(self, value: Any, result: Any) -> Any:
         return value
+
+
+class _RunPerBatch:
+    """``stream.through(pipeline)``: the pipeline's result for every batch."""
+
+    __slots__ = ("_batches", "_run", "_inflight")
+
+    def __init__(self, parent: "Stream", run_batch: Callable[[Any], Any]) -> None:
+        self._batches = parent.batches()
+        self._run = run_batch
+        self._inflight: Optional["asyncio.Future[Any]"] = None
+
+    def __aiter__(self) -> "_RunPerBatch":
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._inflight is None:
+            batch = await self._batches.__anext__()
+            self._inflight = asyncio.ensure_future(self._run(batch))
+        # Shielded: a cancelled caller picks the same run up next time.
+        result = await asyncio.shield(self._inflight)
+        self._inflight = None
+        return result
 
 
 class _Take:
