@@ -85,10 +85,19 @@ def _hold_until_done(sources: Any, result: Any) -> None:
     for batch in sources:
         batch.acquire()
 
-    def release(_fut: Any) -> None:
+    def settle(fut: Any) -> None:
+        # A failed delivery must not acknowledge its input: abandon it, so a
+        # transport delivers it again after a restart.
+        failed = fut.cancelled() or fut.exception() is not None
+        if failed:
+            logger.error("sink delivery failed (%r): the input stays unacknowledged",
+                         "cancelled" if fut.cancelled() else fut.exception())
         for batch in sources:
-            batch.release()
-    result.add_done_callback(release)
+            if failed:
+                batch.abandon()
+            else:
+                batch.release()
+    result.add_done_callback(settle)
 
 
 class Agent(Service):

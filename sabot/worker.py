@@ -82,6 +82,8 @@ class Worker:
         app = self.app
         lines = [f"sabot worker: app {app.id!r}",
                  f"  broker:   {redact_url(app.conf.broker)}",
+                 *[f"  also:     {redact_url(t.url)}" for t in app.transports
+                   if t.scheme != "memory" and t.url != app.conf.broker],
                  f"  fastpath: {'cython' if _fastpath() else 'pure-python'}",
                  f"  web:      {self.web_port if self.web_port else 'off'}",
                  f"  agents:   {len(app.agents)}"]

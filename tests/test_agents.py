@@ -297,3 +297,34 @@ async def test_stop_policy_leaves_the_failing_batch_unacknowledged(app):
     await asyncio.wait_for(app.wait_for_stop_request(), 1)
     await app.stop()
     assert done == [] and batch.abandoned
+
+
+async def test_a_failed_sink_delivery_leaves_the_input_unacknowledged(app):
+    from sabot._fastpath import Batch
+    loop = asyncio.get_running_loop()
+    futures = []
+
+    class FailingSink:
+        async def send(self, key=None, value=None, headers=None):
+            fut = loop.create_future()
+            futures.append(fut)
+            return fut
+
+    done = []
+
+    @app.agent(app.channel(), sink=[FailingSink()])
+    async def forward(stream):
+        async for value in stream:
+            yield value
+
+    await app.start()
+    try:
+        batch = Batch([1], on_done=done.append)
+        await forward.channel.publish(batch)
+        await until(lambda: futures)
+        futures[0].set_exception(ConnectionError("broker gone"))
+        await forward.channel.send(value=2)  # the agent moves past the batch
+        await asyncio.sleep(0.05)
+        assert done == [] and batch.abandoned
+    finally:
+        await app.stop()
