@@ -10,6 +10,7 @@ docstring for the design). What is faster here:
   and no ``StopIteration`` per value; it only suspends (yielding a future to
   the event loop's Task) when the subscriber's queue is empty.
 """
+import logging
 import time
 import weakref
 from collections import deque
@@ -18,6 +19,8 @@ from cpython.ref cimport PyObject, Py_INCREF
 
 from ..exceptions import ChannelClosed
 from ..types import Event
+
+_logger = logging.getLogger("sabot.channels")
 
 __all__ = ["Batch", "FanOut", "Subscriber", "ValueIterator", "BatchIterator",
            "EventIterator"]
@@ -116,7 +119,12 @@ cdef class Batch:
     cpdef _finish(self):
         self._done = True
         if self.on_done is not None:
-            self.on_done(self)
+            try:
+                self.on_done(self)
+            except Exception:
+                # A failing ack callback must not look like the agent failing
+                # on a value (it runs inside the reader's __anext__).
+                _logger.exception("on_done callback of %r failed", self)
 
     @property
     def done(self):

@@ -23,12 +23,15 @@ in-flight batches are released and it stops counting for backpressure.
 """
 from __future__ import annotations
 
+import logging
 import time
 import weakref
 from collections import deque
 
 from ..exceptions import ChannelClosed
 from ..types import Event
+
+_logger = logging.getLogger("sabot.channels")
 
 __all__ = ["Batch", "FanOut", "Subscriber", "ValueIterator", "BatchIterator",
            "EventIterator"]
@@ -106,7 +109,12 @@ class Batch:
         self._done = True
         callback = self.on_done
         if callback is not None:
-            callback(self)
+            try:
+                callback(self)
+            except Exception:
+                # A failing ack callback must not look like the agent failing
+                # on a value (it runs inside the reader's __anext__).
+                _logger.exception("on_done callback of %r failed", self)
 
     @property
     def done(self):
