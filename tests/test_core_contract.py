@@ -884,9 +884,11 @@ async def test_unfinished_delivery_future_holds_the_batch_until_it_completes(app
         assert acks.calls == ["c"]
         other.futures[1].set_exception(RuntimeError("delivery failed"))
         await settle()
-        assert acks.calls == ["c", "b"]
+        # A failed delivery abandons its input: "b" is never acknowledged,
+        # so a transport would deliver it again after a restart.
+        assert acks.calls == ["c"]
         await asyncio.sleep(0.02)
-        assert acks.count("b") == 1 and acks.count("c") == 1
+        assert acks.count("b") == 0 and acks.count("c") == 1
     finally:
         await app.stop()
 

@@ -5,7 +5,6 @@ the pure-Python twin.
 """
 import asyncio
 import gc
-import logging
 
 import pyarrow as pa
 import pytest
@@ -14,7 +13,6 @@ import sabot
 from sabot import SchemaError
 from sabot._fastpath import Batch
 
-logging.getLogger("sabot").setLevel(logging.CRITICAL)
 
 
 @pytest.fixture
