@@ -23,7 +23,8 @@ import logging
 import ssl
 import time
 from collections import deque
-from typing import Any, Awaitable, Dict, Iterable, List, Mapping, Optional
+from typing import (Any, Awaitable, Callable, Dict, Iterable, Iterator, List, Mapping,
+                    Optional)
 
 from aiokafka import (AIOKafkaConsumer, AIOKafkaProducer,
                       ConsumerRebalanceListener, TopicPartition)
@@ -104,44 +105,53 @@ class KafkaTopic(TransportChannel):
                 "sabot-offset": str(offset).encode()}
 
 
-class _Positions:
-    """``(topic, partition, offset)`` of each fetched record, built on access.
+class _RecordView:
+    """One field of every fetched record, computed when it is read.
 
-    A fetch of thousands of records would otherwise build thousands of tuples
-    that nobody reads unless an agent asks for ``event.position``.
+    A fetch holds thousands of records; building their keys, headers,
+    timestamps and ``(topic, partition, offset)`` positions up front would cost
+    several passes that nobody pays for unless an agent reads ``events()``.
     """
 
-    __slots__ = ("topic", "partition", "records")
+    __slots__ = ("records", "field")
 
-    def __init__(self, topic: str, partition: int, records: List[Any]) -> None:
-        self.topic, self.partition, self.records = topic, partition, records
+    def __init__(self, records: List[Any], field: Callable[[Any], Any]) -> None:
+        self.records, self.field = records, field
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> tuple:
-        return (self.topic, self.partition, self.records[i].offset)
+    def __getitem__(self, i: int) -> Any:
+        return self.field(self.records[i])
 
-    def __iter__(self) -> Iterable[tuple]:
-        return (self[i] for i in range(len(self.records)))
+    def __iter__(self) -> Iterator[Any]:
+        return map(self.field, self.records)
 
     def __repr__(self) -> str:
-        return f"<positions {self.topic}[{self.partition}] x{len(self.records)}>"
+        return f"<{len(self.records)} lazy record fields>"
+
+
+def _key(record: Any) -> Any:
+    return record.key
+
+
+def _headers(record: Any) -> Optional[Dict[str, bytes]]:
+    return dict(record.headers) if record.headers else None
+
+
+def _timestamp(record: Any) -> float:
+    return record.timestamp / 1000.0
 
 
 def fetched_from_records(tp: TopicPartition, records: List[Any]) -> Fetched:
-    """One partition's ``getmany`` records as a ``Fetched`` (a few C-speed passes)."""
-    keys = [r.key for r in records]
-    if keys.count(None) == len(keys):
-        keys = None
-    headers = [r.headers for r in records]
-    headers = [dict(h) if h else None for h in headers] if any(headers) else None
+    """One partition's ``getmany`` records as a ``Fetched``: one pass, the rest lazy."""
+    topic, partition = tp.topic, tp.partition
     return Fetched(
         payloads=[r.value for r in records],
-        positions=_Positions(tp.topic, tp.partition, records),
-        keys=keys,
-        headers=headers,
-        timestamps=[r.timestamp / 1000.0 for r in records],
+        positions=_RecordView(records, lambda r: (topic, partition, r.offset)),
+        keys=_RecordView(records, _key),
+        headers=_RecordView(records, _headers),
+        timestamps=_RecordView(records, _timestamp),
         timestamp=records[-1].timestamp / 1000.0,
     )
 

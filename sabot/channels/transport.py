@@ -269,10 +269,12 @@ class TransportChannel(Channel):
             i = j if index is None else index[j]
             rows = len(record_batch)
             ts = fetched.timestamps[i] if fetched.timestamps is not None else fetched.timestamp
+            key = None if keys is None else keys[i]
+            headers = None if fetched.headers is None else fetched.headers[i]
             out.append(Batch(
                 record_batch,
-                keys=None if keys is None else [keys[i]] * rows,
-                headers=None if fetched.headers is None else [fetched.headers[i]] * rows,
+                keys=None if key is None else [key] * rows,
+                headers=None if headers is None else [headers] * rows,
                 positions=[fetched.positions[i]] * rows,
                 timestamp=ts))
         return out
