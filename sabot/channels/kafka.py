@@ -62,6 +62,26 @@ class KafkaTopic(TransportChannel):
         self.partitions = partitions
         super().__init__(app, name, partitions=partitions, **kwargs)
 
+    async def send(self, key: Any = None, value: Any = None,
+                   headers: Optional[Mapping[str, bytes]] = None, *,
+                   partition: Optional[int] = None,
+                   timestamp_ms: Optional[int] = None) -> "asyncio.Future[Any]":
+        """Write one value; returns its delivery future (awaiting it gives the metadata).
+
+        Does not wait for delivery: the producer batches writes. Await the
+        returned future, or ``flush()``, to know it is durable.
+        """
+        producer = self.transport.producer
+        if producer is None or headers or self.schema is not None:
+            return await super().send(key, value, headers, partition=partition,
+                                      timestamp_ms=timestamp_ms)
+        # The common case straight to aiokafka: per message this path costs
+        # about a tenth of what the producer itself does.
+        if key is not None:
+            key = self.encode_key(key)
+        return await producer.send(self.name, self.codec.encode(value), key,
+                                   partition, timestamp_ms)
+
     def produce(self, key: Optional[bytes], value: bytes,
                 headers: Optional[Mapping[str, bytes]], *,
                 partition: Optional[int] = None,
