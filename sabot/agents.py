@@ -23,8 +23,7 @@ import asyncio
 import inspect
 import logging
 import traceback
-from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import pyarrow as pa
 from mode import Service

@@ -7,7 +7,7 @@ the expected Arrow type and what came instead.
 from __future__ import annotations
 
 import datetime
-from typing import Any, Callable, Dict, List, Mapping, Sequence
+from typing import Any, Callable, Dict, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.types as pat

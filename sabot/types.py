@@ -8,8 +8,7 @@ live in their own modules (``sabot.channels.memory``, ``sabot.channels.kafka``,
 from __future__ import annotations
 
 import abc
-from typing import (Any, AsyncIterator, Awaitable, Callable, Dict, Iterable,
-                    List, Mapping, NamedTuple, Optional, Protocol, Sequence,
+from typing import (Any, AsyncIterator, Callable, Dict, List, Mapping, NamedTuple, Optional, Protocol, Sequence,
                     Union, runtime_checkable)
 
 try:  # only for annotations; pyarrow is a hard dependency anyway

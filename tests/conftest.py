@@ -1,7 +1,6 @@
 """Shared fixtures. Real servers come from the plugins under tests/servers/."""
 import os
 
-import pytest
 
 pytest_plugins = ["tests.servers.kafka", "tests.servers.redis"]
 

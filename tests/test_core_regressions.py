@@ -116,6 +116,8 @@ async def test_out_of_range_int_is_rejected_at_send_naming_the_field(app):
     with pytest.raises(SchemaError) as info:     # was: no error here
         await ch.send(value={"x": 1000})
     assert info.value.field == "x"
+    await ch.flush()
+    assert it.poll("nothing") == {"x": 5}        # the good row is still there
 
 
 async def test_out_of_range_int_does_not_lose_the_good_rows(app):
