@@ -343,7 +343,7 @@ async def test_server_restart_mid_stream_each_id_acked_once(redis_server_factory
 
 
 WORKER = textwrap.dedent('''
-    import asyncio, os, sys
+    import asyncio, os, sys, time
     sys.path.insert(0, {root!r})
     import sabot
     from sabot.worker import Worker
@@ -355,11 +355,13 @@ WORKER = textwrap.dedent('''
     @app.agent(app.redis_channel(stream), name="record")
     async def record(entries):
         async for value in entries:
-            while not os.path.exists(outfile + ".go"):
-                await asyncio.sleep(0.01)
             os.write(fd, b"%d %d\\n" % (os.getpid(), value["i"]))
             await asyncio.sleep(0.002)
 
+    # Imported and ready; all three start reading together on "go".
+    open(outfile + ".ready.%d" % os.getpid(), "w").close()
+    while not os.path.exists(outfile + ".go"):
+        time.sleep(0.01)
     sys.exit(Worker(app, loglevel="warning").execute())
 ''')
 
@@ -384,21 +386,14 @@ def test_sigkill_two_of_three_workers_the_survivor_claims_everything(redis_serve
              for _ in range(3)]
     try:
         deadline = time.monotonic() + 30
-        # Each worker holds a share (bounded read-ahead) before any progress.
-        while True:
-            try:
-                held = [c["pending"] for c in client.xinfo_consumers(stream, app_id)]
-            except Exception:
-                held = []
-            if len(held) == 3 and all(held):
-                break
+        while len(list(tmp_path.glob("out.txt.ready.*"))) < 3:
             for p in procs:
                 assert p.poll() is None, p.stderr.read().decode()
             assert time.monotonic() < deadline, "workers did not all start"
             time.sleep(0.01)
         (tmp_path / "out.txt.go").touch()
-        while len(lines()) < 300:
-            assert time.monotonic() < deadline, "no progress"
+        while len(lines()) < 300 or len({pid for pid, _ in lines()}) < 3:
+            assert time.monotonic() < deadline, "no progress by all three"
             time.sleep(0.01)
         for p in procs[:2]:
             p.send_signal(signal.SIGKILL)
@@ -890,3 +885,162 @@ async def test_wrong_password_via_broker_or_redis_url(redis_auth_server, stream,
     assert time.monotonic() - started < 2.0
     await asyncio.wait_for(app.stop(), 10)
     assert "nope-" not in str(info.value) and "\n" not in str(info.value)
+
+
+# -- slow sinks, stops under backpressure, groups, process agents, claims -----
+
+async def test_stalled_sink_server_holds_the_input_until_the_write_lands(
+        redis_server, redis_server_factory, stream):
+    # The sink is a stream on a second server, frozen with SIGSTOP: its XADD
+    # hangs, and the input must stay pending until the write is stored.
+    other = redis_server_factory()
+    client, oclient = redis_server.client(), other.client()
+    out = stream + ".out"
+    preload(client, stream, [json_bytes(i) for i in range(20)])
+    sink_app = sabot.App(unique("sinkapp"), redis_url=other.url, broker_connect_timeout=8.0)
+    sink = sink_app.redis_channel(out)
+    await (await sink.send(value={"warm": 1}))  # connection made before the freeze
+    app = make_app(redis_server, stream_batch_size=5)
+    seen = []
+
+    @app.agent(app.redis_channel(stream), sink=[sink])
+    async def forward(entries):
+        async for value in entries:
+            seen.append(value["i"])
+            yield value
+
+    other.proc.send_signal(signal.SIGSTOP)
+    try:
+        async with running(app):
+            await wait_until(lambda: len(seen) >= 5, what="values")
+            await asyncio.sleep(1.5)
+            assert pending_count(client, stream, app.id) == 20
+            other.proc.send_signal(signal.SIGCONT)
+            await wait_until(lambda: pending_count(client, stream, app.id) == 0, timeout=15,
+                             what="XACK")
+            assert oclient.xlen(out) >= 21
+    finally:
+        other.proc.send_signal(signal.SIGCONT)
+        await sink_app.stop()
+    written = {f[b"value"] for _, f in oclient.xrange(out)}
+    assert {json_bytes(i) for i in range(20)} <= written
+
+
+async def test_stop_under_backpressure_is_bounded_and_acks_only_finished(redis_server,
+                                                                         stream):
+    client = redis_server.client()
+    preload(client, stream, [json_bytes(i) for i in range(20000)])
+    app = make_app(redis_server, stream_batch_size=100, stream_buffer_maxsize=200,
+                   shutdown_timeout=1.0)
+    finished = []
+    id_of = {}
+    gate = asyncio.Event()
+
+    @app.agent(app.redis_channel(stream))
+    async def slow(entries):
+        async for event in entries.events():
+            id_of[event.value["i"]] = event.position[1]
+            if event.value["i"] >= 50:
+                await gate.wait()
+            finished.append(event.value["i"])
+
+    await app.start()
+    await wait_until(lambda: len(finished) == 50, what="50 values")
+    await asyncio.sleep(0.5)
+    started = time.monotonic()
+    await asyncio.wait_for(app.stop(), 20)
+    assert time.monotonic() - started < 6
+    acked = acked_ids(client, stream, app.id)
+    assert acked <= {id_of[i] for i in finished}
+    assert pending_count(client, stream, app.id) <= 1000
+
+
+async def test_custom_groups_each_see_every_entry(redis_server, stream):
+    client = redis_server.client()
+    preload(client, stream, [json_bytes(i) for i in range(100)])
+    apps, seen = [], {}
+    for g in ("g1", "g2"):
+        app = make_app(redis_server)  # same stream, different app ids and groups
+        seen[g] = []
+
+        @app.agent(app.redis_channel(stream, group=stream + g))
+        async def read(entries, out=seen[g]):
+            async for value in entries:
+                out.append(value["i"])
+        apps.append(app)
+    async with running(*apps):
+        await wait_until(lambda: len(seen["g1"]) == len(seen["g2"]) == 100, what="all")
+        await wait_until(lambda: pending_count(client, stream, stream + "g1") == 0
+                         and pending_count(client, stream, stream + "g2") == 0, what="XACK")
+    assert seen["g1"] == seen["g2"] == list(range(100))
+    assert {g["name"].decode() for g in client.xinfo_groups(stream)} == {stream + "g1",
+                                                                          stream + "g2"}
+
+
+async def test_process_agent_worker_sigkilled_mid_stream_loses_nothing(redis_server, stream,
+                                                                      tmp_path):
+    import json
+    from tests.bridge import agents_fixture
+    client = redis_server.client()
+    out = stream + ".out"
+    marker = str(tmp_path / "killed")
+    values = [json_bytes(i) for i in range(200)]
+    values[77] = b'{"i":77,"kill_marker":%s}' % json.dumps(marker).encode()
+    preload(client, stream, values)
+    app = make_app(redis_server, stream_batch_size=10)
+    app.agent(app.redis_channel(stream), sink=[app.redis_channel(out)],
+              executor="process")(agents_fixture.kill_once)
+    async with running(app):
+        await wait_until(lambda: os.path.exists(marker)
+                         and pending_count(client, stream, app.id) == 0, timeout=40,
+                         what="XACK of everything")
+    got = {json.loads(f[b"value"])["i"] for _, f in client.xrange(out)}
+    assert got == set(range(200))
+
+
+async def test_one_slow_worker_never_claims_its_own_held_entries(redis_server, stream):
+    client = redis_server.client()
+    preload(client, stream, [json_bytes(i) for i in range(60)])
+    app = make_app(redis_server, stream_batch_size=10, redis_claim_idle_ms=20)
+    seen = []
+
+    @app.agent(app.redis_channel(stream))
+    async def slow(entries):
+        async for value in entries:
+            seen.append(value["i"])
+            await asyncio.sleep(0.01)  # a batch takes 100 ms, five claim periods
+
+    async with running(app):
+        await wait_until(lambda: len(seen) >= 60 and pending_count(client, stream, app.id) == 0,
+                         what="everything")
+        await asyncio.sleep(0.2)
+    assert seen == list(range(60))
+
+
+async def test_claim_storm_three_workers_one_stopped_nothing_left(redis_server, stream):
+    client = redis_server.client()
+    total = 300
+    preload(client, stream, [json_bytes(i) for i in range(total)])
+    app_id = unique("storm")
+    apps, seen = [], []
+    for _ in range(3):
+        app = make_app(redis_server, app_id, stream_batch_size=10, redis_claim_idle_ms=50,
+                       stream_buffer_maxsize=20, shutdown_timeout=2.0)
+
+        @app.agent(app.redis_channel(stream))
+        async def work(entries):
+            async for value in entries:
+                seen.append(value["i"])
+                await asyncio.sleep(0.01)
+        apps.append(app)
+    for app in apps:
+        await app.start()
+    try:
+        await wait_until(lambda: len(set(seen)) >= total // 3, what="a third")
+        await apps[0].stop()
+        await wait_until(lambda: len(set(seen)) == total, timeout=30, what="everything")
+        await wait_until(lambda: pending_count(client, stream, app_id) == 0, what="XACK")
+    finally:
+        for app in apps[1:]:
+            await app.stop()
+    assert set(seen) == set(range(total))  # duplicates allowed: idle < batch time
