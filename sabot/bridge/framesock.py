@@ -11,13 +11,15 @@ from __future__ import annotations
 import select
 import socket
 import time
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Sequence
 
 from .ipc import Frame, FrameDecoder
 
 __all__ = ["FrameSocket"]
 
 _RECV_SIZE = 256 * 1024
+_GIVE_UP = 8
+_PROBE_EVERY = 32
 
 
 class FrameSocket:
@@ -29,7 +31,7 @@ class FrameSocket:
         self.decoder = FrameDecoder()
         #: True once the other end closed (or the socket failed).
         self.eof = False
-        self._budget: Optional[float] = None  # adaptive spin, see spin_recv
+        self._misses = 0  # spins in a row that ended empty-handed
         self._skipped = 0
 
     def fileno(self) -> int:
@@ -57,27 +59,23 @@ class FrameSocket:
     def spin_recv(self, seconds: float) -> List[Frame]:
         """Poll for frames for at most ``seconds`` without sleeping.
 
-        The budget adapts: a spin that ends empty-handed halves it (the
-        peer is slow, or the machine has no core to spare, and spinning
-        only takes CPU from the process being waited for), one that
-        succeeds restores it. At zero, every 32nd wait probes again.
+        Spinning pays only while answers come within the budget. After
+        ``_GIVE_UP`` spins in a row end empty-handed (a slow node, or a
+        machine with no core to spare, where spinning only takes CPU from
+        the process being waited for), it stops, probing again every
+        ``_PROBE_EVERY``-th wait; one success resumes it.
         """
         frames = self.recv_ready()
         if frames or seconds <= 0:
             return frames
-        budget = min(self._budget if self._budget is not None else seconds, seconds)
-        if budget <= 0:
+        if self._misses >= _GIVE_UP:
             self._skipped += 1
-            if self._skipped % 32:
+            if self._skipped % _PROBE_EVERY:
                 return frames
-            budget = seconds
-        deadline = time.perf_counter() + budget
+        deadline = time.perf_counter() + seconds
         while not frames and not self.eof and time.perf_counter() < deadline:
             frames = self.recv_ready()
-        if frames:
-            self._budget = seconds
-        else:
-            self._budget = budget / 2 if budget > seconds / 16 else 0.0
+        self._misses = 0 if frames else self._misses + 1
         return frames
 
     def recv_blocking(self, spin: float = 0.0) -> List[Frame]:
