@@ -177,12 +177,13 @@ def fetched_from_records(tp: TopicPartition, records: List[Any]) -> Fetched:
 
 
 class _Range:
-    __slots__ = ("end", "done", "abandoned")
+    __slots__ = ("end", "done", "abandoned", "batches")
 
     def __init__(self, end: int) -> None:
         self.end = end
         self.done = False
         self.abandoned = False
+        self.batches: List[Any] = []  # what the range was published as
 
 
 class _PartitionOffsets:
@@ -221,6 +222,13 @@ class _PartitionOffsets:
         ranges = self.ranges
         while ranges and ranges[0].done:
             self.committable = ranges.popleft().end + 1
+
+    def sweep(self) -> None:
+        """Abandon ranges with an abandoned batch (an agent gave up on it):
+        they will never finish, so nobody should wait for them."""
+        for r in self.ranges:
+            if not r.done and not r.abandoned and any(b.abandoned for b in r.batches):
+                self.abandon(r)
 
     def abandon(self, r: _Range) -> None:
         """``r`` will not be finished (its delivery was cancelled at a stop).
@@ -527,8 +535,8 @@ class KafkaTransport(Transport):
                            tp.topic, tp.partition, records[0].offset)
             return
         try:
-            await channel.deliver(fetched_from_records(tp, records),
-                                  lambda: self._finished(tp, offsets, r))
+            r.batches = await channel.deliver(fetched_from_records(tp, records),
+                                              lambda: self._finished(tp, offsets, r))
         except BaseException:
             offsets.abandon(r)  # part of it never reached the agents: never commit past it
             raise
@@ -572,7 +580,7 @@ class KafkaTransport(Transport):
     async def _wait_in_flight(self, tps: Iterable[TopicPartition], timeout: float) -> None:
         tps = list(tps)
         deadline = time.monotonic() + timeout
-        while any(self._offsets[tp].in_flight for tp in tps if tp in self._offsets):
+        while any(self._busy(tp) for tp in tps):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 logger.warning("in-flight batches not finished after %.1fs; "
@@ -583,6 +591,13 @@ class KafkaTransport(Transport):
                 await asyncio.wait_for(self._progress.wait(), min(remaining, 0.1))
             except asyncio.TimeoutError:
                 pass
+
+    def _busy(self, tp: TopicPartition) -> bool:
+        offsets = self._offsets.get(tp)
+        if offsets is None or not offsets.in_flight:
+            return False
+        offsets.sweep()
+        return offsets.in_flight > 0
 
     async def on_revoked(self, revoked: set) -> None:
         """Stop feeding ``revoked``, wait for their batches, commit, forget them."""

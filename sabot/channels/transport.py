@@ -198,12 +198,14 @@ class TransportChannel(Channel):
         """Dead-letter headers that say where a failed value came from."""
         return {"sabot-position": repr(position).encode()}
 
-    async def deliver(self, fetched: Fetched, on_done: Callable[[], None]) -> None:
+    async def deliver(self, fetched: Fetched, on_done: Callable[[], None]) -> List[Any]:
         """Decode a fetch, publish the good values, dead-letter the bad ones.
 
         ``on_done()`` is called once, when every published batch is done and
         every dead-letter write is acknowledged. Waits while a local
         subscriber lags by ``maxsize`` (backpressure on the fetch loop).
+        Returns the published batches (a transport may check whether one was
+        abandoned, in which case ``on_done`` will never be called).
         """
         payloads = fetched.payloads
         keys, failures = self._decode_keys(fetched)
@@ -222,6 +224,7 @@ class TransportChannel(Channel):
         for batch in batches:
             batch.on_done = countdown
             await self.publish(batch)
+        return batches
 
     def _decode_keys(self, fetched: Fetched) -> tuple:
         codec = self.key_codec

@@ -523,3 +523,18 @@ async def test_key_codec_decodes_keys_and_dead_letters_bad_ones(kafka_broker):
     assert [(e.key, e.value) for e in got] == [({"user": 1}, "a"), ({"user": 3}, "c")]
     assert dead.value == b'"b"' and dict(dead.headers)["sabot-key"] == b"{not json"
     assert b"key" in dict(dead.headers)["sabot-error"]
+
+
+def test_a_range_with_an_abandoned_batch_is_not_waited_for():
+    from sabot._fastpath import Batch
+    from sabot.channels.kafka import _PartitionOffsets
+    offsets = _PartitionOffsets()
+    r = offsets.add(0, 9)
+    batch = Batch([1, 2])
+    batch.acquire()
+    r.batches = [batch]
+    offsets.sweep()
+    assert offsets.in_flight == 1  # still held, not given up
+    batch.abandon()  # an agent stopped with it in hand
+    offsets.sweep()
+    assert offsets.in_flight == 0 and offsets.committable is None
