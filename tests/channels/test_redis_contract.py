@@ -1044,3 +1044,31 @@ async def test_claim_storm_three_workers_one_stopped_nothing_left(redis_server, 
         for app in apps[1:]:
             await app.stop()
     assert set(seen) == set(range(total))  # duplicates allowed: idle < batch time
+
+
+async def test_server_restart_with_a_sink_on_the_same_server(redis_server_factory, stream):
+    # Reads, sink writes and XACKs all lose their connection at once; every
+    # input ends acknowledged with its output stored.
+    server = redis_server_factory()
+    client = server.client()
+    out = stream + ".out"
+    ids = preload(client, stream, [json_bytes(i) for i in range(2000)])
+    app = make_app(server, stream_batch_size=50, broker_connect_timeout=10.0)
+    seen = []
+
+    @app.agent(app.redis_channel(stream), sink=[app.redis_channel(out)])
+    async def forward(entries):
+        async for value in entries:
+            seen.append(value["i"])
+            if value["i"] % 50 == 0:
+                await asyncio.sleep(0.01)
+            yield value
+
+    async with running(app):
+        await wait_until(lambda: len(seen) >= 400, what="first values")
+        await asyncio.to_thread(server.restart, keep_data=True, down_for=0.5)
+        client = server.client()
+        await wait_until(lambda: pending_count(client, stream, app.id) == 0
+                         and len(set(seen)) == 2000, timeout=30, what="everything")
+    assert {f[b"value"] for _, f in client.xrange(out)} == {json_bytes(i) for i in range(2000)}
+    assert acked_ids(client, stream, app.id) == set(ids)
