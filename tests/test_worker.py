@@ -279,10 +279,6 @@ def _restart_case(tmp_path, env, produce, total):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "Kafka stop_fetching cancels a fetch loop waiting on backpressure after its batch was "
-    "published; the range is abandoned, so the stop neither waits for it nor commits it "
-    "and the agent's work on it is redone after the restart"))
 def test_kafka_sigterm_then_restart_processes_nothing_twice(kafka_broker, tmp_path):
     from aiokafka import AIOKafkaProducer
     topic = f"worker-{uuid.uuid4().hex[:8]}"

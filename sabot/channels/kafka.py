@@ -326,6 +326,7 @@ class KafkaTransport(Transport):
         self._commit_task: Optional["asyncio.Task[None]"] = None
         self._progress = asyncio.Event()
         self._fetching = False
+        self._delivering = False
         self._closed = False
         self._generation = 0  # bumped on every revoke: older fetches are stale
         self._background: set = set()
@@ -465,10 +466,19 @@ class KafkaTransport(Transport):
         if not self._fetching:
             return
         self._fetching = False
-        await _cancel(self._fetch_task)
-        self._fetch_task = None
         if getattr(self.app, "crash_reasons", None):
             timeout = 0.0  # an agent stopped on error holds its batch for good
+        task, self._fetch_task = self._fetch_task, None
+        if task is not None and self._delivering and timeout > 0:
+            # The loop is handing a fetch to the agents (perhaps waiting on
+            # backpressure after publishing it): cancelling now would abandon
+            # a batch the agents will finish. Let it return, bounded.
+            self._progress.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+            except (asyncio.TimeoutError, Exception):
+                pass
+        await _cancel(task)  # a getmany() in progress is safe to cancel
         await self._wait_in_flight(self._offsets.keys(), timeout)
         await self.commit()
 
@@ -511,9 +521,12 @@ class KafkaTransport(Transport):
                 continue
             generation = self._generation
             try:
+                self._delivering = True
                 for tp, records in fetched.items():
-                    if self._generation != generation:
-                        break  # a rebalance happened meanwhile: these records are stale
+                    if self._generation != generation or not self._fetching:
+                        # A rebalance or a stop happened meanwhile: these records
+                        # are not delivered, not tracked, and so not committed.
+                        break
                     if records and tp not in self._paused:
                         await self._deliver(tp, records)
             except Exception as exc:
@@ -523,6 +536,8 @@ class KafkaTransport(Transport):
                 logger.exception("Kafka fetch loop failed: %r", exc)
                 self.app.report_crash(exc)
                 return
+            finally:
+                self._delivering = False
 
     async def _deliver(self, tp: TopicPartition, records: List[Any]) -> None:
         channel = self._wanted.get(tp.topic) or self.topics[tp.topic]
