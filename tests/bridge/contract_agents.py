@@ -1,0 +1,242 @@
+"""Agent functions and nodes for the bridge contract suite (importable by path).
+
+Spawned worker processes import these by module path, exactly as a user's
+agents would be imported. Coordination with the test process goes through
+files (the test passes their paths inside the values).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import signal
+import time
+
+import pyarrow as pa
+
+from sabot.exceptions import SabotError
+from sabot.types import NodeExecutorT
+
+
+async def tagged(stream):
+    """For each batch (a list of ints), yields ``[batch_tag, value * 10, pid]``
+    per value; the batch tag is its first value."""
+    async for batch in stream.batches():
+        for value in batch:
+            yield [batch[0], value * 10, os.getpid()]
+
+
+async def slow_tagged(stream):
+    """Like ``tagged`` but each batch takes a while: dicts ``{"b": tag,
+    "v": value, "sleep": s}``; sleeps ``s`` before answering."""
+    async for batch in stream.batches():
+        delay = max((v.get("sleep", 0) for v in batch), default=0)
+        if delay:
+            await asyncio.sleep(delay)
+        for value in batch:
+            yield {"b": value["b"], "v": value["v"], "pid": os.getpid()}
+
+
+async def kill_marked(stream):
+    """Echoes dict values; one with ``kill`` (a marker path) SIGKILLs the
+    process the first time it is seen (the marker file records that)."""
+    async for batch in stream.batches():
+        for value in batch:
+            marker = value.get("kill")
+            if marker and not os.path.exists(marker):
+                with open(marker, "w") as f:
+                    f.write(str(os.getpid()))
+                os.kill(os.getpid(), signal.SIGKILL)
+        for value in batch:
+            yield value
+
+
+async def always_die(stream):
+    """SIGKILLs itself on every batch."""
+    async for _ in stream.batches():
+        os.kill(os.getpid(), signal.SIGKILL)
+        yield None  # pragma: no cover
+
+
+async def announce_then_hang(stream):
+    """For a batch of dicts with ``dir``: writes a file named after its pid
+    into ``dir`` then waits ``hold`` seconds before echoing (a window in which
+    the test kills the process)."""
+    async for batch in stream.batches():
+        spec = batch[0]
+        directory = spec.get("dir")
+        if directory and not os.path.exists(os.path.join(directory, "released")):
+            with open(os.path.join(directory, f"{os.getpid()}.busy"), "w") as f:
+                f.write(str(spec.get("b")))
+            deadline = time.monotonic() + spec.get("hold", 30)
+            while time.monotonic() < deadline and not os.path.exists(
+                    os.path.join(directory, "released")):
+                await asyncio.sleep(0.01)
+        for value in batch:
+            yield {"b": value.get("b"), "pid": os.getpid()}
+
+
+class Kaboom(Exception):
+    """Raised by ``raiser``."""
+
+
+def _deep_frame_for_traceback(value):
+    raise Kaboom(f"kaboom on {value!r} in pid {os.getpid()}")
+
+
+async def raiser(stream):
+    """Doubles ints; raises ``Kaboom`` (from a named helper) on a negative one."""
+    async for value in stream:
+        if value < 0:
+            _deep_frame_for_traceback(value)
+        yield value * 2
+
+
+async def echo_batches(stream):
+    """Yields each batch as it came (RecordBatch, Table or list)."""
+    async for batch in stream.batches():
+        yield batch
+
+
+async def describe_batches(stream):
+    """Yields, for each RecordBatch, its schema text, row count and rows."""
+    async for batch in stream.batches():
+        yield {"schema": str(batch.schema), "rows": batch.num_rows,
+               "values": batch.to_pylist(), "type": type(batch).__name__}
+
+
+async def yield_unjsonable(stream):
+    """Yields a set for a value equal to "set", else echoes."""
+    async for value in stream:
+        if value == "set":
+            yield {1, 2, 3}
+        else:
+            yield value
+
+
+async def big_result(stream):
+    """For each int n, yields a RecordBatch of n int64 rows (shm when large)."""
+    async for value in stream:
+        yield pa.RecordBatch.from_pydict({"x": pa.array(range(value), pa.int64())})
+
+
+def _no_pickle(*args, **kwargs):
+    raise AssertionError("pickle used on the data path")
+
+
+async def pickle_free_echo(stream):
+    """Forbids pickle in the worker, then echoes each batch it receives."""
+    pickle.dumps = _no_pickle
+    pickle.loads = _no_pickle
+    pickle.dump = _no_pickle
+    pickle.load = _no_pickle
+    try:
+        from multiprocessing.reduction import ForkingPickler
+        ForkingPickler.dumps = classmethod(lambda cls, *a, **k: _no_pickle())
+        ForkingPickler.loads = staticmethod(_no_pickle)
+    except Exception:  # pragma: no cover
+        pass
+    async for batch in stream.batches():
+        yield batch
+
+
+async def returns_after_first(stream):
+    """A plain coroutine agent that handles one batch and returns."""
+    async for batch in stream.batches():
+        return
+
+
+# -- nodes ------------------------------------------------------------------
+
+
+class _Base(NodeExecutorT):
+    def __init__(self, params):
+        self.params = dict(params)
+
+    @property
+    def node_type(self):
+        return type(self).__name__
+
+    @property
+    def runtime(self):
+        return "native"
+
+
+class Echo(_Base):
+    """output = input."""
+
+    async def execute(self, inputs, params):
+        return {"output": inputs["input"]}
+
+
+class Sleepy(_Base):
+    """Sleeps ``params['seconds']`` and echoes."""
+
+    async def execute(self, inputs, params):
+        await asyncio.sleep(params.get("seconds", 1.0))
+        return {"output": inputs["input"]}
+
+
+class BigOut(_Base):
+    """output = a RecordBatch of ``input`` int64 rows (shm when large)."""
+
+    async def execute(self, inputs, params):
+        return {"output": pa.RecordBatch.from_pydict(
+            {"x": pa.array(range(inputs["input"]), pa.int64())})}
+
+
+class DieAfterBig(_Base):
+    """Echoes; SIGKILLs itself when ``params['die']`` names a file that exists."""
+
+    async def execute(self, inputs, params):
+        if os.path.exists(params.get("die", "/nonexistent")):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return {"output": inputs["input"]}
+
+
+class Retryable(SabotError):
+    retryable = True
+
+
+class FailTimes(_Base):
+    """Fails ``params['times']`` times (counter file), retryable or not."""
+
+    async def execute(self, inputs, params):
+        path = params["counter"]
+        count = int(open(path).read() or 0) if os.path.exists(path) else 0
+        with open(path, "w") as f:
+            f.write(str(count + 1))
+        if count < params.get("times", 1):
+            if params.get("retryable", True):
+                raise Retryable(f"transient {count + 1}")
+            raise ValueError(f"permanent {count + 1}")
+        return {"output": inputs["input"]}
+
+
+async def big_then_unjsonable(stream):
+    """For each batch: yields a RecordBatch of ``n`` rows (n: the batch's first
+    value), then, if the batch holds "bad", a set (which cannot cross)."""
+    async for batch in stream.batches():
+        yield pa.RecordBatch.from_pydict({"x": pa.array(range(batch[0]), pa.int64())})
+        if "bad" in batch:
+            yield {1, 2}
+
+
+class BigThenBad(_Base):
+    """Two outputs: a large RecordBatch, then a value that cannot cross."""
+
+    @property
+    def output_keys(self):
+        return ("big", "bad")
+
+    async def execute(self, inputs, params):
+        return {"big": pa.RecordBatch.from_pydict(
+                    {"x": pa.array(range(inputs["input"]), pa.int64())}),
+                "bad": {1, 2}}
+
+
+async def slow_big(stream):
+    """For each batch ``[n, seconds]``: sleeps, then yields n int64 rows."""
+    async for batch in stream.batches():
+        await asyncio.sleep(batch[1])
+        yield pa.RecordBatch.from_pydict({"x": pa.array(range(batch[0]), pa.int64())})
