@@ -240,3 +240,22 @@ async def slow_big(stream):
     async for batch in stream.batches():
         await asyncio.sleep(batch[1])
         yield pa.RecordBatch.from_pydict({"x": pa.array(range(batch[0]), pa.int64())})
+
+
+async def keyed_big(stream):
+    """For each int k: yields 20k int64 rows all equal to k (shm-sized)."""
+    async for value in stream:
+        yield pa.RecordBatch.from_pydict({"x": pa.array([value] * 20_000, pa.int64())})
+
+
+async def remember_previous(stream):
+    """Keeps each input batch; yields the sum of column x of the previous one
+    (data held past its batch must not be overwritten by the parent)."""
+    previous = None
+    async for batch in stream.batches():
+        if previous is not None:
+            yield {"prev_sum": sum(previous.column("x").to_pylist()),
+                   "prev_first": previous.column("x")[0].as_py()}
+        else:
+            yield {"prev_sum": None}
+        previous = batch

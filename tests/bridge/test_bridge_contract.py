@@ -7,6 +7,7 @@ Arrow types, /dev/shm and child-process hygiene, DataBridge close, pipeline
 validation, retry policy, events, and no pickle on the data path.
 """
 import asyncio
+import collections
 import multiprocessing
 import os
 import pickle
@@ -912,3 +913,116 @@ async def test_events_follow_the_dag_under_parallelism():
             assert pos[("node_completed", up)] < pos[("node_started", down)]
         for node in "slrm":
             assert pos[("node_started", node)] < pos[("node_completed", node)]
+
+
+# -- more delivery, zero-copy safety, parallelism ---------------------------------
+
+async def test_many_small_batches_concurrency_2_exactly_once_each_acked_after_its_results(
+        app, clean_slate):
+    source = app.channel()
+    delivered, acked, early = [], [], []
+    seen = collections.Counter()
+    app.agent(source, sink=[lambda v: (delivered.append(v), seen.update([v[0]]))],
+              executor="process", concurrency=2)(ca.tagged)
+    n = 300
+    await app.start()
+    try:
+        def done(tag, size):
+            def cb(batch):
+                if seen[tag] != size:
+                    early.append(tag)
+                acked.append(tag)
+            return cb
+        for tag in range(n):
+            values = [tag * 1000 + i for i in range(1 + tag % 3)]
+            await source.publish(Batch(values, on_done=done(values[0], len(values))))
+        await until(lambda: len(acked) == n, 30, "every ack")
+    finally:
+        await app.stop()
+    assert early == []
+    assert len(acked) == len(set(acked)) == n
+    expected = sorted(t * 1000 + i for t in range(n) for i in range(1 + t % 3))
+    assert sorted(v[1] // 10 for v in delivered) == expected
+
+
+async def test_results_held_by_the_parent_are_never_overwritten(clean_slate):
+    async with ProcessAgentRunner(ca.keyed_big) as runner:
+        kept = []
+        for k in range(24):
+            kept.extend(await runner.process([k]))
+        assert [set(b.column("x").to_pylist()) for b in kept] == [{k} for k in range(24)]
+
+
+async def test_inputs_held_by_the_agent_are_never_overwritten(clean_slate):
+    async with ProcessAgentRunner(ca.remember_previous) as runner:
+        outs = []
+        for k in range(1, 16):
+            batch = pa.RecordBatch.from_pydict({"x": pa.array([k] * 20_000, pa.int64())})
+            outs.extend(await runner.process(batch))
+            del batch
+        assert outs[0] == {"prev_sum": None}
+        assert [o["prev_first"] for o in outs[1:]] == list(range(1, 15))
+        assert [o["prev_sum"] for o in outs[1:]] == [k * 20_000 for k in range(1, 15)]
+
+
+async def test_cleanup_node_fails_running_and_waiting_calls_without_hanging(clean_slate):
+    reg = NodeRegistry()
+    reg.register("sleepy", native=ca.Sleepy)
+    bridge = ProcessBridge(reg)
+    try:
+        await bridge.initialize_node("s", "sleepy", {})
+        calls = [asyncio.ensure_future(bridge.execute_node("s", "sleepy", [i],
+                                                           {"seconds": 0.5}))
+                 for i in range(3)]
+        await asyncio.sleep(0.1)
+        await asyncio.wait_for(bridge.cleanup_node("s"), 15)
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 15)
+        assert all(isinstance(r, BridgeError) for r in results), results
+        assert bridge.worker_pids() == []
+    finally:
+        await bridge.close()
+
+
+async def test_pipeline_respects_max_parallel():
+    p = Pipeline(_registry(), max_parallel=2)
+    p.add_node("src", "echo")
+    for i in range(6):
+        p.add_node(f"s{i}", "sleepy", {"seconds": 0.05}).connect("src", f"s{i}")
+    running, peak = set(), []
+
+    def track(event):
+        if event.kind is EventKind.NODE_STARTED:
+            running.add(event.node_id)
+        elif event.kind in (EventKind.NODE_COMPLETED, EventKind.NODE_FAILED):
+            running.discard(event.node_id)
+        peak.append(len(running))
+    p.events.subscribe(track)
+    async with p:
+        result = await p.run(1)
+    assert max(peak) == 2
+    assert len(result.output()) == 6
+
+
+async def test_stream_through_a_process_pipeline_acks_after_the_sink(app, clean_slate):
+    p = Pipeline(_registry(), name="thru")
+    p.add_node("a", "echo", runtime="process").add_node("b", "echo", runtime="process")
+    p.connect("a", "b")
+    source = app.channel()
+    delivered, acked, early = [], [], []
+
+    async def through_agent(stream):
+        async for result in stream.through(p):
+            yield result
+    app.agent(source, sink=[delivered.append])(through_agent)
+    await p.start()
+    await app.start()
+    try:
+        for tag in range(5):
+            values = [tag, tag]
+            await source.publish(Batch(values, on_done=lambda b, v=values: (
+                early.append(v) if v not in delivered else None, acked.append(1))))
+        await until(lambda: len(acked) == 5, 20, "acks")
+        assert early == [] and delivered == [[t, t] for t in range(5)]
+    finally:
+        await app.stop()
+        await p.close()
