@@ -259,3 +259,32 @@ async def remember_previous(stream):
         else:
             yield {"prev_sum": None}
         previous = batch
+
+
+async def wedged(stream):
+    """Blocks its event loop (time.sleep) on a batch holding ``{"wedge": s}``."""
+    async for batch in stream.batches():
+        for value in batch:
+            if isinstance(value, dict) and value.get("wedge"):
+                time.sleep(value["wedge"])
+            yield value
+
+
+async def _orphan_main():
+    """A parent that starts workers, uses shared memory, then dies hard."""
+    from sabot.bridge import ProcessAgentRunner, ProcessBridge
+    from sabot.nodes import NodeRegistry
+    runner = ProcessAgentRunner(echo_batches, concurrency=2)
+    await runner.start()
+    big = pa.RecordBatch.from_pydict({"x": pa.array(range(50_000), pa.int64())})
+    await runner.process(big)
+    reg = NodeRegistry()
+    reg.register("echo", native=Echo)
+    bridge = ProcessBridge(reg)
+    await bridge.execute_node("e", "echo", big, {})
+    print(os.getpid(), " ".join(map(str, runner.pids() + bridge.worker_pids())), flush=True)
+    os._exit(1)
+
+
+if __name__ == "__main__":  # python -m tests.bridge.contract_agents: orphan workers
+    asyncio.run(_orphan_main())
