@@ -43,29 +43,34 @@ EXECUTORS = ("native", "process")
 class _Sink:
     """Uniform ``send`` over a channel, an agent or a plain callable."""
 
-    __slots__ = ("target", "_send", "_send_batch", "_callable")
+    __slots__ = ("target", "_send", "_send_batch", "_send_from", "_callable")
 
     def __init__(self, target: Any) -> None:
         self.target = target
         send = getattr(target, "send", None)
+        channel = getattr(target, "channel", target)  # an agent: its input channel
         if send is not None and callable(send):
             self._send = send
             self._send_batch = getattr(target, "send_batch", None)
+            self._send_from = getattr(channel, "send_from", None)
             self._callable = None
         elif callable(target):
             self._send = None
             self._send_batch = None
+            self._send_from = None
             self._callable = target
         else:
             raise ConfigurationError(
                 f"sink {target!r} is neither a channel, an agent nor a callable")
 
-    async def deliver(self, value: Any) -> Any:
+    async def deliver(self, value: Any, sources: Any = ()) -> Any:
         if self._callable is not None:
             out = self._callable(value)
             if inspect.isawaitable(out):
                 out = await out
             return None
+        if self._send_from is not None:
+            return await self._send_from(value, sources)
         if isinstance(value, pa.RecordBatch) and self._send_batch is not None:
             return await self._send_batch(value)
         return await self._send(value=value)
@@ -278,7 +283,7 @@ class Agent(Service):
                 if sinks:
                     sources = stream.sources()
                     for sink in sinks:
-                        _hold_until_done(sources, await sink.deliver(value))
+                        _hold_until_done(sources, await sink.deliver(value, sources))
         elif inspect.isawaitable(result):
             await result
         else:
@@ -288,8 +293,9 @@ class Agent(Service):
     async def forward(self, value: Any, source: Any) -> None:
         """Send one result to every sink, holding ``source`` until it is durable."""
         self.events_out += 1
+        sources = [source] if source is not None else []
         for sink in self._sinks:
-            _hold_until_done(source, await sink.deliver(value))
+            _hold_until_done(sources, await sink.deliver(value, sources))
 
     async def _on_agent_error(self, exc: BaseException, stream: Stream) -> bool:
         """Report a crash and apply ``on_error``; True means restart."""

@@ -328,3 +328,80 @@ async def test_a_failed_sink_delivery_leaves_the_input_unacknowledged(app):
         assert done == [] and batch.abandoned
     finally:
         await app.stop()
+
+
+async def test_input_is_acknowledged_only_after_a_downstream_agent_finished(app):
+    """kill -9 loses nothing across a chain of agents: the source offset waits
+    for the last agent, not for the value to be queued in between."""
+    from sabot._fastpath import Batch
+    release = asyncio.Event()
+    seen = []
+
+    @app.agent(app.channel())
+    async def downstream(stream):
+        async for value in stream:
+            await release.wait()
+            seen.append(value)
+
+    @app.agent(app.channel(), sink=[downstream])
+    async def upstream(stream):
+        async for value in stream:
+            yield value * 10
+
+    done = []
+    await app.start()
+    try:
+        await upstream.channel.publish(Batch([1, 2], on_done=done.append))
+        await asyncio.sleep(0.05)
+        assert done == []  # queued downstream, not processed there yet
+        release.set()
+        await until(lambda: seen == [10, 20])
+        await downstream.channel.send(value=0)  # downstream moves past its batch
+        await until(lambda: len(done) == 1)
+    finally:
+        await app.stop()
+
+
+async def test_a_downstream_agent_stopped_mid_value_leaves_the_input_unacknowledged(app):
+    from sabot._fastpath import Batch
+    started = asyncio.Event()
+    middle = app.channel()
+
+    @app.agent(middle)
+    async def stuck(stream):
+        async for value in stream:
+            started.set()
+            await asyncio.sleep(10)
+
+    @app.agent(app.channel(), sink=[middle])
+    async def upstream(stream):
+        async for value in stream:
+            yield value
+
+    done = []
+    await app.start()
+    batch = Batch([1], on_done=done.append)
+    await upstream.channel.publish(batch)
+    await asyncio.wait_for(started.wait(), 1)
+    await upstream.channel.send(value=2)  # upstream moves past: only the link holds it
+    await asyncio.sleep(0.02)
+    await app.stop()
+    assert done == [] and batch.abandoned
+
+
+async def test_memory_only_chains_pay_no_linking(app):
+    out = app.channel()
+    results = out.subscribe().values()
+
+    @app.agent(app.channel(), sink=[out])
+    async def double(stream):
+        async for value in stream:
+            yield value * 2
+
+    await app.start()
+    try:
+        await double.send_batch([1, 2])
+        assert [await results.__anext__() for _ in range(2)] == [2, 4]
+        assert not results.current_batch.tracked
+    finally:
+        await app.stop()

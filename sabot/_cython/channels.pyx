@@ -56,6 +56,7 @@ cdef class Batch:
     cdef list _rows
     cdef bint _done
     cdef bint _abandoned
+    cdef list _upstream
     cdef object __weakref__
 
     def __init__(self, payload, keys=None, headers=None, timestamps=None,
@@ -70,6 +71,7 @@ cdef class Batch:
         self._refs = 0
         self._done = False
         self._abandoned = False
+        self._upstream = None
         self._rows = payload if type(payload) is list else None
 
     def __len__(self):
@@ -115,6 +117,11 @@ cdef class Batch:
         """
         self._refs -= 1
         self._abandoned = True
+        if self._upstream is not None:
+            # What this batch was sent on behalf of is not finished either.
+            upstream, self._upstream = self._upstream, None
+            for batch in upstream:
+                batch.abandon()
 
     cpdef _finish(self):
         self._done = True
@@ -125,6 +132,28 @@ cdef class Batch:
                 # A failing ack callback must not look like the agent failing
                 # on a value (it runs inside the reader's __anext__).
                 _logger.exception("on_done callback of %r failed", self)
+        if self._upstream is not None:
+            upstream, self._upstream = self._upstream, None
+            for batch in upstream:
+                (<Batch>batch).release()
+
+    cpdef link(self, Batch upstream):
+        """Hold ``upstream`` until this batch is done (abandon it if this is).
+
+        An agent forwarding a value from a transport batch to a memory channel
+        links them, so the offset is committed only once the value has been
+        processed downstream, not merely queued.
+        """
+        upstream.acquire()
+        if self._upstream is None:
+            self._upstream = [upstream]
+        else:
+            self._upstream.append(upstream)
+
+    @property
+    def tracked(self):
+        """True when finishing this batch acknowledges something (a callback or a link)."""
+        return self.on_done is not None or self._upstream is not None
 
     @property
     def done(self):
@@ -190,6 +219,7 @@ cdef class FanOut:
     cdef public bint closed
     cdef list _states
     cdef Batch _open
+    cdef Batch _last
     cdef Py_ssize_t _min_pos
     cdef list _cap_waiters
     cdef object _loop
@@ -203,6 +233,7 @@ cdef class FanOut:
         self.closed = False
         self._states = []
         self._open = None
+        self._last = None
         self._min_pos = 0
         self._cap_waiters = []
         self._loop = loop
@@ -263,10 +294,20 @@ cdef class FanOut:
             if self._states:
                 self._open = batch
         batch._append(value, key, headers)
+        self._last = batch
         self.total += 1
         if len(<list>batch.payload) >= self.batch_size:
             self._open = None
         return self.total - self._min_pos >= self.maxsize
+
+    cpdef bint append_linked(self, object value, list sources) except -1:
+        """``append`` on behalf of ``sources``: they stay held until the value's batch is done."""
+        cdef bint wait = self.append(value)
+        cdef Batch batch = self._last
+        if batch is not None and not batch._done:
+            for source in sources:
+                batch.link(source)
+        return wait
 
     cpdef bint publish(self, Batch batch) except -1:
         """Hand a whole batch to every subscriber; True means wait for capacity."""

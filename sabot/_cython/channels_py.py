@@ -43,7 +43,7 @@ class Batch:
     """Values (a list or a ``pyarrow.RecordBatch``) with envelope and ack count."""
 
     __slots__ = ("payload", "keys", "headers", "timestamps", "positions",
-                 "timestamp", "on_done", "_refs", "_rows", "_done", "_abandoned",
+                 "timestamp", "on_done", "_refs", "_rows", "_done", "_abandoned", "_upstream",
                  "__weakref__")
 
     def __init__(self, payload, keys=None, headers=None, timestamps=None,
@@ -58,6 +58,7 @@ class Batch:
         self._refs = 0
         self._done = False
         self._abandoned = False
+        self._upstream = None
         self._rows = payload if type(payload) is _list else None
 
     def __len__(self):
@@ -104,6 +105,11 @@ class Batch:
         """
         self._refs -= 1
         self._abandoned = True
+        if self._upstream is not None:
+            # What this batch was sent on behalf of is not finished either.
+            upstream, self._upstream = self._upstream, None
+            for batch in upstream:
+                batch.abandon()
 
     def _finish(self):
         self._done = True
@@ -115,6 +121,28 @@ class Batch:
                 # A failing ack callback must not look like the agent failing
                 # on a value (it runs inside the reader's __anext__).
                 _logger.exception("on_done callback of %r failed", self)
+        if self._upstream is not None:
+            upstream, self._upstream = self._upstream, None
+            for batch in upstream:
+                batch.release()
+
+    def link(self, upstream):
+        """Hold ``upstream`` until this batch is done (abandon it if this is).
+
+        An agent forwarding a value from a transport batch to a memory channel
+        links them, so the offset is committed only once the value has been
+        processed downstream, not merely queued.
+        """
+        upstream.acquire()
+        if self._upstream is None:
+            self._upstream = [upstream]
+        else:
+            self._upstream.append(upstream)
+
+    @property
+    def tracked(self):
+        """True when finishing this batch acknowledges something (a callback or a link)."""
+        return self.on_done is not None or self._upstream is not None
 
     @property
     def done(self):
@@ -178,6 +206,7 @@ class FanOut:
         self.closed = False
         self._states = []
         self._open = None
+        self._last = None
         self._min_pos = 0
         self._cap_waiters = []
         self._loop = loop
@@ -238,10 +267,20 @@ class FanOut:
             if self._states:
                 self._open = batch
         batch._append(value, key, headers)
+        self._last = batch
         self.total += 1
         if len(batch.payload) >= self.batch_size:
             self._open = None
         return self.total - self._min_pos >= self.maxsize
+
+    def append_linked(self, value, sources):
+        """``append`` on behalf of ``sources``: they stay held until the value's batch is done."""
+        wait = self.append(value)
+        batch = self._last
+        if batch is not None and not batch._done:
+            for source in sources:
+                batch.link(source)
+        return wait
 
     def publish(self, batch):
         """Hand a whole batch to every subscriber; True means wait for capacity."""

@@ -72,6 +72,7 @@ class Channel(Service):
         self._pending: list = []
         self._pending_keys: Optional[list] = None
         self._pending_headers: Optional[list] = None
+        self._pending_sources: list = []
         self._linger_handle: Optional[asyncio.TimerHandle] = None
         self._own_iter: Any = None
         self._get_lock = asyncio.Lock()
@@ -138,6 +139,41 @@ class Channel(Service):
             await self.publish(Batch(rows_to_batch(self.schema, values)))
         else:
             await self.publish(Batch(values))
+        return None
+
+    async def send_from(self, value: Any, sources: Sequence[Any] = ()) -> Any:
+        """Send ``value`` on behalf of the input batches ``sources``.
+
+        This is how an agent forwards what it yields. In memory the sources
+        stay unacknowledged until this channel's subscribers have finished
+        with the value (not merely received it), so a chain of agents from a
+        Kafka topic commits only what went all the way through. A transport
+        channel returns its delivery future instead, which the agent holds
+        the sources on.
+        """
+        if type(self).send is not Channel.send:
+            if isinstance(value, pa.RecordBatch):
+                return await self.send_batch(value)
+            return await self.send(value=value)
+        tracked = [s for s in sources if s.tracked]
+        if isinstance(value, pa.RecordBatch):
+            if self._pending:
+                await self.flush()
+            batch = Batch(value if self.schema is None else check_batch(self.schema, value))
+            for source in tracked:
+                batch.link(source)
+            await self.publish(batch)
+            return None
+        if not tracked:
+            return await self.send(value=value)
+        if self._checker is not None:
+            self._checker.check(value)
+            for source in tracked:
+                source.acquire()
+            self._pending_sources.extend(tracked)
+            return await self._send_row(None, value, None)
+        if self._fanout.append_linked(value, tracked):
+            await self._fanout.wait_capacity()
         return None
 
     async def publish(self, batch: Any) -> None:
@@ -222,7 +258,15 @@ class Channel(Service):
             return None
         rows, keys, headers = self._pending, self._pending_keys, self._pending_headers
         self._pending, self._pending_keys, self._pending_headers = [], None, None
-        return Batch(rows_to_batch(self.schema, rows), keys=keys, headers=headers)
+        batch = Batch(rows_to_batch(self.schema, rows), keys=keys, headers=headers)
+        if self._pending_sources:
+            # Acquired when the rows were sent on their behalf; the batch
+            # takes the holds over (link adds one, so drop the earlier one).
+            sources, self._pending_sources = self._pending_sources, []
+            for source in sources:
+                batch.link(source)
+                source.release()
+        return batch
 
     # -- consuming -----------------------------------------------------------
     def subscribe(self) -> Any:
