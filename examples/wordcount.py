@@ -50,9 +50,9 @@ def corpus():
 
 @app.task
 async def feed():
-    """Send the corpus (200 times over), close the channels in order, report."""
+    """Send the corpus (20 times over), close the channels in order, report."""
     text = corpus()
-    repeat = int(os.environ.get("SABOT_WORDCOUNT_REPEAT", "200"))
+    repeat = int(os.environ.get("SABOT_WORDCOUNT_REPEAT", "20"))
     start = time.perf_counter()
     sent = 0
     for _ in range(repeat):
