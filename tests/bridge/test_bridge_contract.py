@@ -1086,3 +1086,41 @@ def test_workers_of_a_parent_that_dies_hard_exit_and_leave_no_segment():
             n for n in os.listdir("/dev/shm") if n.startswith(prefix)]:
         time.sleep(0.05)
     assert not [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
+
+
+async def test_sigkill_mid_batch_whose_data_came_by_shared_memory(app, tmp_path, clean_slate):
+    source = app.channel()
+    delivered, acked = [], []
+    agent = app.agent(source, sink=[delivered.append], executor="process", concurrency=2,
+                      on_error="stop")(ca.kill_marked)
+    marker = str(tmp_path / "killed")
+    await app.start()
+    try:
+        for tag in range(4):
+            values = [{"b": tag, "i": i, "pad": "p" * 100} for i in range(1500)]
+            if tag == 1:
+                values[700]["kill"] = marker
+            await source.publish(Batch(values, on_done=lambda b, t=tag: acked.append(t)))
+        await until(lambda: len(acked) == 4, 30, "acks")
+        metrics = agent.bridge_metrics.as_dict()
+        assert metrics["worker_restarts"] == 1 and metrics["shm_transfers"] >= 5
+        assert app.crash_reasons == []
+    finally:
+        await app.stop()
+    assert sorted((v["b"], v["i"]) for v in delivered) == [
+        (b, i) for b in range(4) for i in range(1500)]
+    assert all(v["pad"] == "p" * 100 for v in delivered)
+
+
+async def test_runner_metrics_count_what_happened():
+    async with ProcessAgentRunner(ca.raiser, concurrency=2) as runner:
+        for values in ([1], [2, 3], [4]):
+            await runner.process(values)
+        with pytest.raises(AgentError):
+            await runner.process([-1])
+        m = runner.metrics.as_dict()
+        assert m["executions"][runner.name] == 3
+        assert m["failures"][runner.name] == 1
+        assert m["transfers"] >= 4 and m["bytes_transferred"] > 0
+        assert m["worker_restarts"] == 0 and m["shm_transfers"] == 0
+        assert m["execution_time_us"][runner.name] > 0
