@@ -18,8 +18,13 @@ Recovery: at start, and after every reconnect, a reader first re-reads its
 own pending entries (``XREADGROUP ... 0``), then claims entries that other
 consumers left idle for ``redis_claim_idle_ms`` (``XAUTOCLAIM``, repeated at
 that interval), so a worker that died leaves nothing behind. Ids still held
-locally (in an agent, or waiting for their XACK) are never delivered twice
-by that recovery, and an XACK that failed is retried until it succeeds.
+locally (in an agent, or waiting for their XACK), and ids acknowledged while
+a recovery read was on its way, are never delivered twice by that recovery,
+and an XACK that failed is retried until it succeeds.
+
+Stopping: a graceful stop waits (``shutdown_timeout``) for the batches that
+can still finish, not for abandoned ones (a failed sink write); dead-letter
+retries are cancelled, and a stopped transport writes nothing more.
 """
 from __future__ import annotations
 
@@ -127,6 +132,7 @@ class RedisTransport(Transport):
         self._producer: Optional[_Producer] = None
         self._readers: Dict[str, _StreamReader] = {}
         self._fetching = False
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"<RedisTransport {self.safe_url} consumer={self.consumer_name!r}>"
@@ -142,8 +148,14 @@ class RedisTransport(Transport):
     # -- clients ---------------------------------------------------------------
     @property
     def client(self) -> aioredis.Redis:
-        """The shared ``redis.asyncio`` client (connection pool), made on first use."""
+        """The shared ``redis.asyncio`` client (connection pool), made on first use.
+
+        Raises :class:`TransportError` once the transport has stopped: a
+        stopped app writes nothing more (no client is quietly reopened).
+        """
         if self._client is None:
+            if self._closed:
+                raise TransportError(f"redis transport {self.safe_url} is stopped")
             # Our own loops retry with backoff and re-run recovery; redis-py's
             # silent retries would hide the reconnect from them.
             # RESP2: the reader parses XREADGROUP replies itself. The read
@@ -256,6 +268,7 @@ class RedisTransport(Transport):
 
     # -- lifecycle -------------------------------------------------------------
     async def on_start(self) -> None:
+        self._closed = False
         await self.check_connection()
         self._fetching = True
         for reader in self._readers.values():
@@ -269,17 +282,24 @@ class RedisTransport(Transport):
             await reader.stop_reading()
         if getattr(self.app, "crash_reasons", None):
             timeout = 0.0  # an agent stopped on error abandoned its batch: it never finishes
+        # Batches abandoned on the way (a failed sink write) are not waited for
+        # either: they never finish, and stay pending (see _StreamReader.drain).
         await asyncio.gather(*(reader.drain(timeout) for reader in readers),
                              return_exceptions=True)
 
     async def on_stop(self) -> None:
         self._fetching = False
+        for channel in list(self.topics.values()):
+            # Their entries stay pending: the next worker dead-letters them.
+            if isinstance(channel, TransportChannel):
+                channel.cancel_dead_letter_retries()
         for reader in list(self._readers.values()):
             await reader.stop_reading()
             await reader.drain(0.5)
             await reader.close()
         if self._producer is not None:
             await self._producer.close()
+        self._closed = True
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
@@ -443,7 +463,10 @@ class _StreamReader:
     ``held`` is every id read and not yet acknowledged on the server: in an
     agent, in a dead-letter write, or waiting for its XACK. Recovery reads
     skip those ids, so an entry is never in two batches of this worker at
-    once, and an id leaves ``held`` only when its XACK has succeeded.
+    once, and an id leaves ``held`` only when its XACK has succeeded. They
+    also skip ids whose XACK succeeded while the read was on its way (the
+    reply may have been built before that XACK), so an id this worker
+    acknowledged is never delivered again by it.
     """
 
     def __init__(self, transport: RedisTransport, channel: RedisStreamChannel) -> None:
@@ -454,7 +477,13 @@ class _StreamReader:
         self.consumer = transport.consumer_name
         self.count = channel.batch_size
         self.held: Set[bytes] = set()
+        #: Reads handed to the agents and not finished: key -> [ids, batches].
+        self._open: Dict[int, list] = {}
+        self._delivery_seq = 0
+        #: Ids whose XACK succeeded since the recovery read in flight was sent.
+        self._acked_meanwhile: Optional[Set[bytes]] = None
         self._to_ack: List[bytes] = []
+        self._xack_in_flight = False
         self._ack_wake = asyncio.Event()
         self._have_subscribers = asyncio.Event()
         self._held_empty = asyncio.Event()
@@ -513,17 +542,39 @@ class _StreamReader:
     async def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` for every held entry to be acknowledged.
 
-        After that, batches still finishing (or dropped by a stopping agent,
-        which releases them unprocessed) are not acknowledged: their entries
-        stay pending and are read again, so a stop never loses an entry.
+        Batches that were abandoned (a sink write failed, an agent stopped
+        with them) never finish: they are not waited for. After that, batches
+        still finishing (or dropped by a stopping agent, which releases them
+        unprocessed) are not acknowledged: their entries stay pending and are
+        read again, so a stop never loses an entry.
         """
-        try:
-            if self.held:
-                await asyncio.wait_for(self._held_empty.wait(), timeout)
-        except asyncio.TimeoutError:
-            logger.warning("redis stream %r: %d entries still unacknowledged at stop; "
-                           "they stay pending and will be read again", self.stream, len(self.held))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._waiting_for():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                logger.warning("redis stream %r: %d entries still unacknowledged at stop; "
+                               "they stay pending and will be read again",
+                               self.stream, len(self.held))
+                break
+            try:  # polled: a batch is abandoned without a word to the reader
+                await asyncio.wait_for(self._held_empty.wait(), min(remaining, 0.05))
+            except asyncio.TimeoutError:
+                pass
         self._acks_open = False
+
+    def _waiting_for(self) -> bool:
+        """True while some held entry may still be acknowledged."""
+        if not self._acks_open:  # drained once: only XACKs already queued can land
+            return bool(self._to_ack) or self._xack_in_flight
+        held = len(self.held)
+        if not held:
+            return False
+        abandoned = 0
+        for ids, batches in self._open.values():
+            if batches and any(b.abandoned for b in batches):
+                abandoned += len(ids)
+        return held > abandoned
 
     async def close(self) -> None:
         """Stop the ack loop (after one last attempt to XACK what is finished)."""
@@ -589,29 +640,45 @@ class _StreamReader:
         # the same name) and never acknowledged.
         last: Any = "0"
         while True:
-            reply = await self.transport.client.execute_command(
+            reply, acked = await self._recovery_read(
                 "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", self.count,
                 "STREAMS", self.stream, last)
             entries = reply[0][1] if reply else None
             if not entries:
                 return
             last = entries[-1][0]
-            await self._deliver(entries, recovered=True)
+            await self._deliver(entries, recovered=True, acked=acked)
 
     async def _claim_idle(self) -> None:
         # Entries that another consumer (probably dead) held too long.
-        client = self.transport.client
         start: Any = "0-0"
         while True:
-            reply = await client.execute_command(
+            reply, acked = await self._recovery_read(
                 "XAUTOCLAIM", self.stream, self.group, self.consumer,
                 self.transport.claim_idle_ms, start, "COUNT", self.count)
             start, entries = reply[0], reply[1]
             if entries:
-                await self._deliver(entries, recovered=True)
+                await self._deliver(entries, recovered=True, acked=acked)
             if start in (b"0-0", "0-0"):
                 break
         self._next_claim = asyncio.get_running_loop().time() + self.transport.claim_idle_ms / 1000
+
+    async def _recovery_read(self, *command: Any) -> tuple:
+        """Run a recovery read; returns its reply and the ids acked meanwhile.
+
+        The ack loop XACKs on a connection of its own: an XACK that lands
+        after the server built this reply, but before the reply is parsed
+        here, leaves the id in the reply and no longer in ``held``. Such ids
+        are collected (by ``_forget``) while the read is on its way, and the
+        caller skips them too. Nothing runs between this return and the
+        parse, so no XACK can slip in after the collection ends.
+        """
+        self._acked_meanwhile = acked = set()
+        try:
+            reply = await self.transport.client.execute_command(*command)
+        finally:
+            self._acked_meanwhile = None
+        return reply, acked
 
     async def _read_new(self) -> None:
         client = self.transport.client
@@ -626,7 +693,8 @@ class _StreamReader:
             if loop.time() >= self._next_claim:
                 await self._claim_idle()
 
-    async def _deliver(self, entries: Sequence[Any], *, recovered: bool) -> None:
+    async def _deliver(self, entries: Sequence[Any], *, recovered: bool,
+                       acked: Optional[Set[bytes]] = None) -> None:
         held = self.held
         if not recovered and all(len(e[1]) == 2 and e[1][0] == VALUE_FIELD for e in entries):
             # The common case, entries of Sabot (or alike) with just a value:
@@ -638,7 +706,7 @@ class _StreamReader:
             valueless: List[tuple] = []
         else:
             ids, payloads, keys, headers, gone, valueless = _parse_entries(
-                entries, held if recovered else None)
+                entries, held if recovered else None, acked or None)
         if gone:
             held.update(gone)
             self._acked(gone)
@@ -662,7 +730,17 @@ class _StreamReader:
         fetched = Fetched(payloads, [(stream, eid.decode()) for eid in ids],
                           keys=keys, headers=headers,
                           timestamp=_entry_time(ids[-1]))
-        await self.channel.deliver(fetched, functools.partial(self._acked, ids))
+        key = self._delivery_seq = self._delivery_seq + 1
+        record = self._open[key] = [ids, None]
+        # The batches, kept so that a stop can tell an abandoned one (never
+        # finishes) from one still in an agent (see drain).
+        record[1] = await self.channel.deliver(fetched, functools.partial(self._finished, key))
+
+    def _finished(self, key: int) -> None:
+        # on_done of a delivered read: every batch and dead letter is done.
+        record = self._open.pop(key, None)
+        if record is not None:
+            self._acked(record[0])
 
     # -- acknowledging ---------------------------------------------------------
     def _acked(self, ids: List[bytes]) -> None:
@@ -679,6 +757,7 @@ class _StreamReader:
             self._ack_wake.clear()
             while self._to_ack:
                 ids, self._to_ack = self._to_ack, []
+                self._xack_in_flight = True
                 try:
                     await self._xack(ids)
                     attempt = 0
@@ -694,6 +773,8 @@ class _StreamReader:
                     logger.warning("redis stream %r: cannot XACK %d entries (%s)",
                                    self.stream, len(ids), exc)
                     self._forget(ids)
+                finally:
+                    self._xack_in_flight = False
 
     async def _xack(self, ids: List[bytes]) -> None:
         # Through round_trip: packing thousands of ids is where redis-py's
@@ -709,17 +790,22 @@ class _StreamReader:
     def _forget(self, ids: List[bytes]) -> None:
         held = self.held
         held.difference_update(ids)
+        meanwhile = self._acked_meanwhile
+        if meanwhile is not None:  # a recovery read is on its way: see _recovery_read
+            meanwhile.update(ids)
         if not held:
             self._held_empty.set()
 
 
-def _parse_entries(entries: Sequence[Any], skip: Optional[Set[bytes]]) -> tuple:
+def _parse_entries(entries: Sequence[Any], skip: Optional[Set[bytes]],
+                   also_skip: Optional[Set[bytes]] = None) -> tuple:
     """Split raw entries into parallel lists, whatever their fields.
 
     Returns ``(ids, payloads, keys, headers, gone, valueless)``: ``keys`` and
     ``headers`` are ``None`` when no entry has one; ``gone`` lists ids whose
     entry was trimmed while pending, ``valueless`` ``(id, headers)`` of
-    entries without a ``value`` field. Ids in ``skip`` are left out.
+    entries without a ``value`` field. Ids in ``skip`` (or ``also_skip``)
+    are left out.
     """
     ids: List[bytes] = []
     payloads: List[Any] = []
@@ -731,6 +817,8 @@ def _parse_entries(entries: Sequence[Any], skip: Optional[Set[bytes]]) -> tuple:
         eid, fields = entry[0], entry[1]
         if skip is not None and eid in skip:
             continue  # still in an agent here, or its XACK is on the way
+        if also_skip is not None and eid in also_skip:
+            continue  # acknowledged by this worker while the read was on its way
         if not fields:
             gone.append(eid)  # trimmed away while pending: nothing to process
             continue

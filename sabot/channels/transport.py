@@ -33,8 +33,13 @@ logger = logging.getLogger("sabot.channels")
 
 #: Delay between attempts to write a dead letter whose write failed.
 DEAD_LETTER_RETRY_DELAY = 1.0
-#: Dead-letter retries in progress (kept here: the event loop holds tasks weakly).
-_RETRIES: set = set()
+#: Dead-letter retries waiting (timer handles) or running (tasks), with their
+#: channel (kept here: the event loop holds tasks only weakly).
+_RETRIES: Dict[Any, "TransportChannel"] = {}
+
+
+def _forget_retry(task: "asyncio.Future[Any]") -> None:
+    _RETRIES.pop(task, None)
 
 
 class Fetched(NamedTuple):
@@ -317,16 +322,46 @@ class TransportChannel(Channel):
         def written(future: "asyncio.Future[Any]") -> None:
             if future.cancelled() or future.exception() is not None:
                 error = "cancelled" if future.cancelled() else repr(future.exception())
+                if self._transport_stopping():
+                    logger.error("dead-letter write from %s failed (%s) while stopping; the "
+                                 "value stays unacknowledged and will be delivered again",
+                                 self.name, error)
+                    return
                 logger.error("dead-letter write from %s failed (%s); retrying", self.name, error)
-                asyncio.get_event_loop().call_later(DEAD_LETTER_RETRY_DELAY, retry)
+                handle = asyncio.get_event_loop().call_later(DEAD_LETTER_RETRY_DELAY, retry)
+                _RETRIES[handle] = self
+                timer.append(handle)
             else:
                 countdown()
 
         def retry() -> None:
+            _RETRIES.pop(timer.pop(), None)
+            if self._transport_stopping():
+                return  # stopped meanwhile: the source is delivered again later
             task = asyncio.ensure_future(self._retry_dead_letter(payload, reason, headers, countdown))
-            _RETRIES.add(task)  # the loop holds tasks only weakly
-            task.add_done_callback(_RETRIES.discard)
+            _RETRIES[task] = self  # the loop holds tasks only weakly
+            task.add_done_callback(_forget_retry)
+
+        timer: List[Any] = []
         result.add_done_callback(written)
+
+    def _transport_stopping(self) -> bool:
+        # A stopping transport writes nothing more: a retry left running would
+        # write after the stop (through a client reopened behind its back).
+        return bool(getattr(self.transport, "should_stop", False))
+
+    def cancel_dead_letter_retries(self) -> int:
+        """Cancel this channel's dead-letter retries, waiting or running (at a stop).
+
+        Their source values stay unacknowledged, so they are delivered again
+        later (by this worker after a restart, or by another). Returns how
+        many were cancelled.
+        """
+        mine = [item for item, channel in _RETRIES.items() if channel is self]
+        for item in mine:
+            _RETRIES.pop(item, None)
+            item.cancel()
+        return len(mine)
 
     async def _retry_dead_letter(self, payload: bytes, reason: str,
                                  headers: Dict[str, bytes], countdown: Countdown) -> None:

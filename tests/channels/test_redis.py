@@ -486,3 +486,143 @@ async def test_write_to_a_server_that_stays_down_fails_its_future(redis_server_f
     server.start()
     assert await (await ch.send(value={"up": "again"}))  # and it recovers
     await app.stop()
+
+
+# -- stops and recovery races (regressions) ------------------------------------
+
+async def test_dead_letter_retry_does_not_outlive_app_stop(redis_server, stream, monkeypatch):
+    """A dead-letter write that keeps failing is retried while the app runs;
+    at stop the retry is cancelled and nothing is written afterwards (no
+    client is reopened). The source entry stays pending for the next worker."""
+    from sabot.channels import transport as transport_module
+    from sabot.exceptions import TransportError
+    monkeypatch.setattr(transport_module, "DEAD_LETTER_RETRY_DELAY", 0.05)
+    client = redis_server.client()
+    client.set(stream + ".dlq", b"x")  # every dead-letter XADD fails: WRONGTYPE
+    app = make_app(redis_server, shutdown_timeout=0.3)
+
+    @app.agent(app.redis_channel(stream))
+    async def agent(entries):
+        async for _ in entries:
+            pass
+
+    channel = app.redis_channel(stream)
+
+    def retries():
+        return [c for c in transport_module._RETRIES.values() if c is channel]
+
+    await app.start()
+    try:
+        client.xadd(stream, {"value": b"{bad json"})
+        await wait_until(retries, what="a dead-letter retry")
+    finally:
+        await app.stop()
+    assert retries() == []
+    with pytest.raises(TransportError):
+        redis_transport(app).client  # noqa: B018 - stopped: not reopened
+    client.delete(stream + ".dlq")
+    await asyncio.sleep(0.3)  # six retry periods
+    assert not client.exists(stream + ".dlq")
+    assert pending(client, stream, app.id) == 1
+
+
+async def test_stop_after_a_failed_sink_write_does_not_wait_for_the_abandoned_batch(
+        redis_server, stream, caplog):
+    """A failed sink write abandons its input batch (it never finishes): a
+    stop does not wait shutdown_timeout for it, and its entry stays pending."""
+    client = redis_server.client()
+    client.set(stream + ".out", b"not a stream")  # XADD -> WRONGTYPE
+    client.xadd(stream, {"value": b'{"i":1}'})
+    app = make_app(redis_server, shutdown_timeout=30.0)
+
+    @app.agent(app.redis_channel(stream), sink=[app.redis_channel(stream + ".out")])
+    async def forward(entries):
+        async for value in entries:
+            yield value
+
+    await app.start()
+    try:
+        await wait_until(lambda: "sink delivery failed" in caplog.text, what="the failed write")
+    finally:
+        started = time.monotonic()
+        await app.stop()
+        elapsed = time.monotonic() - started
+    assert pending(client, stream, app.id) == 1
+    assert elapsed < 5, f"app.stop() took {elapsed:.1f}s"
+
+
+def _intercept(monkeypatch, transport, match, between):
+    """Run ``between()`` after the server answered the first command that
+    ``match``\\ es with entries, before the reader gets the reply."""
+    redis_client = transport.client
+    original = redis_client.execute_command
+    armed = [True]
+
+    async def execute_command(*args, **options):
+        reply = await original(*args, **options)
+        if armed[0] and match(args, reply):
+            armed[0] = False
+            await between()
+        return reply
+    monkeypatch.setattr(redis_client, "execute_command", execute_command)
+    return armed
+
+
+@pytest.mark.parametrize("how", ["claim", "reconnect"])
+async def test_entries_acked_while_a_recovery_read_is_on_its_way_are_not_delivered_again(
+        redis_server, stream, monkeypatch, how):
+    """The reply of a recovery read (XAUTOCLAIM of the worker's own idle
+    entries, or XREADGROUP ... 0 after a reconnect) is built by the server
+    while a batch is in the agent; the batch finishes and is XACKed on the
+    ack connection before the reply is parsed. Those ids are no longer held,
+    yet they must not go to a batch again."""
+    import redis as redis_py
+    client = redis_server.client()
+    for i in range(10):
+        client.xadd(stream, {"value": b'{"i":%d}' % i})
+    app = make_app(redis_server, stream_batch_size=10,
+                   redis_claim_idle_ms=30 if how == "claim" else 60000)
+    entered, gate = asyncio.Event(), asyncio.Event()
+    seen = []
+
+    @app.agent(app.redis_channel(stream))
+    async def agent(entries):
+        async for value in entries:
+            if not gate.is_set():
+                entered.set()
+                await gate.wait()
+            seen.append(value["i"])
+
+    async def finish_the_batch_and_its_xack():
+        gate.set()
+        await wait_until(lambda: pending(client, stream, app.id) == 0
+                         and not reader.held, what="the XACK")
+
+    def recovery_reply(args, reply):
+        if how == "claim":
+            return args[0] == "XAUTOCLAIM" and bool(reply[1])
+        return args[0] == "XREADGROUP" and args[-1] == "0" and bool(reply and reply[0][1])
+
+    await app.start()
+    try:
+        transport = redis_transport(app)
+        reader = transport._readers[stream]
+        await wait_until(entered.is_set, what="the batch in the agent")
+        armed = _intercept(monkeypatch, transport, recovery_reply, finish_the_batch_and_its_xack)
+        if how == "reconnect":
+            original = transport.client.execute_command
+            lose = [True]
+
+            async def lose_the_next_read(*args, **options):
+                if lose[0] and args[0] == "XREADGROUP" and args[-1] == ">":
+                    lose[0] = False
+                    raise redis_py.ConnectionError("connection lost (test)")
+                return await original(*args, **options)
+            monkeypatch.setattr(transport.client, "execute_command", lose_the_next_read)
+        await wait_until(lambda: not armed[0], what="the recovery read")
+        await wait_until(lambda: len(seen) >= 10, what="the batch")
+        await asyncio.sleep(0.2)  # a second delivery would be under way by now
+    finally:
+        await app.stop()
+    assert seen == list(range(10))
+    assert pending(client, stream, app.id) == 0
