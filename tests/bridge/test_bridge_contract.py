@@ -1124,3 +1124,23 @@ async def test_runner_metrics_count_what_happened():
         assert m["transfers"] >= 4 and m["bytes_transferred"] > 0
         assert m["worker_restarts"] == 0 and m["shm_transfers"] == 0
         assert m["execution_time_us"][runner.name] > 0
+
+
+async def test_concurrent_shm_calls_never_mix_up_their_data(clean_slate):
+    reg = NodeRegistry()
+    reg.register("echo", native=ca.Echo)
+    async with ProcessBridge(reg, workers_per_node=2) as bridge:
+        await bridge.initialize_node("e", "echo", {})
+
+        async def call(k):
+            size = 10_000 + 1_000 * (k % 7)  # sizes vary: segments get reused
+            data = pa.RecordBatch.from_pydict({"x": pa.array([k] * size, pa.int64())})
+            out = await bridge.execute_node("e", "echo", data, {"k": k})
+            return k, size, out
+        held = []
+        for wave in range(3):
+            held.extend(await asyncio.gather(*(call(wave * 100 + i) for i in range(16))))
+        for k, size, out in held:  # everything kept is still intact
+            assert out.num_rows == size and set(out.column("x").to_pylist()) == {k}
+        assert bridge.metrics.as_dict()["shm_transfers"] >= 96
+        del held
