@@ -7,7 +7,9 @@ described in the header:
 * ``{"k": "json", "v": ...}``: a JSON-able value, inline in the header;
 * ``{"k": "batch", "s": i, "p": j}``: a small RecordBatch as its two IPC
   messages, schema (part ``i``) and record batch (part ``j``);
-* ``{"k": "table" | "values" | "list", "p": i}``: a small IPC stream, part ``i``;
+* ``{"k": "table" | "values" | "list", "p": i}``: a small IPC stream, part ``i``
+  (also a small RecordBatch with dictionary fields: ``serialize()`` omits
+  dictionaries, a stream carries them);
 * ``{"k": ..., "shm": name}``: a large value's IPC stream in a one-shot
   shared-memory segment, which the reader maps (no copy) and unlinks;
 * ``{"k": ..., "shm": name, "n": size, "pool": 1}``: the same in a segment of
@@ -22,7 +24,8 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import pyarrow as pa
 
@@ -30,9 +33,16 @@ from ..exceptions import ConversionError
 from .arena import ShmArena
 from .shm import discard_segment, map_segment, write_segment
 
-__all__ = ["DEFAULT_INLINE_THRESHOLD", "FrameWriter", "FrameReader", "convert",
-           "discard_frame",
-           "FrameDecoder", "pack_frame", "Frame"]
+__all__ = [
+    "DEFAULT_INLINE_THRESHOLD",
+    "Frame",
+    "FrameDecoder",
+    "FrameReader",
+    "FrameWriter",
+    "convert",
+    "discard_frame",
+    "pack_frame",
+]
 
 #: Data smaller than this travels inside the message; larger goes by shm.
 DEFAULT_INLINE_THRESHOLD = 64 * 1024
@@ -49,18 +59,33 @@ _SCALARS = (str, int, float, bool, type(None))
 _PLAIN = (pa.RecordBatch, pa.Table, list, tuple, dict) + _SCALARS
 _SCHEMA_CACHE_SIZE = 64
 # Schemas repeat from batch to batch: serialize and parse each one once.
-_schema_bytes: Dict[int, Tuple[pa.Schema, pa.Buffer]] = {}
-_schemas_read: Dict[bytes, pa.Schema] = {}
+_schema_bytes: dict[int, tuple[pa.Schema, pa.Buffer | None]] = {}
+_schemas_read: dict[bytes, pa.Schema] = {}
 
 
-def _serialized_schema(schema: pa.Schema) -> pa.Buffer:
+def _has_dictionary(arrow_type: pa.DataType) -> bool:
+    if pa.types.is_dictionary(arrow_type):
+        return True
+    return any(_has_dictionary(arrow_type.field(i).type)
+               for i in range(arrow_type.num_fields))
+
+
+def _serialized_schema(schema: pa.Schema) -> pa.Buffer | None:
+    """The schema's IPC message; None if it has dictionary fields.
+
+    ``RecordBatch.serialize()`` leaves dictionaries out, so a batch with a
+    dictionary-encoded field (at any depth) must travel as a whole stream.
+    """
     hit = _schema_bytes.get(id(schema))
     # The cached schema object is kept alive, so its id cannot be reused.
     if hit is not None and hit[0] is schema:
         return hit[1]
     if len(_schema_bytes) >= _SCHEMA_CACHE_SIZE:
         _schema_bytes.clear()
-    buf = schema.serialize()
+    if any(_has_dictionary(field.type) for field in schema):
+        buf = None
+    else:
+        buf = schema.serialize()
     _schema_bytes[id(schema)] = (schema, buf)
     return buf
 
@@ -81,7 +106,7 @@ _NATIVE_TYPES = {int: pa.int64(), float: pa.float64(), str: pa.large_string(),
                  bool: pa.bool_()}
 
 
-def _native_column(values: Any) -> Optional[pa.RecordBatch]:
+def _native_column(values: Any) -> pa.RecordBatch | None:
     """A one-column batch for a non-empty list of one plain type, else None."""
     if not values:
         return None
@@ -96,7 +121,7 @@ def _native_column(values: Any) -> Optional[pa.RecordBatch]:
     return pa.RecordBatch.from_arrays([column], names=["value"])
 
 
-def _as_arrow(value: Any) -> Tuple[str, pa.Schema, Any]:
+def _as_arrow(value: Any) -> tuple[str, pa.Schema, Any]:
     """Classify ``value``: (kind, schema, batch or table) or kind ``json``."""
     if isinstance(value, pa.RecordBatch):
         return "batch", value.schema, value
@@ -133,17 +158,17 @@ class FrameWriter:
     """
 
     def __init__(self, inline_threshold: int = DEFAULT_INLINE_THRESHOLD,
-                 arena: Optional[ShmArena] = None) -> None:
+                 arena: ShmArena | None = None) -> None:
         self.inline_threshold = inline_threshold
         self.arena = arena
-        self.parts: List[Any] = []
-        self.segments: List[str] = []
+        self.parts: list[Any] = []
+        self.segments: list[str] = []
         #: Pooled segments (of ``arena``) this frame fills.
-        self.leased: List[str] = []
+        self.leased: list[str] = []
         #: Arrow bytes this frame carries (inline and shm), for metrics.
         self.data_bytes = 0
 
-    def describe(self, value: Any) -> Dict[str, Any]:
+    def describe(self, value: Any) -> dict[str, Any]:
         """Return the header description of ``value``, storing its data."""
         if not isinstance(value, _PLAIN) and hasattr(value, "payload"):
             value = value.payload  # a sabot Batch: its payload is the data
@@ -160,13 +185,15 @@ class FrameWriter:
             return {"k": "json", "v": value}
         try:
             if data.get_total_buffer_size() < self.inline_threshold:
-                if kind == "table":
+                # A batch goes as its two IPC messages, schema and record
+                # batch: a third of the cost of writing a whole stream;
+                # unless it has dictionaries, which only a stream carries.
+                schema_buf = None if kind == "table" else _serialized_schema(schema)
+                if schema_buf is None:
                     sink = pa.BufferOutputStream()
                     _write_stream(sink, schema, data)
                     return {"k": kind, "p": self._add_part(sink.getvalue())}
-                # A batch goes as its two IPC messages, schema and record
-                # batch: a third of the cost of writing a whole stream.
-                return {"k": kind, "s": self._add_part(_serialized_schema(schema)),
+                return {"k": kind, "s": self._add_part(schema_buf),
                         "p": self._add_part(data.serialize())}
             counter = pa.MockOutputStream()
             _write_stream(counter, schema, data)
@@ -191,11 +218,11 @@ class FrameWriter:
         self.data_bytes += buf.size
         return len(self.parts) - 1
 
-    def describe_many(self, values: Sequence[Any]) -> List[Dict[str, Any]]:
+    def describe_many(self, values: Sequence[Any]) -> list[dict[str, Any]]:
         """Describe each of ``values``; a list of descriptions."""
         return [self.describe(v) for v in values]
 
-    def finish(self, header: Dict[str, Any]) -> List[Any]:
+    def finish(self, header: dict[str, Any]) -> list[Any]:
         """Return the frame's buffers: prefix, header, then the body parts.
 
         With an arena, the header also tells the peer which of its segments
@@ -228,7 +255,7 @@ def _fill(target: pa.Buffer, schema: pa.Schema, data: Any) -> None:
         sink.close()
 
 
-def pack_frame(header: Dict[str, Any]) -> List[Any]:
+def pack_frame(header: dict[str, Any]) -> list[Any]:
     """A frame with a header and no data."""
     return FrameWriter().finish(header)
 
@@ -240,13 +267,13 @@ class FrameReader:
     data from the mapping: no copy either way.
     """
 
-    def __init__(self, header: Dict[str, Any], body: Any,
-                 arena: Optional[ShmArena] = None) -> None:
+    def __init__(self, header: dict[str, Any], body: Any,
+                 arena: ShmArena | None = None) -> None:
         self.header = header
         self.arena = arena
         if arena is not None:
             arena.give_back(header.get("released"))
-        self._parts: List[pa.Buffer] = []
+        self._parts: list[pa.Buffer] = []
         whole = pa.py_buffer(body) if body is not None else None
         offset = 0
         for size in header.get("parts", ()):
@@ -255,10 +282,10 @@ class FrameReader:
         #: Arrow bytes read out of this frame, for metrics.
         self.data_bytes = 0
         #: Shared-memory mappings read: the decoded data points into these.
-        self.mapped: List[pa.Buffer] = []
-        self._viewed: List[Dict[str, Any]] = []
+        self.mapped: list[pa.Buffer] = []
+        self._viewed: list[dict[str, Any]] = []
 
-    def value(self, desc: Dict[str, Any]) -> Any:
+    def value(self, desc: dict[str, Any]) -> Any:
         """Decode one description into RecordBatch, Table, list or JSON value."""
         kind = desc.get("k")
         if kind == "json":
@@ -297,11 +324,11 @@ class FrameReader:
         self.data_bytes += part.size
         return _parsed_schema(part)
 
-    def values(self, descs: Sequence[Dict[str, Any]]) -> List[Any]:
+    def values(self, descs: Sequence[dict[str, Any]]) -> list[Any]:
         """Decode a list of descriptions."""
         return [self.value(d) for d in descs]
 
-    def discard_unread(self, descs: Sequence[Dict[str, Any]]) -> None:
+    def discard_unread(self, descs: Sequence[dict[str, Any]]) -> None:
         """Unlink the segments of descriptions that will not be read."""
         viewed = {id(d) for d in self._viewed}
         for desc in descs:
@@ -312,7 +339,7 @@ class FrameReader:
                 discard_segment(desc["shm"])
 
 
-def discard_frame(header: Dict[str, Any], arena: Optional[ShmArena] = None) -> None:
+def discard_frame(header: dict[str, Any], arena: ShmArena | None = None) -> None:
     """Drop a received frame unread, releasing the shared memory it names.
 
     Its one-shot segments are unlinked, its pooled ones handed back to the
@@ -336,7 +363,7 @@ def discard_frame(header: Dict[str, Any], arena: Optional[ShmArena] = None) -> N
 
 
 def convert(value: Any, inline_threshold: int = DEFAULT_INLINE_THRESHOLD
-            ) -> Tuple[Any, int, bool]:
+            ) -> tuple[Any, int, bool]:
     """Send ``value`` through a frame and read it back in this process.
 
     What a process boundary does to a value, without the process: returns
@@ -355,7 +382,7 @@ def convert(value: Any, inline_threshold: int = DEFAULT_INLINE_THRESHOLD
 
 
 #: A received frame: its header and its body bytes (None when empty).
-Frame = Tuple[Dict[str, Any], Optional[bytes]]
+Frame = tuple[dict[str, Any], bytes | None]
 
 
 class FrameDecoder:
@@ -364,7 +391,7 @@ class FrameDecoder:
     def __init__(self) -> None:
         self._pending = b""
 
-    def feed(self, data: bytes) -> List[Frame]:
+    def feed(self, data: bytes) -> list[Frame]:
         """Add received bytes; return the complete ``(header, body)`` frames.
 
         Bodies are views of immutable bytes, so Arrow data read from them
