@@ -22,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
 
 import pyarrow as pa
 from mode import Service
@@ -148,6 +150,7 @@ class Agent(Service):
         self._done = asyncio.Event()
         self._error_hook: Optional[Callable[[BaseException], None]] = None
         self._process_runner: Any = None
+        self._latencies: Deque[float] = deque(maxlen=10_000)
         if executor == "process":
             from .bridge.agent import check_importable
             check_importable(fun)
@@ -210,6 +213,7 @@ class Agent(Service):
     async def on_start(self) -> None:
         self._done.clear()
         self._subscriber = self.channel.subscribe()
+        self._subscriber.observer = self._observe_batch
         self._in_start = self._values_released()
         if self.executor == "process":
             from .bridge.agent import ProcessAgentRunner
@@ -219,6 +223,17 @@ class Agent(Service):
             task = asyncio.ensure_future(self._run_instance(i))
             self._instances.append(task)
         asyncio.ensure_future(self._watch_instances(list(self._instances)))
+
+    def _observe_batch(self, batch: Any) -> None:
+        # Seconds from the batch reaching this agent's subscription to the
+        # agent moving past it: queueing plus processing, once per batch.
+        self._latencies.append(time.monotonic() - batch.published_at)
+
+    def drain_batch_latencies(self) -> List[float]:
+        """Batch latencies (seconds) recorded since the last call, oldest first."""
+        out = list(self._latencies)
+        self._latencies.clear()
+        return out
 
     async def _watch_instances(self, tasks: List["asyncio.Task[Any]"]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -45,6 +45,12 @@ class WorkerMetrics:
             "(backlog / rate, observed at every status tick).",
             ["agent"], registry=self.registry,
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0))
+        self.batch_latency = Histogram(
+            "sabot_batch_latency_seconds",
+            "Seconds from a batch reaching an agent to the agent moving past it "
+            "(queueing and processing), one observation per batch.",
+            ["agent"], registry=self.registry,
+            buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0))
         self._last: Optional[Snapshot] = None
         self.registry.register(self)  # collect() below
 
@@ -56,6 +62,10 @@ class WorkerMetrics:
     async def render(self) -> bytes:
         """The Prometheus text of a fresh snapshot."""
         self._last = await self.monitor.snapshot()
+        for agent in self.monitor.app.agents.values():
+            histogram = self.batch_latency.labels(agent=agent.name)
+            for seconds in agent.drain_batch_latencies():
+                histogram.observe(seconds)
         return generate_latest(self.registry)
 
     def collect(self) -> Iterable[Metric]:

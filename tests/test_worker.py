@@ -334,3 +334,29 @@ async def test_metrics_of_a_process_agent_include_the_bridge():
     assert metric(text, "sabot_bridge_executions_total", agent="double") >= 1
     assert metric(text, "sabot_bridge_transfers_total", agent="double") >= 1
     assert metric(text, "sabot_agent_events_out_total", agent="double") == 3
+
+
+async def test_batch_latency_histogram_counts_every_batch():
+    app = sabot.App("latency-histogram-test")
+    source = app.channel(name="work")
+
+    @app.agent(source, name="sleepy")
+    async def sleepy(stream):
+        async for batch in stream.batches():
+            await asyncio.sleep(0.02)
+
+    async with serving(app) as port:
+        for i in range(3):
+            await source.send_batch([i])
+        await source.send(value="last")
+        deadline = time.monotonic() + 10
+        while True:
+            status, text = await async_get(port, "/metrics")
+            count = metric(text, "sabot_batch_latency_seconds_count", agent="sleepy") or 0
+            if count >= 3:
+                break
+            assert time.monotonic() < deadline, text
+            await asyncio.sleep(0.05)
+    assert status == 200
+    total = metric(text, "sabot_batch_latency_seconds_sum", agent="sleepy")
+    assert total >= 3 * 0.02 * 0.9  # each batch took at least its 20 ms of work

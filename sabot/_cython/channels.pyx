@@ -13,6 +13,7 @@ docstring for the design). What is faster here:
 import logging
 import time
 import weakref
+from time import monotonic as _monotonic
 from collections import deque
 
 from cpython.ref cimport PyObject, Py_INCREF
@@ -52,6 +53,7 @@ cdef class Batch:
     cdef public object positions
     cdef public double timestamp
     cdef public object on_done
+    cdef public double published_at
     cdef Py_ssize_t _refs
     cdef list _rows
     cdef bint _done
@@ -72,6 +74,7 @@ cdef class Batch:
         self._done = False
         self._abandoned = False
         self._upstream = None
+        self.published_at = 0.0
         self._rows = payload if type(payload) is list else None
 
     def __len__(self):
@@ -325,6 +328,7 @@ cdef class FanOut:
         if n == 0:
             batch._finish()
             return 0
+        batch.published_at = _monotonic()
         batch.acquire(n)
         # A copy: waking a reader allocates, a collection may run a weakref
         # callback, and _drop would change the list under this loop.
@@ -416,11 +420,13 @@ cdef class Subscriber:
 
     cdef FanOut _fanout
     cdef _SubscriberState _state
+    cdef public object observer
     cdef object __weakref__
 
     def __init__(self, FanOut fanout, _SubscriberState state):
         self._fanout = fanout
         self._state = state
+        self.observer = None
 
     cpdef object take(self):
         """The next whole batch, or None; taking the open batch seals it."""
@@ -449,6 +455,8 @@ cdef class Subscriber:
         batch.release()
         if self._fanout._cap_waiters:
             self._fanout._check_capacity()
+        if self.observer is not None:
+            self.observer(batch)
 
     def waiter(self):
         """A future that completes when a batch arrives or the channel closes."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
+from time import monotonic as _monotonic
 from collections import deque
 
 from ..exceptions import ChannelClosed
@@ -43,7 +44,7 @@ class Batch:
     """Values (a list or a ``pyarrow.RecordBatch``) with envelope and ack count."""
 
     __slots__ = ("payload", "keys", "headers", "timestamps", "positions",
-                 "timestamp", "on_done", "_refs", "_rows", "_done", "_abandoned", "_upstream",
+                 "timestamp", "on_done", "published_at", "_refs", "_rows", "_done", "_abandoned", "_upstream",
                  "__weakref__")
 
     def __init__(self, payload, keys=None, headers=None, timestamps=None,
@@ -59,6 +60,7 @@ class Batch:
         self._done = False
         self._abandoned = False
         self._upstream = None
+        self.published_at = 0.0
         self._rows = payload if type(payload) is _list else None
 
     def __len__(self):
@@ -297,6 +299,7 @@ class FanOut:
         if n == 0:
             batch._finish()
             return
+        batch.published_at = _monotonic()
         batch.acquire(n)
         # A copy: waking a reader allocates, a collection may run a weakref
         # callback, and _drop would change the list under this loop.
@@ -379,11 +382,13 @@ class _DropCallback:
 class Subscriber:
     """One reader of a channel (held weakly by the channel)."""
 
-    __slots__ = ("_fanout", "_state", "__weakref__")
+    __slots__ = ("_fanout", "_state", "observer", "__weakref__")
 
     def __init__(self, fanout, state):
         self._fanout = fanout
         self._state = state
+        #: Called with each batch this subscriber finished (agents time them).
+        self.observer = None
 
     def take(self):
         """The next whole batch, or None; taking the open batch seals it."""
@@ -409,6 +414,8 @@ class Subscriber:
         fanout = self._fanout
         if fanout._cap_waiters:
             fanout._check_capacity()
+        if self.observer is not None:
+            self.observer(batch)
 
     def waiter(self):
         """A future that completes when a batch arrives or the channel closes."""
