@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Sequence
-from typing import Any
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
 
@@ -33,16 +32,9 @@ from ..exceptions import ConversionError
 from .arena import ShmArena
 from .shm import discard_segment, map_segment, write_segment
 
-__all__ = [
-    "DEFAULT_INLINE_THRESHOLD",
-    "Frame",
-    "FrameDecoder",
-    "FrameReader",
-    "FrameWriter",
-    "convert",
-    "discard_frame",
-    "pack_frame",
-]
+__all__ = ["DEFAULT_INLINE_THRESHOLD", "FrameWriter", "FrameReader", "convert",
+           "discard_frame",
+           "FrameDecoder", "pack_frame", "Frame"]
 
 #: Data smaller than this travels inside the message; larger goes by shm.
 DEFAULT_INLINE_THRESHOLD = 64 * 1024
@@ -59,8 +51,8 @@ _SCALARS = (str, int, float, bool, type(None))
 _PLAIN = (pa.RecordBatch, pa.Table, list, tuple, dict) + _SCALARS
 _SCHEMA_CACHE_SIZE = 64
 # Schemas repeat from batch to batch: serialize and parse each one once.
-_schema_bytes: dict[int, tuple[pa.Schema, pa.Buffer | None]] = {}
-_schemas_read: dict[bytes, pa.Schema] = {}
+_schema_bytes: Dict[int, Tuple[pa.Schema, Optional[pa.Buffer]]] = {}
+_schemas_read: Dict[bytes, pa.Schema] = {}
 
 
 def _has_dictionary(arrow_type: pa.DataType) -> bool:
@@ -70,7 +62,7 @@ def _has_dictionary(arrow_type: pa.DataType) -> bool:
                for i in range(arrow_type.num_fields))
 
 
-def _serialized_schema(schema: pa.Schema) -> pa.Buffer | None:
+def _serialized_schema(schema: pa.Schema) -> Optional[pa.Buffer]:
     """The schema's IPC message; None if it has dictionary fields.
 
     ``RecordBatch.serialize()`` leaves dictionaries out, so a batch with a
@@ -106,7 +98,7 @@ _NATIVE_TYPES = {int: pa.int64(), float: pa.float64(), str: pa.large_string(),
                  bool: pa.bool_()}
 
 
-def _native_column(values: Any) -> pa.RecordBatch | None:
+def _native_column(values: Any) -> Optional[pa.RecordBatch]:
     """A one-column batch for a non-empty list of one plain type, else None."""
     if not values:
         return None
@@ -121,7 +113,7 @@ def _native_column(values: Any) -> pa.RecordBatch | None:
     return pa.RecordBatch.from_arrays([column], names=["value"])
 
 
-def _as_arrow(value: Any) -> tuple[str, pa.Schema, Any]:
+def _as_arrow(value: Any) -> Tuple[str, pa.Schema, Any]:
     """Classify ``value``: (kind, schema, batch or table) or kind ``json``."""
     if isinstance(value, pa.RecordBatch):
         return "batch", value.schema, value
@@ -158,17 +150,17 @@ class FrameWriter:
     """
 
     def __init__(self, inline_threshold: int = DEFAULT_INLINE_THRESHOLD,
-                 arena: ShmArena | None = None) -> None:
+                 arena: Optional[ShmArena] = None) -> None:
         self.inline_threshold = inline_threshold
         self.arena = arena
-        self.parts: list[Any] = []
-        self.segments: list[str] = []
+        self.parts: List[Any] = []
+        self.segments: List[str] = []
         #: Pooled segments (of ``arena``) this frame fills.
-        self.leased: list[str] = []
+        self.leased: List[str] = []
         #: Arrow bytes this frame carries (inline and shm), for metrics.
         self.data_bytes = 0
 
-    def describe(self, value: Any) -> dict[str, Any]:
+    def describe(self, value: Any) -> Dict[str, Any]:
         """Return the header description of ``value``, storing its data."""
         if not isinstance(value, _PLAIN) and hasattr(value, "payload"):
             value = value.payload  # a sabot Batch: its payload is the data
@@ -218,11 +210,11 @@ class FrameWriter:
         self.data_bytes += buf.size
         return len(self.parts) - 1
 
-    def describe_many(self, values: Sequence[Any]) -> list[dict[str, Any]]:
+    def describe_many(self, values: Sequence[Any]) -> List[Dict[str, Any]]:
         """Describe each of ``values``; a list of descriptions."""
         return [self.describe(v) for v in values]
 
-    def finish(self, header: dict[str, Any]) -> list[Any]:
+    def finish(self, header: Dict[str, Any]) -> List[Any]:
         """Return the frame's buffers: prefix, header, then the body parts.
 
         With an arena, the header also tells the peer which of its segments
@@ -255,7 +247,7 @@ def _fill(target: pa.Buffer, schema: pa.Schema, data: Any) -> None:
         sink.close()
 
 
-def pack_frame(header: dict[str, Any]) -> list[Any]:
+def pack_frame(header: Dict[str, Any]) -> List[Any]:
     """A frame with a header and no data."""
     return FrameWriter().finish(header)
 
@@ -267,13 +259,13 @@ class FrameReader:
     data from the mapping: no copy either way.
     """
 
-    def __init__(self, header: dict[str, Any], body: Any,
-                 arena: ShmArena | None = None) -> None:
+    def __init__(self, header: Dict[str, Any], body: Any,
+                 arena: Optional[ShmArena] = None) -> None:
         self.header = header
         self.arena = arena
         if arena is not None:
             arena.give_back(header.get("released"))
-        self._parts: list[pa.Buffer] = []
+        self._parts: List[pa.Buffer] = []
         whole = pa.py_buffer(body) if body is not None else None
         offset = 0
         for size in header.get("parts", ()):
@@ -282,10 +274,10 @@ class FrameReader:
         #: Arrow bytes read out of this frame, for metrics.
         self.data_bytes = 0
         #: Shared-memory mappings read: the decoded data points into these.
-        self.mapped: list[pa.Buffer] = []
-        self._viewed: list[dict[str, Any]] = []
+        self.mapped: List[pa.Buffer] = []
+        self._viewed: List[Dict[str, Any]] = []
 
-    def value(self, desc: dict[str, Any]) -> Any:
+    def value(self, desc: Dict[str, Any]) -> Any:
         """Decode one description into RecordBatch, Table, list or JSON value."""
         kind = desc.get("k")
         if kind == "json":
@@ -324,11 +316,11 @@ class FrameReader:
         self.data_bytes += part.size
         return _parsed_schema(part)
 
-    def values(self, descs: Sequence[dict[str, Any]]) -> list[Any]:
+    def values(self, descs: Sequence[Dict[str, Any]]) -> List[Any]:
         """Decode a list of descriptions."""
         return [self.value(d) for d in descs]
 
-    def discard_unread(self, descs: Sequence[dict[str, Any]]) -> None:
+    def discard_unread(self, descs: Sequence[Dict[str, Any]]) -> None:
         """Unlink the segments of descriptions that will not be read."""
         viewed = {id(d) for d in self._viewed}
         for desc in descs:
@@ -339,7 +331,7 @@ class FrameReader:
                 discard_segment(desc["shm"])
 
 
-def discard_frame(header: dict[str, Any], arena: ShmArena | None = None) -> None:
+def discard_frame(header: Dict[str, Any], arena: Optional[ShmArena] = None) -> None:
     """Drop a received frame unread, releasing the shared memory it names.
 
     Its one-shot segments are unlinked, its pooled ones handed back to the
@@ -363,7 +355,7 @@ def discard_frame(header: dict[str, Any], arena: ShmArena | None = None) -> None
 
 
 def convert(value: Any, inline_threshold: int = DEFAULT_INLINE_THRESHOLD
-            ) -> tuple[Any, int, bool]:
+            ) -> Tuple[Any, int, bool]:
     """Send ``value`` through a frame and read it back in this process.
 
     What a process boundary does to a value, without the process: returns
@@ -382,7 +374,7 @@ def convert(value: Any, inline_threshold: int = DEFAULT_INLINE_THRESHOLD
 
 
 #: A received frame: its header and its body bytes (None when empty).
-Frame = tuple[dict[str, Any], bytes | None]
+Frame = Tuple[Dict[str, Any], Optional[bytes]]
 
 
 class FrameDecoder:
@@ -391,7 +383,7 @@ class FrameDecoder:
     def __init__(self) -> None:
         self._pending = b""
 
-    def feed(self, data: bytes) -> list[Frame]:
+    def feed(self, data: bytes) -> List[Frame]:
         """Add received bytes; return the complete ``(header, body)`` frames.
 
         Bodies are views of immutable bytes, so Arrow data read from them
