@@ -99,6 +99,14 @@ class App(Service):
             return self.transport.topic(name, **options)
         return self._transport_for(self.conf.redis_url).topic(name, **options)
 
+    def all_channels(self) -> List[Channel]:
+        """Every channel the app made: ``app.channel()`` ones and every topic."""
+        seen = {id(c): c for c in self.channels}
+        for transport in self._transports.values():
+            for channel in transport.topics.values():
+                seen.setdefault(id(channel), channel)
+        return list(seen.values())
+
     def dead_letter_channel_for(self, channel: Channel, name: str) -> Channel:
         """The dead-letter channel of ``channel``: same transport, ``name``."""
         for transport in self._transports.values():

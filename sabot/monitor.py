@@ -20,7 +20,6 @@ __all__ = ["AgentFigures", "Snapshot", "WorkerMonitor", "DeadLetterCounter",
 logger = logging.getLogger("sabot.worker")
 
 #: The message ``Channel.dead_letter`` logs for every value it dead-letters.
-_DEAD_LETTER_MSG = "dead letter from %s: %s"
 
 
 class AgentFigures(NamedTuple):
@@ -50,33 +49,24 @@ class Snapshot(NamedTuple):
         return all(a.running for a in self.agents)
 
 
-class DeadLetterCounter(logging.Handler):
-    """Counts dead letters per source channel from the record each one logs.
+class DeadLetterCounter:
+    """Dead letters per source channel, read from the channels' own counters.
 
     Every dead letter, whether the agent raised or the codec refused the
-    bytes, passes through ``Channel.dead_letter``, which logs it once; the
-    counter listens there rather than in each transport.
+    bytes, passes through ``Channel.dead_letter``, which counts it on the
+    source channel; this sums them over the app's channels and topics.
     """
 
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.counts: Dict[str, int] = defaultdict(int)
+    def __init__(self, app: Any = None) -> None:
+        self.app = app
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.msg == _DEAD_LETTER_MSG and record.args:
-            self.counts[str(record.args[0])] += 1
-
-    def install(self) -> "DeadLetterCounter":
-        """Listen on the channels' logger (whatever the worker's log level)."""
-        channels = logging.getLogger("sabot.channels")
-        if channels.getEffectiveLevel() > logging.WARNING:
-            channels.setLevel(logging.WARNING)
-        channels.addHandler(self)
-        return self
-
-    def uninstall(self) -> None:
-        """Stop listening."""
-        logging.getLogger("sabot.channels").removeHandler(self)
+    @property
+    def counts(self) -> Dict[str, int]:
+        """Channel name -> dead letters sent from it so far."""
+        if self.app is None:
+            return {}
+        return {ch.name: ch.dead_letters_sent for ch in self.app.all_channels()
+                if getattr(ch, "dead_letters_sent", 0)}
 
 
 class WorkerMonitor:
@@ -84,7 +74,7 @@ class WorkerMonitor:
 
     def __init__(self, app: Any, dead_letters: Optional[DeadLetterCounter] = None) -> None:
         self.app = app
-        self.dead_letters = dead_letters or DeadLetterCounter()
+        self.dead_letters = dead_letters or DeadLetterCounter(app)
 
     def agents(self) -> List[AgentFigures]:
         """Counters of every agent, now."""

@@ -113,7 +113,6 @@ class Worker:
                 pass
         logger.info("%s", self.banner())
         started = time.monotonic()
-        self.monitor.dead_letters.install()
         try:
             try:
                 await self._start_web()
@@ -142,7 +141,6 @@ class Worker:
             logger.info("%s", self.summary(first, self.monitor.agents()))
             logger.info("stopped after %.1fs", time.monotonic() - started)
         finally:
-            self.monitor.dead_letters.uninstall()
             if self.web is not None:
                 await self.web.stop()
         if app.crash_reasons:

@@ -77,6 +77,8 @@ class Channel(Service):
         self._own_iter: Any = None
         self._get_lock = asyncio.Lock()
         self._dead_letter: Optional["Channel"] = None
+        #: Values this channel sent to its dead-letter channel (for metrics).
+        self.dead_letters_sent = 0
         self._extra = kwargs
         super().__init__()
 
@@ -327,6 +329,7 @@ class Channel(Service):
         if headers:
             envelope.update(headers)
         encoded = {k: v if isinstance(v, bytes) else str(v).encode() for k, v in envelope.items()}
+        self.dead_letters_sent += 1
         logger.warning("dead letter from %s: %s", self.name, reason)
         return await self.dead_letter_channel().send(value=value, headers=encoded)
 
