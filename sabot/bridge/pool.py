@@ -111,19 +111,30 @@ class _Connection:
             self.close()
 
     async def request(self, buffers: List[Any]) -> Frame:
-        """Send a frame, return the answer; ``ConnectionResetError`` if lost."""
+        """Send a frame, return the answer; ``ConnectionResetError`` if lost.
+
+        A worker that exited (or is exiting) between requests shows as a
+        broken pipe or a reset on send: that is the same lost connection.
+        """
         if self.lost.done():
             raise ConnectionResetError("worker connection lost")
         self.waiter = waiter = self.loop.create_future()
-        rest = self.fsock.send_some(buffers)
-        if rest:
-            try:
+        try:
+            rest = self.fsock.send_some(buffers)
+            if rest:
                 await self.loop.sock_sendall(self.fsock.sock, rest)
-            except asyncio.CancelledError:
-                # Half a frame went out: the stream cannot be resynchronised.
-                self.close()
-                raise
-        elif self.spin:
+        except asyncio.CancelledError:
+            # Half a frame may have gone out: the stream cannot be
+            # resynchronised.
+            self.waiter = None
+            self.close()
+            raise
+        except OSError as exc:
+            # Nobody awaits the waiter now: drop it before close() fails it.
+            self.waiter = None
+            self.close()
+            raise ConnectionResetError(f"worker connection lost: {exc}") from exc
+        if self.spin and not rest:
             self._deliver(self.fsock.spin_recv(self.spin))
         try:
             return await waiter
@@ -138,7 +149,10 @@ class _Connection:
     def send_nowait(self, buffers: List[Any]) -> None:
         """Send a frame that expects no answer (best effort)."""
         if not self.lost.done():
-            self.fsock.send_some(buffers)
+            try:
+                self.fsock.send_some(buffers)
+            except OSError:
+                pass  # the worker is gone already (broken pipe): nothing to tell
 
     def close(self) -> None:
         """Stop watching and close the socket; a waiter gets the error."""
@@ -167,6 +181,8 @@ class WorkerProcess:
         self.info: Dict[str, Any] = {}
         #: Shared-memory segments reused with this worker.
         self.arena = ShmArena()
+        self._exit_watch: Optional[asyncio.Future] = None
+        self._exit_waiters = 0
 
     @property
     def pid(self) -> Optional[int]:
@@ -222,7 +238,8 @@ class WorkerProcess:
             raise await self._died()
         try:
             return await self.conn.request(buffers)
-        except ConnectionResetError:
+        except (ConnectionError, EOFError):
+            # Reset, broken pipe or end of file: the worker is gone.
             raise await self._died() from None
 
     async def _died(self) -> WorkerProcessDied:
@@ -239,16 +256,30 @@ class WorkerProcess:
         if proc.exitcode is not None:
             return proc.exitcode
         loop = asyncio.get_running_loop()
-        ended = loop.create_future()
         # The sentinel becomes readable when the process ends: no thread,
-        # no polling.
-        loop.add_reader(proc.sentinel, lambda: ended.done() or ended.set_result(None))
+        # no polling. One watcher per process, shared by every waiter (a
+        # second add_reader would replace the first one's callback).
+        ended = self._exit_watch
+        if ended is None:
+            ended = self._exit_watch = loop.create_future()
+            sentinel = proc.sentinel
+
+            def exited() -> None:
+                loop.remove_reader(sentinel)
+                if not ended.done():
+                    ended.set_result(None)
+            loop.add_reader(sentinel, exited)
+        self._exit_waiters += 1
         try:
-            await asyncio.wait_for(ended, timeout)
+            await asyncio.wait_for(asyncio.shield(ended), timeout)
         except asyncio.TimeoutError:
             return None
         finally:
-            loop.remove_reader(proc.sentinel)
+            self._exit_waiters -= 1
+            if not self._exit_waiters and not ended.done():
+                loop.remove_reader(proc.sentinel)
+                ended.cancel()
+                self._exit_watch = None
         # The sentinel closes a moment before the process can be reaped:
         # this join waits out that moment (it is about to return).
         proc.join(1.0)

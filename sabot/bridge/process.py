@@ -74,6 +74,7 @@ class ProcessBridge(ExecutorBridgeT):
         self.metrics = metrics if metrics is not None else BridgeMetrics()
         self._pools: Dict[str, WorkerPool] = {}
         self._starting: Dict[str, asyncio.Future] = {}
+        self._closed = False
 
     @property
     def executor_type(self) -> str:
@@ -84,8 +85,10 @@ class ProcessBridge(ExecutorBridgeT):
                               params: Mapping[str, Any]) -> Dict[str, Any]:
         """Start the node's workers; returns the node's keys as the worker saw them.
 
-        Concurrent calls for one node share one start.
+        Concurrent calls for one node share one start. A closed bridge
+        starts nothing: ``BridgeError``.
         """
+        self._check_open()
         if node_id in self._pools:
             return self._pools[node_id].info
         if node_id in self._starting:
@@ -101,6 +104,9 @@ class ProcessBridge(ExecutorBridgeT):
                               retry_policy=self.retry_policy, spin_us=self.spin_us,
                               start_timeout=self.start_timeout, metrics=self.metrics)
             await pool.start()
+            if self._closed:  # closed while the workers started
+                await pool.close()
+                self._check_open()
             self._pools[node_id] = pool
             fut.set_result(pool.info)
         except BaseException as exc:
@@ -111,6 +117,10 @@ class ProcessBridge(ExecutorBridgeT):
             del self._starting[node_id]
         return pool.info
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BridgeError("the process bridge is closed")
+
     def worker_pids(self, node_id: Optional[str] = None) -> list:
         """Process ids of the workers of ``node_id`` (of every node if None)."""
         pools = [self._pools[node_id]] if node_id else list(self._pools.values())
@@ -119,6 +129,7 @@ class ProcessBridge(ExecutorBridgeT):
     async def execute_node(self, node_id: str, node_type: str, data: Any,
                            params: Mapping[str, Any]) -> Any:
         """Run the node in a worker on ``data`` (shape: ``sabot.bridge.base``)."""
+        self._check_open()
         if node_id not in self._pools:
             await self.initialize_node(node_id, node_type, params)
         pool = self._pools[node_id]
@@ -160,7 +171,8 @@ class ProcessBridge(ExecutorBridgeT):
             await pool.close()
 
     async def close(self) -> None:
-        """Stop every node's workers."""
+        """Stop every node's workers; the bridge then refuses new calls."""
+        self._closed = True
         await asyncio.gather(*(self.cleanup_node(n) for n in list(self._pools)))
 
     async def __aenter__(self) -> "ProcessBridge":

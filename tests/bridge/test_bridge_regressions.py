@@ -1,9 +1,15 @@
 """Regressions of the bridge / process agent / pipeline bugs the contract suite found."""
 
+import asyncio
+import collections
+import time
+
 import pyarrow as pa
+import pytest
 
 from sabot.bridge import DataBridge, ProcessAgentRunner, ProcessBridge
 from sabot.bridge.ipc import convert
+from sabot.exceptions import BridgeError, NodeExecutionError
 from sabot.nodes import NodeRegistry
 
 from . import contract_agents as ca
@@ -42,3 +48,95 @@ async def test_small_dictionary_batch_through_databridge():
     bridge = DataBridge(source="native", target="process")
     await bridge.put(small_dictionary_batch())
     assert (await bridge.get()).equals(small_dictionary_batch())
+
+
+# -- 3: a worker gone between batches is worker death, not a broken pipe ------
+
+async def test_send_to_a_closed_worker_socket_is_a_lost_connection():
+    import gc
+    import socket
+
+    from sabot.bridge.arena import ShmArena
+    from sabot.bridge.ipc import pack_frame
+    from sabot.bridge.pool import _Connection
+
+    errors = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    try:
+        ours, theirs = socket.socketpair()
+        theirs.close()  # the worker exited; the loop has not seen EOF yet
+        conn = _Connection(ours, 0.0, ShmArena())
+        with pytest.raises(ConnectionResetError):
+            await conn.request(pack_frame({"op": "batch"}))
+        conn.send_nowait(pack_frame({"op": "stop"}))  # best effort: no error
+        assert conn.lost.done()
+        del conn
+        gc.collect()
+        await asyncio.sleep(0)
+        assert errors == []  # no "Future exception was never retrieved"
+    finally:
+        loop.set_exception_handler(None)
+
+
+async def test_agent_whose_worker_exits_after_each_batch_is_replaced():
+    outcomes = collections.Counter()
+    async with ProcessAgentRunner(ca.returns_after_first) as runner:
+        for i in range(6):
+            try:
+                await asyncio.wait_for(runner.process([i]), 20)
+                outcomes["ok"] += 1
+            except Exception as exc:  # noqa: BLE001 - counted, then asserted
+                outcomes[type(exc).__name__] += 1
+    assert outcomes == {"ok": 6}
+
+
+# -- 4: an agent that cannot be imported reports the remote error -------------
+
+async def test_agent_import_failure_reports_the_remote_error():
+    for _ in range(3):
+        runner = ProcessAgentRunner("tests.bridge.contract_agents:no_such_agent")
+        try:
+            with pytest.raises(NodeExecutionError):
+                await runner.start()
+        finally:
+            await runner.close()
+
+
+# -- 5: cleanup_node with a call in flight does not wait out the stop timeout --
+
+async def test_cleanup_node_with_a_call_in_flight_is_prompt():
+    reg = NodeRegistry()
+    reg.register("sleepy", native=ca.Sleepy)
+    bridge = ProcessBridge(reg)
+    try:
+        await bridge.initialize_node("s", "sleepy", {})
+        call = asyncio.ensure_future(
+            bridge.execute_node("s", "sleepy", [1], {"seconds": 0.5}))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        await bridge.cleanup_node("s")
+        took = time.monotonic() - started
+        with pytest.raises(BridgeError):
+            await call
+    finally:
+        await bridge.close()
+    assert took < 2.5, f"cleanup_node took {took:.2f}s"
+
+
+# -- 6: a closed ProcessBridge starts nothing ----------------------------------
+
+async def test_closed_process_bridge_refuses_calls():
+    reg = NodeRegistry()
+    reg.register("echo", native=ca.Echo)
+    bridge = ProcessBridge(reg)
+    assert await bridge.execute_node("e", "echo", [1], {}) == [1]
+    await bridge.close()
+    try:
+        with pytest.raises(BridgeError):
+            await bridge.execute_node("e", "echo", [2], {})
+        with pytest.raises(BridgeError):
+            await bridge.initialize_node("f", "echo", {})
+        assert bridge.worker_pids() == []
+    finally:
+        await bridge.close()
