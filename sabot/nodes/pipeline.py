@@ -178,11 +178,27 @@ class Pipeline:
                 if indegree[succ] == 0:
                     ready.append(succ)
         if len(order) < len(self._nodes):
-            stuck = sorted(n for n in self._nodes if n not in order)
+            # Nodes left unordered are on a cycle or downstream of one:
+            # name only those on a cycle (reachable from themselves).
+            stuck = set(self._nodes) - set(order)
+            cyclic = sorted(n for n in stuck if self._reaches(n, n))
             raise PipelineError(f"pipeline {self.name!r} has a cycle through node "
-                                f"{stuck[0]!r} (nodes in cycles: {stuck})")
+                                f"{cyclic[0]!r} (nodes in cycles: {cyclic})")
         self._order = order
         return order
+
+    def _reaches(self, source: str, target: str) -> bool:
+        """True if an edge path of at least one edge leads from source to target."""
+        seen: Set[str] = set()
+        pending = list(self._successors(source))
+        while pending:
+            node = pending.pop()
+            if node == target:
+                return True
+            if node not in seen:
+                seen.add(node)
+                pending.extend(self._successors(node))
+        return False
 
     def _bridge(self, runtime: str) -> ExecutorBridgeT:
         if runtime not in self._bridges:
@@ -245,8 +261,18 @@ class Pipeline:
         if self._started:
             return
         self.validate()
-        await asyncio.gather(*(self._initialize(s) for s in self._nodes.values()))
-        self._check_inputs()
+        results = await asyncio.gather(
+            *(self._initialize(s) for s in self._nodes.values()), return_exceptions=True)
+        try:
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            self._check_inputs()
+        except BaseException:
+            # `async with` never reaches __aexit__ when start() fails: stop
+            # the workers of the nodes that did start, here.
+            await self.close()
+            raise
         self._started = True
 
     async def close(self) -> None:
@@ -259,6 +285,10 @@ class Pipeline:
             closer = getattr(bridge, "close", None)
             if closer is not None:
                 await closer()
+            # A closed bridge refuses new nodes: a later start() makes anew.
+            for runtime, known in list(self._bridges.items()):
+                if known is bridge:
+                    del self._bridges[runtime]
         self._own_bridges.clear()
         self._started = False
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import collections
+import multiprocessing
 import time
 
 import pyarrow as pa
@@ -9,10 +10,11 @@ import pytest
 
 from sabot.bridge import DataBridge, ProcessAgentRunner, ProcessBridge
 from sabot.bridge.ipc import convert
-from sabot.exceptions import BridgeError, NodeExecutionError
-from sabot.nodes import NodeRegistry
+from sabot.exceptions import BridgeError, NodeExecutionError, PipelineError
+from sabot.nodes import NodeRegistry, Pipeline
 
 from . import contract_agents as ca
+from .helpers import all_nodes_registry
 
 
 def small_dictionary_batch():
@@ -140,3 +142,38 @@ async def test_closed_process_bridge_refuses_calls():
         assert bridge.worker_pids() == []
     finally:
         await bridge.close()
+
+
+# -- 7: a pipeline whose start() fails stops the workers it started -----------
+
+async def test_failed_pipeline_start_leaves_no_worker():
+    p = Pipeline(all_nodes_registry())
+    p.add_node("s", "identity", runtime="process")
+    p.add_node("m", "merge", runtime="process").connect("s", "m", input="left")
+    before = {c.pid for c in multiprocessing.active_children()}
+    try:
+        with pytest.raises(PipelineError, match="'m'"):
+            async with p:
+                pass
+        left = [c for c in multiprocessing.active_children() if c.pid not in before]
+        assert left == [], left
+        # Fixed up, the same pipeline starts (on a fresh bridge) and runs.
+        p.connect("s", "m", input="right")
+        async with p:
+            assert await p.run_batch({"input": [1]}) is not None
+    finally:
+        await p.close()
+
+
+# -- 8: the cycle error names only nodes on the cycle -------------------------
+
+def test_cycle_error_names_only_nodes_on_the_cycle():
+    p = Pipeline(all_nodes_registry())
+    for n in ("src", "x", "y", "a_after"):
+        p.add_node(n, "identity")
+    p.connect("src", "x").connect("x", "y").connect("y", "x").connect("y", "a_after")
+    with pytest.raises(PipelineError) as info:
+        p.validate()
+    message = str(info.value)
+    assert "cycle through node 'x'" in message, message
+    assert "['x', 'y']" in message and "a_after" not in message, message
