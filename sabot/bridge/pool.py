@@ -27,6 +27,7 @@ from .arena import ShmArena
 from .framesock import FrameSocket
 from .ipc import Frame, discard_frame, pack_frame
 from .metrics import BridgeMetrics
+from .shm import discard_segments, worker_segment_prefix
 
 __all__ = ["WorkerProcess", "WorkerPool", "Frame"]
 
@@ -316,6 +317,10 @@ class WorkerProcess:
             self._forget_reaper()
             self.arena.forget_peer()
             self.arena.close()
+            # A worker that was killed could not clean up: remove what it
+            # created that we never mapped (its pool, unread one-shots).
+            if self.process.exitcode != 0:
+                discard_segments(worker_segment_prefix(self.process.pid))
 
 
 class WorkerPool:

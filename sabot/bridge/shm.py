@@ -24,18 +24,45 @@ from typing import Any, Optional
 import pyarrow as pa
 
 __all__ = ["write_segment", "map_segment", "discard_segment", "new_segment",
-           "segment_prefix", "set_segment_owner"]
+           "segment_prefix", "set_segment_owner", "worker_segment_prefix",
+           "discard_segments"]
 
 # Segment names carry the pid of the process that owns the bridge (workers
 # use their parent's), so a leak can be traced to its owner and tests can
-# count their own segments while other programs use /dev/shm too.
+# count their own segments while other programs use /dev/shm too. A
+# worker's names also carry its own pid (``sabot_<parent>_w<worker>_``), so
+# that the parent can remove what a worker that was killed left behind.
 _owner = os.getpid()
+_worker_tag = ""
 
 
-def set_segment_owner(pid: int) -> None:
-    """Name this process's new segments after ``pid`` (a worker: its parent)."""
-    global _owner
+def set_segment_owner(pid: int, worker: Optional[int] = None) -> None:
+    """Name this process's new segments after ``pid`` (a worker: its parent)
+    and, for a worker, after its own pid ``worker`` too."""
+    global _owner, _worker_tag
     _owner = pid
+    _worker_tag = f"w{worker}_" if worker is not None else ""
+
+
+def worker_segment_prefix(worker: int, parent: Optional[int] = None) -> str:
+    """The name prefix of the segments worker process ``worker`` creates."""
+    return f"{segment_prefix(parent)}w{worker}_"
+
+
+def discard_segments(prefix: str) -> None:
+    """Remove every segment whose name starts with ``prefix``.
+
+    For the segments of a worker that died without cleaning up: its pool,
+    and one-shot segments it wrote that nobody will read. Only call it once
+    that process is gone.
+    """
+    try:
+        names = os.listdir("/dev/shm")
+    except OSError:
+        return  # no /dev/shm (macOS): nothing to list
+    for name in names:
+        if name.startswith(prefix):
+            discard_segment(name)
 
 
 def segment_prefix(pid: Optional[int] = None) -> str:
@@ -47,7 +74,7 @@ def new_segment(size: int) -> SharedMemory:
     """Create a segment of ``size`` bytes with an owner-prefixed name."""
     while True:
         try:
-            return SharedMemory(name=segment_prefix() + secrets.token_hex(6),
+            return SharedMemory(name=segment_prefix() + _worker_tag + secrets.token_hex(6),
                                 create=True, size=max(size, 1))
         except FileExistsError:  # a 48-bit name collided: draw again
             continue

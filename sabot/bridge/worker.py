@@ -30,10 +30,10 @@ def prepare_worker_process() -> None:
 
     Ctrl-C in a terminal reaches the whole process group; the parent decides
     when workers stop, so they ignore SIGINT. Shared-memory segments are
-    named after the parent, which owns the bridge.
+    named after the parent, which owns the bridge, and this worker.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    set_segment_owner(os.getppid())
+    set_segment_owner(os.getppid(), worker=os.getpid())
 
 
 def error_header(exc: BaseException, req_id: Optional[int] = None) -> Dict[str, Any]:

@@ -3,6 +3,8 @@
 import asyncio
 import collections
 import multiprocessing
+import os
+import signal
 import time
 
 import pyarrow as pa
@@ -10,10 +12,12 @@ import pytest
 
 from sabot.bridge import DataBridge, ProcessAgentRunner, ProcessBridge
 from sabot.bridge.ipc import convert
+from sabot.bridge.shm import worker_segment_prefix
 from sabot.exceptions import BridgeError, NodeExecutionError, PipelineError
 from sabot.nodes import NodeRegistry, Pipeline
 
 from . import contract_agents as ca
+from .conftest import shm_segments
 from .helpers import all_nodes_registry
 
 
@@ -177,3 +181,47 @@ def test_cycle_error_names_only_nodes_on_the_cycle():
     message = str(info.value)
     assert "cycle through node 'x'" in message, message
     assert "['x', 'y']" in message and "a_after" not in message, message
+
+
+# -- 2: segments a killed worker created are removed, even those never mapped --
+
+async def test_segments_of_a_killed_agent_worker_are_removed():
+    before = shm_segments()
+    async with ProcessAgentRunner(ca.big_then_unjsonable) as runner:
+        with pytest.raises(Exception):  # noqa: B017 - a set cannot cross back
+            await runner.process([100_000, "bad"])  # leaves a pooled segment unread
+        (pid,) = runner.pids()
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(0.2)
+        assert (await runner.process([5]))[0].num_rows == 5  # replaced fine
+        assert not [n for n in shm_segments()
+                    if n.startswith(worker_segment_prefix(pid))]
+    assert shm_segments() <= before, shm_segments() - before
+
+
+async def test_segments_of_a_killed_node_worker_are_removed_by_cleanup_node():
+    before = shm_segments()
+    reg = NodeRegistry()
+    reg.register("btb", native=ca.BigThenBad)
+    async with ProcessBridge(reg) as bridge:
+        await bridge.initialize_node("n", "btb", {})
+        with pytest.raises(NodeExecutionError):
+            await bridge.execute_node("n", "btb", {"input": 100_000}, {})
+        for pid in bridge.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(0.2)
+        await bridge.cleanup_node("n")
+        assert shm_segments() <= before, shm_segments() - before
+
+
+async def test_stale_answer_segment_of_a_killed_worker_is_removed():
+    before = shm_segments()
+    async with ProcessAgentRunner(ca.slow_big) as runner:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(runner.process([100_000, 0.3]), 0.1)
+        await asyncio.sleep(0.4)  # the big answer arrives and is dropped unread
+        (pid,) = runner.pids()
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(0.2)
+        await runner.process([5, 0])
+    assert shm_segments() <= before, shm_segments() - before
