@@ -108,8 +108,10 @@ def _native_column(values: Any) -> Optional[pa.RecordBatch]:
         return None
     try:
         column = pa.array(values, type=arrow_type)
-    except (pa.ArrowException, OverflowError):
-        return None  # e.g. an int beyond 64 bits: JSON keeps it exact
+    except (pa.ArrowException, OverflowError, UnicodeError):
+        # e.g. an int beyond 64 bits, or a str with a lone surrogate (not
+        # UTF-8): JSON keeps it exact.
+        return None
     return pa.RecordBatch.from_arrays([column], names=["value"])
 
 
@@ -381,7 +383,12 @@ class FrameDecoder:
     """Splits a received byte stream into frames."""
 
     def __init__(self) -> None:
-        self._pending = b""
+        # The start of a frame split across receives, as received: joined
+        # once, when the frame is complete (joining at every receive would
+        # copy a large frame over and over: quadratic).
+        self._chunks: List[bytes] = []
+        self._have = 0
+        self._need = 0  # the pending frame's whole size; 0 until its prefix came
 
     def feed(self, data: bytes) -> List[Frame]:
         """Add received bytes; return the complete ``(header, body)`` frames.
@@ -389,10 +396,17 @@ class FrameDecoder:
         Bodies are views of immutable bytes, so Arrow data read from them
         stays valid however long it is kept.
         """
-        if self._pending:
-            # A frame was split across receives: join once, then parse.
-            data = b"".join((self._pending, data))
-            self._pending = b""
+        if self._chunks:
+            self._chunks.append(data)
+            self._have += len(data)
+            if not self._need and self._have >= _PREFIX.size:
+                hlen, blen = _PREFIX.unpack_from(b"".join(self._chunks)[:_PREFIX.size])
+                self._need = _PREFIX.size + hlen + blen
+            if not self._need or self._have < self._need:
+                return []
+            data = b"".join(self._chunks)
+            self._chunks = []
+            self._have = self._need = 0
         frames = []
         pos = 0
         size = len(data)
@@ -407,5 +421,10 @@ class FrameDecoder:
             frames.append((header, view[hstart + hlen:end] if blen else None))
             pos = end
         if pos < size:
-            self._pending = data[pos:]
+            rest = data[pos:]
+            self._chunks = [rest]
+            self._have = len(rest)
+            if len(rest) >= _PREFIX.size:
+                hlen, blen = _PREFIX.unpack_from(rest)
+                self._need = _PREFIX.size + hlen + blen
         return frames

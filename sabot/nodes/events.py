@@ -54,6 +54,7 @@ class EventSubscription:
         self._bus = bus
         self._events: Deque[ExecutionEvent] = collections.deque(maxlen=maxsize)
         self._wakeup: Optional[asyncio.Event] = None
+        self._closed = False
         #: Events lost because this subscriber fell behind.
         self.dropped = 0
 
@@ -75,6 +76,8 @@ class EventSubscription:
 
     async def __anext__(self) -> ExecutionEvent:
         while not self._events:
+            if self._closed:
+                raise StopAsyncIteration
             if self._wakeup is None:
                 self._wakeup = asyncio.Event()
             self._wakeup.clear()
@@ -82,8 +85,11 @@ class EventSubscription:
         return self._events.popleft()
 
     def close(self) -> None:
-        """Stop receiving events."""
+        """Stop receiving events; iteration ends once those received are read."""
+        self._closed = True
         self._bus.unsubscribe(self)
+        if self._wakeup is not None:
+            self._wakeup.set()
 
 
 class EventBus:

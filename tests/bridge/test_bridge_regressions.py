@@ -2,6 +2,7 @@
 
 import asyncio
 import collections
+import json
 import multiprocessing
 import os
 import signal
@@ -225,3 +226,64 @@ async def test_stale_answer_segment_of_a_killed_worker_is_removed():
         await asyncio.sleep(0.2)
         await runner.process([5, 0])
     assert shm_segments() <= before, shm_segments() - before
+
+
+# -- 11: a frame split over many receives is joined once (linear, not quadratic)
+
+def _frame_bytes(header, body=b""):
+    from sabot.bridge.ipc import _PREFIX
+    head = json.dumps(header).encode()
+    return _PREFIX.pack(len(head), len(body)) + head + body
+
+
+def test_frame_decoder_reassembles_frames_split_anywhere():
+    from sabot.bridge.ipc import FrameDecoder
+    stream = (_frame_bytes({"a": 1}, b"xyz") + _frame_bytes({"b": 2})
+              + _frame_bytes({"c": 3}, b"0123456789"))
+    expected = [({"a": 1}, b"xyz"), ({"b": 2}, None), ({"c": 3}, b"0123456789")]
+    for step in (1, 2, 3, 5, 7, 11, 13, len(stream)):
+        decoder = FrameDecoder()
+        got = []
+        for i in range(0, len(stream), step):
+            got.extend(decoder.feed(stream[i:i + step]))
+        assert [(h, bytes(b) if b is not None else None) for h, b in got] == expected, step
+
+
+def test_frame_decoder_large_frame_in_receive_sized_chunks_is_linear():
+    from sabot.bridge.ipc import FrameDecoder
+    data = _frame_bytes({"big": True}, b"x" * (64 * 2 ** 20))
+    chunk = 256 * 1024
+    decoder = FrameDecoder()
+    started = time.monotonic()
+    frames = []
+    for i in range(0, len(data), chunk):
+        frames.extend(decoder.feed(data[i:i + chunk]))
+    took = time.monotonic() - started
+    assert len(frames) == 1 and len(frames[0][1]) == 64 * 2 ** 20
+    assert took < 1.5, f"{took:.2f}s"  # quadratic joining: several seconds
+
+
+# -- 9: a lone surrogate in a list of strings crosses (JSON), no UnicodeEncodeError
+
+def test_lone_surrogate_in_a_string_list_crosses():
+    for value in (["\ud800"], ["a", "\udfff b"]):
+        out, _, _ = convert(value)
+        assert out == value
+
+
+# -- 12: closing a subscription ends its iteration ------------------------------
+
+async def test_closing_a_subscription_ends_a_blocked_iteration():
+    from sabot.nodes import EventBus
+    bus = EventBus()
+    sub = bus.subscribe()
+
+    async def reader():
+        return [e async for e in sub]
+    task = asyncio.ensure_future(reader())
+    await asyncio.sleep(0.01)
+    sub.close()
+    try:
+        assert await asyncio.wait_for(task, 1) == []
+    finally:
+        task.cancel()
