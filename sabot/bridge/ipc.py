@@ -115,6 +115,32 @@ def _native_column(values: Any) -> Optional[pa.RecordBatch]:
     return pa.RecordBatch.from_arrays([column], names=["value"])
 
 
+_CONTAINERS = (dict, list, tuple)
+
+
+def _check_keys(value: Any) -> None:
+    """``ConversionError`` if a dict in ``value`` has a key that is not a str.
+
+    JSON would turn such a key into a string (``{1: "a"}`` arriving as
+    ``{"1": "a"}``): refused rather than silently changed.
+    """
+    pending = [value]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, dict):
+            for key, item in node.items():
+                if not isinstance(key, str):
+                    raise ConversionError(
+                        f"dict key {key!r} ({type(key).__name__}) cannot cross the "
+                        f"bridge: JSON would turn it into a string")
+                if isinstance(item, _CONTAINERS):
+                    pending.append(item)
+        else:
+            for item in node:
+                if isinstance(item, _CONTAINERS):
+                    pending.append(item)
+
+
 def _as_arrow(value: Any) -> Tuple[str, pa.Schema, Any]:
     """Classify ``value``: (kind, schema, batch or table) or kind ``json``."""
     if isinstance(value, pa.RecordBatch):
@@ -130,6 +156,7 @@ def _as_arrow(value: Any) -> Tuple[str, pa.Schema, Any]:
         except (TypeError, ValueError) as exc:
             raise ConversionError(
                 f"list item cannot cross the bridge as JSON: {exc}") from exc
+        _check_keys(value)  # after dumps, which refuses circular values
         column = pa.array(texts, type=pa.large_string())
         return "list", _JSON_LIST_SCHEMA, pa.RecordBatch.from_arrays(
             [column], schema=_JSON_LIST_SCHEMA)
@@ -176,6 +203,7 @@ class FrameWriter:
                 raise ConversionError(
                     f"{type(value).__name__} cannot cross the bridge: it is "
                     f"neither Arrow data, a list, nor JSON-able ({exc})") from exc
+            _check_keys(value)
             return {"k": "json", "v": value}
         try:
             if data.get_total_buffer_size() < self.inline_threshold:

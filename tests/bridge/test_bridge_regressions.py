@@ -14,7 +14,8 @@ import pytest
 from sabot.bridge import DataBridge, ProcessAgentRunner, ProcessBridge
 from sabot.bridge.ipc import convert
 from sabot.bridge.shm import worker_segment_prefix
-from sabot.exceptions import BridgeError, NodeExecutionError, PipelineError
+from sabot.exceptions import (BridgeError, ConversionError, NodeExecutionError,
+                              PipelineError)
 from sabot.nodes import NodeRegistry, Pipeline
 
 from . import contract_agents as ca
@@ -287,3 +288,19 @@ async def test_closing_a_subscription_ends_a_blocked_iteration():
         assert await asyncio.wait_for(task, 1) == []
     finally:
         task.cancel()
+
+
+# -- 10: a dict key that JSON would turn into a string is refused ---------------
+
+def test_non_string_dict_keys_are_refused_not_rewritten():
+    for value in ({1: "a"}, [{"x": {2: "b"}}, 3], {"ok": [{None: 1}]}):
+        with pytest.raises(ConversionError, match="dict key"):
+            convert(value)
+    assert convert({"a": [{"b": 1}]})[0] == {"a": [{"b": 1}]}
+
+
+async def test_non_string_dict_keys_through_a_process_agent():
+    async with ProcessAgentRunner(ca.echo_batches) as runner:
+        with pytest.raises(ConversionError):
+            await runner.process([{1: "a"}])
+        assert await runner.process([{"1": "a"}]) == [[{"1": "a"}]]
