@@ -124,9 +124,7 @@ class Channel(Service):
                 await self.send_batch(part)
             return None
         if isinstance(batch, pa.RecordBatch):
-            if self.schema is not None:
-                batch = check_batch(self.schema, batch)
-            await self.publish(Batch(batch))
+            await self._publish_record_batch(batch, ())
             return None
         if isinstance(batch, (str, bytes, dict)) or not isinstance(batch, Iterable):
             raise TypeError(
@@ -149,34 +147,33 @@ class Channel(Service):
         This is how an agent forwards what it yields. In memory the sources
         stay unacknowledged until this channel's subscribers have finished
         with the value (not merely received it), so a chain of agents from a
-        Kafka topic commits only what went all the way through. A transport
-        channel returns its delivery future instead, which the agent holds
-        the sources on.
+        Kafka topic commits only what went all the way through. (A transport
+        channel overrides this: its delivery future holds the sources.)
         """
-        if type(self).send is not Channel.send:
-            if isinstance(value, pa.RecordBatch):
-                return await self.send_batch(value)
-            return await self.send(value=value)
         tracked = [s for s in sources if s.tracked]
         if isinstance(value, pa.RecordBatch):
             if self._pending:
                 await self.flush()
-            batch = Batch(value if self.schema is None else check_batch(self.schema, value))
-            for source in tracked:
-                batch.link(source)
-            await self.publish(batch)
+            await self._publish_record_batch(value, tracked)
             return None
-        if not tracked:
-            return await self.send(value=value)
         if self._checker is not None:
-            self._checker.check(value)
+            self._checker.check(value)  # before holding anything
             for source in tracked:
                 source.acquire()
             self._pending_sources.extend(tracked)
-            return await self._send_row(None, value, None)
+            return await self._queue_row(None, value, None)
         if self._fanout.append_linked(value, tracked):
             await self._fanout.wait_capacity()
         return None
+
+    async def _publish_record_batch(self, record_batch: pa.RecordBatch,
+                                    sources: Sequence[Any]) -> None:
+        if self.schema is not None:
+            record_batch = check_batch(self.schema, record_batch)
+        batch = Batch(record_batch)
+        for source in sources:
+            batch.link(source)
+        await self.publish(batch)
 
     async def publish(self, batch: Any) -> None:
         """Hand a ``Batch`` to every local subscriber (transports call this)."""
@@ -220,6 +217,10 @@ class Channel(Service):
 
     async def _send_row(self, key: Any, value: Any, headers: Any) -> None:
         self._checker.check(value)  # raises SchemaError naming the field
+        await self._queue_row(key, value, headers)
+
+    async def _queue_row(self, key: Any, value: Any, headers: Any) -> None:
+        # A checked row joins the rows gathered for the next RecordBatch.
         if self._fanout.closed:
             raise ChannelClosed(f"channel {self.name!r} is closed")
         if self._fanout.over_capacity():

@@ -159,6 +159,12 @@ class TransportChannel(Channel):
                 self._checker.check(value)
         return self.codec.encode(value)
 
+    async def send_from(self, value: Any, sources: Sequence[Any] = ()) -> Any:
+        """Produce ``value``; the agent holds ``sources`` on the delivery future returned."""
+        if isinstance(value, pa.RecordBatch):
+            return await self.send_batch(value)
+        return await self.send(value=value)
+
     async def send(self, key: Any = None, value: Any = None,
                    headers: Optional[Dict[str, bytes]] = None, **options: Any) -> Any:
         """Write one value; returns its delivery future (awaiting it gives the metadata).
