@@ -294,7 +294,9 @@ class _Operator:
         return result
 
 
-class _Filter(_Operator):
+class _Map(_Operator):
+    """``fun(value)`` for each value (``fun`` sync or async)."""
+
     __slots__ = ("_fun",)
 
     def __init__(self, parent: Any, fun: Callable[[Any], Any]) -> None:
@@ -303,20 +305,15 @@ class _Filter(_Operator):
 
     def _apply(self, value: Any) -> Any:
         return self._fun(value)
+
+
+class _Filter(_Map):
+    """The values for which ``fun(value)`` is true."""
+
+    __slots__ = ()
 
     def _finish(self, value: Any, result: Any) -> Any:
         return value if result else _SKIP
-
-
-class _Map(_Operator):
-    __slots__ = ("_fun",)
-
-    def __init__(self, parent: Any, fun: Callable[[Any], Any]) -> None:
-        super().__init__(parent)
-        self._fun = fun
-
-    def _apply(self, value: Any) -> Any:
-        return self._fun(value)
 
 
 class _Enumerate(_Operator):
