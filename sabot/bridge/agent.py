@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from ..exceptions import AgentError, ConfigurationError, RegistryError
 from ..nodes.registry import import_path
-from ..nodes.retry import RetryPolicy
+from ..retry import RetryPolicy
 from .agent_worker import agent_worker_main
 from .arena import ShmArena
 from .ipc import DEFAULT_INLINE_THRESHOLD, FrameReader, FrameWriter

@@ -22,7 +22,7 @@ import weakref
 from typing import Any, Callable, Dict, List, Optional
 
 from ..exceptions import BridgeError, NodeExecutionError, WorkerProcessDied
-from ..nodes.retry import RetryPolicy
+from ..retry import RetryPolicy
 from .arena import ShmArena
 from .framesock import FrameSocket
 from .ipc import Frame, discard_frame, pack_frame

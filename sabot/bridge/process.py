@@ -14,7 +14,7 @@ from typing import Any, Dict, Mapping, Optional
 
 from ..exceptions import BridgeError, ConversionError, NodeExecutionError
 from ..nodes.registry import NodeRegistry
-from ..nodes.retry import RetryPolicy
+from ..retry import RetryPolicy
 from ..types import ExecutorBridgeT
 from .base import as_inputs, from_outputs
 from .arena import ShmArena

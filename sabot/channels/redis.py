@@ -50,7 +50,7 @@ except ImportError:  # pragma: no cover - hiredis is a dependency where it insta
 
 from ..exceptions import (AuthenticationError, BrokerUnavailable,
                           ConfigurationError, TransportError)
-from ..nodes.retry import RetryPolicy
+from ..retry import RetryPolicy
 from ..settings import redact_url
 from .base import Transport
 from .transport import Countdown, Fetched, TransportChannel

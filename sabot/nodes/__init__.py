@@ -2,7 +2,7 @@
 from .events import EventBus, EventKind, ExecutionEvent
 from .pipeline import ErrorHandling, Pipeline, PipelineResult
 from .registry import RUNTIMES, NodeRegistry
-from .retry import NO_RETRY, RetryPolicy
+from ..retry import NO_RETRY, RetryPolicy
 from .state import NodeState, NodeStatus
 
 __all__ = ["EventBus", "EventKind", "ExecutionEvent", "ErrorHandling", "Pipeline",

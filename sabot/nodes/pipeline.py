@@ -24,7 +24,7 @@ from ..types import ExecutorBridgeT
 from .events import EventBus, EventKind, ExecutionEvent
 from .node import node_error
 from .registry import NodeRegistry
-from .retry import RetryPolicy
+from ..retry import RetryPolicy
 from .state import NodeState, NodeStatus
 
 __all__ = ["ErrorHandling", "Pipeline", "PipelineResult"]
