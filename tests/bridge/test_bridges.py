@@ -12,7 +12,7 @@ import pytest
 from sabot.bridge import NativeBridge, ProcessBridge
 from sabot.exceptions import (ConversionError, NodeExecutionError,
                               WorkerProcessDied)
-from sabot.nodes.retry import RetryPolicy
+from sabot.retry import RetryPolicy
 
 from .conftest import pid_alive, shm_segments
 from .helpers import all_nodes_registry
