@@ -82,9 +82,11 @@ class _Sink:
 
 
 def _hold_until_done(sources: Any, result: Any) -> None:
-    # A transport sink returned a delivery future: keep the input batches
-    # unacknowledged until the output is durable.
-    if not sources or not isinstance(result, asyncio.Future) or result.done():
+    # A sink returned a delivery future (a Kafka write), or a dead letter is
+    # on its way: keep the input batches unacknowledged until it is durable.
+    if not sources or not isinstance(result, asyncio.Future):
+        return
+    if result.done() and not result.cancelled() and result.exception() is None:
         return
     if not isinstance(sources, list):
         sources = [sources]
@@ -96,14 +98,17 @@ def _hold_until_done(sources: Any, result: Any) -> None:
         # transport delivers it again after a restart.
         failed = fut.cancelled() or fut.exception() is not None
         if failed:
-            logger.error("sink delivery failed (%r): the input stays unacknowledged",
+            logger.error("delivery failed (%r): the input stays unacknowledged",
                          "cancelled" if fut.cancelled() else fut.exception())
         for batch in sources:
             if failed:
                 batch.abandon()
             else:
                 batch.release()
-    result.add_done_callback(settle)
+    if result.done():
+        settle(result)
+    else:
+        result.add_done_callback(settle)
 
 
 class Agent(Service):
@@ -340,12 +345,19 @@ class Agent(Service):
         sources = stream.sources()
         if self.on_error == "dead_letter":
             try:
-                result = await self.channel.dead_letter(
-                    value, f"{type(exc).__name__}: {exc}",
-                    {"sabot-agent": self.name, "sabot-position": repr(position)})
-                _hold_until_done(sources, result)
-            except Exception as dlq_exc:  # never lose the agent over the DLQ
-                logger.error("agent %s: dead-letter write failed: %r", self.name, dlq_exc)
+                written = await self.channel.dead_letter(
+                    value, f"{type(exc).__name__}: {exc}", {"sabot-agent": self.name},
+                    position=position)
+            except Exception as dlq_exc:
+                # Not even started: the value must not be acknowledged.
+                logger.error("agent %s: dead letter could not be written (%r); the value "
+                             "stays unacknowledged", self.name, dlq_exc)
+                for batch in sources:
+                    batch.acquire()
+                    batch.abandon()
+            else:
+                # The value is acknowledged only once its dead letter is stored.
+                _hold_until_done(sources, written)
         # Skipped or dead-lettered: the failing item counts as finished.
         stream.settle()
         return True

@@ -1,5 +1,4 @@
 """RetryPolicy: backoff, which errors retry, deadline, giving up."""
-import asyncio
 import time
 
 import pytest

@@ -21,6 +21,7 @@ from mode import Service
 from .._fastpath import Batch, FanOut
 from ..exceptions import ChannelClosed, ConfigurationError
 from ..schema import RowChecker, check_batch, rows_to_batch
+from .dead_letters import DeadLetterWriter
 
 __all__ = ["Channel", "Transport"]
 
@@ -77,8 +78,8 @@ class Channel(Service):
         self._own_iter: Any = None
         self._get_lock = asyncio.Lock()
         self._dead_letter: Optional["Channel"] = None
-        #: Values this channel sent to its dead-letter channel (for metrics).
-        self.dead_letters_sent = 0
+        #: Writes this channel's dead letters and counts what was stored.
+        self.dead_letters = DeadLetterWriter(self)
         self._extra = kwargs
         super().__init__()
 
@@ -320,19 +321,47 @@ class Channel(Service):
         return self._dead_letter
 
     async def dead_letter(self, value: Any, reason: str,
-                          headers: Optional[Dict[str, Any]] = None) -> Any:
+                          headers: Optional[Dict[str, Any]] = None,
+                          position: Any = None) -> "asyncio.Future[None]":
         """Send a failed value with its reason to the dead-letter channel.
 
-        Returns what the dead-letter channel's ``send`` returns (a delivery
-        future on transports) so the caller can hold its ack until then.
+        Returns a future done once the dead letter is stored (see
+        ``sabot.channels.dead_letters`` for the rule): hold the failed
+        value's source unacknowledged until then.
         """
-        envelope = {"sabot-error": reason, "sabot-source": self.name}
-        if headers:
-            envelope.update(headers)
-        encoded = {k: v if isinstance(v, bytes) else str(v).encode() for k, v in envelope.items()}
-        self.dead_letters_sent += 1
-        logger.warning("dead letter from %s: %s", self.name, reason)
-        return await self.dead_letter_channel().send(value=value, headers=encoded)
+        return await self.dead_letters.write(value, reason, headers, position)
+
+    @property
+    def dead_letters_sent(self) -> int:
+        """Dead letters from this channel that were stored (for metrics)."""
+        return self.dead_letters.written
+
+    def position_headers(self, position: Any) -> Dict[str, bytes]:
+        """Dead-letter headers that say where a failed value came from."""
+        return {"sabot-position": repr(position).encode()}
+
+    # -- what a dead letter written to this channel needs ----------------------
+    #: True when sends are serialized (a transport): dead letters come as bytes.
+    carries_bytes = False
+    #: Largest message a send may carry, in bytes (None: no limit).
+    max_message_bytes: Optional[int] = None
+
+    async def send_encoded(self, key: Optional[bytes], value: bytes,
+                           headers: Optional[Dict[str, bytes]] = None) -> Any:
+        """Send bytes already encoded (dead letters); in memory, the bytes themselves."""
+        return await self.send(key=key, value=value, headers=headers)
+
+    async def maybe_declare(self) -> None:
+        """Create the channel on its broker when it is missing (in memory: nothing)."""
+
+    def is_too_large(self, exc: BaseException) -> bool:
+        """True when ``exc`` says a message was refused for its size."""
+        return False
+
+    @property
+    def stopping(self) -> bool:
+        """True once the channel's transport is stopping: it writes nothing more."""
+        return False
 
     # -- lifecycle -----------------------------------------------------------
     @property
@@ -411,6 +440,11 @@ class Transport(Service):
 
     async def stop_fetching(self, timeout: float) -> None:
         """Stop reading new batches and commit what is finished (graceful stop)."""
+
+    @property
+    def stopping(self) -> bool:
+        """True once the transport is stopping: its channels write nothing more."""
+        return bool(self.should_stop)
 
     def status(self) -> Dict[str, Any]:
         """Figures for the worker's status line (lag per topic, ...)."""

@@ -29,7 +29,8 @@ from typing import (Any, Awaitable, Callable, Dict, Iterable, Iterator, List, Ma
 from aiokafka import (AIOKafkaConsumer, AIOKafkaProducer,
                       ConsumerRebalanceListener, TopicPartition)
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import (KafkaConnectionError, KafkaError, MessageSizeTooLargeError,
+                            RecordTooLargeError)
 
 from ..exceptions import (BrokerUnavailable, ChannelClosed, ConfigurationError,
                           TransportError)
@@ -117,6 +118,15 @@ class KafkaTopic(TransportChannel):
         """
         if self.app is None or self.app.conf.topic_allow_declare:
             await self.transport.declare_topic(self.name, self.partitions)
+
+    @property
+    def max_message_bytes(self) -> Optional[int]:  # type: ignore[override]
+        """The producer's ``producer_max_request_size``: no message may be larger."""
+        return self.app.conf.producer_max_request_size if self.app is not None else 1024 * 1024
+
+    def is_too_large(self, exc: BaseException) -> bool:
+        """True when the producer or the broker refused a message for its size."""
+        return isinstance(exc, (MessageSizeTooLargeError, RecordTooLargeError))
 
     def position_headers(self, position: Any) -> Dict[str, bytes]:
         """``sabot-topic``/``-partition``/``-offset`` of a failed message."""

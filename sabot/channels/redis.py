@@ -53,7 +53,8 @@ from ..exceptions import (AuthenticationError, BrokerUnavailable,
 from ..retry import RetryPolicy
 from ..settings import redact_url
 from .base import Transport
-from .transport import Countdown, Fetched, TransportChannel
+from .dead_letters import when_stored
+from .transport import Fetched, TransportChannel
 
 __all__ = ["RedisTransport", "RedisStreamChannel"]
 
@@ -364,10 +365,14 @@ class RedisStreamChannel(TransportChannel):
         ``on_done()`` runs once the dead-letter entry is stored, as for the
         entries the codec refused.
         """
-        extra = dict(headers or {})
-        extra.update(self.position_headers((self.name, entry_id)))
-        await self._write_dead_letter(b"", "entry has no 'value' field", extra,
-                                      Countdown(1, on_done))
+        written = await self.dead_letter(b"", "entry has no 'value' field", headers,
+                                         position=(self.name, entry_id))
+        when_stored(written, on_done)
+
+    def is_too_large(self, exc: BaseException) -> bool:
+        """True for Redis's refusal of a value over ``proto-max-bulk-len``."""
+        text = str(exc)
+        return "maximum allowed size" in text or "invalid bulk length" in text
 
 
 class _Producer:

@@ -26,21 +26,11 @@ from ..codecs import Codec, decode_many, get_codec
 from ..exceptions import DecodeError
 from ..schema import check_batch, rows_to_batch
 from .base import Channel
+from .dead_letters import when_stored
 
-__all__ = ["Fetched", "TransportChannel", "DeadLetterCodec", "Countdown"]
+__all__ = ["Fetched", "TransportChannel", "Countdown"]
 
 logger = logging.getLogger("sabot.channels")
-
-#: Delay between attempts to write a dead letter whose write failed.
-DEAD_LETTER_RETRY_DELAY = 1.0
-#: Dead-letter retries waiting (timer handles) or running (tasks), with their
-#: channel (kept here: the event loop holds tasks only weakly).
-_RETRIES: Dict[Any, "TransportChannel"] = {}
-
-
-def _forget_retry(task: "asyncio.Future[Any]") -> None:
-    _RETRIES.pop(task, None)
-
 
 class Fetched(NamedTuple):
     """Raw messages fetched together from one partition (or stream).
@@ -75,29 +65,6 @@ class Countdown:
         self.remaining -= 1
         if self.remaining == 0:
             self.callback()
-
-
-class DeadLetterCodec(Codec):
-    """Bytes go to the dead-letter topic as they came; other values (an agent's
-    failing value) are encoded with the source channel's codec, else as JSON."""
-
-    name = "dead-letter"
-
-    def __init__(self, source: Codec) -> None:
-        self.source = source
-        self.fallback = get_codec("json")
-
-    def encode(self, value: Any) -> bytes:
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            return bytes(value)
-        try:
-            return self.source.encode(value)
-        except Exception:
-            return self.fallback.encode(value if not isinstance(value, pa.RecordBatch)
-                                        else value.to_pylist())
-
-    def decode(self, data: bytes) -> Any:
-        return data
 
 
 class TransportChannel(Channel):
@@ -205,10 +172,6 @@ class TransportChannel(Channel):
         if self.transport is not None:
             self.transport.subscribe_channel(self)
 
-    def position_headers(self, position: Any) -> Dict[str, bytes]:
-        """Dead-letter headers that say where a failed value came from."""
-        return {"sabot-position": repr(position).encode()}
-
     async def deliver(self, fetched: Fetched, on_done: Callable[[], None]) -> List[Any]:
         """Decode a fetch, publish the good values, dead-letter the bad ones.
 
@@ -295,16 +258,15 @@ class TransportChannel(Channel):
 
     # -- dead letters --------------------------------------------------------
     def dead_letter_channel(self) -> Channel:
-        """``<name><dead_letter_suffix>`` on the same broker; raw bytes kept as they came."""
+        """``<name><dead_letter_suffix>`` on the same broker; bytes kept as they came."""
         if self._dead_letter is None:
             suffix = self.app.conf.dead_letter_suffix if self.app is not None else ".dlq"
-            self._dead_letter = self.transport.topic(
-                self.name + suffix, value_serializer=DeadLetterCodec(self.codec))
+            self._dead_letter = self.transport.topic(self.name + suffix, value_serializer="raw")
         return self._dead_letter
 
     async def _dead_letter_one(self, fetched: Fetched, index: int, exc: DecodeError,
                                countdown: Countdown) -> None:
-        headers = self.position_headers(fetched.positions[index])
+        headers: Dict[str, bytes] = {}
         if fetched.keys is not None and fetched.keys[index] is not None:
             key = fetched.keys[index]
             headers["sabot-key"] = key if isinstance(key, bytes) else str(key).encode()
@@ -312,70 +274,32 @@ class TransportChannel(Channel):
             for name, value in fetched.headers[index].items():
                 headers.setdefault(name, value)
         payload = fetched.payloads[index]
-        reason = f"{type(exc).__name__}: {exc}"
-        await self._write_dead_letter(payload, reason, headers, countdown)
-
-    async def _write_dead_letter(self, payload: bytes, reason: str,
-                                 headers: Dict[str, bytes], countdown: Countdown) -> None:
-        # The source stays unacknowledged until the write is: a failed write
-        # is retried rather than counted, so the value is never lost.
-        await self.dead_letter_channel().maybe_declare()
-        result = await self.dead_letter(payload, reason, headers)
-        if not isinstance(result, asyncio.Future):
-            countdown()
-            return
-
-        def written(future: "asyncio.Future[Any]") -> None:
-            if future.cancelled() or future.exception() is not None:
-                error = "cancelled" if future.cancelled() else repr(future.exception())
-                if self._transport_stopping():
-                    logger.error("dead-letter write from %s failed (%s) while stopping; the "
-                                 "value stays unacknowledged and will be delivered again",
-                                 self.name, error)
-                    return
-                logger.error("dead-letter write from %s failed (%s); retrying", self.name, error)
-                handle = asyncio.get_event_loop().call_later(DEAD_LETTER_RETRY_DELAY, retry)
-                _RETRIES[handle] = self
-                timer.append(handle)
-            else:
-                countdown()
-
-        def retry() -> None:
-            _RETRIES.pop(timer.pop(), None)
-            if self._transport_stopping():
-                return  # stopped meanwhile: the source is delivered again later
-            task = asyncio.ensure_future(self._retry_dead_letter(payload, reason, headers, countdown))
-            _RETRIES[task] = self  # the loop holds tasks only weakly
-            task.add_done_callback(_forget_retry)
-
-        timer: List[Any] = []
-        result.add_done_callback(written)
-
-    def _transport_stopping(self) -> bool:
-        # A stopping transport writes nothing more: a retry left running would
-        # write after the stop (through a client reopened behind its back).
-        return bool(getattr(self.transport, "should_stop", False))
+        written = await self.dead_letter(b"" if payload is None else payload,
+                                         f"{type(exc).__name__}: {exc}", headers,
+                                         position=fetched.positions[index])
+        # The source is acknowledged only once its dead letter is stored.
+        when_stored(written, countdown)
 
     def cancel_dead_letter_retries(self) -> int:
-        """Cancel this channel's dead-letter retries, waiting or running (at a stop).
+        """Cancel this channel's dead-letter retries (at a stop); how many there were.
 
         Their source values stay unacknowledged, so they are delivered again
-        later (by this worker after a restart, or by another). Returns how
-        many were cancelled.
+        later (by this worker after a restart, or by another).
         """
-        mine = [item for item, channel in _RETRIES.items() if channel is self]
-        for item in mine:
-            _RETRIES.pop(item, None)
-            item.cancel()
-        return len(mine)
+        return self.dead_letters.cancel()
 
-    async def _retry_dead_letter(self, payload: bytes, reason: str,
-                                 headers: Dict[str, bytes], countdown: Countdown) -> None:
-        try:
-            await self._write_dead_letter(payload, reason, headers, countdown)
-        except Exception as exc:  # stopped meanwhile: the source is read again later
-            logger.error("dead-letter write from %s abandoned (%r); the value stays "
-                         "unacknowledged and will be delivered again", self.name, exc)
+    # -- what a dead letter written to this channel needs ----------------------
+    carries_bytes = True
+
+    async def send_encoded(self, key: Optional[bytes], value: bytes,
+                           headers: Optional[Dict[str, bytes]] = None) -> Any:
+        """Write bytes already encoded (dead letters): no codec, no schema check."""
+        return await self.produce(key, value, headers)
+
+    @property
+    def stopping(self) -> bool:
+        """True once the transport is stopping: it writes nothing more."""
+        return self.transport is not None and self.transport.stopping
 
 
 def _pick(values: Optional[Sequence[Any]], index: Optional[List[int]]) -> Any:

@@ -29,12 +29,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SCHEMA = pa.schema([("id", pa.int64()), ("amount", pa.float64()), ("sym", pa.string())])
 
 
-def make_app(kafka_broker, **settings):
+def make_app(kafka_broker, app_id=None, **settings):
     settings.setdefault("broker_commit_interval", 0.2)
     # tansu answers a JoinGroup after half the session timeout: keep it short.
     settings.setdefault("broker_session_timeout", 3.0)
     settings.setdefault("broker_heartbeat_interval", 0.5)
-    return sabot.App(unique("app"), broker=f"kafka://{kafka_broker}", **settings)
+    return sabot.App(app_id or unique("app"), broker=f"kafka://{kafka_broker}", **settings)
 
 
 async def read_all(kafka_broker, topic, n, timeout=15.0):
@@ -332,6 +332,94 @@ async def test_malformed_values_go_to_dead_letter_topic_and_agent_goes_on(kafka_
     assert dead.value == truncated
     headers = dict(dead.headers)
     assert headers["sabot-offset"] == b"1" and b"Arrow" in headers["sabot-error"]
+
+
+async def _produce_raw(kafka_broker, topic, values):
+    """Write ``values`` as they are, with a producer that takes large messages."""
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_broker, max_request_size=16 << 20)
+    await producer.start()
+    try:
+        for value in values:
+            await (await producer.send(topic, value, partition=0))
+    finally:
+        await producer.stop()
+
+
+async def _committed(kafka_broker, app, topic):
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_broker, group_id=app.id,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return await consumer.committed(TopicPartition(topic, 0))
+    finally:
+        await consumer.stop()
+
+
+async def test_poison_message_too_big_to_dead_letter_is_written_truncated(kafka_broker):
+    """A 5 MB value that does not decode is bigger than any message the
+    producer may write (1 MiB): its dead letter is a truncated copy marked as
+    such, counted, and then the offset is committed. The partition goes on."""
+    app = make_app(kafka_broker)
+    topic = app.topic(unique("poison"), value_serializer="json", partitions=1)
+    got = collector(app, topic)
+    poison = b'{"x": "' + b"y" * (5 << 20)
+    await topic.maybe_declare()
+    await _produce_raw(kafka_broker, topic.name, [b'{"i": 0}', poison, b'{"i": 2}'])
+    async with running(app):
+        await wait_until(lambda: len(got) == 2, what="the values around the poison")
+        (dead,) = await read_all(kafka_broker, topic.name + ".dlq", 1)
+        await wait_until(lambda: topic.dead_letters.truncated == 1, what="the count")
+    assert got == [{"i": 0}, {"i": 2}]
+    headers = dict(dead.headers)
+    assert headers["sabot-truncated"] == str(len(poison)).encode()
+    assert headers["sabot-topic"] == topic.name.encode()
+    assert headers["sabot-partition"] == b"0" and headers["sabot-offset"] == b"1"
+    assert b"JSON" in headers["sabot-error"]
+    assert 0 < len(dead.value) < app.conf.producer_max_request_size
+    assert poison.startswith(dead.value)
+    assert topic.dead_letters_sent == 1
+    assert await _committed(kafka_broker, app, topic.name) == 3
+
+    # A restart starts after the poison: it is not met (nor dead-lettered) twice.
+    again = make_app(kafka_broker, app.id)
+    again_topic = again.topic(topic.name, value_serializer="json")
+    seen = collector(again, again_topic)
+    async with running(again):
+        await _produce_raw(kafka_broker, topic.name, [b'{"i": 3}'])
+        await wait_until(lambda: seen, what="the value after the restart")
+    assert seen == [{"i": 3}] and again_topic.dead_letters_sent == 0
+
+
+async def test_agent_failing_on_a_value_over_a_mebibyte_dead_letters_a_truncated_copy(
+        kafka_broker):
+    """on_error="dead_letter" on a value the producer cannot write back whole:
+    the truncated dead letter is written before the offset is committed, and
+    the counters count what was written."""
+    app = make_app(kafka_broker)
+    topic = app.topic(unique("big"), value_serializer="raw", partitions=1)
+    seen = []
+
+    @app.agent(topic, on_error="dead_letter")
+    async def picky(stream):
+        async for value in stream:
+            if len(value) > 1 << 20:
+                raise ValueError("too big for me")
+            seen.append(value)
+
+    big = b"z" * (2 << 20)
+    await topic.maybe_declare()
+    await _produce_raw(kafka_broker, topic.name, [b"a", big, b"c"])
+    async with running(app):
+        await wait_until(lambda: seen == [b"a", b"c"], what="the small values")
+        (dead,) = await read_all(kafka_broker, topic.name + ".dlq", 1)
+        await wait_until(lambda: topic.dead_letters_sent == 1, what="the count")
+    headers = dict(dead.headers)
+    assert headers["sabot-truncated"] == str(len(big)).encode()
+    assert headers["sabot-offset"] == b"1" and headers["sabot-agent"] == picky.name.encode()
+    assert b"too big for me" in headers["sabot-error"]
+    assert big.startswith(dead.value) and len(dead.value) < 1 << 20
+    assert topic.dead_letters.truncated == 1
+    assert await _committed(kafka_broker, app, topic.name) == 3
 
 
 # -- failures and security ------------------------------------------------------

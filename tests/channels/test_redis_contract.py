@@ -862,11 +862,19 @@ async def test_agent_error_dead_letter_is_stored_before_the_entry_is_acked(redis
                 raise ValueError("three")
             seen.append(value["i"])
 
+    channel = app.redis_channel(stream)
     async with running(app):
         await wait_until(lambda: len(seen) == 5, what="the other values")
-        await asyncio.sleep(0.5)
+        await wait_until(lambda: channel.dead_letters.retried >= 1, what="a failed retry")
         assert ids[3] in pending_ids(client, stream, app.id)
-    assert ids[3] in pending_ids(client, stream, app.id)
+        # Counters count what was written: nothing yet.
+        assert channel.dead_letters_sent == 0
+        client.delete(stream + ".dlq")
+        await wait_until(lambda: ids[3] not in pending_ids(client, stream, app.id),
+                         timeout=40, what="the dead letter stored, then the entry acked")
+        assert channel.dead_letters_sent == 1
+    (dead,) = client.xrange(stream + ".dlq")
+    assert dead[1][b"sabot-source-id"].decode() == ids[3]
     assert seen == [0, 1, 2, 4, 5]
 
 
