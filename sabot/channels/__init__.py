@@ -6,6 +6,7 @@ from typing import Any, Dict
 from urllib.parse import urlsplit
 
 from ..exceptions import ConfigurationError
+from ..settings import redact_url
 from .base import Channel, Transport
 from .memory import MemoryChannel, MemoryTransport
 
@@ -25,12 +26,12 @@ def scheme_of(url: str) -> str:
     """The scheme of a broker URL, checked against ``TRANSPORTS``."""
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(
-            f"broker URL {url!r} has no scheme; use one of "
+            f"broker URL {redact_url(url)!r} has no scheme; use one of "
             f"{', '.join(s + '://' for s in TRANSPORTS)}")
     scheme = urlsplit(url).scheme.lower()
     if scheme not in TRANSPORTS:
         raise ConfigurationError(
-            f"broker URL {url!r} has an unknown scheme {scheme!r}; use one of "
+            f"broker URL {redact_url(url)!r} has an unknown scheme {scheme!r}; use one of "
             f"{', '.join(s + '://' for s in TRANSPORTS)}")
     return scheme
 
@@ -41,7 +42,7 @@ def transport_class(url: str) -> type:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigurationError(f"transport for {url!r} is not available: {exc}") from exc
+        raise ConfigurationError(f"transport for {redact_url(url)!r} is not available: {exc}") from exc
     return getattr(module, attr)
 
 
