@@ -290,7 +290,7 @@ def kafka_client_options(conf: Any) -> Dict[str, Any]:
 def bootstrap_servers(url: str) -> List[str]:
     """``kafka://h1:p1,h2:p2`` -> ``["h1:p1", "h2:p2"]`` (port 9092 by default)."""
     rest = url.split("://", 1)[1] if "://" in url else url
-    hosts = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    hosts = rest.rsplit("@", 1)[-1].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
     servers = []
     for host in filter(None, (h.strip() for h in hosts.split(","))):
         servers.append(host if ":" in host else f"{host}:9092")
