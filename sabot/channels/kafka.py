@@ -295,7 +295,7 @@ def bootstrap_servers(url: str) -> List[str]:
     for host in filter(None, (h.strip() for h in hosts.split(","))):
         servers.append(host if ":" in host else f"{host}:9092")
     if not servers:
-        raise ConfigurationError(f"broker URL {url!r} names no Kafka host")
+        raise ConfigurationError("broker URL names no Kafka host: use kafka://host:port[,host:port]")
     return servers
 
 
