@@ -120,7 +120,7 @@ class RedisTransport(Transport):
         try:
             parts.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError as exc:
-            raise ConfigurationError(f"redis URL {redact_url(url)!r}: {exc}") from None
+            raise ConfigurationError(f"redis URL {redact_url(url)!r} has a bad port (not a number from 0 to 65535)") from None
         super().__init__(app, url)
         self.safe_url = redact_url(url)
         self.username = unquote(parts.username) if parts.username else None
