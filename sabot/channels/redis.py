@@ -119,7 +119,7 @@ class RedisTransport(Transport):
                 f"redis URL {redact_url(url)!r} must start with redis:// or rediss://")
         try:
             parts.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError as exc:
+        except ValueError:
             raise ConfigurationError(f"redis URL {redact_url(url)!r} has a bad port (not a number from 0 to 65535)") from None
         super().__init__(app, url)
         self.safe_url = redact_url(url)
