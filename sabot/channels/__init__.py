@@ -28,7 +28,7 @@ def scheme_of(url: str) -> str:
         raise ConfigurationError(
             f"broker URL {redact_url(url)!r} has no scheme; use one of "
             f"{', '.join(s + '://' for s in TRANSPORTS)}")
-    scheme = urlsplit(url).scheme.lower()
+    scheme = urlsplit(url.split("://", 1)[0] + "://").scheme.lower()  # never the netloc: urllib's errors quote it
     if scheme not in TRANSPORTS:
         raise ConfigurationError(
             f"broker URL {redact_url(url)!r} has an unknown scheme {scheme!r}; use one of "
