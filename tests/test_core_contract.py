@@ -398,15 +398,18 @@ async def test_sender_waits_once_a_subscriber_lags_by_exactly_maxsize(app):
             sent.append(i)
     task = asyncio.ensure_future(producer())
     await asyncio.sleep(0.05)
-    # values 0..3 are in the channel; the send that made the lag 4 waits
+    # values 0..3 are queued for the reader; the send that made the lag 4 waits
     assert sent == [0, 1, 2]
     assert it.subscriber.lag == 4
     assert await drain(it, 4) == [0, 1, 2, 3]
     await asyncio.sleep(0.05)
-    assert sent == [0, 1, 2]             # the batch is still held by the reader
-    assert await drain(it, 1) == [4]     # moving past it frees the sender
+    # The reader took the batch and holds it: one more value may wait for it
+    # (queued), and the sender waits again.
+    assert sent == [0, 1, 2, 3]
+    assert it.subscriber.lag == 5
+    assert await drain(it, 1) == [4]     # moving past the first batch frees the sender
     await asyncio.sleep(0.05)
-    assert sent[:4] == [0, 1, 2, 3] and len(sent) < 12
+    assert sent[:5] == [0, 1, 2, 3, 4] and len(sent) < 12
     assert await drain(it, 7) == list(range(5, 12))
     assert it.poll("nothing") == "nothing"   # moves past the last batch
     await asyncio.wait_for(task, 1)
@@ -438,7 +441,9 @@ async def test_lag_never_exceeds_maxsize_with_one_value_sends(app):
         asyncio.gather(reader(slow, 3), reader(fast, 50)), 5)
     await prod
     assert got_slow == got_fast == list(range(300))
-    assert peak <= 10
+    # maxsize values, plus the one value that may wait while the reader holds
+    # the full batch it took.
+    assert peak <= 10 + 1
 
 
 async def test_send_batch_larger_than_maxsize_waits_then_completes(app):
@@ -1479,7 +1484,10 @@ async def test_cancelling_the_task_of_a_lagging_reader_frees_the_sender(app):
             await asyncio.sleep(60)
     reader = asyncio.ensure_future(stuck_reader(ch.stream()))
     await settle()
-    sender = asyncio.ensure_future(ch.send_batch([1, 2, 3, 4]))
+    await ch.send_batch([1, 2, 3, 4])  # the reader takes it and holds it
+    await settle()
+    # The next batch waits for the reader (queued), and so does its sender.
+    sender = asyncio.ensure_future(ch.send_batch([5]))
     await settle()
     assert not sender.done()
     reader.cancel()

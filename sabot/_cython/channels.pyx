@@ -53,7 +53,9 @@ cdef class Batch:
     cdef public object positions
     cdef public double timestamp
     cdef public object on_done
+    cdef public object on_abandon
     cdef public double published_at
+    cdef public Py_ssize_t nbytes
     cdef Py_ssize_t _refs
     cdef list _rows
     cdef bint _done
@@ -62,13 +64,22 @@ cdef class Batch:
     cdef object __weakref__
 
     def __init__(self, payload, keys=None, headers=None, timestamps=None,
-                 positions=None, on_done=None, timestamp=None):
+                 positions=None, on_done=None, timestamp=None, nbytes=None):
         self.payload = payload
+        # Bytes the payload holds, for the channel's byte bound: a RecordBatch
+        # knows its size; a list counts 0 unless the producer says (a fetch).
+        if nbytes is not None:
+            self.nbytes = nbytes
+        elif type(payload) is list:
+            self.nbytes = 0
+        else:
+            self.nbytes = getattr(payload, "nbytes", 0)
         self.keys = keys
         self.headers = headers
         self.timestamps = timestamps
         self.positions = positions
         self.on_done = on_done
+        self.on_abandon = None
         self.timestamp = time.time() if timestamp is None else timestamp
         self._refs = 0
         self._done = False
@@ -118,8 +129,14 @@ cdef class Batch:
         Used when an agent stops or crashes with the batch in hand, so a
         transport never commits values that were not processed.
         """
+        cdef bint first = not self._abandoned
         self._refs -= 1
         self._abandoned = True
+        if first and self.on_abandon is not None:
+            try:
+                self.on_abandon(self)
+            except Exception:
+                _logger.exception("on_abandon callback of %r failed", self)
         if self._upstream is not None:
             # What this batch was sent on behalf of is not finished either.
             upstream, self._upstream = self._upstream, None
@@ -187,18 +204,22 @@ cdef class Batch:
 
 
 cdef class _SubscriberState:
-    """One subscriber's queue, position and waiters; owned by the FanOut."""
+    """One subscriber's queue, positions and waiters; owned by the FanOut."""
 
     cdef object queue
     cdef Py_ssize_t pos
+    cdef Py_ssize_t bpos
+    cdef Py_ssize_t nbpos
     cdef list inflight
     cdef list waiters
     cdef object ref
     cdef bint active
 
-    def __init__(self, Py_ssize_t pos):
+    def __init__(self, Py_ssize_t pos, Py_ssize_t bpos=0, Py_ssize_t nbpos=0):
         self.queue = deque()
         self.pos = pos
+        self.bpos = bpos
+        self.nbpos = nbpos
         self.inflight = []
         self.waiters = []
         self.ref = None
@@ -214,30 +235,50 @@ cdef class _SubscriberState:
 
 
 cdef class FanOut:
-    """The core of one channel: subscribers, open batch, backpressure."""
+    """The core of one channel: subscribers, open batch, backpressure.
+
+    Bounds: see the twin's docstring (``channels_py.FanOut``).
+    """
 
     cdef public Py_ssize_t maxsize
+    cdef public Py_ssize_t max_batches
+    cdef public Py_ssize_t max_bytes
     cdef public Py_ssize_t batch_size
     cdef public Py_ssize_t total
+    cdef public Py_ssize_t total_batches
+    cdef public Py_ssize_t total_bytes
     cdef public bint closed
     cdef list _states
     cdef Batch _open
     cdef Batch _last
     cdef Py_ssize_t _min_pos
+    cdef Py_ssize_t _min_bpos
+    cdef Py_ssize_t _min_nbpos
     cdef list _cap_waiters
     cdef object _loop
 
-    def __init__(self, maxsize=4096, batch_size=1000, loop=None):
+    def __init__(self, maxsize=4096, batch_size=1000, loop=None, max_batches=None,
+                 max_bytes=64 * 1024 * 1024):
+        if max_batches is None:
+            max_batches = maxsize
         if maxsize < 1:
             raise ValueError("maxsize must be at least 1")
+        if max_batches < 1 or max_bytes < 1:
+            raise ValueError("max_batches and max_bytes must be at least 1")
         self.maxsize = maxsize
+        self.max_batches = max_batches
+        self.max_bytes = max_bytes
         self.batch_size = max(1, min(batch_size, maxsize))
         self.total = 0
+        self.total_batches = 0
+        self.total_bytes = 0
         self.closed = False
         self._states = []
         self._open = None
         self._last = None
         self._min_pos = 0
+        self._min_bpos = 0
+        self._min_nbpos = 0
         self._cap_waiters = []
         self._loop = loop
 
@@ -248,7 +289,7 @@ cdef class FanOut:
             raise ChannelClosed("channel is closed")
         # Seal the open batch: the newcomer must not see values sent before it.
         self._open = None
-        state = _SubscriberState(self.total)
+        state = _SubscriberState(self.total, self.total_batches, self.total_bytes)
         handle = Subscriber(self, state)
         state.ref = weakref.ref(handle, _DropCallback(self, state))
         self._states.append(state)
@@ -301,7 +342,7 @@ cdef class FanOut:
         self.total += 1
         if len(<list>batch.payload) >= self.batch_size:
             self._open = None
-        return self.total - self._min_pos >= self.maxsize
+        return self._maybe_over()
 
     cpdef bint append_linked(self, object value, list sources) except -1:
         """``append`` on behalf of ``sources``: they stay held until the value's batch is done."""
@@ -319,12 +360,14 @@ cdef class FanOut:
         self._open = None
         self._push(batch)
         self.total += len(batch)
-        return self.total - self._min_pos >= self.maxsize
+        self.total_bytes += batch.nbytes
+        return self._maybe_over()
 
     cdef int _push(self, Batch batch) except -1:
         cdef list states = self._states
         cdef Py_ssize_t n = len(states)
         cdef _SubscriberState state
+        self.total_batches += 1
         if n == 0:
             batch._finish()
             return 0
@@ -341,13 +384,28 @@ cdef class FanOut:
                 state.wake()
         return 0
 
-    cpdef bint over_capacity(self):
-        """True when the slowest subscriber lags by ``maxsize`` or more."""
-        return self.total - self._min_pos >= self.maxsize
+    cdef inline bint _maybe_over(self):
+        # Cheap and possibly stale (the minimums are refreshed by
+        # _check_capacity): False means surely under every bound.
+        return (self.total - self._min_pos >= self.maxsize
+                or self.total_batches - self._min_bpos >= self.max_batches
+                or self.total_bytes - self._min_nbpos >= self.max_bytes)
 
-    def seal(self):
-        """Close the open batch so the next value starts a new one."""
-        self._open = None
+    cdef inline bint _state_over(self, _SubscriberState state):
+        return bool(state.queue) and (
+            self.total - state.pos >= self.maxsize
+            or self.total_batches - state.bpos >= self.max_batches
+            or self.total_bytes - state.nbpos >= self.max_bytes)
+
+    cpdef bint over_capacity(self):
+        """True when a subscriber is past a bound with a batch still queued for it."""
+        cdef _SubscriberState state
+        if not self._maybe_over():
+            return False
+        for state in self._states:
+            if self._state_over(state):
+                return True
+        return False
 
     def lag(self):
         """Values sent and not yet released by the slowest subscriber."""
@@ -359,20 +417,28 @@ cdef class FanOut:
         cdef list states = self._states
         cdef _SubscriberState state
         cdef Py_ssize_t low = self.total
+        cdef Py_ssize_t blow = self.total_batches
+        cdef Py_ssize_t nblow = self.total_bytes
         for state in states:
             if state.pos < low:
                 low = state.pos
+            if state.bpos < blow:
+                blow = state.bpos
+            if state.nbpos < nblow:
+                nblow = state.nbpos
         self._min_pos = low
-        if self._cap_waiters and self.total - low < self.maxsize:
+        self._min_bpos = blow
+        self._min_nbpos = nblow
+        if self._cap_waiters and not self.over_capacity():
             waiters, self._cap_waiters = self._cap_waiters, []
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
 
     async def wait_capacity(self):
-        """Sleep until no subscriber lags by ``maxsize`` values (backpressure)."""
+        """Sleep while a subscriber is past a bound with a batch queued (backpressure)."""
         self._check_capacity()
-        while self.total - self._min_pos >= self.maxsize and not self.closed:
+        while self.over_capacity() and not self.closed:
             fut = self._get_loop().create_future()
             self._cap_waiters.append(fut)
             await fut
@@ -432,11 +498,15 @@ cdef class Subscriber:
         """The next whole batch, or None; taking the open batch seals it."""
         cdef _SubscriberState state = self._state
         cdef Batch batch
+        cdef FanOut fanout = self._fanout
         if state.queue:
             batch = state.queue.popleft()
-            if batch is self._fanout._open:
-                self._fanout._open = None
+            if batch is fanout._open:
+                fanout._open = None
             state.inflight.append(batch)
+            if fanout._cap_waiters and not state.queue:
+                # Nothing queued any more: a waiting sender may go on.
+                fanout._check_capacity()
             return batch
         return None
 
@@ -452,6 +522,8 @@ cdef class Subscriber:
             except ValueError:
                 return  # already released (dropped subscriber)
         state.pos += len(batch)
+        state.bpos += 1
+        state.nbpos += batch.nbytes
         batch.release()
         if self._fanout._cap_waiters:
             self._fanout._check_capacity()

@@ -15,10 +15,13 @@ next send opens a new one. A batch is held once per subscriber; a reader
 releases it when it asks for something beyond it, and the last release calls
 ``on_done`` (flow control in memory, commit or XACK on transports).
 
-Backpressure: a subscriber lags by ``total - pos`` values (sent minus
-released). ``append``/``publish`` report when the slowest subscriber lags by
-``maxsize`` or more, and ``wait_capacity`` sleeps until it does not. Handles are
-held weakly: when a ``Subscriber`` is garbage collected its queued and
+Backpressure: a subscriber lags by the values, batches and bytes sent to it
+and not yet released. Past ``maxsize`` values, ``max_batches`` batches or
+``max_bytes`` bytes, ``append``/``publish`` tell the sender to
+``wait_capacity``, which sleeps while such a subscriber still has a batch
+queued (not yet taken): whatever a reader holds, one more batch may wait for
+it, so one large batch never stalls its sender until it is consumed. Handles
+are held weakly: when a ``Subscriber`` is garbage collected its queued and
 in-flight batches are released and it stops counting for backpressure.
 """
 from __future__ import annotations
@@ -44,17 +47,28 @@ class Batch:
     """Values (a list or a ``pyarrow.RecordBatch``) with envelope and ack count."""
 
     __slots__ = ("payload", "keys", "headers", "timestamps", "positions",
-                 "timestamp", "on_done", "published_at", "_refs", "_rows", "_done", "_abandoned", "_upstream",
-                 "__weakref__")
+                 "timestamp", "on_done", "on_abandon", "published_at", "nbytes", "_refs", "_rows",
+                 "_done", "_abandoned", "_upstream", "__weakref__")
 
     def __init__(self, payload, keys=None, headers=None, timestamps=None,
-                 positions=None, on_done=None, timestamp=None):
+                 positions=None, on_done=None, timestamp=None, nbytes=None):
         self.payload = payload
+        #: Bytes the payload holds, for the channel's byte bound: a RecordBatch
+        #: knows its size; a list counts 0 unless the producer says (a fetch).
+        if nbytes is not None:
+            self.nbytes = nbytes
+        elif type(payload) is _list:
+            self.nbytes = 0
+        else:
+            self.nbytes = getattr(payload, "nbytes", 0)
         self.keys = keys
         self.headers = headers
         self.timestamps = timestamps
         self.positions = positions
         self.on_done = on_done
+        #: Called once, with the batch, when a holder abandons it (it will
+        #: never be done): transports stop waiting for it.
+        self.on_abandon = None
         self.timestamp = time.time() if timestamp is None else timestamp
         self._refs = 0
         self._done = False
@@ -106,7 +120,13 @@ class Batch:
         transport never commits values that were not processed.
         """
         self._refs -= 1
+        first = not self._abandoned
         self._abandoned = True
+        if first and self.on_abandon is not None:
+            try:
+                self.on_abandon(self)
+            except Exception:
+                _logger.exception("on_abandon callback of %r failed", self)
         if self._upstream is not None:
             # What this batch was sent on behalf of is not finished either.
             upstream, self._upstream = self._upstream, None
@@ -175,13 +195,19 @@ class Batch:
 
 
 class _SubscriberState:
-    """One subscriber's queue, position and waiters; owned by the FanOut."""
+    """One subscriber's queue, positions and waiters; owned by the FanOut.
 
-    __slots__ = ("queue", "pos", "inflight", "waiters", "ref", "active")
+    ``pos``, ``bpos`` and ``nbpos`` count the values, batches and bytes this
+    subscriber has released; the FanOut's totals minus them are its lag.
+    """
 
-    def __init__(self, pos):
+    __slots__ = ("queue", "pos", "bpos", "nbpos", "inflight", "waiters", "ref", "active")
+
+    def __init__(self, pos, bpos=0, nbpos=0):
         self.queue = deque()
         self.pos = pos
+        self.bpos = bpos
+        self.nbpos = nbpos
         self.inflight = []
         self.waiters = []
         self.ref = None
@@ -197,19 +223,39 @@ class _SubscriberState:
 
 
 class FanOut:
-    """The core of one channel: subscribers, open batch, backpressure."""
+    """The core of one channel: subscribers, open batch, backpressure.
 
-    def __init__(self, maxsize=4096, batch_size=1000, loop=None):
+    Bounds: a subscriber may lag by ``maxsize`` values, ``max_batches``
+    batches and ``max_bytes`` bytes (sent and not yet released). Past any of
+    them, senders wait, but only while a batch is still queued for that
+    subscriber (not yet taken): every reader may hold the batches it took,
+    however large, and one more waits for it. So a 20,000-row batch never
+    blocks its sender until it is consumed, ``concurrency=N`` readers get N
+    batches in flight, and memory stays flat whatever the batch size.
+    """
+
+    def __init__(self, maxsize=4096, batch_size=1000, loop=None, max_batches=None,
+                 max_bytes=64 * 1024 * 1024):
+        if max_batches is None:
+            max_batches = maxsize
         if maxsize < 1:
             raise ValueError("maxsize must be at least 1")
+        if max_batches < 1 or max_bytes < 1:
+            raise ValueError("max_batches and max_bytes must be at least 1")
         self.maxsize = maxsize
+        self.max_batches = max_batches
+        self.max_bytes = max_bytes
         self.batch_size = max(1, min(batch_size, maxsize))
         self.total = 0
+        self.total_batches = 0
+        self.total_bytes = 0
         self.closed = False
         self._states = []
         self._open = None
         self._last = None
         self._min_pos = 0
+        self._min_bpos = 0
+        self._min_nbpos = 0
         self._cap_waiters = []
         self._loop = loop
 
@@ -220,7 +266,7 @@ class FanOut:
             raise ChannelClosed("channel is closed")
         # Seal the open batch: the newcomer must not see values sent before it.
         self._open = None
-        state = _SubscriberState(self.total)
+        state = _SubscriberState(self.total, self.total_batches, self.total_bytes)
         handle = Subscriber(self, state)
         state.ref = weakref.ref(handle, _DropCallback(self, state))
         self._states.append(state)
@@ -273,7 +319,7 @@ class FanOut:
         self.total += 1
         if len(batch.payload) >= self.batch_size:
             self._open = None
-        return self.total - self._min_pos >= self.maxsize
+        return self._maybe_over()
 
     def append_linked(self, value, sources):
         """``append`` on behalf of ``sources``: they stay held until the value's batch is done."""
@@ -291,9 +337,11 @@ class FanOut:
         self._open = None
         self._push(batch)
         self.total += len(batch)
-        return self.total - self._min_pos >= self.maxsize
+        self.total_bytes += batch.nbytes
+        return self._maybe_over()
 
     def _push(self, batch):
+        self.total_batches += 1
         states = self._states
         n = len(states)
         if n == 0:
@@ -311,13 +359,22 @@ class FanOut:
             if state.waiters:
                 state.wake()
 
-    def over_capacity(self):
-        """True when the slowest subscriber lags by ``maxsize`` or more."""
-        return self.total - self._min_pos >= self.maxsize
+    def _maybe_over(self):
+        # Cheap and possibly stale (the minimums are refreshed by
+        # _check_capacity): False means surely under every bound.
+        return (self.total - self._min_pos >= self.maxsize
+                or self.total_batches - self._min_bpos >= self.max_batches
+                or self.total_bytes - self._min_nbpos >= self.max_bytes)
 
-    def seal(self):
-        """Close the open batch so the next value starts a new one."""
-        self._open = None
+    def _state_over(self, state):
+        return bool(state.queue) and (
+            self.total - state.pos >= self.maxsize
+            or self.total_batches - state.bpos >= self.max_batches
+            or self.total_bytes - state.nbpos >= self.max_bytes)
+
+    def over_capacity(self):
+        """True when a subscriber is past a bound with a batch still queued for it."""
+        return self._maybe_over() and any(self._state_over(s) for s in self._states)
 
     def lag(self):
         """Values sent and not yet released by the slowest subscriber."""
@@ -327,17 +384,23 @@ class FanOut:
 
     def _check_capacity(self):
         states = self._states
-        self._min_pos = min(s.pos for s in states) if states else self.total
-        if self._cap_waiters and self.total - self._min_pos < self.maxsize:
+        if states:
+            self._min_pos = min(s.pos for s in states)
+            self._min_bpos = min(s.bpos for s in states)
+            self._min_nbpos = min(s.nbpos for s in states)
+        else:
+            self._min_pos, self._min_bpos, self._min_nbpos = (
+                self.total, self.total_batches, self.total_bytes)
+        if self._cap_waiters and not self.over_capacity():
             waiters, self._cap_waiters = self._cap_waiters, []
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
 
     async def wait_capacity(self):
-        """Sleep until no subscriber lags by ``maxsize`` values (backpressure)."""
+        """Sleep while a subscriber is past a bound with a batch queued (backpressure)."""
         self._check_capacity()
-        while self.total - self._min_pos >= self.maxsize and not self.closed:
+        while self.over_capacity() and not self.closed:
             fut = self._get_loop().create_future()
             self._cap_waiters.append(fut)
             await fut
@@ -399,6 +462,9 @@ class Subscriber:
             if batch is fanout._open:
                 fanout._open = None
             state.inflight.append(batch)
+            if not state.queue and fanout._cap_waiters:
+                # Nothing queued any more: a waiting sender may go on.
+                fanout._check_capacity()
             return batch
         return None
 
@@ -410,6 +476,8 @@ class Subscriber:
         except ValueError:
             return  # already released (dropped subscriber)
         state.pos += len(batch)
+        state.bpos += 1
+        state.nbpos += batch.nbytes
         batch.release()
         fanout = self._fanout
         if fanout._cap_waiters:

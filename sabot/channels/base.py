@@ -35,7 +35,9 @@ class Channel(Service):
     ``send`` delivers to every subscriber in send order; each subscriber (an
     agent, a stream, an ``async for`` over the channel or a clone) receives
     every value once. RecordBatches reach every subscriber as the same object.
-    When a subscriber lags by ``maxsize`` values, senders wait.
+    Senders wait while a subscriber lags past ``maxsize`` values,
+    ``max_batches`` batches or ``max_bytes`` bytes with a batch still queued
+    for it: every reader may hold the batches it took, and one more waits.
 
     With a ``schema``, dict values are checked as they are sent (``SchemaError``
     names the field) and gathered into RecordBatches of ``batch_size`` rows, or
@@ -50,6 +52,8 @@ class Channel(Service):
     def __init__(self, app: Any = None, name: Optional[str] = None, *,
                  schema: Optional[pa.Schema] = None,
                  maxsize: Optional[int] = None,
+                 max_batches: Optional[int] = None,
+                 max_bytes: Optional[int] = None,
                  batch_size: Optional[int] = None,
                  linger: Optional[float] = None,
                  root: Optional["Channel"] = None,
@@ -62,13 +66,22 @@ class Channel(Service):
                 f"channel {self.name!r}: schema must be a pyarrow.Schema, got {type(schema).__name__}")
         self.schema = schema
         self.maxsize = self._setting(maxsize, conf, "stream_buffer_maxsize", 4096)
+        # A batch holds at least one value: by default the batch bound is
+        # the value bound, and binds only when set lower.
+        batches = self._setting(max_batches, conf, "stream_buffer_max_batches", None)
+        self.max_batches = self.maxsize if batches is None else batches
+        self.max_bytes = self._setting(max_bytes, conf, "stream_buffer_max_bytes", 64 << 20)
         self.batch_size = self._setting(batch_size, conf, "stream_batch_size", 1000)
         self.linger = linger if linger is not None else (
             conf.stream_batch_linger if conf is not None else 0.05)
-        if not isinstance(self.maxsize, int) or self.maxsize < 1:
-            raise ConfigurationError(f"channel {self.name!r}: maxsize must be a positive int")
+        for bound in ("maxsize", "max_batches", "max_bytes"):
+            value = getattr(self, bound)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigurationError(
+                    f"channel {self.name!r}: {bound} must be a positive int, got {value!r}")
         self._root = root.root if root is not None else None
-        self._fanout = root._fanout if root is not None else FanOut(self.maxsize, self.batch_size)
+        self._fanout = root._fanout if root is not None else FanOut(
+            self.maxsize, self.batch_size, max_batches=self.max_batches, max_bytes=self.max_bytes)
         self._checker = RowChecker(schema) if schema is not None else None
         self._pending: list = []
         self._pending_keys: Optional[list] = None
@@ -305,7 +318,8 @@ class Channel(Service):
 
     def _init_kwargs(self) -> Dict[str, Any]:
         return dict(app=self.app, name=self.name, schema=self.schema,
-                    maxsize=self.maxsize, batch_size=self.batch_size,
+                    maxsize=self.maxsize, max_batches=self.max_batches,
+                    max_bytes=self.max_bytes, batch_size=self.batch_size,
                     linger=self.linger, **self._extra)
 
     # -- dead letters --------------------------------------------------------
@@ -395,10 +409,6 @@ class _Empty:
 
 
 _EMPTY = _Empty()
-
-
-async def _next(it: Any) -> Any:
-    return await it.__anext__()
 
 
 def _log_task_error(task: "asyncio.Future[Any]") -> None:

@@ -229,12 +229,14 @@ class TransportChannel(Channel):
             return self._batch_per_message(fetched, keys, values, index)
         if len(values) == 0:
             return []
+        # The fetched bytes stand for the decoded values' size (byte bound).
+        nbytes = sum(map(len, filter(None, fetched.payloads)))
         return [Batch(values,
                       keys=_pick(keys, index),
                       headers=_pick(fetched.headers, index),
                       timestamps=_pick(fetched.timestamps, index),
                       positions=_pick(fetched.positions, index),
-                      timestamp=fetched.timestamp)]
+                      timestamp=fetched.timestamp, nbytes=nbytes)]
 
     @staticmethod
     def _batch_per_message(fetched: Fetched, keys: Optional[List[Any]], values: List[Any],

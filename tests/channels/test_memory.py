@@ -123,6 +123,104 @@ async def test_backpressure_with_a_slow_agent_keeps_memory_flat(app):
     assert len(seen) >= 19_900
 
 
+def rows(n, start=0, text=""):
+    return pa.record_batch({"i": pa.array(range(start, start + n), pa.int64()),
+                            "s": pa.array([text] * n, pa.string())})
+
+
+async def test_a_batch_bigger_than_maxsize_does_not_wait_to_be_consumed(app):
+    """Bounds count batches: a 20,000-row batch on a default channel (maxsize
+    4096 values) waits only until a reader has taken it, not until it is consumed."""
+    ch = app.channel()
+    batches = ch.subscribe().batches()
+    first = asyncio.ensure_future(ch.send_batch(rows(20_000)))
+    await asyncio.sleep(0)
+    assert not first.done(), "queued and past maxsize: it waits for a reader"
+    held = await asyncio.wait_for(batches.__anext__(), 1)
+    await asyncio.wait_for(first, 1)  # taken: the sender goes on
+    assert len(held.payload) == 20_000
+    # One more batch may wait for the reader while it holds the first...
+    second = asyncio.ensure_future(ch.send_batch(rows(20_000, 20_000)))
+    await asyncio.sleep(0.01)
+    assert not second.done(), "one batch queued past the bound: its sender waits"
+    # ...and the reader moving on (releasing the first, taking the second) frees it.
+    nxt = await asyncio.wait_for(batches.__anext__(), 1)
+    await asyncio.wait_for(second, 1)
+    assert nxt.payload.column("i")[0].as_py() == 20_000
+
+
+async def test_n_readers_of_one_subscription_get_n_batches_in_flight(app):
+    """What concurrency=N instances taking whole batches see: N held, one waiting."""
+    ch = app.channel()
+    sub = ch.subscribe()
+    readers = [sub.batches() for _ in range(3)]
+    sent = []
+
+    async def producer():
+        for k in range(6):
+            await ch.send_batch(rows(10_000, k * 10_000))
+            sent.append(k)
+    task = asyncio.ensure_future(producer())
+    held = []
+    for reader in readers:
+        held.append(await asyncio.wait_for(reader.__anext__(), 1))
+    await asyncio.sleep(0.01)
+    # Three taken and held, a fourth queued for them (its sender waits).
+    assert sent == [0, 1, 2] and sub.pending == 1
+    assert await asyncio.wait_for(readers[0].__anext__(), 1) is not None
+    await asyncio.sleep(0.01)
+    assert sent == [0, 1, 2, 3] and sub.pending == 1
+    task.cancel()
+
+
+async def test_a_bound_in_bytes_keeps_large_small_batches_flat(app):
+    """Few rows, many bytes: the byte bound stops the sender where the value
+    bound would not."""
+    ch = app.channel(max_bytes=5 << 20)
+    sub = ch.subscribe()
+    reader = sub.batches()
+    big = rows(10, text="x" * (100 << 10))  # about 1 MiB in 10 rows
+    sent = 0
+
+    async def producer():
+        nonlocal sent
+        while True:
+            await ch.send_batch(big)
+            sent += 1
+    task = asyncio.ensure_future(producer())
+    await asyncio.sleep(0.05)
+    assert 4 <= sent <= 6, sent  # about 5 MiB lag, not 4096 values' worth
+    assert sub.lag == sent * 10 or sub.lag == (sent + 1) * 10
+    await asyncio.wait_for(reader.__anext__(), 1)
+    await asyncio.wait_for(reader.__anext__(), 1)  # releases one: room again
+    await asyncio.sleep(0.05)
+    assert sent > 5
+    task.cancel()
+
+
+async def test_a_bound_in_batches(app):
+    ch = app.channel(max_batches=3)
+    sub = ch.subscribe()
+    sent = []
+
+    async def producer():
+        for k in range(10):
+            await ch.send_batch([k])
+            sent.append(k)
+    task = asyncio.ensure_future(producer())
+    await asyncio.sleep(0.01)
+    assert sent == [0, 1] and sub.lag == 3
+    task.cancel()
+
+
+def test_bounds_must_be_positive_ints(app):
+    for bound in ("maxsize", "max_batches", "max_bytes"):
+        with pytest.raises(ConfigurationError, match=bound):
+            app.channel(**{bound: 0})
+    assert app.channel().max_batches == app.conf.stream_buffer_maxsize
+    assert app.channel().max_bytes == 64 << 20
+
+
 async def test_schema_channel_gathers_dicts_into_record_batches(app):
     schema = pa.schema([("sym", pa.string()), ("px", pa.float64())])
     ch = app.channel(schema=schema, batch_size=3, linger=0.01)
