@@ -2,16 +2,21 @@
 
 ``App(id, **settings)`` validates every name against ``DEFAULTS``: an unknown
 name or a value of the wrong kind raises ``ConfigurationError`` naming it.
-Secrets (passwords, SSL contexts) never appear in ``repr``.
+Secrets (passwords, credentials, SSL contexts) never appear in ``repr``, in
+``as_dict()`` or in an error message: a bad secret is reported by its name
+and type, and URLs pass through ``redact_url`` before they are shown.
 """
 from __future__ import annotations
 
+import re
+import ssl
+from collections.abc import Mapping
 from typing import Any, Callable, Dict, NamedTuple, Optional
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus
 
 from .exceptions import ConfigurationError
 
-__all__ = ["Settings", "DEFAULTS", "SECRET_NAMES", "redact_url"]
+__all__ = ["Settings", "DEFAULTS", "SECRET_NAMES", "URL_NAMES", "redact_url"]
 
 
 class Setting(NamedTuple):
@@ -48,18 +53,21 @@ def _any(v: Any) -> bool:
     return True
 
 
+def _optional_ssl_context(v: Any) -> bool:
+    return v is None or isinstance(v, ssl.SSLContext)
+
+
+def _credentials(v: Any) -> bool:
+    return (v is None or isinstance(v, (ssl.SSLContext, Mapping))
+            or (isinstance(v, tuple) and len(v) == 2))
+
+
 #: name -> (default, check, documentation). Transports add their settings here.
 DEFAULTS: Dict[str, Setting] = {
     "broker": Setting("memory://", _str,
                       "Where topics live: memory://, kafka://host:port[,host:port], redis://host:port/db."),
     "stream_buffer_maxsize": Setting(4096, _positive_int,
                                      "Values a subscriber may lag behind before senders wait (backpressure)."),
-    "stream_buffer_max_batches": Setting(None, lambda v: v is None or _positive_int(v),
-                                         "Batches a subscriber may lag behind before senders wait "
-                                         "(backpressure); None: as many as stream_buffer_maxsize."),
-    "stream_buffer_max_bytes": Setting(64 * 1024 * 1024, _positive_int,
-                                       "Bytes of batches a subscriber may lag behind before senders wait "
-                                       "(Arrow batches count their buffers; fetched messages their size)."),
     "stream_batch_size": Setting(1000, _positive_int,
                                  "Values gathered into one batch (schema'd channels, transport fetches)."),
     "stream_batch_linger": Setting(0.05, _non_negative_number,
@@ -70,9 +78,10 @@ DEFAULTS: Dict[str, Setting] = {
                                       "Seconds between offset commits (Kafka)."),
     "broker_connect_timeout": Setting(10.0, _positive_number,
                                       "Seconds to reach the broker at start before failing with a clear error."),
-    "broker_credentials": Setting(None, _any,
-                                  "Credentials for the broker (an SSL context or a SASL description)."),
-    "ssl_context": Setting(None, _any, "ssl.SSLContext for TLS connections to the broker."),
+    "broker_credentials": Setting(None, _credentials,
+                                  "Credentials for the broker: an ssl.SSLContext, a (username, password) "
+                                  "pair or a mapping (mechanism, username, password, ssl_context)."),
+    "ssl_context": Setting(None, _optional_ssl_context, "ssl.SSLContext for TLS connections to the broker."),
     "sasl_mechanism": Setting(None, _optional_str, "SASL mechanism: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512."),
     "sasl_username": Setting(None, _optional_str, "SASL user name."),
     "sasl_password": Setting(None, _optional_str, "SASL password (never logged)."),
@@ -101,17 +110,65 @@ DEFAULTS: Dict[str, Setting] = {
 SECRET_NAMES = frozenset({"sasl_password", "broker_credentials", "ssl_context"})
 
 
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (for logs and banners)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+#: Settings holding URLs, shown only through ``redact_url``.
+URL_NAMES = frozenset({"broker", "redis_url"})
+
+#: What ``redact_url`` shows for a string it cannot take apart safely.
+UNPARSABLE_URL = "<unparsable URL>"
+
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+#: Query parameter names (lower case, ``-`` as ``_``) whose values are secrets;
+#: a name containing one of these words counts too (``ssl_password``, ``auth_token``).
+_SECRET_PARAM_WORDS = ("pass", "pwd", "secret", "token", "credential", "auth", "apikey",
+                       "api_key", "private", "signature")
+
+
+def is_secret_param(name: str) -> bool:
+    """True when a URL query parameter called ``name`` carries a secret."""
+    key = unquote_plus(name).strip().lower().replace("-", "_")
+    return (any(word in key for word in _SECRET_PARAM_WORDS)
+            or key in ("key", "sig", "sas") or key.endswith("key"))
+
+
+def redact_url(url: Any) -> str:
+    """``url`` as it may be shown (logs, banners, reprs, errors): no secret left in it.
+
+    The password of the userinfo becomes ``***`` (the user name stays when the
+    userinfo is ``user:password``; a userinfo without ``:`` is hidden whole),
+    and so does the value of every query parameter that names a secret
+    (``password``, ``pass``, ``pwd``, ``secret``, ``token``, ``api_key``, ...;
+    any case, percent-encoded or not) and any fragment. A string that cannot
+    be taken apart without guessing (no ``scheme://``, blanks or control
+    characters, an ``@`` after the host, which may be an unencoded ``/``, ``?``
+    or ``#`` in a password) is never echoed: only its scheme is shown, if any.
+    """
+    if not isinstance(url, str):
+        return f"<{type(url).__name__}, not a URL>"
+    match = _SCHEME.match(url)
+    if match is None:
+        return UNPARSABLE_URL
+    scheme, rest = match.group(1), url[match.end():]
+    if any(c.isspace() or not c.isprintable() for c in rest):
+        return f"{scheme}://{UNPARSABLE_URL}"
+    userinfo = None
+    at = rest.rfind("@")
+    if at >= 0:
+        userinfo, rest = rest[:at], rest[at + 1:]
+        if any(c in userinfo for c in "/?#"):
+            return f"{scheme}://{UNPARSABLE_URL}"
+    rest, hash_, fragment = rest.partition("#")
+    rest, question, query = rest.partition("?")
+    if question:
+        query = "&".join(
+            f"{piece.partition('=')[0]}=***"
+            if "=" in piece and is_secret_param(piece.partition("=")[0]) else piece
+            for piece in query.split("&"))
+    shown = f"{scheme}://"
+    if userinfo is not None:
+        user, colon, _ = userinfo.partition(":")
+        shown += f"{user}:***@" if colon else "***@"
+    shown += rest + (question + query) + ("#***" if hash_ and fragment else hash_)
+    return shown
 
 
 class Settings:
@@ -132,8 +189,16 @@ class Settings:
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigurationError(f"unknown setting {name!r}{hint}")
         if spec.check is not None and not spec.check(value):
-            raise ConfigurationError(
-                f"setting {name!r} has an invalid value {value!r}: {spec.doc}")
+            if name in SECRET_NAMES or (name in URL_NAMES and not isinstance(value, str)):
+                # Never the value: a secret of the wrong type is still a secret.
+                kind = type(value).__name__
+                if isinstance(value, tuple):
+                    kind += f" of {len(value)} items"
+                raise ConfigurationError(
+                    f"setting {name!r} has a value of the wrong type "
+                    f"({kind}; value not shown): {spec.doc}")
+            shown = redact_url(value) if name in URL_NAMES and value else repr(value)
+            raise ConfigurationError(f"setting {name!r} has an invalid value {shown}: {spec.doc}")
         return value
 
     def __getattr__(self, name: str) -> Any:
@@ -156,7 +221,7 @@ class Settings:
             for name in SECRET_NAMES:
                 if out.get(name) is not None:
                     out[name] = "***"
-            for name in ("broker", "redis_url"):
+            for name in URL_NAMES:
                 out[name] = redact_url(out[name])
         return out
 
