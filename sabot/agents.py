@@ -3,7 +3,8 @@
 An agent function takes a ``Stream``. It is either a plain coroutine or an
 async generator; whatever it yields goes to every sink (a channel, a topic,
 another agent, or a callable). ``concurrency=N`` runs N instances that share
-one subscription, each taking whole batches.
+one subscription: they share the values of each batch, per-key in order
+(``sabot.value_dispatch``); with ``stream.batches()`` each takes whole batches.
 
 Acknowledgement: the stream releases a batch when the agent asks for a value
 beyond it, which is after everything the agent yielded for it was handed to
@@ -33,6 +34,7 @@ from mode import Service
 from .exceptions import AgentError, ConfigurationError
 from .schema import check_batch, rows_to_batch
 from .streams import Stream
+from .value_dispatch import ValueDispatcher
 
 __all__ = ["Agent", "AgentTestContext", "ON_ERROR", "EXECUTORS"]
 
@@ -151,6 +153,7 @@ class Agent(Service):
         self.events_out = 0
         self.last_error: Optional[BaseException] = None
         self._subscriber: Any = None
+        self._dispatcher: Any = None
         self._instances: List["asyncio.Task[Any]"] = []
         self._done = asyncio.Event()
         self._error_hook: Optional[Callable[[BaseException], None]] = None
@@ -220,6 +223,9 @@ class Agent(Service):
         self._subscriber = self.channel.subscribe()
         self._subscriber.observer = self._observe_batch
         self._in_start = self._values_released()
+        if self.concurrency > 1 and self.executor == "native":
+            # The instances share the values of each batch (Faust's meaning).
+            self._dispatcher = ValueDispatcher(self._subscriber)
         if self.executor == "process":
             from .bridge.agent import ProcessAgentRunner
             self._process_runner = ProcessAgentRunner(self)
@@ -266,9 +272,10 @@ class Agent(Service):
             self._events_in = self.events_in
             self._subscriber.close()
             self._subscriber = None
+            self._dispatcher = None
 
     async def _run_instance(self, index: int) -> None:
-        stream = Stream(self.channel, subscriber=self._subscriber)
+        stream = Stream(self.channel, subscriber=self._subscriber, dispatcher=self._dispatcher)
         backoff = self.app.conf.agent_restart_backoff if self.app is not None else 0.1
         delay = backoff
         while True:

@@ -33,14 +33,19 @@ class Stream:
     """One subscription to a channel, iterated by value, event or batch."""
 
     def __init__(self, channel: Any, *, subscriber: Any = None,
+                 dispatcher: Any = None,
                  source: Optional[Callable[[], AsyncIterator[Any]]] = None,
                  parent: Optional["Stream"] = None) -> None:
         self.channel = channel
         self._parent = parent
         if parent is not None:
             self._sub = parent._sub
+            self._dispatcher = parent._dispatcher
         else:
             self._sub = subscriber if subscriber is not None else channel.subscribe()
+            # Set when several agent instances share the subscription's
+            # values (sabot.value_dispatch): values and events come from it.
+            self._dispatcher = dispatcher
         self._source = source
         self._values_it: Any = None
         self._events_it: Any = None
@@ -61,6 +66,8 @@ class Stream:
         if self._values_it is None:
             if self._source is not None:
                 self._values_it = self._source()
+            elif self._dispatcher is not None:
+                self._values_it = self._dispatcher.values()
             else:
                 self._values_it = self._sub.values()
         if self._parent is None:
@@ -71,7 +78,8 @@ class Stream:
         """Iterate ``Event(key, value, headers, timestamp, position)``."""
         self._require_root("events")
         if self._events_it is None:
-            self._events_it = self._sub.events()
+            self._events_it = (self._dispatcher.events() if self._dispatcher is not None
+                               else self._sub.events())
         self._active = self._events_it
         return self._events_it
 

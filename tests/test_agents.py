@@ -102,6 +102,113 @@ async def test_concurrency_instances_share_the_input(app):
         await app.stop()
 
 
+async def test_concurrency_overlaps_one_await_per_instance(app):
+    """concurrency=N: N values of one batch are in progress at once (Faust's
+    meaning), not one batch per instance."""
+    in_progress = 0
+    peak = 0
+    gate = asyncio.Event()
+
+    @app.agent(app.channel(), concurrency=50)
+    async def io_bound(stream):
+        nonlocal in_progress, peak
+        async for _ in stream:
+            in_progress += 1
+            peak = max(peak, in_progress)
+            await gate.wait()
+            in_progress -= 1
+
+    await app.start()
+    try:
+        await io_bound.send_batch(list(range(200)))  # one batch
+        await until(lambda: peak == 50)
+        assert in_progress == 50
+        gate.set()
+        await until(lambda: io_bound.events_in == 200)
+    finally:
+        await app.stop()
+
+
+async def test_values_of_one_key_are_processed_in_order_one_at_a_time(app):
+    import random
+    rng = random.Random(7)
+    busy = set()
+    order = {}
+    overlaps = []
+
+    @app.agent(app.channel(), concurrency=16)
+    async def keyed(stream):
+        async for event in stream.events():
+            key, seq = event.key, event.value
+            if key in busy:
+                overlaps.append(key)
+            busy.add(key)
+            await asyncio.sleep(rng.random() / 1000)
+            order.setdefault(key, []).append(seq)
+            busy.discard(key)
+
+    await app.start()
+    try:
+        counters = {}
+        for _ in range(400):
+            key = f"k{rng.randrange(5)}"
+            counters[key] = counters.get(key, -1) + 1
+            await keyed.send(key=key, value=counters[key])
+        await until(lambda: sum(map(len, order.values())) == 400, timeout=10)
+        assert overlaps == []
+        assert all(seqs == list(range(len(seqs))) for seqs in order.values())
+    finally:
+        await app.stop()
+
+
+async def test_shared_values_acknowledge_a_batch_when_all_its_values_are_finished(app):
+    from sabot._fastpath import Batch
+    ch = app.channel()
+    gates = {i: asyncio.Event() for i in range(4)}
+    done, finished = [], []
+
+    @app.agent(ch, concurrency=4)
+    async def slow(stream):
+        async for value in stream:
+            await gates[value].wait()
+            finished.append(value)  # the next __anext__ finishes it, in this step
+
+    await app.start()
+    try:
+        await ch.publish(Batch([0, 1, 2, 3], on_done=lambda b: done.append(b)))
+        for i in (3, 1, 0):
+            gates[i].set()
+        await until(lambda: len(finished) == 3)
+        assert done == []  # value 2 is still in an instance
+        gates[2].set()
+        await until(lambda: done)
+    finally:
+        await app.stop()
+
+
+async def test_shared_values_dead_letter_only_the_failing_value(app):
+    ch = app.channel()
+    seen = []
+    dead = ch.dead_letter_channel().__aiter__()
+
+    @app.agent(ch, concurrency=3, on_error="dead_letter")
+    async def picky(stream):
+        async for value in stream:
+            await asyncio.sleep(0)
+            if value == 5:
+                raise ValueError("five")
+            seen.append(value)
+
+    await app.start()
+    try:
+        await ch.send_batch(list(range(10)))
+        await until(lambda: len(seen) == 9)
+        assert sorted(seen) == [0, 1, 2, 3, 4, 6, 7, 8, 9]
+        assert await asyncio.wait_for(dead.__anext__(), 1) == 5
+    finally:
+        await app.stop()
+
+
 async def test_crash_is_logged_counted_and_the_agent_restarts(app, caplog):
     seen = []
 
