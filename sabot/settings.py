@@ -68,6 +68,12 @@ DEFAULTS: Dict[str, Setting] = {
                       "Where topics live: memory://, kafka://host:port[,host:port], redis://host:port/db."),
     "stream_buffer_maxsize": Setting(4096, _positive_int,
                                      "Values a subscriber may lag behind before senders wait (backpressure)."),
+    "stream_buffer_max_batches": Setting(None, lambda v: v is None or _positive_int(v),
+                                         "Batches a subscriber may lag behind before senders wait "
+                                         "(backpressure); None: as many as stream_buffer_maxsize."),
+    "stream_buffer_max_bytes": Setting(64 * 1024 * 1024, _positive_int,
+                                       "Bytes of batches a subscriber may lag behind before senders wait "
+                                       "(Arrow batches count their buffers; fetched messages their size)."),
     "stream_batch_size": Setting(1000, _positive_int,
                                  "Values gathered into one batch (schema'd channels, transport fetches)."),
     "stream_batch_linger": Setting(0.05, _non_negative_number,
