@@ -68,6 +68,19 @@ class _State:
         return load_app(self.app_spec or os.environ.get("SABOT_APP", ""))
 
 
+class _BindAddress(click.ParamType):
+    """An IP address or host name to listen on (``--web-bind``)."""
+
+    name = "address"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from .settings import valid_bind_address
+        if not valid_bind_address(value):
+            self.fail(f"{value!r} is not an IP address or host name "
+                      f"(127.0.0.1, 0.0.0.0, ::1, localhost, ...)", param, ctx)
+        return value
+
+
 @click.group()
 @click.option("-A", "--app", "app_spec", default=None, help="The app: module:attribute.")
 @click.option("-l", "--loglevel", default="info", show_default=True,
@@ -88,16 +101,19 @@ def cli(ctx: click.Context, app_spec: Optional[str], loglevel: str) -> None:
 @click.option("--json-logs", is_flag=True, help="Log one JSON object per line.")
 @click.option("--web-port", type=click.IntRange(1, 65535), default=None,
               help="Serve /metrics and /health on this port (off by default).")
+@click.option("-b", "--web-bind", type=_BindAddress(), default=None,
+              help="Address the web server listens on (default: the web_bind setting, "
+                   "127.0.0.1; 0.0.0.0 for every interface).")
 @click.option("--concurrency", type=click.IntRange(1, 1024), default=None,
               help="Override every agent's concurrency.")
 @click.pass_obj
 def worker(state: _State, app_spec: Optional[str], loglevel: Optional[str], json_logs: bool,
-           web_port: Optional[int], concurrency: Optional[int]) -> None:
+           web_port: Optional[int], web_bind: str | None, concurrency: Optional[int]) -> None:
     """Run the app's agents, tasks and timers until stopped."""
     from .worker import Worker
     app = state.get_app(app_spec)
     code = Worker(app, loglevel=loglevel or state.loglevel, json_logs=json_logs,
-                  web_port=web_port, concurrency=concurrency).execute()
+                  web_port=web_port, web_bind=web_bind, concurrency=concurrency).execute()
     sys.exit(code)
 
 

@@ -8,6 +8,7 @@ and type, and URLs pass through ``redact_url`` before they are shown.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 import ssl
 from collections.abc import Mapping
@@ -16,7 +17,8 @@ from urllib.parse import unquote_plus
 
 from .exceptions import ConfigurationError
 
-__all__ = ["Settings", "DEFAULTS", "SECRET_NAMES", "URL_NAMES", "redact_url"]
+__all__ = ["Settings", "DEFAULTS", "SECRET_NAMES", "URL_NAMES", "redact_url",
+           "valid_bind_address"]
 
 
 class Setting(NamedTuple):
@@ -60,6 +62,23 @@ def _optional_ssl_context(v: Any) -> bool:
 def _credentials(v: Any) -> bool:
     return (v is None or isinstance(v, (ssl.SSLContext, Mapping))
             or (isinstance(v, tuple) and len(v) == 2))
+
+
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
+
+
+def valid_bind_address(v: Any) -> bool:
+    """An IP address (``127.0.0.1``, ``0.0.0.0``, ``::1``) or a host name to listen on."""
+    if not isinstance(v, str) or not v or len(v) > 253:
+        return False
+    try:
+        ipaddress.ip_address(v)
+        return True
+    except ValueError:
+        pass
+    labels = v[:-1].split(".") if v.endswith(".") else v.split(".")
+    # A name whose last label is all digits would be a (bad) IPv4 address.
+    return all(_HOST_LABEL.match(label) for label in labels) and not labels[-1].isdigit()
 
 
 #: name -> (default, check, documentation). Transports add their settings here.
@@ -110,6 +129,9 @@ DEFAULTS: Dict[str, Setting] = {
     "status_interval": Setting(10.0, _positive_number, "Seconds between worker status lines."),
     "agent_restart_backoff": Setting(0.1, _non_negative_number,
                                      "First delay before restarting an agent that crashed without progress."),
+    "web_bind": Setting("127.0.0.1", valid_bind_address,
+                        "Address the worker's web server (--web-port) listens on: an IP address "
+                        "or host name; 0.0.0.0 for every interface (Faust's default, not Sabot's)."),
 }
 
 #: Names whose values are secrets: never shown in repr or logs.

@@ -1,5 +1,8 @@
 """The worker's HTTP endpoint (``sabot worker --web-port N``): ``/metrics`` and ``/health``.
 
+It listens on ``web_bind`` (``--web-bind``), the loopback address unless told
+otherwise.
+
 ``/metrics`` is Prometheus text built by prometheus-client from a fresh
 ``WorkerMonitor`` snapshot at each scrape; ``/health`` answers 200 while every
 agent runs and 503 otherwise. The server is a few lines of asyncio on the
@@ -19,7 +22,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .monitor import Snapshot, WorkerMonitor, delays
 
-__all__ = ["WorkerMetrics", "MetricsServer"]
+__all__ = ["MetricsServer", "WorkerMetrics", "host_port"]
 
 logger = logging.getLogger("sabot.web")
 
@@ -120,19 +123,41 @@ def _bridge_families(bridges: Dict[str, Dict[str, Any]]) -> Iterable[Metric]:
     return out
 
 
-class MetricsServer:
-    """Serves ``WorkerMetrics`` over HTTP/1.0 on ``host:port`` (port 0: any free port)."""
+def host_port(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 address in brackets (``[::1]:9100``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
-    def __init__(self, metrics: WorkerMetrics, port: int, host: str = "0.0.0.0") -> None:
+
+class MetricsServer:
+    """Serves ``WorkerMetrics`` over HTTP/1.0 on ``host:port`` (port 0: any free port).
+
+    ``host`` is the address to listen on (the ``web_bind`` setting): the
+    loopback interface by default, ``0.0.0.0`` for every IPv4 interface, or
+    a host name (every address it resolves to).
+    """
+
+    def __init__(self, metrics: WorkerMetrics, port: int, host: str = "127.0.0.1") -> None:
         self.metrics = metrics
         self.host = host
         self.port = port
         self._server: Optional[asyncio.AbstractServer] = None
 
     async def start(self) -> None:
-        """Listen; ``port`` then holds the bound port."""
+        """Listen; ``port`` then holds the bound port and ``addresses`` every bound address."""
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """``(address, port)`` of every listening socket (empty before ``start``)."""
+        if self._server is None:
+            return []
+        return [tuple(sock.getsockname()[:2]) for sock in self._server.sockets]  # type: ignore[misc]
+
+    @property
+    def urls(self) -> list[str]:
+        """``http://address:port`` of every listening socket."""
+        return [f"http://{host_port(host, port)}" for host, port in self.addresses]
 
     async def stop(self) -> None:
         """Stop listening and close the socket."""

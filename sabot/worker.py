@@ -21,8 +21,8 @@ from typing import Any, Iterator, Optional
 
 from .exceptions import SabotError
 from .monitor import Snapshot, WorkerMonitor, format_status
-from .settings import redact_url
-from .web import MetricsServer, WorkerMetrics
+from .settings import redact_url, valid_bind_address
+from .web import MetricsServer, WorkerMetrics, host_port
 
 __all__ = ["Worker", "setup_logging"]
 
@@ -64,11 +64,13 @@ class Worker:
 
     def __init__(self, app: Any, *, loglevel: str = "info", json_logs: bool = False,
                  web_port: Optional[int] = None, concurrency: Optional[int] = None,
-                 configure_logging: bool = True) -> None:
+                 configure_logging: bool = True, web_bind: str | None = None) -> None:
         self.app = app
         self.loglevel = loglevel
         self.json_logs = json_logs
         self.web_port = web_port
+        #: Where /metrics and /health listen: ``web_bind`` overrides the app's setting.
+        self.web_bind = web_bind if web_bind is not None else app.conf.web_bind
         self.configure_logging = configure_logging
         self._signals = 0
         self.monitor = WorkerMonitor(app)
@@ -86,13 +88,21 @@ class Worker:
                  *[f"  also:     {redact_url(t.url)}" for t in app.transports
                    if t.scheme != "memory" and t.url != app.conf.broker],
                  f"  fastpath: {'cython' if _fastpath() else 'pure-python'}",
-                 f"  web:      {self.web_port if self.web_port else 'off'}",
+                 f"  web:      {self._web_address()}",
                  f"  agents:   {len(app.agents)}"]
         for agent in app.agents.values():
             sinks = ", ".join(getattr(s, "name", repr(s)) for s in agent.sinks) or "-"
             lines.append(f"    {agent.name} <- {agent.channel.name} [{agent.channel.transport_name}]"
                          f" executor={agent.executor} concurrency={agent.concurrency} sinks={sinks}")
         return "\n".join(lines)
+
+    def _web_address(self) -> str:
+        if self.web_port is None:
+            return "off"
+        if self.web is not None and self.web.addresses:
+            return ", ".join(host_port(h, p) for h, p in self.web.addresses)
+        shown = host_port(str(self.web_bind), self.web_port)
+        return shown + " (a free port)" if self.web_port == 0 else shown
 
     def execute(self) -> int:
         """Run to completion in a new event loop; the process exit code."""
@@ -151,15 +161,18 @@ class Worker:
     async def _start_web(self) -> None:
         if self.web_port is None:
             return
+        if not valid_bind_address(self.web_bind):
+            raise SabotError(f"web_bind {self.web_bind!r} is not an IP address or host name")
         self.metrics = WorkerMetrics(self.monitor)
-        self.web = MetricsServer(self.metrics, self.web_port)
+        web = MetricsServer(self.metrics, self.web_port, host=self.web_bind)
         try:
-            await self.web.start()
+            await web.start()
         except OSError as exc:
-            self.web = None
-            raise SabotError(f"cannot serve metrics on port {self.web_port}: "
+            raise SabotError(f"cannot serve metrics on port {self.web_port} of {self.web_bind}: "
                              f"{exc.strerror or exc}") from None
-        logger.info("metrics on http://0.0.0.0:%d/metrics, health on /health", self.web.port)
+        self.web = web
+        logger.info("metrics on %s, health on /health",
+                    " and ".join(f"{url}/metrics" for url in web.urls))
 
     async def _status_loop(self, last: Snapshot) -> None:
         # Status lines every status_interval; the metrics histogram wants a
