@@ -114,12 +114,12 @@ def test_redact_url_of_a_non_string_shows_only_its_type():
 
 #: Settings that plant the secret in every accepted form (the broker URL varies).
 ACCEPTED = {
-    "sasl_password": dict(sasl_username="alice", sasl_password=SECRET),
-    "credentials pair": dict(broker_credentials=("alice", SECRET)),
-    "credentials mapping": dict(broker_credentials={
+    "sasl_password": {"sasl_username": "alice", "sasl_password": SECRET},
+    "credentials pair": {"broker_credentials": ("alice", SECRET)},
+    "credentials mapping": {"broker_credentials": {
         "mechanism": "PLAIN", "username": "alice", "password": SECRET,
-        "ssl_context": "secret-context"}),
-    "ssl_context": dict(ssl_context="secret-context"),
+        "ssl_context": "secret-context"}},
+    "ssl_context": {"ssl_context": "secret-context"},
 }
 
 BROKERS = {
@@ -197,14 +197,14 @@ def test_as_dict_redacts_and_keeps_the_rest():
 # -- ConfigurationError messages ------------------------------------------------------
 
 @pytest.mark.parametrize("settings, names", [
-    (dict(sasl_password=INT_SECRET), ["sasl_password", "int"]),
-    (dict(sasl_password=SECRET.encode()), ["sasl_password", "bytes"]),
-    (dict(broker_credentials=["alice", SECRET]), ["broker_credentials", "list"]),
-    (dict(broker_credentials=("alice", SECRET, "PLAIN")), ["broker_credentials", "tuple"]),
-    (dict(broker_credentials=SECRET), ["broker_credentials", "str"]),
-    (dict(ssl_context=SECRET), ["ssl_context", "str"]),
-    (dict(broker=f"redis://:{Q}@h/0".encode()), ["broker", "bytes"]),
-    (dict(redis_url=f"redis://:{Q}@h/0".encode()), ["redis_url", "bytes"]),
+    ({"sasl_password": INT_SECRET}, ["sasl_password", "int"]),
+    ({"sasl_password": SECRET.encode()}, ["sasl_password", "bytes"]),
+    ({"broker_credentials": ["alice", SECRET]}, ["broker_credentials", "list"]),
+    ({"broker_credentials": ("alice", SECRET, "PLAIN")}, ["broker_credentials", "tuple"]),
+    ({"broker_credentials": SECRET}, ["broker_credentials", "str"]),
+    ({"ssl_context": SECRET}, ["ssl_context", "str"]),
+    ({"broker": f"redis://:{Q}@h/0".encode()}, ["broker", "bytes"]),
+    ({"redis_url": f"redis://:{Q}@h/0".encode()}, ["redis_url", "bytes"]),
 ])
 def test_a_wrong_typed_secret_is_named_by_setting_and_type_only(settings, names):
     with pytest.raises(ConfigurationError) as info:
@@ -223,17 +223,17 @@ def test_a_wrong_typed_secret_set_later_is_named_by_type_only():
 
 
 @pytest.mark.parametrize("settings", [
-    dict(broker=f"kafkaa://alice:{Q}@127.0.0.1:9092"),
-    dict(broker=f"kafka//alice:{Q}@127.0.0.1:9092"),
-    dict(broker=f"alice:{Q}@127.0.0.1:9092"),
-    dict(broker=f"kafka://alice:{Q}@"),
-    dict(broker=f"redis://:{Q}@127.0.0.1:notaport/0"),
-    dict(broker=f"redis://:{Q}@127.0.0.1:99999/0"),
-    dict(broker=f"redis://:{SECRET}@127.0.0.1:6379/0"),  # not percent-encoded
-    dict(redis_url=f"kafkaa://alice:{Q}@127.0.0.1:9092"),
-    dict(redis_url=f"kafka://alice:{Q}@127.0.0.1:9092"),
-    dict(redis_url=f"redis://:{Q}@127.0.0.1:notaport/0"),
-    dict(redis_url=f"redis://:{SECRET}@127.0.0.1:6379/0"),
+    {"broker": f"kafkaa://alice:{Q}@127.0.0.1:9092"},
+    {"broker": f"kafka//alice:{Q}@127.0.0.1:9092"},
+    {"broker": f"alice:{Q}@127.0.0.1:9092"},
+    {"broker": f"kafka://alice:{Q}@"},
+    {"broker": f"redis://:{Q}@127.0.0.1:notaport/0"},
+    {"broker": f"redis://:{Q}@127.0.0.1:99999/0"},
+    {"broker": f"redis://:{SECRET}@127.0.0.1:6379/0"},  # not percent-encoded
+    {"redis_url": f"kafkaa://alice:{Q}@127.0.0.1:9092"},
+    {"redis_url": f"kafka://alice:{Q}@127.0.0.1:9092"},
+    {"redis_url": f"redis://:{Q}@127.0.0.1:notaport/0"},
+    {"redis_url": f"redis://:{SECRET}@127.0.0.1:6379/0"},
 ])
 def test_bad_urls_are_refused_without_the_secret(settings):
     """A refused URL names what is wrong, never the password (there or in a repr)."""
@@ -347,18 +347,15 @@ def secret_app(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "sabot", "-A", "secret_app", "worker",
                                "-l", "debug", *args], cwd=str(tmp_path),
                               env=env_for(settings, redis_channel), capture_output=True,
-                              timeout=timeout)
+                              timeout=timeout, check=False)
         return proc.returncode, proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
 
     def start(settings, *args, redis_channel=False):
-        log = open(tmp_path / "worker.log", "wb")
-        try:
+        with open(tmp_path / "worker.log", "wb") as log:
             return subprocess.Popen([sys.executable, "-m", "sabot", "-A", "secret_app", "worker",
                                      "-l", "debug", *args], cwd=str(tmp_path),
                                     env=env_for(settings, redis_channel), stdout=log,
                                     stderr=subprocess.STDOUT)
-        finally:
-            log.close()
 
     run.start = start
     run.log = tmp_path / "worker.log"
@@ -390,24 +387,24 @@ def test_cli_worker_against_redis_with_a_wrong_password(secret_app, redis_auth_s
     port = redis_auth_server.port
     url = (f"redis://:{Q}@127.0.0.1:{port}/0" if form.endswith("userinfo")
            else f"redis://127.0.0.1:{port}/0?password={Q}")
-    settings = (dict(broker=url) if form.startswith("broker")
-                else dict(redis_url=url, sasl_password=SECRET))
+    settings = ({"broker": url} if form.startswith("broker")
+                else {"redis_url": url, "sasl_password": SECRET})
     code, out, err = secret_app(settings, redis_channel=form.startswith("redis_url"))
     assert_one_line_failure(code, out, err, "refused the credentials")
     assert_clean(out + err, "the output of sabot worker")
 
 
 @pytest.mark.parametrize("settings, fragment", [
-    (dict(broker=f"kafkaa://alice:{Q}@127.0.0.1:9092"), "unknown scheme 'kafkaa'"),
-    (dict(broker=f"kafka//alice:{Q}@127.0.0.1:9092"), "no scheme"),
-    (dict(redis_url=f"kafkaa://alice:{Q}@127.0.0.1:9092"), "kafkaa"),
-    (dict(broker=f"redis://:{Q}@127.0.0.1:notaport/0"), "port"),
-    (dict(redis_url=f"redis://:{Q}@127.0.0.1:99999/0"), "port"),
-    (dict(broker=f"redis://:{SECRET}@127.0.0.1:6379/0"), "redis"),
-    (dict(sasl_password=INT_SECRET), "'sasl_password' has a value of the wrong type (int"),
-    (dict(sasl_password=SECRET.encode()), "'sasl_password' has a value of the wrong type (bytes"),
-    (dict(broker_credentials=["alice", SECRET]), "'broker_credentials' has a value of the wrong type"),
-    (dict(ssl_context=SECRET), "'ssl_context' has a value of the wrong type (str"),
+    ({"broker": f"kafkaa://alice:{Q}@127.0.0.1:9092"}, "unknown scheme 'kafkaa'"),
+    ({"broker": f"kafka//alice:{Q}@127.0.0.1:9092"}, "no scheme"),
+    ({"redis_url": f"kafkaa://alice:{Q}@127.0.0.1:9092"}, "kafkaa"),
+    ({"broker": f"redis://:{Q}@127.0.0.1:notaport/0"}, "port"),
+    ({"redis_url": f"redis://:{Q}@127.0.0.1:99999/0"}, "port"),
+    ({"broker": f"redis://:{SECRET}@127.0.0.1:6379/0"}, "redis"),
+    ({"sasl_password": INT_SECRET}, "'sasl_password' has a value of the wrong type (int"),
+    ({"sasl_password": SECRET.encode()}, "'sasl_password' has a value of the wrong type (bytes"),
+    ({"broker_credentials": ["alice", SECRET]}, "'broker_credentials' has a value of the wrong type"),
+    ({"ssl_context": SECRET}, "'ssl_context' has a value of the wrong type (str"),
 ])
 def test_cli_worker_with_a_bad_setting(secret_app, settings, fragment):
     code, out, err = secret_app(settings, redis_channel="redis_url" in settings)
@@ -415,7 +412,7 @@ def test_cli_worker_with_a_bad_setting(secret_app, settings, fragment):
     assert_clean(out + err, "the output of sabot worker", secrets=(SECRET, INT_SECRET))
 
 
-BAD_KAFKA_PORT = dict(broker=f"kafka://alice:{Q}@127.0.0.1:notaport", sasl_password=SECRET)
+BAD_KAFKA_PORT = {"broker": f"kafka://alice:{Q}@127.0.0.1:notaport", "sasl_password": SECRET}
 
 
 def test_cli_worker_with_a_bad_kafka_port_shows_no_secret(secret_app):
@@ -476,11 +473,11 @@ def test_a_running_worker_shows_the_secret_nowhere(secret_app, redis_server_fact
     server = redis_server_factory(password=SECRET)
     port = server.port
     if form == "broker userinfo":
-        settings = dict(broker=f"redis://:{Q}@127.0.0.1:{port}/0", sasl_password=SECRET,
-                        broker_credentials=("alice", SECRET))
+        settings = {"broker": f"redis://:{Q}@127.0.0.1:{port}/0", "sasl_password": SECRET,
+                        "broker_credentials": ("alice", SECRET)}
     else:
-        settings = dict(redis_url=f"redis://127.0.0.1:{port}/0?password={Q}",
-                        sasl_password=SECRET, ssl_context="secret-context")
+        settings = {"redis_url": f"redis://127.0.0.1:{port}/0?password={Q}",
+                        "sasl_password": SECRET, "ssl_context": "secret-context"}
     web_port = free_port()
     proc = secret_app.start(settings, "--web-port", str(web_port),
                             redis_channel=form.startswith("redis_url"))
