@@ -33,6 +33,9 @@ class App(Service):
     """A Sabot application: ``App(id, broker="memory://", **settings)``."""
 
     #: mode logs every start/stop at this level; a worker has many services.
+    #: Our own logger, set before mode would give the module a NullHandler
+    #: (which silences a script's errors when it configured no logging).
+    logger = logger
     mundane_level = "debug"
 
 

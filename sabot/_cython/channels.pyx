@@ -487,12 +487,14 @@ cdef class Subscriber:
     cdef FanOut _fanout
     cdef _SubscriberState _state
     cdef public object observer
+    cdef public object on_wait
     cdef object __weakref__
 
     def __init__(self, FanOut fanout, _SubscriberState state):
         self._fanout = fanout
         self._state = state
         self.observer = None
+        self.on_wait = None
 
     cpdef object take(self):
         """The next whole batch, or None; taking the open batch seals it."""
@@ -534,6 +536,8 @@ cdef class Subscriber:
         """A future that completes when a batch arrives or the channel closes."""
         fut = self._fanout._get_loop().create_future()
         self._state.waiters.append(fut)
+        if self.on_wait is not None:
+            self.on_wait()
         return fut
 
     cdef inline bint _exhausted(self):

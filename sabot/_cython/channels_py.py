@@ -445,13 +445,16 @@ class _DropCallback:
 class Subscriber:
     """One reader of a channel (held weakly by the channel)."""
 
-    __slots__ = ("_fanout", "_state", "observer", "__weakref__")
+    __slots__ = ("_fanout", "_state", "observer", "on_wait", "__weakref__")
 
     def __init__(self, fanout, state):
         self._fanout = fanout
         self._state = state
         #: Called with each batch this subscriber finished (agents time them).
         self.observer = None
+        #: Called when a reader starts waiting for a batch (nothing is queued):
+        #: a process agent's child answers its parent then.
+        self.on_wait = None
 
     def take(self):
         """The next whole batch, or None; taking the open batch seals it."""
@@ -489,6 +492,8 @@ class Subscriber:
         """A future that completes when a batch arrives or the channel closes."""
         fut = self._fanout._get_loop().create_future()
         self._state.waiters.append(fut)
+        if self.on_wait is not None:
+            self.on_wait()
         return fut
 
     def discard_waiter(self, fut):

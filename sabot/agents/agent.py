@@ -5,6 +5,8 @@ async generator; whatever it yields goes to every sink (a channel, a topic,
 another agent, or a callable). ``concurrency=N`` runs N instances that share
 one subscription: they share the values of each batch, per-key in order
 (``sabot.value_dispatch``); with ``stream.batches()`` each takes whole batches.
+``executor="process"`` runs the same function, over the same ``Stream``, in N
+child processes (``sabot.agents.process``).
 
 Acknowledgement: the stream releases a batch when the agent asks for a value
 beyond it, which is after everything the agent yielded for it was handed to
@@ -26,17 +28,18 @@ import logging
 import time
 import traceback
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence
+from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence
 
-import pyarrow as pa
 from mode import Service
 
-from .exceptions import AgentError, ConfigurationError
-from .schema import check_batch, rows_to_batch
-from .streams import Stream
-from .value_dispatch import ValueDispatcher
+from ..exceptions import AgentError, ConfigurationError
+from ..retry import RetryPolicy
+from ..streams import Stream
+from ..value_dispatch import ValueDispatcher
+from .sinks import Sink, hold_until_done
+from .testing import AgentTestContext
 
-__all__ = ["Agent", "AgentTestContext", "ON_ERROR", "EXECUTORS"]
+__all__ = ["Agent", "AgentFailure", "ON_ERROR", "EXECUTORS"]
 
 logger = logging.getLogger("sabot.agents")
 
@@ -44,81 +47,27 @@ ON_ERROR = ("dead_letter", "skip", "stop")
 EXECUTORS = ("native", "process")
 
 
-class _Sink:
-    """Uniform ``send`` over a channel, an agent or a plain callable."""
+class AgentFailure(NamedTuple):
+    """What an agent raised on: the error, the value, where it came from.
 
-    __slots__ = ("target", "_send", "_send_batch", "_send_from", "_callable")
+    ``sources`` are the batches behind the value (acknowledged only once the
+    failure is handled: dead-lettered, skipped, or never if the agent stops).
+    """
 
-    def __init__(self, target: Any) -> None:
-        self.target = target
-        send = getattr(target, "send", None)
-        channel = getattr(target, "channel", target)  # an agent: its input channel
-        if send is not None and callable(send):
-            self._send = send
-            self._send_batch = getattr(target, "send_batch", None)
-            self._send_from = getattr(channel, "send_from", None)
-            self._callable = None
-        elif callable(target):
-            self._send = None
-            self._send_batch = None
-            self._send_from = None
-            self._callable = target
-        else:
-            raise ConfigurationError(
-                f"sink {target!r} is neither a channel, an agent nor a callable")
-
-    async def deliver(self, value: Any, sources: Any = ()) -> Any:
-        if self._callable is not None:
-            out = self._callable(value)
-            if inspect.isawaitable(out):
-                out = await out
-            return None
-        if self._send_from is not None:
-            return await self._send_from(value, sources)
-        if isinstance(value, pa.RecordBatch) and self._send_batch is not None:
-            return await self._send_batch(value)
-        return await self._send(value=value)
-
-    def __repr__(self) -> str:
-        return getattr(self.target, "name", None) or repr(self.target)
-
-
-def _hold_until_done(sources: Any, result: Any) -> None:
-    # A sink returned a delivery future (a Kafka write), or a dead letter is
-    # on its way: keep the input batches unacknowledged until it is durable.
-    if not sources or not isinstance(result, asyncio.Future):
-        return
-    if result.done() and not result.cancelled() and result.exception() is None:
-        return
-    if not isinstance(sources, list):
-        sources = [sources]
-    for batch in sources:
-        batch.acquire()
-
-    def settle(fut: Any) -> None:
-        # A failed delivery must not acknowledge its input: abandon it, so a
-        # transport delivers it again after a restart.
-        failed = fut.cancelled() or fut.exception() is not None
-        if failed:
-            logger.error("delivery failed (%r): the input stays unacknowledged",
-                         "cancelled" if fut.cancelled() else fut.exception())
-        for batch in sources:
-            if failed:
-                batch.abandon()
-            else:
-                batch.release()
-    if result.done():
-        settle(result)
-    else:
-        result.add_done_callback(settle)
+    error: BaseException
+    value: Any
+    position: Any
+    sources: List[Any]
 
 
 class Agent(Service):
     """A user function bound to an input channel, sinks and an executor."""
 
     #: mode logs every start/stop at this level; a worker has many services.
+    #: Our own logger, set before mode would give the module a NullHandler
+    #: (which silences a script's errors when it configured no logging).
+    logger = logger
     mundane_level = "debug"
-
 
     def __init__(self, fun: Callable[[Stream], Any], *, app: Any, channel: Any,
                  name: Optional[str] = None, concurrency: int = 1,
@@ -146,21 +95,25 @@ class Agent(Service):
         self.executor = executor
         self.on_error = on_error
         self.sinks: List[Any] = list(sink or [])
-        self._sinks = [_Sink(s) for s in self.sinks]
+        self._sinks = [Sink(s) for s in self.sinks]
         self.crash_count = 0
         self._events_in = 0  # values finished by earlier runs (see events_in)
         self._in_start = 0
         self.events_out = 0
         self.last_error: Optional[BaseException] = None
+        #: Called with each ``AgentFailure`` before ``on_error`` is applied.
+        self.on_failure: Optional[Callable[[AgentFailure], None]] = None
+        #: Level of the log line for a failure (a process agent's child logs
+        #: quietly: its parent reports the failure).
+        self.failure_log_level = logging.ERROR
         self._subscriber: Any = None
-        self._dispatcher: Any = None
+        self._dispatcher: Optional[ValueDispatcher] = None
         self._instances: List["asyncio.Task[Any]"] = []
         self._done = asyncio.Event()
-        self._error_hook: Optional[Callable[[BaseException], None]] = None
         self._process_runner: Any = None
         self._latencies: Deque[float] = deque(maxlen=10_000)
         if executor == "process":
-            from .bridge.agent import check_importable
+            from .process import check_importable
             check_importable(fun)
         super().__init__()
         self.__doc__ = fun.__doc__
@@ -177,6 +130,14 @@ class Agent(Service):
         """Call the user function directly (as Faust allows)."""
         return self.fun(stream)
 
+    def derive(self, **overrides: Any) -> "Agent":
+        """A new agent of the same function and name, with some arguments changed."""
+        kwargs: Dict[str, Any] = dict(app=self.app, channel=self.channel, name=self.name,
+                                      concurrency=self.concurrency, sink=self.sinks,
+                                      executor=self.executor, on_error=self.on_error)
+        kwargs.update(overrides)
+        return type(self)(self.fun, **kwargs)
+
     # -- feeding -------------------------------------------------------------
     async def send(self, key: Any = None, value: Any = None,
                    headers: Optional[Dict[str, bytes]] = None) -> Any:
@@ -190,14 +151,19 @@ class Agent(Service):
     def add_sink(self, sink: Any) -> None:
         """Forward what the agent yields to ``sink`` as well."""
         self.sinks.append(sink)
-        self._sinks.append(_Sink(sink))
+        self._sinks.append(Sink(sink))
 
     # -- counters --------------------------------------------------------------
+    @property
+    def subscriber(self) -> Any:
+        """The agent's subscription to its channel while it runs (else None)."""
+        return self._subscriber
+
     def _values_released(self) -> int:
         # The subscriber's position (values sent to it minus those it still
         # holds) advances once per released batch inside the fast path, so
         # counting costs nothing per value.
-        return self.channel._fanout.total - self._subscriber.lag
+        return self.channel.sent_count - self._subscriber.lag
 
     @property
     def events_in(self) -> int:
@@ -227,7 +193,7 @@ class Agent(Service):
             # The instances share the values of each batch (Faust's meaning).
             self._dispatcher = ValueDispatcher(self._subscriber)
         if self.executor == "process":
-            from .bridge.agent import ProcessAgentRunner
+            from .process import ProcessAgentRunner
             self._process_runner = ProcessAgentRunner(self)
             await self._process_runner.start()
         for i in range(self.concurrency):
@@ -274,10 +240,17 @@ class Agent(Service):
             self._subscriber = None
             self._dispatcher = None
 
-    async def _run_instance(self, index: int) -> None:
-        stream = Stream(self.channel, subscriber=self._subscriber, dispatcher=self._dispatcher)
+    def _restart_policy(self) -> RetryPolicy:
         backoff = self.app.conf.agent_restart_backoff if self.app is not None else 0.1
-        delay = backoff
+        return RetryPolicy(max_attempts=None, initial_delay=backoff, max_delay=5.0, jitter=0)
+
+    async def _run_instance(self, index: int) -> None:
+        if self._process_runner is not None:
+            await self._run_in_child(index)
+            return
+        stream = Stream(self.channel, subscriber=self._subscriber, dispatcher=self._dispatcher)
+        policy = self._restart_policy()
+        idle = 0  # restarts in a row without reading anything new
         while True:
             seen_batch, seen_index = stream.progress()
             try:
@@ -291,17 +264,32 @@ class Agent(Service):
                 stream.cancel_pending_reads()
                 # Restarting without having read anything new would spin.
                 # (Identity, not ==: values may be arrays without a truth value.)
-                batch, index = stream.progress()
-                if batch is seen_batch and index == seen_index:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
+                batch, position = stream.progress()
+                if batch is seen_batch and position == seen_index:
+                    idle += 1
+                    await asyncio.sleep(policy.delay(idle))
                 else:
-                    delay = backoff
+                    idle = 0
+
+    async def _run_in_child(self, index: int) -> None:
+        # The runner handles the agent's own failures; what reaches here is
+        # the bridge failing (a child that cannot be replaced): report it and
+        # try again (the runner resends the batches it held).
+        policy = self._restart_policy()
+        failures = 0
+        while True:
+            try:
+                await self._process_runner.run(self._subscriber, index)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not await self.handle_failure(AgentFailure(exc, None, None, [])):
+                    return
+                failures += 1
+                await asyncio.sleep(policy.delay(failures))
 
     async def _run_once(self, stream: Stream) -> None:
-        if self._process_runner is not None:
-            await self._process_runner.run(stream)
-            return
         result = self.fun(stream)
         if inspect.isasyncgen(result):
             sinks = self._sinks
@@ -310,31 +298,46 @@ class Agent(Service):
                 if sinks:
                     sources = stream.sources()
                     for sink in sinks:
-                        _hold_until_done(sources, await sink.deliver(value, sources))
+                        hold_until_done(sources, await sink.deliver(value, sources))
         elif inspect.isawaitable(result):
             await result
         else:
             raise AgentError(f"agent {self.name} returned {type(result).__name__}, "
                              f"expected a coroutine or an async generator", agent=self.name)
 
-    async def forward(self, value: Any, source: Any) -> None:
-        """Send one result to every sink, holding ``source`` until it is durable."""
+    async def forward(self, value: Any, sources: Sequence[Any] = ()) -> None:
+        """Send one result to every sink, holding ``sources`` until it is durable."""
         self.events_out += 1
-        sources = [source] if source is not None else []
+        held = list(sources)
         for sink in self._sinks:
-            _hold_until_done(sources, await sink.deliver(value, sources))
+            hold_until_done(held, await sink.deliver(value, held))
 
     async def _on_agent_error(self, exc: BaseException, stream: Stream) -> bool:
-        """Report a crash and apply ``on_error``; True means restart."""
+        """Report a crash of a native instance and apply ``on_error``; True means restart."""
+        failure = AgentFailure(exc, stream.current_item(), stream.current_position(),
+                               stream.sources())
+        if not await self.handle_failure(failure):
+            return False
+        # Skipped or dead-lettered: the failing item counts as finished.
+        stream.settle()
+        return True
+
+    async def handle_failure(self, failure: AgentFailure) -> bool:
+        """Log and count ``failure``, then apply ``on_error``; True means go on.
+
+        With ``"dead_letter"`` the value's sources stay held until the dead
+        letter is stored; with ``"stop"`` every instance stops and the app is
+        told (the sources are never acknowledged).
+        """
+        exc, value, position, sources = failure
         self.crash_count += 1
         self.last_error = exc
-        value = stream.current_item()
-        position = stream.current_position()
-        logger.error("agent %s crashed on value %r at position %r (crash #%d): %r\n%s",
-                     self.name, value, position, self.crash_count, exc,
-                     "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
-        if self._error_hook is not None:
-            self._error_hook(exc)
+        logger.log(self.failure_log_level,
+                   "agent %s crashed on value %r at position %r (crash #%d): %r\n%s",
+                   self.name, value, position, self.crash_count, exc,
+                   "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        if self.on_failure is not None:
+            self.on_failure(failure)
         if self.on_error == "stop":
             error = AgentError(f"agent {self.name} stopped on value {value!r} at "
                                f"{position!r}: {exc!r}", agent=self.name,
@@ -349,7 +352,6 @@ class Agent(Service):
             if self.app is not None:
                 self.app.report_crash(error)
             return False
-        sources = stream.sources()
         if self.on_error == "dead_letter":
             try:
                 written = await self.channel.dead_letter(
@@ -364,99 +366,13 @@ class Agent(Service):
                     batch.abandon()
             else:
                 # The value is acknowledged only once its dead letter is stored.
-                _hold_until_done(sources, written)
-        # Skipped or dead-lettered: the failing item counts as finished.
-        stream.settle()
+                hold_until_done(sources, written)
         return True
 
     # -- testing ---------------------------------------------------------------
-    def test_context(self, **kwargs: Any) -> "AgentTestContext":
+    def test_context(self, **kwargs: Any) -> AgentTestContext:
         """Run the agent on a private in-memory channel: no broker needed.
 
         ``async with agent.test_context() as ctx: results = await ctx.put(v)``
         """
         return AgentTestContext(self, **kwargs)
-
-
-class AgentTestContext:
-    """Feed values to an agent and collect what it yields, in memory.
-
-    ``put(value)`` returns once the agent has finished with the value, with
-    the list of values it yielded for it; ``results`` holds every yielded
-    value in order. An exception raised by the agent is raised by ``put``.
-    """
-
-    def __init__(self, agent: Agent, *, channel: Any = None) -> None:
-        from .channels.memory import MemoryChannel
-        self.agent = agent
-        self.channel = channel or MemoryChannel(agent.app, f"{agent.name}.test",
-                                                schema=agent.channel.schema)
-        self.results: List[Any] = []
-        self._current: List[Any] = []
-        self._clone: Optional[Agent] = None
-        self._error: Optional[BaseException] = None
-        self._wake: Optional["asyncio.Future[None]"] = None
-
-    async def __aenter__(self) -> "AgentTestContext":
-        agent = self.agent
-        clone = Agent(agent.fun, app=agent.app, channel=self.channel, name=agent.name,
-                      concurrency=agent.concurrency, sink=[self._collect],
-                      executor="native", on_error="skip")
-        clone._error_hook = self._on_error
-        self._clone = clone
-        await clone.start()
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        if self._clone is not None:
-            await self._clone.stop()
-
-    def _collect(self, value: Any) -> None:
-        self.results.append(value)
-        self._current.append(value)
-
-    def _on_error(self, exc: BaseException) -> None:
-        self._error = exc
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
-
-    @property
-    def crash_count(self) -> int:
-        return self._clone.crash_count if self._clone is not None else 0
-
-    async def put(self, value: Any = None, *, key: Any = None,
-                  headers: Optional[Dict[str, bytes]] = None) -> List[Any]:
-        """Send ``value`` and wait until the agent is done with it."""
-        return await self._feed([value], keys=[key], headers=[headers])
-
-    async def put_batch(self, values: Any) -> List[Any]:
-        """Send a list or RecordBatch as one batch; wait until it is processed."""
-        return await self._feed(values)
-
-    async def _feed(self, values: Any, keys: Any = None, headers: Any = None) -> List[Any]:
-        from ._fastpath import Batch
-        loop = asyncio.get_running_loop()
-        done = self._wake = loop.create_future()
-        self._current = []
-        self._error = None
-        schema = self.channel.schema
-        if isinstance(values, pa.RecordBatch):
-            payload = values if schema is None else check_batch(schema, values)
-        else:
-            payload = values if isinstance(values, list) else list(values)
-            if schema is not None:
-                for v in payload:
-                    self.channel._checker.check(v)
-                payload = rows_to_batch(schema, payload)
-        batch = Batch(payload, keys=keys, headers=headers,
-                      on_done=lambda b: done.done() or done.set_result(None))
-        await self.channel.publish(batch)
-        waiter = asyncio.ensure_future(self._clone._done.wait())
-        try:
-            await asyncio.wait({done, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        return list(self._current)

@@ -15,13 +15,17 @@ described in the header:
 * ``{"k": ..., "shm": name, "n": size, "pool": 1}``: the same in a segment of
   the writer's ``ShmArena``, reused once the reader releases it.
 
-``values`` is a list of one plain type (int, float, str or bool) carried as
-one Arrow column; ``list`` is any other list of JSON-able values, carried as
-one ``large_string`` column of JSON texts, so that it takes the same road as
-a batch. Nothing here pickles: a frame is bytes the reader parses.
+``values`` is a list of one plain type (int, float, str, bool or bytes)
+carried as one Arrow column; ``list`` is any other list of JSON-able values,
+carried as one ``large_string`` column of JSON texts, so that it takes the
+same road as a batch. ``tjson`` and ``tlist`` are ``json`` and ``list`` whose
+values hold bytes or tuples, which JSON has no type for: those are tagged
+(``tag``/``untag``) and come back as they were. Nothing here pickles: a frame
+is bytes the reader parses.
 """
 from __future__ import annotations
 
+import base64
 import json
 import struct
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -95,7 +99,7 @@ def _parsed_schema(buf: pa.Buffer) -> pa.Schema:
 # Python types that an Arrow column gives back unchanged (to_pylist), so a
 # list of one of them can skip JSON.
 _NATIVE_TYPES = {int: pa.int64(), float: pa.float64(), str: pa.large_string(),
-                 bool: pa.bool_()}
+                 bool: pa.bool_(), bytes: pa.large_binary()}
 
 
 def _native_column(values: Any) -> Optional[pa.RecordBatch]:
@@ -141,6 +145,59 @@ def _check_keys(value: Any) -> None:
                     pending.append(item)
 
 
+#: Tags that carry what JSON has no type for: bytes (base64) and tuples.
+_BYTES_TAG = "__sabot_bytes__"
+_TUPLE_TAG = "__sabot_tuple__"
+
+
+def tag(value: Any) -> Any:
+    """``value`` made JSON-able: bytes and tuples become tagged dicts."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {_BYTES_TAG: base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, tuple):
+        return {_TUPLE_TAG: [tag(v) for v in value]}
+    if isinstance(value, list):
+        return [tag(v) for v in value]
+    if isinstance(value, dict):
+        return {k: tag(v) for k, v in value.items()}
+    return value
+
+
+def untag(value: Any) -> Any:
+    """The inverse of ``tag``."""
+    if isinstance(value, dict):
+        if len(value) == 1:
+            if _BYTES_TAG in value:
+                return base64.b64decode(value[_BYTES_TAG])
+            if _TUPLE_TAG in value:
+                return tuple(untag(v) for v in value[_TUPLE_TAG])
+        return {k: untag(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [untag(v) for v in value]
+    return value
+
+
+def _needs_tags(value: Any) -> bool:
+    """True when ``value`` holds bytes or a tuple (plain JSON would lose them)."""
+    pending = [value]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (bytes, bytearray, memoryview, tuple)):
+            return True
+        if isinstance(node, dict):
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return False
+
+
+def _json_texts(values: Sequence[Any]) -> List[str]:
+    try:
+        return [_dumps(v) for v in values]
+    except (TypeError, ValueError) as exc:
+        raise ConversionError(f"list item cannot cross the bridge as JSON: {exc}") from exc
+
+
 def _as_arrow(value: Any) -> Tuple[str, pa.Schema, Any]:
     """Classify ``value``: (kind, schema, batch or table) or kind ``json``."""
     if isinstance(value, pa.RecordBatch):
@@ -151,14 +208,13 @@ def _as_arrow(value: Any) -> Tuple[str, pa.Schema, Any]:
         native = _native_column(value)
         if native is not None:
             return "values", native.schema, native
-        try:
-            texts = [_dumps(v) for v in value]
-        except (TypeError, ValueError) as exc:
-            raise ConversionError(
-                f"list item cannot cross the bridge as JSON: {exc}") from exc
+        kind = "list"
+        if _needs_tags(list(value)):
+            kind, value = "tlist", [tag(v) for v in value]
+        texts = _json_texts(value)
         _check_keys(value)  # after dumps, which refuses circular values
         column = pa.array(texts, type=pa.large_string())
-        return "list", _JSON_LIST_SCHEMA, pa.RecordBatch.from_arrays(
+        return kind, _JSON_LIST_SCHEMA, pa.RecordBatch.from_arrays(
             [column], schema=_JSON_LIST_SCHEMA)
     return "json", None, None
 
@@ -197,6 +253,9 @@ class FrameWriter:
         if kind == "json":
             if isinstance(value, _SCALARS):
                 return {"k": "json", "v": value}
+            kind = "json"
+            if _needs_tags(value):
+                kind, value = "tjson", tag(value)
             try:
                 _dumps(value)
             except (TypeError, ValueError) as exc:
@@ -204,7 +263,7 @@ class FrameWriter:
                     f"{type(value).__name__} cannot cross the bridge: it is "
                     f"neither Arrow data, a list, nor JSON-able ({exc})") from exc
             _check_keys(value)
-            return {"k": "json", "v": value}
+            return {"k": kind, "v": value}
         try:
             if data.get_total_buffer_size() < self.inline_threshold:
                 # A batch goes as its two IPC messages, schema and record
@@ -312,6 +371,8 @@ class FrameReader:
         kind = desc.get("k")
         if kind == "json":
             return desc.get("v")
+        if kind == "tjson":
+            return untag(desc.get("v"))
         try:
             if desc.get("pool"):
                 self._viewed.append(desc)
@@ -339,6 +400,8 @@ class FrameReader:
             return batch.column(0).to_pylist()
         if kind == "list":
             return [json.loads(t) for t in batch.column(0).to_pylist()]
+        if kind == "tlist":
+            return [untag(json.loads(t)) for t in batch.column(0).to_pylist()]
         raise ConversionError(f"unknown value kind {kind!r} in a bridge message")
 
     def _schema(self, index: int) -> pa.Schema:

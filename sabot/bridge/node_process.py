@@ -11,40 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
-import traceback
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 from ..nodes.node import run_node
 from .arena import ShmArena
+from .child import error_header, prepare_worker_process
 from .framesock import FrameSocket
 from .ipc import DEFAULT_INLINE_THRESHOLD, FrameReader, FrameWriter, pack_frame
-from .shm import set_segment_owner
 
-__all__ = ["node_worker_main", "error_header", "prepare_worker_process"]
-
-
-def prepare_worker_process() -> None:
-    """Common set-up of every worker process.
-
-    Ctrl-C in a terminal reaches the whole process group; the parent decides
-    when workers stop, so they ignore SIGINT. Shared-memory segments are
-    named after the parent, which owns the bridge, and this worker.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    set_segment_owner(os.getppid(), worker=os.getpid())
-
-
-def error_header(exc: BaseException, req_id: Optional[int] = None) -> Dict[str, Any]:
-    """The ``error`` frame header reporting ``exc`` to the parent."""
-    return {
-        "op": "error", "id": req_id,
-        "type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-        "retryable": bool(getattr(exc, "retryable", False)),
-    }
+__all__ = ["node_worker_main"]
 
 
 class _NodeWorker:

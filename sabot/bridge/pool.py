@@ -462,6 +462,30 @@ class WorkerPool:
                 await asyncio.sleep(delay)
                 attempt += 1
 
+    async def request_on(self, slot: int, make_frame: Callable[[ShmArena], Any],
+                         read_reply: Callable[[Dict[str, Any], Any, ShmArena], Any]) -> Any:
+        """Like ``request``, to worker number ``slot`` and without retrying.
+
+        For callers that keep a conversation with one worker (a process
+        agent's instance and its child). A dead worker is replaced before
+        ``WorkerProcessDied`` is raised: the caller resends what the dead one
+        held, to the new one.
+        """
+        if self._closed:
+            raise BridgeError(f"the workers of node {self.node_id!r} are shut down")
+        worker = self.workers[slot]
+        if not worker.alive:
+            worker = await self._replace(worker)
+        frame = make_frame(worker.arena)
+        try:
+            header, body = await worker.request(frame.buffers)
+        except WorkerProcessDied:
+            frame.discard()
+            if not self._closed:
+                await self._replace(worker)
+            raise
+        return read_reply(header, body, worker.arena)
+
     async def close(self) -> None:
         """Stop every worker; no process of this pool remains afterwards."""
         self._closed = True

@@ -21,7 +21,7 @@ from .arena import ShmArena
 from .ipc import DEFAULT_INLINE_THRESHOLD, FrameReader, FrameWriter
 from .metrics import BridgeMetrics
 from .pool import WorkerPool
-from .worker import node_worker_main
+from .node_process import node_worker_main
 
 __all__ = ["ProcessBridge", "OutgoingFrame", "remote_error", "DEFAULT_SPIN_US"]
 

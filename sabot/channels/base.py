@@ -11,9 +11,10 @@ that hand out named channels with ``topic(name)``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
-from typing import Any, Dict, Iterable, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
 from mode import Service
@@ -45,6 +46,9 @@ class Channel(Service):
     """
 
     #: mode logs every start/stop at this level; a worker has many services.
+    #: Our own logger, set before mode would give the module a NullHandler
+    #: (which silences a script's errors when it configured no logging).
+    logger = logger
     mundane_level = "debug"
     #: Name of the transport, shown by ``sabot agents`` and in the banner.
     transport_name = "memory"
@@ -154,6 +158,25 @@ class Channel(Service):
         else:
             await self.publish(Batch(values))
         return None
+
+    def make_batch(self, values: Union[Sequence[Any], pa.RecordBatch], *,
+                   keys: Optional[Sequence[Any]] = None,
+                   headers: Optional[Sequence[Any]] = None) -> Any:
+        """A ``Batch`` of ``values`` for ``publish``, checked against the schema.
+
+        With a schema, dict values become one RecordBatch (``SchemaError``
+        names the field that does not fit).
+        """
+        if isinstance(values, pa.RecordBatch):
+            payload: Any = values if self.schema is None else check_batch(self.schema, values)
+        else:
+            payload = values if type(values) is list else list(values)
+            if self._checker is not None:
+                for value in payload:
+                    self._checker.check(value)
+                payload = rows_to_batch(self.schema, payload)
+        return Batch(payload, keys=None if keys is None else list(keys),
+                     headers=None if headers is None else list(headers))
 
     async def send_from(self, value: Any, sources: Sequence[Any] = ()) -> Any:
         """Send ``value`` on behalf of the input batches ``sources``.
@@ -296,6 +319,11 @@ class Channel(Service):
         """Hook: a local subscriber was added (transports start fetching)."""
 
     @property
+    def sent_count(self) -> int:
+        """Values sent to the channel so far (a subscriber's lag counts from it)."""
+        return self._fanout.total
+
+    @property
     def subscriber_count(self) -> int:
         """How many live subscribers the channel has."""
         return self._fanout.subscriber_count
@@ -427,12 +455,20 @@ class Transport(Service):
 
     scheme = "memory"
     channel_class: type = Channel
+    #: Loggers of the client library that this transport's own errors stand
+    #: for (see ``quieted``).
+    quiet_loggers: Tuple[str, ...] = ()
+    #: Our own logger, set before mode would give the module a NullHandler
+    #: (which silences a script's errors when it configured no logging).
+    logger = logger
     mundane_level = "debug"
 
     def __init__(self, app: Any, url: str) -> None:
         self.app = app
         self.url = url
         self.topics: Dict[str, Channel] = {}
+        self._exit_guard: Optional["asyncio.Future[None]"] = None
+        self._exit_armed = False
         super().__init__()
 
     def topic(self, name: str, **options: Any) -> Channel:
@@ -455,6 +491,60 @@ class Transport(Service):
     def stopping(self) -> bool:
         """True once the transport is stopping: its channels write nothing more."""
         return bool(self.should_stop)
+
+    @contextlib.contextmanager
+    def quieted(self) -> Iterator[None]:
+        """Silence the client library's loggers (``quiet_loggers``) meanwhile.
+
+        While connecting, a client logs every refused attempt; the
+        transport's own error, once it gives up, is the one line to show.
+        """
+        saved = [(log, log.level) for log in map(logging.getLogger, self.quiet_loggers)]
+        for log, _ in saved:
+            log.setLevel(logging.CRITICAL)
+        try:
+            yield
+        finally:
+            for log, level in saved:
+                log.setLevel(level)
+
+    # -- sends left behind when the loop closes --------------------------------
+    def guard_exit(self) -> None:
+        """Flush what is still unsent if the event loop closes before ``stop()``.
+
+        A script that sends without running a worker and then returns: at
+        its end ``asyncio.run`` cancels every task, the producer's too, and
+        the sends still queued would be lost without a word. This task
+        notices that cancellation and calls ``flush_at_exit``, which writes
+        them or reports how many could not be.
+        """
+        if self._exit_guard is None or self._exit_guard.done():
+            self._exit_armed = True
+            self._exit_guard = asyncio.ensure_future(self._wait_for_exit())
+
+    def disarm_exit_guard(self) -> None:
+        """The transport is stopping in order (its ``on_stop`` flushes)."""
+        self._exit_armed = False
+        if self._exit_guard is not None:
+            self._exit_guard.cancel()
+            self._exit_guard = None
+
+    async def _wait_for_exit(self) -> None:
+        try:
+            await asyncio.get_running_loop().create_future()
+        except asyncio.CancelledError:
+            if not self._exit_armed:
+                raise
+            self._exit_armed = False
+            # The loop is closing: do the flush instead of dying with it.
+            try:
+                await self.flush_at_exit()
+            except Exception as exc:  # reported, never raised into the shutdown
+                logger.error("%s: flushing pending sends at exit failed: %s",
+                             self.label, exc)
+
+    async def flush_at_exit(self) -> None:
+        """Write what the producer still holds; log a count of what could not be."""
 
     def status(self) -> Dict[str, Any]:
         """Figures for the worker's status line (lag per topic, ...)."""

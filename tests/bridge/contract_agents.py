@@ -272,7 +272,8 @@ async def wedged(stream):
 
 async def _orphan_main():
     """A parent that starts workers, uses shared memory, then dies hard."""
-    from sabot.bridge import ProcessAgentRunner, ProcessBridge
+    from sabot.agents.process import ProcessAgentRunner
+    from sabot.bridge import ProcessBridge
     from sabot.nodes import NodeRegistry
     runner = ProcessAgentRunner(echo_batches, concurrency=2)
     await runner.start()

@@ -19,7 +19,8 @@ import pytest
 
 import sabot
 from sabot._fastpath import Batch
-from sabot.bridge import DataBridge, ProcessAgentRunner, ProcessBridge
+from sabot.agents.process import ProcessAgentRunner
+from sabot.bridge import DataBridge, ProcessBridge
 from sabot.bridge.shm import segment_prefix
 from sabot.exceptions import (AgentError, BridgeError, ChannelClosed, ConversionError,
                               NodeExecutionError, PipelineError, WorkerProcessDied)
@@ -319,13 +320,13 @@ async def _run_raiser(app, on_error, batches):
     return source, agent, delivered, acked
 
 
-async def test_on_error_skip_acks_the_failed_batch_without_its_results(app, clean_slate):
+async def test_on_error_skip_skips_only_the_failing_value(app, clean_slate):
     _, agent, delivered, acked = await _run_raiser(app, "skip", [[1], [2, -1, 3], [4]])
     try:
         await until(lambda: len(acked) == 3, 20, "all acked")
         assert acked == [0, 1, 2]
-        # The failing batch fails whole: no result of it, even for 2.
-        assert delivered == [2, 8]
+        # As in a native agent, only the failing value is skipped.
+        assert delivered == [2, 4, 6, 8]
         assert agent.crash_count == 1
         assert isinstance(agent.last_error, AgentError)
         assert "_deep_frame_for_traceback" in str(agent.last_error)
@@ -333,7 +334,7 @@ async def test_on_error_skip_acks_the_failed_batch_without_its_results(app, clea
         await app.stop()
 
 
-async def test_on_error_dead_letter_sends_the_failed_batch_to_the_dlq(app, clean_slate):
+async def test_on_error_dead_letter_sends_the_failing_value_to_the_dlq(app, clean_slate):
     source = app.channel()
     dlq_values = []
 
@@ -352,7 +353,7 @@ async def test_on_error_dead_letter_sends_the_failed_batch_to_the_dlq(app, clean
         await until(lambda: len(acked) == 3, 20, "all acked")
         assert delivered == [2, 6]
         (value, headers), = dlq_values
-        assert value == [-2]
+        assert value == -2  # the failing value, as in a native agent
         assert b"Kaboom" in headers["sabot-error"]
     finally:
         await app.stop()
@@ -440,15 +441,16 @@ async def test_json_values_that_cross_and_those_refused(clean_slate):
             [float("nan")], [float("inf"), -0.0],
             [], [[]], ["é😀\x00"],
             [{"a": [1, {"b": None}], "c": "d"}],
-            [(1, 2)],                        # tuples arrive as lists
+            [(1, 2)],                        # tuples arrive as tuples
+            [b"bytes", b"\x00\xff"],          # bytes as a binary column
+            [{"k": b"v", "t": (1, b"x")}, None],  # bytes and tuples inside JSON
             ["x" * 200_000, "y"],            # large list of strings: shared memory
             [{"k": "v" * 100_000}],          # large list of JSON: shared memory
         ]
         for values in cases:
             (out,) = await runner.process(values)
-            expected = [list(v) if isinstance(v, tuple) else v for v in values]
-            assert repr(out) == repr(expected)  # repr: NaN != NaN
-        for bad in ([b"bytes"], [object()], [{1, 2}], [{"d": pa.scalar(1)}]):
+            assert repr(out) == repr(values)  # repr: NaN != NaN
+        for bad in ([object()], [{1, 2}], [{"d": pa.scalar(1)}], [{1: "int key"}]):
             with pytest.raises(ConversionError):
                 await runner.process(bad)
         # Nothing half-sent: the worker still answers.
@@ -790,8 +792,8 @@ async def test_retry_call_attempts_delays_and_classification():
     with pytest.raises(asyncio.CancelledError):
         await policy.call(cancelled)
     assert calls == [1]
-    assert RetryPolicy.is_retryable(WorkerProcessDied("x", node_id="n", exitcode=-9))
-    assert not RetryPolicy.is_retryable(ValueError("x"))
+    assert RetryPolicy().is_retryable(WorkerProcessDied("x", node_id="n", exitcode=-9))
+    assert not RetryPolicy().is_retryable(ValueError("x"))
 
 
 async def test_process_node_errors_keep_their_retryable_flag_and_traceback(

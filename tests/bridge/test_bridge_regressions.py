@@ -11,7 +11,8 @@ import time
 import pyarrow as pa
 import pytest
 
-from sabot.bridge import DataBridge, ProcessAgentRunner, ProcessBridge
+from sabot.agents.process import ProcessAgentRunner
+from sabot.bridge import DataBridge, ProcessBridge
 from sabot.bridge.ipc import convert
 from sabot.bridge.shm import worker_segment_prefix
 from sabot.exceptions import (BridgeError, ConversionError, NodeExecutionError,

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 import sabot
-from sabot.bridge import ProcessAgentRunner, check_importable
+from sabot.agents.process import ProcessAgentRunner, check_importable
 from sabot.exceptions import AgentError, ConfigurationError
 
 from . import agents_fixture

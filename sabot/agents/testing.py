@@ -1,0 +1,85 @@
+"""``agent.test_context()``: run an agent on a private in-memory channel."""
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
+
+if TYPE_CHECKING:
+    from .agent import Agent
+
+__all__ = ["AgentTestContext"]
+
+
+class AgentTestContext:
+    """Feed values to an agent and collect what it yields, in memory.
+
+    ``put(value)`` returns once the agent has finished with the value, with
+    the list of values it yielded for it; ``results`` holds every yielded
+    value in order. An exception raised by the agent is raised by ``put``.
+    """
+
+    def __init__(self, agent: "Agent", *, channel: Any = None) -> None:
+        from ..channels.memory import MemoryChannel
+        self.agent = agent
+        self.channel = channel or MemoryChannel(agent.app, f"{agent.name}.test",
+                                                schema=agent.channel.schema)
+        self.results: List[Any] = []
+        self._current: List[Any] = []
+        self._clone: Optional["Agent"] = None
+        self._error: Optional[BaseException] = None
+        self._wake: Optional["asyncio.Future[None]"] = None
+
+    async def __aenter__(self) -> "AgentTestContext":
+        agent = self.agent
+        clone = agent.derive(channel=self.channel, sink=[self._collect],
+                             executor="native", on_error="skip")
+        clone.on_failure = self._on_failure
+        self._clone = clone
+        await clone.start()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        if self._clone is not None:
+            await self._clone.stop()
+
+    def _collect(self, value: Any) -> None:
+        self.results.append(value)
+        self._current.append(value)
+
+    def _on_failure(self, failure: Any) -> None:
+        self._error = failure.error
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    @property
+    def crash_count(self) -> int:
+        """Times the agent raised since the context was entered."""
+        return self._clone.crash_count if self._clone is not None else 0
+
+    async def put(self, value: Any = None, *, key: Any = None,
+                  headers: Optional[Dict[str, bytes]] = None) -> List[Any]:
+        """Send ``value`` and wait until the agent is done with it."""
+        return await self._feed([value], keys=[key], headers=[headers])
+
+    async def put_batch(self, values: Any) -> List[Any]:
+        """Send a list or RecordBatch as one batch; wait until it is processed."""
+        return await self._feed(values)
+
+    async def _feed(self, values: Any, keys: Any = None, headers: Any = None) -> List[Any]:
+        assert self._clone is not None, "use `async with agent.test_context() as ctx`"
+        loop = asyncio.get_running_loop()
+        done = self._wake = loop.create_future()
+        self._current = []
+        self._error = None
+        batch = self.channel.make_batch(values, keys=keys, headers=headers)
+        batch.on_done = lambda b: done.done() or done.set_result(None)
+        await self.channel.publish(batch)
+        ended = asyncio.ensure_future(self._clone.join())
+        try:
+            await asyncio.wait({done, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return list(self._current)
