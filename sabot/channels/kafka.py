@@ -72,8 +72,9 @@ class KafkaTopic(TransportChannel):
         Does not wait for delivery: the producer batches writes. Await the
         returned future, or ``flush()``, to know it is durable.
         """
-        producer = self.transport.producer
-        if producer is None or headers or self.schema is not None:
+        transport = self.transport
+        producer = transport.producer
+        if producer is None or headers or self.schema is not None or transport.pending is not None:
             return await super().send(key, value, headers, partition=partition,
                                       timestamp_ms=timestamp_ms)
         # The common case straight to aiokafka: per message this path costs
@@ -94,17 +95,13 @@ class KafkaTopic(TransportChannel):
         """
         if headers:  # aiokafka wants [(name, bytes)]; accept that shape too
             headers = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
-        producer = self.transport.producer
-        if producer is None:
-            return self._produce_after_start(key, value, headers or None, partition, timestamp_ms)
+        transport = self.transport
+        producer = transport.producer
+        if producer is None or transport.pending is not None:
+            return transport.send_tracked(self.name, value, key, partition, timestamp_ms,
+                                          headers or None)
         return producer.send(self.name, value, key=key, partition=partition,
                              timestamp_ms=timestamp_ms, headers=headers or None)
-
-    async def _produce_after_start(self, key: Optional[bytes], value: bytes, headers: Any,
-                                   partition: Optional[int], timestamp_ms: Optional[int]) -> Any:
-        producer = await self.transport.start_producer()
-        return await producer.send(self.name, value, key=key, partition=partition,
-                                   timestamp_ms=timestamp_ms, headers=headers)
 
     async def flush(self) -> None:
         """Wait until every message sent so far is acknowledged by the broker."""
@@ -299,6 +296,36 @@ def bootstrap_servers(url: str) -> List[str]:
     return servers
 
 
+class _PendingSends:
+    """Messages written outside a running worker and not yet delivered.
+
+    Kept (by reference: the bytes are the producer's own) so that they can
+    be written again if the event loop closes under the producer; a message
+    leaves once the broker acknowledged it.
+    """
+
+    __slots__ = ("_messages",)
+
+    def __init__(self) -> None:
+        self._messages: Dict["asyncio.Future[Any]", tuple] = {}
+
+    def track(self, future: "asyncio.Future[Any]", message: tuple) -> None:
+        if future.done() and not future.cancelled() and future.exception() is None:
+            return
+        self._messages[future] = message
+        future.add_done_callback(self._settled)
+
+    def _settled(self, future: "asyncio.Future[Any]") -> None:
+        if not future.cancelled() and future.exception() is None:
+            self._messages.pop(future, None)
+
+    def take(self) -> List[tuple]:
+        """Every message not delivered yet, in the order sent; forgets them."""
+        messages = list(self._messages.values())
+        self._messages.clear()
+        return messages
+
+
 class _Rebalance(ConsumerRebalanceListener):
     """Commit what is finished before partitions move to another worker."""
 
@@ -317,6 +344,9 @@ class KafkaTransport(Transport):
 
     scheme = "kafka"
     channel_class = KafkaTopic
+    #: aiokafka logs every refused connection while the transport retries;
+    #: the transport's own one-line error says it all.
+    quiet_loggers = ("aiokafka",)
 
     def __init__(self, app: Any, url: str) -> None:
         super().__init__(app, url)
@@ -340,6 +370,9 @@ class KafkaTransport(Transport):
         self._closed = False
         self._generation = 0  # bumped on every revoke: older fetches are stale
         self._background: set = set()
+        #: Sends made outside a running worker, kept until delivered (see
+        #: ``flush_at_exit``); None inside a worker, whose stop flushes.
+        self.pending: Optional[_PendingSends] = None
 
     def __repr__(self) -> str:  # never the credentials
         try:
@@ -390,8 +423,12 @@ class KafkaTransport(Transport):
             f"cannot reach Kafka broker {','.join(self.servers)} within {timeout:g}s "
             f"(broker_connect_timeout): {reason}")
 
-    async def start_producer(self) -> AIOKafkaProducer:
-        """The worker's producer, started on first use (also outside a worker)."""
+    async def start_producer(self, *, standalone: bool = False) -> AIOKafkaProducer:
+        """The worker's producer, started on first use (also outside a worker).
+
+        ``standalone``: started by a send outside a running worker; then the
+        sends are kept until delivered and flushed if the loop closes first.
+        """
         if self._closed:
             raise ChannelClosed(f"{self!r} is stopped: no more sends")
         async with self._producer_lock:
@@ -400,7 +437,72 @@ class KafkaTransport(Transport):
                     acks="all", max_request_size=self.conf.producer_max_request_size,
                     **self._client_options())
                 self.producer = await self._start_client(producer, "producer")
+                if standalone and not self._fetching:
+                    self.pending = _PendingSends()
+                    self.guard_exit()
         return self.producer
+
+    async def send_tracked(self, topic: str, value: bytes, key: Optional[bytes],
+                           partition: Optional[int], timestamp_ms: Optional[int],
+                           headers: Any) -> "asyncio.Future[Any]":
+        """Write one message (starting the producer if needed); its delivery future.
+
+        Outside a running worker the message is kept until delivered.
+        """
+        producer = self.producer or await self.start_producer(standalone=True)
+        future = await producer.send(topic, value, key=key, partition=partition,
+                                     timestamp_ms=timestamp_ms, headers=headers)
+        if self.pending is not None:
+            self.pending.track(future, (topic, value, key, partition, timestamp_ms, headers))
+        return future
+
+    async def flush_at_exit(self) -> None:
+        """The loop is closing with sends undelivered: write them again, say how it went.
+
+        The producer's own task was cancelled with the loop's other tasks,
+        so a fresh producer writes what the old one had not delivered (a
+        message that was on its way may be written twice: at-least-once).
+        """
+        messages = self.pending.take() if self.pending is not None else []
+        self.pending = None
+        old, self.producer = self.producer, None
+        if old is not None:
+            # Its sender task is gone: stop() would wait for a flush that
+            # cannot happen. Closing its connections is all there is to do;
+            # aiokafka has no public way to mark it closed, and would warn
+            # "Unclosed AIOKafkaProducer" when it is collected.
+            try:
+                await asyncio.wait_for(old.client.close(), 5.0)
+            except (asyncio.TimeoutError, Exception):
+                pass
+            old._closed = True
+        if not messages:
+            return
+        futures: List[Any] = []
+        reason = ""
+        try:
+            with self.quieted():
+                producer = await self.start_producer()
+            try:
+                for topic, value, key, partition, timestamp_ms, headers in messages:
+                    futures.append(await producer.send(
+                        topic, value, key=key, partition=partition,
+                        timestamp_ms=timestamp_ms, headers=headers))
+                await asyncio.wait_for(producer.flush(), self.conf.broker_connect_timeout)
+            finally:
+                self.producer = None
+                await _close_quietly(producer)
+        except Exception as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        failed = len(messages) - sum(
+            1 for f in futures if f.done() and not f.cancelled() and f.exception() is None)
+        if failed:
+            logger.error("%d of %d sends still pending when the event loop closed could not "
+                         "be delivered to Kafka %s: %s", failed, len(messages),
+                         ",".join(self.servers), reason or "not acknowledged in time")
+        else:
+            logger.info("delivered %d sends still pending when the event loop closed",
+                        len(messages))
 
     async def _admin_client(self) -> AIOKafkaAdminClient:
         async with self._admin_lock:
@@ -493,6 +595,8 @@ class KafkaTransport(Transport):
         await self.commit()
 
     async def on_stop(self) -> None:
+        self.disarm_exit_guard()  # an orderly stop: the producer is flushed below
+        self.pending = None
         self._closed = True
         await self.stop_fetching(self.conf.shutdown_timeout)
         await _cancel(self._commit_task)

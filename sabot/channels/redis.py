@@ -177,7 +177,23 @@ class RedisTransport(Transport):
         """The pipelining XADD writer shared by every channel of this transport."""
         if self._producer is None:
             self._producer = _Producer(self)
+            if not self._fetching:
+                # Sends outside a running worker: flushed if the loop closes first.
+                self.guard_exit()
         return self._producer
+
+    async def flush_at_exit(self) -> None:
+        """The loop is closing with XADDs queued: write them now, say how it went."""
+        producer = self._producer
+        if producer is None:
+            return
+        written, failed, reason = await producer.write_queued()
+        if failed:
+            logger.error("%d of %d sends still pending when the event loop closed could not "
+                         "be written to redis at %s: %s", failed, written + failed,
+                         self.safe_url, reason)
+        elif written:
+            logger.info("wrote %d sends still pending when the event loop closed", written)
 
     async def round_trip(self, commands: Sequence[Sequence[Any]], size: int = 0) -> List[Any]:
         """Send ``commands`` at once and read their replies (a pipeline).
@@ -289,6 +305,7 @@ class RedisTransport(Transport):
                              return_exceptions=True)
 
     async def on_stop(self) -> None:
+        self.disarm_exit_guard()  # an orderly stop: the producer is flushed below
         self._fetching = False
         for channel in list(self.topics.values()):
             # Their entries stay pending: the next worker dead-letters them.
@@ -426,7 +443,10 @@ class _Producer:
                 results = await transport.round_trip(commands, size)
                 break
             except asyncio.CancelledError:
-                _fail(chunk, TransportError("producer closed before the write finished"))
+                # Cancelled with the loop (a script ending) or by a stop: the
+                # chunk goes back to the front; write_queued may still write
+                # it (an XADD that was on its way may be stored twice).
+                self._queue[:0] = chunk
                 raise
             except _CONNECTION_ERRORS as exc:
                 # A retried XADD may store an entry twice: at-least-once.
@@ -448,12 +468,32 @@ class _Producer:
             else:
                 future.set_result(result.decode() if isinstance(result, bytes) else result)
 
+    async def write_queued(self) -> tuple:
+        """Write everything queued now, without the background task (at exit).
+
+        Returns ``(written, failed, reason)``.
+        """
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        queue, self._queue = self._queue, []
+        futures = [item[3] for item in queue]
+        for i in range(0, len(queue), _PIPELINE_CHUNK):
+            chunk = queue[i:i + _PIPELINE_CHUNK]
+            await self._write(chunk, sum(item[4] for item in chunk))
+        failed = [f for f in futures if f.done() and not f.cancelled() and f.exception()]
+        reason = str(failed[0].exception()) if failed else ""
+        return len(futures) - len(failed), len(failed), reason
+
     async def close(self) -> None:
         """Write what is queued, then stop."""
         try:
             await self.flush()
         except Exception as exc:  # the futures carry the error already
             logger.debug("final flush failed: %r", exc)
+        if self._queue:
+            # A write task cancelled mid-way put its chunk back: write it or fail it.
+            await self.write_queued()
 
 
 def _fail(chunk: List[tuple], exc: BaseException) -> None:

@@ -422,6 +422,35 @@ async def test_agent_failing_on_a_value_over_a_mebibyte_dead_letters_a_truncated
     assert await _committed(kafka_broker, app, topic.name) == 3
 
 
+# -- sends left behind by a script ---------------------------------------------
+
+def _send_and_return(url, topic, n, *extra):
+    return subprocess.run(
+        [sys.executable, os.path.join(HERE, "send_and_return.py"), url, unique("script"),
+         topic, str(n), *map(str, extra)],
+        capture_output=True, text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(HERE)))
+
+
+async def test_sends_still_queued_when_a_script_returns_are_delivered(kafka_broker):
+    topic = unique("script")
+    proc = _send_and_return(f"kafka://{kafka_broker}", topic, 10_000)
+    assert proc.returncode == 0, proc.stderr
+    records = await read_all(kafka_broker, topic, 10_000, timeout=60)
+    assert {json.loads(r.value)["i"] for r in records} == set(range(10_000))
+
+
+async def test_sends_that_cannot_be_delivered_at_exit_are_reported_with_a_count():
+    from tests.servers.kafka import start_broker
+    broker = start_broker()
+    try:
+        proc = _send_and_return(broker.url, unique("lost"), 500, broker.proc.pid)
+    finally:
+        broker.cleanup()
+    assert proc.returncode == 0, proc.stderr
+    assert "499 of 499 sends still pending when the event loop closed could not be " \
+           "delivered" in proc.stderr, proc.stderr
+
+
 # -- failures and security ------------------------------------------------------
 
 async def test_broker_down_at_start_gives_clear_error(unused_tcp_port):

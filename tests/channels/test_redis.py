@@ -629,3 +629,27 @@ async def test_entries_acked_while_a_recovery_read_is_on_its_way_are_not_deliver
         await app.stop()
     assert seen == list(range(10))
     assert pending(client, stream, app.id) == 0
+
+
+# -- sends left behind by a script ---------------------------------------------
+
+def _send_and_return(url, stream, n, *extra):
+    return subprocess.run(
+        [sys.executable, os.path.join(HERE, "send_and_return.py"), url, unique("script"),
+         stream, str(n), *map(str, extra)],
+        capture_output=True, text=True, timeout=120, cwd=os.path.dirname(os.path.dirname(HERE)))
+
+
+def test_sends_still_queued_when_a_script_returns_are_written(redis_server, stream):
+    proc = _send_and_return(redis_server.url, stream, 10_000)
+    assert proc.returncode == 0, proc.stderr
+    assert redis_server.client().xlen(stream) == 10_000
+
+
+def test_sends_that_cannot_be_written_at_exit_are_reported_with_a_count(
+        redis_server_factory, stream):
+    server = redis_server_factory()
+    proc = _send_and_return(server.url, stream, 500, server.proc.pid)
+    assert proc.returncode == 0, proc.stderr
+    assert "499 of 499 sends still pending when the event loop closed could not be written" \
+        in proc.stderr, proc.stderr
