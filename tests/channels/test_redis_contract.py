@@ -86,32 +86,33 @@ def json_bytes(i):
 
 # -- acknowledgement waits for every consumer -----------------------------------
 
-async def test_concurrency_n_acks_each_batch_only_when_its_instance_finishes(redis_server,
-                                                                              stream):
+async def test_concurrency_n_acks_a_batch_only_when_all_its_values_are_finished(
+        redis_server, stream):
     client = redis_server.client()
     ids = preload(client, stream, [json_bytes(i) for i in range(30)])
     app = make_app(redis_server, stream_batch_size=10)
-    gates = {}
+    gates = {b: asyncio.Event() for b in range(3)}
+    holding = []
     seen = []
 
     @app.agent(app.redis_channel(stream), concurrency=3)
     async def worker(entries):
         async for value in entries:
-            batch_no = value["i"] // 10
-            gate = gates.setdefault(batch_no, asyncio.Event())
-            await gate.wait()
+            holding.append(value["i"])
+            await gates[value["i"] // 10].wait()
             seen.append(value["i"])
 
     async with running(app):
-        await wait_until(lambda: len(gates) == 3, what="three instances holding a batch")
-        await asyncio.sleep(0.3)
+        # The three instances share the values of the first batch.
+        await wait_until(lambda: len(holding) == 3, what="three values in hand")
+        assert sorted(holding) == [0, 1, 2]
         assert pending_count(client, stream, app.id) == 30
-        # Finish the middle batch only: exactly its ten ids are acknowledged.
-        gates[1].set()
-        await wait_until(lambda: pending_count(client, stream, app.id) == 20, what="XACK")
-        await asyncio.sleep(0.3)
-        assert acked_ids(client, stream, app.id) == set(ids[10:20])
+        # The first batch's values finish; the instances move on to the
+        # second batch and wait: exactly the first ten ids are acknowledged.
         gates[0].set()
+        await wait_until(lambda: pending_count(client, stream, app.id) == 20, what="XACK")
+        assert acked_ids(client, stream, app.id) == set(ids[:10])
+        gates[1].set()
         gates[2].set()
         await wait_until(lambda: pending_count(client, stream, app.id) == 0, what="XACK all")
     assert sorted(seen) == list(range(30))
