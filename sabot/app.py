@@ -12,15 +12,17 @@ agents stop, transports close (flushing producers).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from mode import Service
 
 from .agents import Agent
-from .channels import Channel, MemoryChannel, Transport, create_transport, scheme_of
+from .channels import (Channel, MemoryChannel, Transport, create_transport, scheme_of,
+                       transport_class)
 from .exceptions import ConfigurationError
 from .settings import Settings, redact_url
 
@@ -47,7 +49,7 @@ class App(Service):
         scheme_of(self.conf.broker)  # an unknown scheme fails here, not at start
         self.agents: Dict[str, Agent] = {}
         self.channels: List[Channel] = []
-        self._transports: Dict[str, Transport] = {}
+        self._transports: Dict[type, Transport] = {}
         self._tasks: List[Callable[..., Any]] = []
         self._timers: List[tuple] = []
         self._futures_running: List["asyncio.Future[Any]"] = []
@@ -64,12 +66,13 @@ class App(Service):
 
     # -- transports ------------------------------------------------------------
     def _transport_for(self, url: str) -> Transport:
-        scheme = scheme_of(url)
-        key = "redis" if scheme in ("redis", "rediss") else scheme
-        transport = self._transports.get(key)
+        # One transport per kind of broker: the first URL given for it wins
+        # (the broker's, since ``transport`` is asked for first).
+        cls = transport_class(url)
+        transport = self._transports.get(cls)
         if transport is None:
             transport = create_transport(self, url)
-            self._transports[key] = transport
+            self._transports[cls] = transport
         return transport
 
     @property
@@ -81,6 +84,14 @@ class App(Service):
     def transports(self) -> List[Transport]:
         """Every transport the app uses (the broker's, and Redis if asked for)."""
         return list(self._transports.values())
+
+    @contextlib.contextmanager
+    def quieted(self) -> Iterator[None]:
+        """Silence the client libraries whose errors the transports report in one line."""
+        with contextlib.ExitStack() as stack:
+            for transport in self.transports:
+                stack.enter_context(transport.quieted())
+            yield
 
     # -- channels --------------------------------------------------------------
     def channel(self, schema: Any = None, maxsize: Optional[int] = None, *,
@@ -98,8 +109,8 @@ class App(Service):
 
     def redis_channel(self, name: str, **options: Any) -> Channel:
         """A channel over the Redis Stream ``name`` (``conf.redis_url``)."""
-        if scheme_of(self.conf.broker) in ("redis", "rediss"):
-            return self.transport.topic(name, **options)
+        # With a redis:// broker the broker's transport serves it.
+        self.transport  # noqa: B018 - created first, so it is the one kept
         return self._transport_for(self.conf.redis_url).topic(name, **options)
 
     def all_channels(self) -> List[Channel]:
@@ -214,7 +225,7 @@ class App(Service):
             try:
                 await transport.stop_fetching(timeout)
             except Exception as exc:
-                logger.error("transport %s failed to stop fetching: %r", transport.scheme, exc)
+                logger.error("%s failed to stop fetching: %r", transport.label, exc)
         for agent in self.agents.values():
             await agent.stop()
         for transport in self._transports.values():

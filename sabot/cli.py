@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import importlib
 import json
-import logging
 import os
 import sys
 from typing import Any, Awaitable, Callable, List, Optional
@@ -155,9 +154,7 @@ def send(state: _State, topic: str, value: str, app_spec: Optional[str], key: Op
     payload = parse_value(channel, value)
 
     async def go() -> None:
-        declare = getattr(channel, "maybe_declare", None)
-        if declare is not None:
-            await declare()
+        await channel.maybe_declare()
         pending = []
         for _ in range(repeat):
             if _carries_batches(channel):  # parse_value gave the rows of one batch
@@ -172,7 +169,7 @@ def send(state: _State, topic: str, value: str, app_spec: Optional[str], key: Op
 
     _run_with_app(app, go)
     where = channel.transport_name
-    if where == "memory":
+    if not channel.carries_bytes:
         click.echo(f"note: {topic!r} is an in-memory channel (memory://): the value reached only "
                    f"this `sabot send` process, not a running worker", err=True)
     click.echo(f"sent {repeat} value{'s' if repeat != 1 else ''} to {topic} [{where}]")
@@ -236,7 +233,7 @@ def parse_value(channel: Any, text: str) -> Any:
     JSON when it parses (else the string itself); bytes for a ``raw`` codec;
     a list of rows for a batch codec (``arrow``), sent as one RecordBatch.
     """
-    codec = getattr(channel, "codec", None)
+    codec = channel.codec
     if codec is not None and codec.name == "raw":
         return text.encode("utf-8")
     try:
@@ -254,22 +251,21 @@ def parse_value(channel: Any, text: str) -> Any:
 
 
 def _carries_batches(channel: Any) -> bool:
-    codec = getattr(channel, "codec", None)
-    return codec is not None and codec.yields_batches
+    return channel.codec is not None and channel.codec.yields_batches
 
 
 def _run_with_app(app: Any, fun: Callable[[], Awaitable[None]]) -> None:
     """Run ``fun()`` on a new loop, close the app's transports, map errors to one line."""
     async def go() -> None:
-        try:
-            await fun()
-        finally:
-            for transport in app.transports:
-                try:
-                    await transport.stop()
-                except Exception:  # already failing or done; the first error matters
-                    pass
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the transport says it once
+        with app.quieted():  # the transport says it once
+            try:
+                await fun()
+            finally:
+                for transport in app.transports:
+                    try:
+                        await transport.stop()
+                    except Exception:  # already failing or done; the first error matters
+                        pass
     try:
         asyncio.run(go())
     except SabotError as exc:

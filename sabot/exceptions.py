@@ -22,6 +22,7 @@ __all__ = [
     "TransportError",
     "BrokerUnavailable",
     "AuthenticationError",
+    "TailUnsupported",
     "BridgeError",
     "ConversionError",
     "NodeExecutionError",
@@ -105,6 +106,12 @@ class TransportError(SabotError, ConnectionError):
 
 class BrokerUnavailable(TransportError):
     """The broker could not be reached within the connect timeout."""
+
+
+class TailUnsupported(TransportError):
+    """The channel cannot be read from outside its process (memory channels)."""
+
+    retryable = False
 
 
 class AuthenticationError(TransportError):

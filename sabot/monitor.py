@@ -11,16 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
 from typing import Any, Dict, List, NamedTuple, Optional
 
 __all__ = ["AgentFigures", "Snapshot", "WorkerMonitor", "DeadLetterCounter",
            "consumer_lag", "format_status"]
 
 logger = logging.getLogger("sabot.worker")
-
-#: The message ``Channel.dead_letter`` logs for every value it dead-letters.
-
 
 class AgentFigures(NamedTuple):
     """Counters of one agent at one moment."""
@@ -104,44 +100,13 @@ class WorkerMonitor:
 async def consumer_lag(transport: Any, timeout: float = 1.0) -> Dict[str, int]:
     """Messages not yet read by this worker's group, per topic (``{}`` if unknown).
 
-    Kafka: high watermark minus the consumer's position over the partitions
-    it holds. Redis: the group's ``lag`` from ``XINFO GROUPS`` (Redis 7+).
+    Asks the transport (``Transport.lag``), at most ``timeout`` seconds.
     """
     try:
-        if transport.scheme == "kafka":
-            return await asyncio.wait_for(_kafka_lag(transport), timeout)
-        if transport.scheme in ("redis", "rediss"):
-            return await asyncio.wait_for(_redis_lag(transport), timeout)
+        return await asyncio.wait_for(transport.lag(), timeout)
     except (asyncio.TimeoutError, Exception) as exc:
-        logger.debug("lag of %s unknown: %r", transport.scheme, exc)
+        logger.debug("lag of %s unknown: %r", transport.label, exc)
     return {}
-
-
-async def _kafka_lag(transport: Any) -> Dict[str, int]:
-    consumer = transport.consumer
-    if consumer is None:
-        return {}
-    out: Dict[str, int] = defaultdict(int)
-    for tp in consumer.assignment():
-        high = consumer.highwater(tp)
-        if high is None:  # nothing fetched from it yet
-            continue
-        out[tp.topic] += max(0, high - await consumer.position(tp))
-    return dict(out)
-
-
-async def _redis_lag(transport: Any) -> Dict[str, int]:
-    out: Dict[str, int] = {}
-    for name, channel in transport.topics.items():
-        if not channel.subscriber_count:
-            continue
-        for group in await transport.client.xinfo_groups(name):
-            group_name = group.get("name")
-            if isinstance(group_name, bytes):
-                group_name = group_name.decode()
-            if group_name == channel.group and group.get("lag") is not None:
-                out[name] = int(group["lag"])
-    return out
 
 
 def rates(before: Optional[Snapshot], after: Snapshot) -> Dict[str, tuple]:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import contextlib
 import json
 import logging
 import os
 import signal
 import sys
 import time
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from .exceptions import SabotError
 from .monitor import Snapshot, WorkerMonitor, format_status
@@ -86,7 +85,7 @@ class Worker:
         lines = [f"sabot worker: app {app.id!r}",
                  f"  broker:   {redact_url(app.conf.broker)}",
                  *[f"  also:     {redact_url(t.url)}" for t in app.transports
-                   if t.scheme != "memory" and t.url != app.conf.broker],
+                   if t.external and t.url != app.conf.broker],
                  f"  fastpath: {'cython' if _fastpath() else 'pure-python'}",
                  f"  web:      {self._web_address()}",
                  f"  agents:   {len(app.agents)}"]
@@ -126,7 +125,7 @@ class Worker:
         try:
             try:
                 await self._start_web()
-                with _quiet("aiokafka"):
+                with app.quieted():
                     await app.start()
             except (SabotError, OSError) as exc:
                 logger.error("worker could not start: %s", _one_line(exc))
@@ -217,19 +216,6 @@ class Worker:
             os._exit(1)
         logger.info("%s received: stopping gracefully (send it again to exit now)", name)
         self.app.request_stop()
-
-
-@contextlib.contextmanager
-def _quiet(name: str) -> Iterator[None]:
-    # aiokafka logs every refused connection while the transport retries
-    # until broker_connect_timeout; the transport's one error says it all.
-    log = logging.getLogger(name)
-    before = log.level
-    log.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        log.setLevel(before)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -2,29 +2,26 @@
 
 Every channel (memory, Kafka topic, Redis stream) is a ``Channel``: local
 subscribers, fan-out, backpressure, schema checks and dead letters live here
-once. A transport subclass changes only where values go when sent (the broker)
-and where local batches come from (its consumer calls ``publish``).
-
-``Transport`` is the base of the per-broker services (memory, Kafka, Redis)
-that hand out named channels with ``topic(name)``.
+once. A transport's channel (``transport_channel.TransportChannel``) changes
+only where values go when sent (the broker) and where local batches come from
+(its consumer calls ``publish``).
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
-from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, AsyncIterator, Dict, Iterable, Optional, Sequence, Union
 
 import pyarrow as pa
 from mode import Service
 
 from .._fastpath import Batch, FanOut
-from ..exceptions import ChannelClosed, ConfigurationError
+from ..exceptions import ChannelClosed, ConfigurationError, TailUnsupported
 from ..schema import RowChecker, check_batch, rows_to_batch
 from .dead_letters import DeadLetterWriter
 
-__all__ = ["Channel", "Transport"]
+__all__ = ["Channel"]
 
 logger = logging.getLogger("sabot.channels")
 _ids = itertools.count(1)
@@ -350,6 +347,16 @@ class Channel(Service):
                     max_bytes=self.max_bytes, batch_size=self.batch_size,
                     linger=self.linger, **self._extra)
 
+    def tail(self, *, from_beginning: bool = False) -> AsyncIterator[Any]:
+        """The raw values of this channel as they arrive, read from outside (``sabot tail``).
+
+        An in-memory channel lives inside one process: nothing to read from
+        outside. A transport's channel asks its transport.
+        """
+        raise TailUnsupported(
+            f"{self.name!r} is an in-memory channel: it lives inside one worker process, "
+            f"so there is nothing to tail from outside (use a kafka:// or redis:// broker)")
+
     # -- dead letters --------------------------------------------------------
     def dead_letter_channel(self) -> "Channel":
         """Where failed values go: ``<name>.dlq`` (suffix from the app's conf)."""
@@ -385,6 +392,8 @@ class Channel(Service):
     # -- what a dead letter written to this channel needs ----------------------
     #: True when sends are serialized (a transport): dead letters come as bytes.
     carries_bytes = False
+    #: The codec values are serialized with (None in memory: nothing is).
+    codec: Any = None
     #: Largest message a send may carry, in bytes (None: no limit).
     max_message_bytes: Optional[int] = None
 
@@ -442,110 +451,3 @@ _EMPTY = _Empty()
 def _log_task_error(task: "asyncio.Future[Any]") -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("background flush failed: %r", task.exception())
-
-
-class Transport(Service):
-    """A broker behind the app's topics: hands out one channel per name.
-
-    Subclasses set ``scheme`` and ``channel_class`` and start their consumer
-    and producer in ``on_start``. ``stop_fetching`` is the first phase of a
-    graceful stop: stop reading, let in-flight batches finish (bounded by
-    ``timeout``) and commit; agents stop after it, then the transport itself.
-    """
-
-    scheme = "memory"
-    channel_class: type = Channel
-    #: Loggers of the client library that this transport's own errors stand
-    #: for (see ``quieted``).
-    quiet_loggers: Tuple[str, ...] = ()
-    #: Our own logger, set before mode would give the module a NullHandler
-    #: (which silences a script's errors when it configured no logging).
-    logger = logger
-    mundane_level = "debug"
-
-    def __init__(self, app: Any, url: str) -> None:
-        self.app = app
-        self.url = url
-        self.topics: Dict[str, Channel] = {}
-        self._exit_guard: Optional["asyncio.Future[None]"] = None
-        self._exit_armed = False
-        super().__init__()
-
-    def topic(self, name: str, **options: Any) -> Channel:
-        """The channel called ``name`` (created on first use, then shared)."""
-        existing = self.topics.get(name)
-        if existing is not None:
-            return existing
-        channel = self.create_channel(name, **options)
-        self.topics[name] = channel
-        return channel
-
-    def create_channel(self, name: str, **options: Any) -> Channel:
-        """Build the channel for ``name``; transports pass their own options."""
-        return self.channel_class(self.app, name, **options)
-
-    async def stop_fetching(self, timeout: float) -> None:
-        """Stop reading new batches and commit what is finished (graceful stop)."""
-
-    @property
-    def stopping(self) -> bool:
-        """True once the transport is stopping: its channels write nothing more."""
-        return bool(self.should_stop)
-
-    @contextlib.contextmanager
-    def quieted(self) -> Iterator[None]:
-        """Silence the client library's loggers (``quiet_loggers``) meanwhile.
-
-        While connecting, a client logs every refused attempt; the
-        transport's own error, once it gives up, is the one line to show.
-        """
-        saved = [(log, log.level) for log in map(logging.getLogger, self.quiet_loggers)]
-        for log, _ in saved:
-            log.setLevel(logging.CRITICAL)
-        try:
-            yield
-        finally:
-            for log, level in saved:
-                log.setLevel(level)
-
-    # -- sends left behind when the loop closes --------------------------------
-    def guard_exit(self) -> None:
-        """Flush what is still unsent if the event loop closes before ``stop()``.
-
-        A script that sends without running a worker and then returns: at
-        its end ``asyncio.run`` cancels every task, the producer's too, and
-        the sends still queued would be lost without a word. This task
-        notices that cancellation and calls ``flush_at_exit``, which writes
-        them or reports how many could not be.
-        """
-        if self._exit_guard is None or self._exit_guard.done():
-            self._exit_armed = True
-            self._exit_guard = asyncio.ensure_future(self._wait_for_exit())
-
-    def disarm_exit_guard(self) -> None:
-        """The transport is stopping in order (its ``on_stop`` flushes)."""
-        self._exit_armed = False
-        if self._exit_guard is not None:
-            self._exit_guard.cancel()
-            self._exit_guard = None
-
-    async def _wait_for_exit(self) -> None:
-        try:
-            await asyncio.get_running_loop().create_future()
-        except asyncio.CancelledError:
-            if not self._exit_armed:
-                raise
-            self._exit_armed = False
-            # The loop is closing: do the flush instead of dying with it.
-            try:
-                await self.flush_at_exit()
-            except Exception as exc:  # reported, never raised into the shutdown
-                logger.error("%s: flushing pending sends at exit failed: %s",
-                             self.label, exc)
-
-    async def flush_at_exit(self) -> None:
-        """Write what the producer still holds; log a count of what could not be."""
-
-    def status(self) -> Dict[str, Any]:
-        """Figures for the worker's status line (lag per topic, ...)."""
-        return {}

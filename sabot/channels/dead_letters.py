@@ -169,7 +169,7 @@ class DeadLetterWriter:
         else JSON, else the value's ``repr`` (a dead letter is never refused)."""
         if isinstance(value, (bytes, bytearray, memoryview)):
             return bytes(value)
-        codec: Optional[Codec] = getattr(self.source, "codec", None)
+        codec: Optional[Codec] = self.source.codec
         candidates: List[Codec] = [c for c in (codec, get_codec("json")) if c is not None]
         for candidate in candidates:
             try:

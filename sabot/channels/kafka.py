@@ -23,8 +23,8 @@ import logging
 import ssl
 import time
 from collections import deque
-from typing import (Any, Awaitable, Callable, Dict, Iterable, Iterator, List, Mapping,
-                    Optional)
+from typing import (Any, AsyncIterator, Awaitable, Callable, Dict, Iterable, Iterator, List,
+                    Mapping, Optional)
 
 from aiokafka import (AIOKafkaConsumer, AIOKafkaProducer,
                       ConsumerRebalanceListener, TopicPartition)
@@ -34,8 +34,8 @@ from aiokafka.errors import (KafkaConnectionError, KafkaError, MessageSizeTooLar
 
 from ..exceptions import (BrokerUnavailable, ChannelClosed, ConfigurationError,
                           TransportError)
-from .base import Transport
-from .transport import Fetched, TransportChannel
+from .transport import Transport
+from .transport_channel import Fetched, TransportChannel
 
 __all__ = ["KafkaTopic", "KafkaTransport", "kafka_client_options"]
 
@@ -743,6 +743,34 @@ class KafkaTransport(Transport):
         self._paused -= assigned
         logger.info("assigned %s", ", ".join(f"{tp.topic}[{tp.partition}]"
                                              for tp in sorted(assigned)) or "nothing")
+
+    async def lag(self) -> Dict[str, int]:
+        """High watermark minus the consumer's position, over the partitions held."""
+        consumer = self.consumer
+        if consumer is None:
+            return {}
+        out: Dict[str, int] = {}
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is None:  # nothing fetched from it yet
+                continue
+            out[tp.topic] = out.get(tp.topic, 0) + max(0, high - await consumer.position(tp))
+        return out
+
+    async def tail(self, channel: Any, *, from_beginning: bool = False) -> AsyncIterator[bytes]:
+        """``channel``'s messages as they arrive, from a consumer in no group."""
+        consumer = AIOKafkaConsumer(
+            channel.name, group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            bootstrap_servers=self.servers, client_id=f"sabot-tail-{self.app.id}",
+            **kafka_client_options(self.conf))
+        try:
+            with self.quieted():
+                await self._start_client(consumer, "tail consumer")
+            async for message in consumer:
+                yield message.value
+        finally:
+            await _close_quietly(consumer)
 
     def status(self) -> Dict[str, Any]:
         """Partitions held and batches in flight, for the worker's status line."""

@@ -1,7 +1,8 @@
 """The in-memory transport: ``memory://``, channels that never leave the process."""
 from __future__ import annotations
 
-from .base import Channel, Transport
+from .channel import Channel
+from .transport import Transport
 
 __all__ = ["MemoryChannel", "MemoryTransport"]
 
@@ -17,6 +18,7 @@ class MemoryTransport(Transport):
 
     scheme = "memory"
     channel_class = MemoryChannel
+    external = False
 
     def create_channel(self, name, **options):
         # Serializer options mean nothing in memory; accept them so an app

@@ -35,7 +35,7 @@ import logging
 import math
 import os
 import socket
-from typing import Any, Dict, List, Optional, Sequence, Set
+from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Set
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
@@ -52,9 +52,9 @@ from ..exceptions import (AuthenticationError, BrokerUnavailable,
                           ConfigurationError, TransportError)
 from ..retry import RetryPolicy
 from ..settings import redact_url
-from .base import Transport
+from .transport import Transport
 from .dead_letters import when_stored
-from .transport import Fetched, TransportChannel
+from .transport_channel import Fetched, TransportChannel
 
 __all__ = ["RedisTransport", "RedisStreamChannel"]
 
@@ -321,6 +321,36 @@ class RedisTransport(Transport):
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
+
+    async def lag(self) -> Dict[str, int]:
+        """Entries not yet read by the app's group, per stream (``XINFO GROUPS``, Redis 7+)."""
+        out: Dict[str, int] = {}
+        for name, channel in self.topics.items():
+            if not channel.subscriber_count or not isinstance(channel, RedisStreamChannel):
+                continue
+            for group in await self.client.xinfo_groups(name):
+                group_name = group.get("name")
+                if isinstance(group_name, bytes):
+                    group_name = group_name.decode()
+                if group_name == channel.group and group.get("lag") is not None:
+                    out[name] = int(group["lag"])
+        return out
+
+    async def tail(self, channel: Any, *, from_beginning: bool = False) -> AsyncIterator[bytes]:
+        """``channel``'s entries as they arrive, with plain ``XREAD`` (no group)."""
+        await self.check_connection()
+        last: Any = "0" if from_beginning else "$"
+        while True:
+            try:
+                reply = await self.client.xread({channel.name: last}, count=1000, block=1000)
+            except rexc.RedisError as exc:
+                raise self.translate_error(exc) from None
+            for _stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    value = fields.get(VALUE_FIELD)
+                    if value is not None:
+                        yield value
 
     def status(self) -> Dict[str, Any]:
         """Entries held (read, not yet XACKed) per stream."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import (Any, Callable, Dict, List, NamedTuple, Optional, Sequence,
+from typing import (Any, AsyncIterator, Callable, Dict, List, NamedTuple, Optional, Sequence,
                     Union)
 
 import pyarrow as pa
@@ -25,7 +25,7 @@ from .._fastpath import Batch
 from ..codecs import Codec, decode_many, get_codec
 from ..exceptions import DecodeError
 from ..schema import check_batch, rows_to_batch
-from .base import Channel
+from .channel import Channel
 from .dead_letters import when_stored
 
 __all__ = ["Fetched", "TransportChannel", "Countdown"]
@@ -167,6 +167,10 @@ class TransportChannel(Channel):
         return _all_of([await send(value=value) for value in rows])
 
     # -- consuming -----------------------------------------------------------
+    def tail(self, *, from_beginning: bool = False) -> AsyncIterator[Any]:
+        """This channel's raw payloads, read by the transport outside the app's group."""
+        return self.transport.tail(self, from_beginning=from_beginning)
+
     def on_subscribed(self) -> None:
         """A local subscriber appeared: tell the transport to fetch this channel."""
         if self.transport is not None:
