@@ -9,7 +9,8 @@ Delivery is at-least-once. An offset is committed only when the batch it came
 in is done for every local subscriber and its dead letters are acknowledged:
 ``_PartitionOffsets`` keeps the fetched ranges of each partition in order and
 the commit position is the end of the longest finished prefix, so a slow batch
-holds back the commits after it instead of being skipped (Faust issue #217).
+holds back the commits after it instead of being skipped (Faust issue #217);
+``InFlight`` (shared with Redis) knows which fetches the agents still hold.
 Commits happen every ``broker_commit_interval``, on revoke (after waiting,
 bounded, for in-flight batches) and on stop.
 
@@ -34,6 +35,7 @@ from aiokafka.errors import (KafkaConnectionError, KafkaError, MessageSizeTooLar
 
 from ..exceptions import (BrokerUnavailable, ChannelClosed, ConfigurationError,
                           TransportError)
+from .inflight import Delivery, InFlight
 from .transport import Transport
 from .transport_channel import Fetched, TransportChannel
 
@@ -184,26 +186,27 @@ def fetched_from_records(tp: TopicPartition, records: List[Any]) -> Fetched:
 
 
 class _Range:
-    __slots__ = ("end", "done", "abandoned", "batches")
+    __slots__ = ("end", "done", "delivery")
 
     def __init__(self, end: int) -> None:
         self.end = end
         self.done = False
-        self.abandoned = False
-        self.batches: List[Any] = []  # what the range was published as
+        self.delivery: Optional[Delivery] = None  # its agents' work, in flight or not
 
 
 class _PartitionOffsets:
-    """Fetched ranges of one partition in order; commits the finished prefix."""
+    """Fetched ranges of one partition in order; commits the finished prefix.
 
-    __slots__ = ("ranges", "committable", "last", "in_flight")
+    A range that is never finished (abandoned by an agent, or not handed over
+    at a stop) stays in place, so no commit passes it.
+    """
+
+    __slots__ = ("ranges", "committable", "last")
 
     def __init__(self) -> None:
         self.ranges: deque = deque()
         self.committable: Optional[int] = None
         self.last = -1
-        #: Ranges still being processed (not finished, not abandoned).
-        self.in_flight = 0
 
     def add(self, first_offset: int, last_offset: int) -> Optional[_Range]:
         """Track a fetched range; ``None`` if it does not follow the last one.
@@ -216,35 +219,14 @@ class _PartitionOffsets:
         self.last = last_offset
         r = _Range(last_offset)
         self.ranges.append(r)
-        self.in_flight += 1
         return r
 
     def finish(self, r: _Range) -> None:
         """``r`` is processed: advance the commit position over finished ranges."""
-        if r.done:
-            return
-        if not r.abandoned:
-            self.in_flight -= 1
         r.done = True
         ranges = self.ranges
         while ranges and ranges[0].done:
             self.committable = ranges.popleft().end + 1
-
-    def sweep(self) -> None:
-        """Abandon ranges with an abandoned batch (an agent gave up on it):
-        they will never finish, so nobody should wait for them."""
-        for r in self.ranges:
-            if not r.done and not r.abandoned and any(b.abandoned for b in r.batches):
-                self.abandon(r)
-
-    def abandon(self, r: _Range) -> None:
-        """``r`` will not be finished (its delivery was cancelled at a stop).
-
-        It stays in place so that no commit passes it, but nobody waits for it.
-        """
-        if not r.done and not r.abandoned:
-            r.abandoned = True
-            self.in_flight -= 1
 
 
 def kafka_client_options(conf: Any) -> Dict[str, Any]:
@@ -360,11 +342,13 @@ class KafkaTransport(Transport):
         self._wanted: Dict[str, KafkaTopic] = {}
         self._subscribed: frozenset = frozenset()
         self._offsets: Dict[TopicPartition, _PartitionOffsets] = {}
+        #: Fetches handed to the agents and not finished, tagged by partition.
+        self._inflight = InFlight()
         self._committed: Dict[TopicPartition, int] = {}
         self._paused: set = set()
         self._fetch_task: Optional["asyncio.Task[None]"] = None
         self._commit_task: Optional["asyncio.Task[None]"] = None
-        self._progress = asyncio.Event()
+        self._wake_fetch = asyncio.Event()
         self._fetching = False
         self._delivering = False
         self._closed = False
@@ -571,21 +555,21 @@ class KafkaTransport(Transport):
         if names and names != self._subscribed and self.consumer is not None:
             self.consumer.subscribe(topics=sorted(names), listener=_Rebalance(self))
             self._subscribed = names
-            self._progress.set()
+            self._wake_fetch.set()
 
     async def stop_fetching(self, timeout: float) -> None:
         """Stop reading, wait (bounded) for in-flight batches, commit what is done."""
         if not self._fetching:
             return
         self._fetching = False
-        if getattr(self.app, "crash_reasons", None):
+        if self.app.crash_reasons:
             timeout = 0.0  # an agent stopped on error holds its batch for good
         task, self._fetch_task = self._fetch_task, None
         if task is not None and self._delivering and timeout > 0:
             # The loop is handing a fetch to the agents (perhaps waiting on
             # backpressure after publishing it): cancelling now would abandon
             # a batch the agents will finish. Let it return, bounded.
-            self._progress.set()
+            self._wake_fetch.set()
             try:
                 await asyncio.wait_for(asyncio.shield(task), timeout)
             except (asyncio.TimeoutError, Exception):
@@ -624,8 +608,8 @@ class KafkaTransport(Transport):
         consumer = self.consumer
         while self._fetching:
             if not self._subscribed:
-                self._progress.clear()
-                await self._progress.wait()
+                self._wake_fetch.clear()
+                await self._wake_fetch.wait()
                 continue
             try:
                 fetched = await consumer.getmany(timeout_ms=500)
@@ -663,20 +647,23 @@ class KafkaTransport(Transport):
             logger.warning("skipping a stale fetch of %s[%d] at offset %d",
                            tp.topic, tp.partition, records[0].offset)
             return
+        r.delivery = delivery = self._inflight.open(tp)
         try:
-            r.batches = await channel.deliver(fetched_from_records(tp, records),
-                                              lambda: self._finished(tp, offsets, r))
+            batches = await channel.deliver(fetched_from_records(tp, records),
+                                            lambda: self._finished(tp, offsets, r))
         except BaseException:
-            offsets.abandon(r)  # part of it never reached the agents: never commit past it
+            # Part of it never reached the agents: never committed past, not waited for.
+            self._inflight.abandon(delivery)
             raise
+        self._inflight.watch(delivery, batches)
 
     def _finished(self, tp: TopicPartition, offsets: _PartitionOffsets, r: _Range) -> None:
         # A range from before a revoke belongs to a tracker that was dropped:
         # the partition's new owner reads it again, so there is nothing to do.
         if self._offsets.get(tp) is offsets:
             offsets.finish(r)
-            if not offsets.in_flight:
-                self._progress.set()
+            if r.delivery is not None:
+                self._inflight.finish(r.delivery)
 
     # -- committing ------------------------------------------------------------
     async def _commit_loop(self) -> None:
@@ -707,26 +694,9 @@ class KafkaTransport(Transport):
         return True
 
     async def _wait_in_flight(self, tps: Iterable[TopicPartition], timeout: float) -> None:
-        tps = list(tps)
-        deadline = time.monotonic() + timeout
-        while any(self._busy(tp) for tp in tps):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                logger.warning("in-flight batches not finished after %.1fs; "
-                               "their offsets stay uncommitted", timeout)
-                return
-            self._progress.clear()
-            try:
-                await asyncio.wait_for(self._progress.wait(), min(remaining, 0.1))
-            except asyncio.TimeoutError:
-                pass
-
-    def _busy(self, tp: TopicPartition) -> bool:
-        offsets = self._offsets.get(tp)
-        if offsets is None or not offsets.in_flight:
-            return False
-        offsets.sweep()
-        return offsets.in_flight > 0
+        if not await self._inflight.wait(timeout, set(tps)):
+            logger.warning("in-flight batches not finished after %.1fs; "
+                           "their offsets stay uncommitted", timeout)
 
     async def on_revoked(self, revoked: set) -> None:
         """Stop feeding ``revoked``, wait for their batches, commit, forget them."""
@@ -734,6 +704,7 @@ class KafkaTransport(Transport):
         self._generation += 1
         await self._wait_in_flight(revoked, self.conf.broker_revoke_timeout)
         await self.commit(revoked)
+        self._inflight.forget(revoked)
         for tp in revoked:
             self._offsets.pop(tp, None)
             self._committed.pop(tp, None)
@@ -775,7 +746,7 @@ class KafkaTransport(Transport):
     def status(self) -> Dict[str, Any]:
         """Partitions held and batches in flight, for the worker's status line."""
         return {"partitions": len(self._offsets),
-                "in_flight": sum(o.in_flight for o in self._offsets.values())}
+                "in_flight": self._inflight.count()}
 
 
 def _topic_errors(response: Any) -> List[tuple]:

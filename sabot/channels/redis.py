@@ -52,6 +52,7 @@ from ..exceptions import (AuthenticationError, BrokerUnavailable,
                           ConfigurationError, TransportError)
 from ..retry import RetryPolicy
 from ..settings import redact_url
+from .inflight import Delivery, InFlight
 from .transport import Transport
 from .dead_letters import when_stored
 from .transport_channel import Fetched, TransportChannel
@@ -125,10 +126,10 @@ class RedisTransport(Transport):
         self.safe_url = redact_url(url)
         self.username = unquote(parts.username) if parts.username else None
         self.consumer_name = _consumer_name()
-        conf = getattr(app, "conf", None)
-        self.connect_timeout = float(conf.broker_connect_timeout) if conf is not None else 10.0
-        self.block_ms = int(conf.redis_block_ms) if conf is not None else 100
-        self.claim_idle_ms = int(conf.redis_claim_idle_ms) if conf is not None else 30000
+        conf = app.conf
+        self.connect_timeout = float(conf.broker_connect_timeout)
+        self.block_ms = int(conf.redis_block_ms)
+        self.claim_idle_ms = int(conf.redis_claim_idle_ms)
         self._client: Optional[aioredis.Redis] = None
         self._producer: Optional[_Producer] = None
         self._readers: Dict[str, _StreamReader] = {}
@@ -297,7 +298,7 @@ class RedisTransport(Transport):
         readers = list(self._readers.values())
         for reader in readers:
             await reader.stop_reading()
-        if getattr(self.app, "crash_reasons", None):
+        if self.app.crash_reasons:
             timeout = 0.0  # an agent stopped on error abandoned its batch: it never finishes
         # Batches abandoned on the way (a failed sink write) are not waited for
         # either: they never finish, and stay pending (see _StreamReader.drain).
@@ -552,17 +553,14 @@ class _StreamReader:
         self.consumer = transport.consumer_name
         self.count = channel.batch_size
         self.held: Set[bytes] = set()
-        #: Reads handed to the agents and not finished: key -> [ids, batches].
-        self._open: Dict[int, list] = {}
-        self._delivery_seq = 0
+        #: Reads handed to the agents and not finished (each with its ids).
+        self._inflight = InFlight()
         #: Ids whose XACK succeeded since the recovery read in flight was sent.
         self._acked_meanwhile: Optional[Set[bytes]] = None
         self._to_ack: List[bytes] = []
         self._xack_in_flight = False
         self._ack_wake = asyncio.Event()
         self._have_subscribers = asyncio.Event()
-        self._held_empty = asyncio.Event()
-        self._held_empty.set()
         self._read_task: Optional["asyncio.Future[None]"] = None
         self._ack_task: Optional["asyncio.Future[None]"] = None
         self._recover = True
@@ -590,7 +588,7 @@ class _StreamReader:
         exc = task.exception()
         logger.error("redis reader of %r stopped: %s", self.stream, exc)
         app = self.transport.app
-        if app is not None and hasattr(app, "report_crash"):
+        if app is not None:
             app.report_crash(exc)
 
     async def stop_reading(self) -> None:
@@ -632,24 +630,16 @@ class _StreamReader:
                                "they stay pending and will be read again",
                                self.stream, len(self.held))
                 break
-            try:  # polled: a batch is abandoned without a word to the reader
-                await asyncio.wait_for(self._held_empty.wait(), min(remaining, 0.05))
-            except asyncio.TimeoutError:
-                pass
+            # Woken by a finished or abandoned read (the batch says so) or an XACK.
+            await self._inflight.changed(remaining)
         self._acks_open = False
 
     def _waiting_for(self) -> bool:
         """True while some held entry may still be acknowledged."""
+        acking = bool(self._to_ack) or self._xack_in_flight
         if not self._acks_open:  # drained once: only XACKs already queued can land
-            return bool(self._to_ack) or self._xack_in_flight
-        held = len(self.held)
-        if not held:
-            return False
-        abandoned = 0
-        for ids, batches in self._open.values():
-            if batches and any(b.abandoned for b in batches):
-                abandoned += len(ids)
-        return held > abandoned
+            return acking
+        return acking or self._inflight.count() > 0
 
     async def close(self) -> None:
         """Stop the ack loop (after one last attempt to XACK what is finished)."""
@@ -793,11 +783,11 @@ class _StreamReader:
             self._have_subscribers.clear()
             self._recover = True
             return
-        self._held_empty.clear()
         for eid, hdrs in valueless:
             held.add(eid)
+            delivery = self._inflight.open(payload=[eid])
             await self.channel.dead_letter_valueless(
-                eid.decode(), hdrs, functools.partial(self._acked, [eid]))
+                eid.decode(), hdrs, functools.partial(self._finished, delivery))
         if not ids:
             return
         held.update(ids)
@@ -805,17 +795,20 @@ class _StreamReader:
         fetched = Fetched(payloads, [(stream, eid.decode()) for eid in ids],
                           keys=keys, headers=headers,
                           timestamp=_entry_time(ids[-1]))
-        key = self._delivery_seq = self._delivery_seq + 1
-        record = self._open[key] = [ids, None]
-        # The batches, kept so that a stop can tell an abandoned one (never
-        # finishes) from one still in an agent (see drain).
-        record[1] = await self.channel.deliver(fetched, functools.partial(self._finished, key))
+        delivery = self._inflight.open(payload=ids)
+        try:
+            batches = await self.channel.deliver(fetched,
+                                                 functools.partial(self._finished, delivery))
+        except BaseException:
+            self._inflight.abandon(delivery)  # its entries stay pending: read again
+            raise
+        # A batch an agent gives up on says so: a stop does not wait for it.
+        self._inflight.watch(delivery, batches)
 
-    def _finished(self, key: int) -> None:
+    def _finished(self, delivery: Delivery) -> None:
         # on_done of a delivered read: every batch and dead letter is done.
-        record = self._open.pop(key, None)
-        if record is not None:
-            self._acked(record[0])
+        if self._inflight.finish(delivery):
+            self._acked(delivery.payload)
 
     # -- acknowledging ---------------------------------------------------------
     def _acked(self, ids: List[bytes]) -> None:
@@ -850,6 +843,7 @@ class _StreamReader:
                     self._forget(ids)
                 finally:
                     self._xack_in_flight = False
+                    self._inflight.notify()
 
     async def _xack(self, ids: List[bytes]) -> None:
         # Through round_trip: packing thousands of ids is where redis-py's
@@ -868,8 +862,7 @@ class _StreamReader:
         meanwhile = self._acked_meanwhile
         if meanwhile is not None:  # a recovery read is on its way: see _recovery_read
             meanwhile.update(ids)
-        if not held:
-            self._held_empty.set()
+        self._inflight.notify()  # a stop may be waiting for these XACKs
 
 
 def _parse_entries(entries: Sequence[Any], skip: Optional[Set[bytes]],

@@ -586,21 +586,10 @@ def test_commit_position_is_the_end_of_the_finished_prefix():
     a, b, c = offsets.add(0, 9), offsets.add(10, 19), offsets.add(25, 30)  # 20-24: compacted away
     offsets.finish(c)
     offsets.finish(b)
-    assert offsets.committable is None and offsets.in_flight == 1  # a still holds them back
+    assert offsets.committable is None  # a still holds them back
     offsets.finish(a)
-    assert offsets.committable == 31 and offsets.in_flight == 0
+    assert offsets.committable == 31
     assert offsets.add(5, 40) is None  # a stale fetch is never tracked
-
-
-def test_abandoned_range_blocks_commits_but_is_not_waited_for():
-    from sabot.channels.kafka import _PartitionOffsets
-    offsets = _PartitionOffsets()
-    a, b = offsets.add(0, 9), offsets.add(10, 19)
-    offsets.abandon(b)
-    offsets.finish(a)
-    assert offsets.committable == 10 and offsets.in_flight == 0
-    offsets.finish(b)  # it did finish after all: now it may be committed
-    assert offsets.committable == 20 and offsets.in_flight == 0
 
 
 async def test_a_stream_opened_while_running_starts_fetching_its_topic(kafka_broker):
@@ -642,16 +631,3 @@ async def test_key_codec_decodes_keys_and_dead_letters_bad_ones(kafka_broker):
     assert b"key" in dict(dead.headers)["sabot-error"]
 
 
-def test_a_range_with_an_abandoned_batch_is_not_waited_for():
-    from sabot._fastpath import Batch
-    from sabot.channels.kafka import _PartitionOffsets
-    offsets = _PartitionOffsets()
-    r = offsets.add(0, 9)
-    batch = Batch([1, 2])
-    batch.acquire()
-    r.batches = [batch]
-    offsets.sweep()
-    assert offsets.in_flight == 1  # still held, not given up
-    batch.abandon()  # an agent stopped with it in hand
-    offsets.sweep()
-    assert offsets.in_flight == 0 and offsets.committable is None
