@@ -1,7 +1,19 @@
 """Executor bridges: run nodes here or in worker processes (seed 001)."""
+from typing import Dict
+
+from ..nodes.registry import NodeRegistry
+from ..types import ExecutorBridgeT
 from .databridge import DataBridge
 from .metrics import BridgeMetrics
 from .native import NativeBridge
 from .process import ProcessBridge
 
-__all__ = ["DataBridge", "BridgeMetrics", "NativeBridge", "ProcessBridge"]
+__all__ = ["DataBridge", "BridgeMetrics", "NativeBridge", "ProcessBridge", "default_bridges"]
+
+
+def default_bridges(registry: NodeRegistry) -> Dict[str, ExecutorBridgeT]:
+    """A bridge per runtime for ``Pipeline(registry, bridges=...)``.
+
+    No process starts until a process node is initialized.
+    """
+    return {"native": NativeBridge(registry), "process": ProcessBridge(registry)}

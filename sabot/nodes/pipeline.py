@@ -24,7 +24,7 @@ from ..types import ExecutorBridgeT
 from .events import EventBus, EventKind, ExecutionEvent
 from .node import node_error
 from .registry import NodeRegistry
-from ..retry import RetryPolicy
+from ..retry import NO_RETRY, RetryPolicy
 from .state import NodeState, NodeStatus
 
 __all__ = ["ErrorHandling", "Pipeline", "PipelineResult"]
@@ -110,8 +110,8 @@ class Pipeline:
         self.max_parallel = max_parallel
         self.retry_policy = retry_policy or RetryPolicy()
         self.events = events if events is not None else EventBus()
+        #: Runtime name -> the bridge that runs its nodes (given by the caller).
         self._bridges: Dict[str, ExecutorBridgeT] = dict(bridges or {})
-        self._own_bridges: List[ExecutorBridgeT] = []
         self._nodes: Dict[str, _NodeSpec] = {}
         self._edges: List[_Edge] = []
         self._order: List[str] = []
@@ -201,20 +201,12 @@ class Pipeline:
         return False
 
     def _bridge(self, runtime: str) -> ExecutorBridgeT:
-        if runtime not in self._bridges:
-            # Bridges sit a layer above nodes; import them only when a
-            # pipeline needs one that the caller did not pass.
-            if runtime == "native":
-                from ..bridge.native import NativeBridge
-                bridge: ExecutorBridgeT = NativeBridge(self.registry)
-            elif runtime == "process":
-                from ..bridge.process import ProcessBridge
-                bridge = ProcessBridge(self.registry)
-            else:
-                raise PipelineError(f"no bridge for runtime {runtime!r}")
-            self._bridges[runtime] = bridge
-            self._own_bridges.append(bridge)
-        return self._bridges[runtime]
+        bridge = self._bridges.get(runtime)
+        if bridge is None:
+            raise PipelineError(
+                f"pipeline {self.name!r} has no bridge for runtime {runtime!r}: pass "
+                f"bridges=sabot.bridge.default_bridges(registry) (or your own)")
+        return bridge
 
     async def _initialize(self, spec: _NodeSpec) -> None:
         try:
@@ -276,20 +268,15 @@ class Pipeline:
         self._started = True
 
     async def close(self) -> None:
-        """Clean up every node and close the bridges this pipeline created."""
+        """Clean up every node (no process of this pipeline's nodes remains).
+
+        The bridges were given to the pipeline: they stay open, so a later
+        ``start()`` uses them again.
+        """
         for spec in self._nodes.values():
             if spec.chosen_runtime is not None:
                 await self._bridges[spec.chosen_runtime].cleanup_node(spec.node_id)
                 spec.chosen_runtime = None
-        for bridge in self._own_bridges:
-            closer = getattr(bridge, "close", None)
-            if closer is not None:
-                await closer()
-            # A closed bridge refuses new nodes: a later start() makes anew.
-            for runtime, known in list(self._bridges.items()):
-                if known is bridge:
-                    del self._bridges[runtime]
-        self._own_bridges.clear()
         self._started = False
 
     async def __aenter__(self) -> "Pipeline":
@@ -313,32 +300,36 @@ class Pipeline:
     async def _execute(self, spec: _NodeSpec, inputs: Dict[str, Any], state: NodeState,
                        run_id: int, gate: asyncio.Semaphore) -> Dict[str, Any]:
         policy = spec.retry_policy or self.retry_policy
+        if spec.error_handling is not ErrorHandling.RETRY:
+            policy = NO_RETRY
         bridge = self._bridges[spec.chosen_runtime or "native"]
+
+        async def attempt() -> Dict[str, Any]:
+            state.start()
+            try:
+                return await bridge.execute_node(spec.node_id, spec.node_type, inputs,
+                                                 spec.params)
+            except Exception as exc:
+                raise node_error(spec.node_id, spec.node_type, exc) from exc
+
+        def retrying(attempt_no: int, error: BaseException, delay: float) -> None:
+            state.status = NodeStatus.RETRYING
+            self._publish(EventKind.NODE_RETRYING, run_id, node_id=spec.node_id,
+                          attempt=state.attempts, error=error, delay=delay)
+
         async with gate:
             self._publish(EventKind.NODE_STARTED, run_id, node_id=spec.node_id, attempt=1)
-            while True:
-                state.start()
-                try:
-                    out = await bridge.execute_node(spec.node_id, spec.node_type, inputs,
-                                                    spec.params)
-                except Exception as exc:
-                    error = node_error(spec.node_id, spec.node_type, exc)
-                    if (spec.error_handling is ErrorHandling.RETRY
-                            and policy.should_retry(state.attempts, error)):
-                        delay = policy.delay(state.attempts)
-                        state.status = NodeStatus.RETRYING
-                        self._publish(EventKind.NODE_RETRYING, run_id, node_id=spec.node_id,
-                                      attempt=state.attempts, error=error, delay=delay)
-                        await asyncio.sleep(delay)
-                        continue
-                    state.finish(NodeStatus.FAILED, error)
-                    self._publish(EventKind.NODE_FAILED, run_id, node_id=spec.node_id,
-                                  attempt=state.attempts, error=error)
-                    raise error from exc
-                state.finish(NodeStatus.COMPLETED)
-                self._publish(EventKind.NODE_COMPLETED, run_id, node_id=spec.node_id,
-                              attempt=state.attempts, duration=state.duration)
-                return out
+            try:
+                out = await policy.call(attempt, on_retry=retrying)
+            except Exception as error:
+                state.finish(NodeStatus.FAILED, error)
+                self._publish(EventKind.NODE_FAILED, run_id, node_id=spec.node_id,
+                              attempt=state.attempts, error=error)
+                raise
+            state.finish(NodeStatus.COMPLETED)
+            self._publish(EventKind.NODE_COMPLETED, run_id, node_id=spec.node_id,
+                          attempt=state.attempts, duration=state.duration)
+            return out
 
     def _skip_descendants(self, node_id: str, states: Dict[str, NodeState]) -> None:
         for succ in self._successors(node_id):

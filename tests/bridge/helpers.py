@@ -190,3 +190,10 @@ def all_nodes_registry():
                       ("allocated", ArrowAllocated), ("remember", Remember)]:
         reg.register(name, native=cls)
     return reg
+
+
+def make_pipeline(registry, **kwargs):
+    """A Pipeline with a native and a process bridge, as a user builds one."""
+    from sabot.bridge import default_bridges
+    from sabot.nodes import Pipeline
+    return Pipeline(registry, bridges=default_bridges(registry), **kwargs)

@@ -24,7 +24,8 @@ from sabot.bridge import DataBridge, ProcessBridge
 from sabot.bridge.shm import segment_prefix
 from sabot.exceptions import (AgentError, BridgeError, ChannelClosed, ConversionError,
                               NodeExecutionError, PipelineError, WorkerProcessDied)
-from sabot.nodes import (ErrorHandling, EventKind, NodeRegistry, Pipeline, RetryPolicy)
+from sabot.nodes import ErrorHandling, EventKind, NodeRegistry, RetryPolicy
+from tests.bridge.helpers import make_pipeline
 
 from . import contract_agents as ca
 
@@ -718,7 +719,7 @@ def _registry():
 ], ids=["unknown-type", "edge-to-unknown", "edge-from-unknown", "self-loop",
         "missing-input", "unknown-output", "unknown-runtime"])
 async def test_invalid_dag_is_rejected_naming_the_node(build, node):
-    p = Pipeline(_registry(), name="bad")
+    p = make_pipeline(_registry(), name="bad")
     build(p)
     try:
         with pytest.raises(PipelineError, match=repr(node)):
@@ -728,15 +729,15 @@ async def test_invalid_dag_is_rejected_naming_the_node(build, node):
 
 
 async def test_duplicate_node_id_and_empty_pipeline_are_errors():
-    p = Pipeline(_registry()).add_node("d", "echo")
+    p = make_pipeline(_registry()).add_node("d", "echo")
     with pytest.raises(PipelineError, match="'d'"):
         p.add_node("d", "echo")
     with pytest.raises(PipelineError):
-        await Pipeline(_registry()).start()
+        await make_pipeline(_registry()).start()
 
 
 async def test_cycle_error_names_a_node_on_the_cycle_when_it_is_isolated():
-    p = Pipeline(_registry())
+    p = make_pipeline(_registry())
     p.add_node("src", "echo").add_node("x", "echo").add_node("y", "echo")
     p.connect("src", "x").connect("x", "y").connect("y", "x")
     with pytest.raises(PipelineError, match="cycle") as info:
@@ -822,7 +823,7 @@ def _kinds(events, run_id=None):
 @pytest.mark.parametrize("runtime", ["native", "process"])
 async def test_retryable_failure_is_retried_with_events_in_order(runtime, tmp_path,
                                                                  clean_slate):
-    p = Pipeline(_registry(), name="r", retry_policy=RetryPolicy(
+    p = make_pipeline(_registry(), name="r", retry_policy=RetryPolicy(
         max_attempts=3, initial_delay=0.01, multiplier=2, jitter=0))
     p.add_node("a", "echo", runtime=runtime)
     p.add_node("f", "fail", {"counter": str(tmp_path / "c"), "times": 2}, runtime=runtime)
@@ -853,7 +854,7 @@ async def test_failures_that_are_not_retried_fail_the_run(case, tmp_path):
     retryable = case != "non-retryable"
     times = 10 if case == "exhausted" else 1
     handling = ErrorHandling.STOP if case == "stop-policy" else ErrorHandling.RETRY
-    p = Pipeline(_registry(), retry_policy=RetryPolicy(max_attempts=3, initial_delay=0.001))
+    p = make_pipeline(_registry(), retry_policy=RetryPolicy(max_attempts=3, initial_delay=0.001))
     p.add_node("f", "fail", {"counter": str(tmp_path / "c"), "times": times,
                              "retryable": retryable}, error_handling=handling)
     p.add_node("after", "echo").connect("f", "after")
@@ -873,7 +874,7 @@ async def test_failures_that_are_not_retried_fail_the_run(case, tmp_path):
 
 
 async def test_continue_skips_descendants_and_finishes_the_rest(tmp_path):
-    p = Pipeline(_registry(), max_parallel=2)
+    p = make_pipeline(_registry(), max_parallel=2)
     p.add_node("src", "echo")
     p.add_node("bad", "fail", {"counter": str(tmp_path / "c"), "times": 9,
                                "retryable": False}, error_handling="continue")
@@ -895,7 +896,7 @@ async def test_continue_skips_descendants_and_finishes_the_rest(tmp_path):
 
 
 async def test_events_follow_the_dag_under_parallelism():
-    p = Pipeline(_registry(), max_parallel=4)
+    p = make_pipeline(_registry(), max_parallel=4)
     p.add_node("s", "echo").add_node("l", "sleepy", {"seconds": 0.05})
     p.add_node("r", "echo").add_node("m", "merge")
     p.connect("s", "l").connect("s", "r")
@@ -986,7 +987,7 @@ async def test_cleanup_node_fails_running_and_waiting_calls_without_hanging(clea
 
 
 async def test_pipeline_respects_max_parallel():
-    p = Pipeline(_registry(), max_parallel=2)
+    p = make_pipeline(_registry(), max_parallel=2)
     p.add_node("src", "echo")
     for i in range(6):
         p.add_node(f"s{i}", "sleepy", {"seconds": 0.05}).connect("src", f"s{i}")
@@ -1006,7 +1007,7 @@ async def test_pipeline_respects_max_parallel():
 
 
 async def test_stream_through_a_process_pipeline_acks_after_the_sink(app, clean_slate):
-    p = Pipeline(_registry(), name="thru")
+    p = make_pipeline(_registry(), name="thru")
     p.add_node("a", "echo", runtime="process").add_node("b", "echo", runtime="process")
     p.connect("a", "b")
     source = app.channel()

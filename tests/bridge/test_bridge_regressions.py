@@ -17,11 +17,11 @@ from sabot.bridge.ipc import convert
 from sabot.bridge.shm import worker_segment_prefix
 from sabot.exceptions import (BridgeError, ConversionError, NodeExecutionError,
                               PipelineError)
-from sabot.nodes import NodeRegistry, Pipeline
+from sabot.nodes import NodeRegistry
 
 from . import contract_agents as ca
 from .conftest import shm_segments
-from .helpers import all_nodes_registry
+from .helpers import all_nodes_registry, make_pipeline
 
 
 def small_dictionary_batch():
@@ -154,7 +154,7 @@ async def test_closed_process_bridge_refuses_calls():
 # -- 7: a pipeline whose start() fails stops the workers it started -----------
 
 async def test_failed_pipeline_start_leaves_no_worker():
-    p = Pipeline(all_nodes_registry())
+    p = make_pipeline(all_nodes_registry())
     p.add_node("s", "identity", runtime="process")
     p.add_node("m", "merge", runtime="process").connect("s", "m", input="left")
     before = {c.pid for c in multiprocessing.active_children()}
@@ -175,7 +175,7 @@ async def test_failed_pipeline_start_leaves_no_worker():
 # -- 8: the cycle error names only nodes on the cycle -------------------------
 
 def test_cycle_error_names_only_nodes_on_the_cycle():
-    p = Pipeline(all_nodes_registry())
+    p = make_pipeline(all_nodes_registry())
     for n in ("src", "x", "y", "a_after"):
         p.add_node(n, "identity")
     p.connect("src", "x").connect("x", "y").connect("y", "x").connect("y", "a_after")

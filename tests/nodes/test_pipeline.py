@@ -7,16 +7,17 @@ import pytest
 
 import sabot
 from sabot.exceptions import NodeExecutionError, PipelineError
-from sabot.nodes import (ErrorHandling, EventKind, NodeStatus, Pipeline,
+from sabot.nodes import (ErrorHandling, EventKind, NodeStatus,
                          RetryPolicy)
 from tests.bridge.conftest import pid_alive
+from tests.bridge.helpers import make_pipeline
 
 FAST = RetryPolicy(max_attempts=3, initial_delay=0.001, jitter=0)
 
 
 def diamond(registry, **kw):
     """src -> (left, right) -> merge: a diamond."""
-    p = Pipeline(registry, name="diamond", retry_policy=FAST, **kw)
+    p = make_pipeline(registry, name="diamond", retry_policy=FAST, **kw)
     p.add_node("src", "identity")
     p.add_node("left", "scale", {"factor": 2})
     p.add_node("right", "scale", {"factor": 10})
@@ -54,7 +55,7 @@ async def test_events_arrive_in_order(registry):
 
 
 async def test_a_cycle_is_an_error_naming_a_node(registry):
-    p = Pipeline(registry)
+    p = make_pipeline(registry)
     p.add_node("a", "identity").add_node("b", "identity").add_node("c", "identity")
     p.connect("a", "b").connect("b", "c").connect("c", "b")
     with pytest.raises(PipelineError, match="cycle through node 'b'"):
@@ -62,15 +63,15 @@ async def test_a_cycle_is_an_error_naming_a_node(registry):
 
 
 async def test_unknown_type_unknown_node_and_missing_input_are_errors(registry):
-    p = Pipeline(registry)
+    p = make_pipeline(registry)
     p.add_node("x", "no_such_type")
     with pytest.raises(PipelineError, match="node 'x' has unknown node type"):
         p.validate()
-    p = Pipeline(registry)
+    p = make_pipeline(registry)
     p.add_node("a", "identity").connect("a", "ghost")
     with pytest.raises(PipelineError, match="'ghost'"):
         p.validate()
-    p = Pipeline(registry)
+    p = make_pipeline(registry)
     p.add_node("a", "identity").add_node("m", "merge").connect("a", "m", input="left")
     with pytest.raises(PipelineError, match=r"node 'm' is missing input\(s\) \['right'\]"):
         await p.start()
@@ -80,7 +81,7 @@ async def test_unknown_type_unknown_node_and_missing_input_are_errors(registry):
 
 
 async def test_retryable_failure_is_retried_then_succeeds(registry, tmp_path):
-    p = Pipeline(registry, retry_policy=FAST)
+    p = make_pipeline(registry, retry_policy=FAST)
     p.add_node("f", "flaky", {"counter": str(tmp_path / "n"), "failures": 2})
     events = []
     p.events.subscribe(events.append)
@@ -93,7 +94,7 @@ async def test_retryable_failure_is_retried_then_succeeds(registry, tmp_path):
 
 
 async def test_non_retryable_failure_stops_the_run_with_the_node_id(registry):
-    p = Pipeline(registry, retry_policy=FAST)
+    p = make_pipeline(registry, retry_policy=FAST)
     p.add_node("src", "identity").add_node("bad", "boom").add_node("after", "identity")
     p.connect("src", "bad").connect("bad", "after")
     events = []
@@ -109,13 +110,13 @@ async def test_non_retryable_failure_stops_the_run_with_the_node_id(registry):
 
 
 async def test_retries_exhausted_and_stop_mode(registry, tmp_path):
-    p = Pipeline(registry, retry_policy=RetryPolicy(max_attempts=2, initial_delay=0.001))
+    p = make_pipeline(registry, retry_policy=RetryPolicy(max_attempts=2, initial_delay=0.001))
     p.add_node("f", "flaky", {"counter": str(tmp_path / "n"), "failures": 5})
     async with p:
         with pytest.raises(NodeExecutionError, match="transient") as info:
             await p.run([1])
     assert info.value.retryable
-    p = Pipeline(registry, retry_policy=FAST)
+    p = make_pipeline(registry, retry_policy=FAST)
     p.add_node("f", "flaky", {"counter": str(tmp_path / "m"), "failures": 1},
                error_handling="stop")
     async with p:
@@ -124,7 +125,7 @@ async def test_retries_exhausted_and_stop_mode(registry, tmp_path):
 
 
 async def test_continue_skips_dependents_and_finishes_the_rest(registry):
-    p = Pipeline(registry)
+    p = make_pipeline(registry)
     p.add_node("src", "identity")
     p.add_node("bad", "boom", error_handling=ErrorHandling.CONTINUE)
     p.add_node("after_bad", "identity")
@@ -140,7 +141,7 @@ async def test_continue_skips_dependents_and_finishes_the_rest(registry):
 
 async def test_max_parallel_bounds_concurrent_nodes(registry):
     for limit, bound in ((1, 0.35), (4, None)):
-        p = Pipeline(registry, max_parallel=limit)
+        p = make_pipeline(registry, max_parallel=limit)
         for i in range(4):
             p.add_node(f"s{i}", "sleep", {"seconds": 0.1})
         async with p:
@@ -157,7 +158,7 @@ async def test_max_parallel_bounds_concurrent_nodes(registry):
 async def test_nodes_run_through_the_bridge_their_runtime_selects(registry):
     registry.register("both", native="tests.bridge.helpers:BrokenFactory",
                       process="tests.bridge.helpers:Pid")
-    p = Pipeline(registry)
+    p = make_pipeline(registry)
     p.add_node("here", "pid")
     p.add_node("there", "pid", runtime="process")
     p.add_node("fallback", "both")  # native fails to build -> process
@@ -174,7 +175,7 @@ async def test_nodes_run_through_the_bridge_their_runtime_selects(registry):
 async def test_stream_through_pipeline_runs_it_per_batch(registry):
     app = sabot.App("through-test")
     ch = app.channel()
-    p = Pipeline(registry)
+    p = make_pipeline(registry)
     p.add_node("double", "scale", {"factor": 2})
     async with p:
         stream = ch.stream().through(p)
