@@ -421,9 +421,6 @@ def test_cli_worker_with_a_bad_kafka_port_shows_no_secret(secret_app):
     assert_clean(out + err, "the output of sabot worker")
 
 
-@pytest.mark.xfail(strict=True, reason="defect outside this change: bootstrap_servers "
-                   "(sabot/channels/kafka.py) does not check ports, so aiokafka raises "
-                   "ValueError at start and the worker prints a traceback")
 def test_cli_worker_with_a_bad_kafka_port_is_one_line(secret_app):
     code, out, err = secret_app(BAD_KAFKA_PORT)
     assert_one_line_failure(code, out, err, "port")
@@ -445,9 +442,6 @@ def test_a_url_urllib_refuses_is_not_echoed_by_the_scheme_check():
             assert_clean(text, where)
 
 
-@pytest.mark.xfail(strict=True, reason="defect outside this change: RedisTransport.__init__ "
-                   "(sabot/channels/redis.py) calls urlsplit(url) unguarded, whose ValueError "
-                   "quotes the netloc with the password")
 def test_a_redis_url_urllib_refuses_is_not_echoed():
     url = f"redis://:{NFKC_SECRET}@127.0.0.1:6379/0"
     with pytest.raises(ValueError) as info:

@@ -272,7 +272,11 @@ def bootstrap_servers(url: str) -> List[str]:
     hosts = rest.rsplit("@", 1)[-1].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
     servers = []
     for host in filter(None, (h.strip() for h in hosts.split(","))):
-        servers.append(host if ":" in host else f"{host}:9092")
+        name, _, port = host.rpartition(":") if ":" in host else (host, "", "9092")
+        if not (port.isdigit() and 0 < int(port) < 65536) or not name:
+            raise ConfigurationError(
+                f"broker URL: Kafka server {name or '?'!r} needs a port from 1 to 65535")
+        servers.append(f"{name}:{port}")
     if not servers:
         raise ConfigurationError("broker URL names no Kafka host: use kafka://host:port[,host:port]")
     return servers

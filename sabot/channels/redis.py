@@ -114,7 +114,12 @@ class RedisTransport(Transport):
 
     def __init__(self, app: Any, url: Optional[str] = None) -> None:
         url = url or app.conf.redis_url
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:  # urllib's message quotes the netloc, password and all
+            raise ConfigurationError(
+                f"redis URL {redact_url(url)!r} cannot be parsed (percent-encode the "
+                f"password)") from None
         if parts.scheme not in ("redis", "rediss"):
             raise ConfigurationError(
                 f"redis URL {redact_url(url)!r} must start with redis:// or rediss://")
