@@ -5,9 +5,9 @@ rewriting a dead letter, replacing a dead worker process and resending its
 batch, re-running a failed pipeline node, restarting a crashed agent. A
 policy says how often (``max_attempts``, or no limit), for how long
 (``deadline``), how patiently (exponential backoff with jitter) and for
-which errors: an error retries when it says so itself (``exc.retryable``,
-see ``sabot.exceptions``) or when it is one of ``retry_on`` (third-party
-errors, such as a refused connection, that carry no flag).
+which errors: those of the types in ``retry_on`` when it is given (a
+refused connection from a client library, a worker process that died), else
+those that say so themselves (``exc.retryable``, see ``sabot.exceptions``).
 """
 from __future__ import annotations
 
@@ -50,9 +50,14 @@ class RetryPolicy:
             raise ValueError("RetryPolicy.deadline must not be negative")
 
     def is_retryable(self, exc: BaseException) -> bool:
-        """True when ``exc`` says that trying again may succeed, or is in ``retry_on``."""
-        return bool(getattr(exc, "retryable", False)) or (
-            bool(self.retry_on) and isinstance(exc, self.retry_on))
+        """True when ``exc`` is worth another attempt.
+
+        With ``retry_on``, exactly the errors of those types are; without,
+        those whose ``retryable`` flag says so (``sabot.exceptions``).
+        """
+        if self.retry_on:
+            return isinstance(exc, self.retry_on)
+        return bool(getattr(exc, "retryable", False))
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (from 1)."""

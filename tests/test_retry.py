@@ -49,6 +49,8 @@ async def test_retry_on_names_errors_without_a_flag():
     policy = RetryPolicy(max_attempts=None, initial_delay=0.001, retry_on=(ConnectionRefusedError,))
     assert policy.is_retryable(ConnectionRefusedError())
     assert not policy.is_retryable(ValueError())
+    # With retry_on given, exactly those types retry, whatever a flag says.
+    assert not policy.is_retryable(TransportError("down"))
     calls = []
 
     async def refused():

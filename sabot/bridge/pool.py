@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import dataclasses
 import logging
 import multiprocessing
 import socket
@@ -448,19 +449,16 @@ class WorkerPool:
         ``read_reply(header, body, arena)`` decodes the answer. A dead worker
         is replaced and the request retried under the retry policy.
         """
-        policy = self.retry_policy
-        attempt = 1
-        while True:
-            try:
-                return await self._request_once(make_frame, read_reply)
-            except WorkerProcessDied as exc:
-                if self._closed or attempt >= policy.max_attempts:
-                    raise
-                delay = policy.delay(attempt)
-                logger.warning("bridge: %s; retrying in %.3fs (attempt %d of %d)",
-                               exc, delay, attempt + 1, policy.max_attempts)
-                await asyncio.sleep(delay)
-                attempt += 1
+        policy = dataclasses.replace(self.retry_policy, retry_on=(WorkerProcessDied,))
+
+        def retrying(attempt: int, exc: BaseException, delay: float) -> None:
+            logger.warning("bridge: %s; retrying in %.3fs (attempt %d of %s)",
+                           exc, delay, attempt + 1, policy.max_attempts or "unlimited")
+
+        # Only a dead worker is worth another attempt here: what the node
+        # itself raised goes to the caller (a pipeline retries that itself).
+        return await policy.call(lambda: self._request_once(make_frame, read_reply),
+                                 on_retry=retrying, give_up=lambda: self._closed)
 
     async def request_on(self, slot: int, make_frame: Callable[[ShmArena], Any],
                          read_reply: Callable[[Dict[str, Any], Any, ShmArena], Any]) -> Any:

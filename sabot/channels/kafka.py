@@ -35,6 +35,7 @@ from aiokafka.errors import (KafkaConnectionError, KafkaError, MessageSizeTooLar
 
 from ..exceptions import (BrokerUnavailable, ChannelClosed, ConfigurationError,
                           TransportError)
+from ..retry import RetryPolicy
 from .inflight import Delivery, InFlight
 from .transport import Transport
 from .transport_channel import Fetched, TransportChannel
@@ -391,25 +392,27 @@ class KafkaTransport(Transport):
         # black-holed one: retry the first until the deadline, cap the second.
         timeout = self.conf.broker_connect_timeout
         deadline = time.monotonic() + timeout
-        last: Optional[BaseException] = None
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+        policy = RetryPolicy(max_attempts=None, initial_delay=0.25, multiplier=1.0, jitter=0,
+                             deadline=timeout,
+                             retry_on=(KafkaConnectionError, asyncio.TimeoutError, OSError))
+
+        async def attempt() -> Any:
             try:
-                await asyncio.wait_for(client.start(), remaining)
-                return client
-            except (KafkaConnectionError, asyncio.TimeoutError, OSError) as exc:
-                last = exc
+                await asyncio.wait_for(client.start(), max(0.01, deadline - time.monotonic()))
+            except BaseException:
                 await _close_quietly(client)
-            except KafkaError as exc:
-                await _close_quietly(client)
-                raise TransportError(f"Kafka {what} failed to start: {exc}") from exc
-            await asyncio.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
-        reason = str(last).splitlines()[0] if last and str(last) else type(last).__name__
-        raise BrokerUnavailable(
-            f"cannot reach Kafka broker {','.join(self.servers)} within {timeout:g}s "
-            f"(broker_connect_timeout): {reason}")
+                raise
+            return client
+
+        try:
+            return await policy.call(attempt)
+        except (KafkaConnectionError, asyncio.TimeoutError, OSError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise BrokerUnavailable(
+                f"cannot reach Kafka broker {','.join(self.servers)} within {timeout:g}s "
+                f"(broker_connect_timeout): {reason}") from None
+        except KafkaError as exc:
+            raise TransportError(f"Kafka {what} failed to start: {exc}") from exc
 
     async def start_producer(self, *, standalone: bool = False) -> AIOKafkaProducer:
         """The worker's producer, started on first use (also outside a worker).

@@ -29,6 +29,7 @@ retries are cancelled, and a stopped transport writes nothing more.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import itertools
 import logging
@@ -70,8 +71,8 @@ _RESERVED = frozenset({"value", "key"})
 _CONNECTION_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError,
                       ConnectionError, OSError, asyncio.TimeoutError)
 
-#: Backoff between reconnect attempts (only ``delay`` is used; attempts are unbounded).
-_RECONNECT = RetryPolicy(max_attempts=2 ** 31, initial_delay=0.05, max_delay=2.0, jitter=0.2)
+#: Backoff between reconnect attempts (no limit on attempts; a deadline where one applies).
+_RECONNECT = RetryPolicy(max_attempts=None, initial_delay=0.05, max_delay=2.0, jitter=0.2)
 
 #: Most entries (and about the most bytes) sent in one pipeline, most ids in one XACK.
 _PIPELINE_CHUNK = 1000
@@ -258,20 +259,18 @@ class RedisTransport(Transport):
         """PING until the server answers or ``broker_connect_timeout`` passes."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.connect_timeout
-        attempt = 0
-        while True:
-            try:
-                await asyncio.wait_for(self.client.ping(), timeout=max(0.1, deadline - loop.time()))
-                return
-            except (rexc.AuthenticationError, rexc.ResponseError) as exc:
-                raise self.translate_error(exc) from None
-            except (asyncio.TimeoutError, *_CONNECTION_ERRORS) as exc:
-                attempt += 1
-                if loop.time() + _RECONNECT.delay(attempt) >= deadline:
-                    raise self.translate_error(
-                        exc if not isinstance(exc, asyncio.TimeoutError)
-                        else rexc.TimeoutError("timed out")) from None
-                await asyncio.sleep(_RECONNECT.delay(attempt))
+        policy = dataclasses.replace(_RECONNECT, deadline=self.connect_timeout,
+                                     retry_on=(asyncio.TimeoutError, *_CONNECTION_ERRORS))
+
+        async def ping() -> None:
+            await asyncio.wait_for(self.client.ping(), timeout=max(0.1, deadline - loop.time()))
+
+        try:
+            await policy.call(ping)
+        except asyncio.TimeoutError:
+            raise self.translate_error(rexc.TimeoutError("timed out")) from None
+        except (rexc.RedisError, *_CONNECTION_ERRORS) as exc:
+            raise self.translate_error(exc) from None
 
     # -- channels --------------------------------------------------------------
     def create_channel(self, name: str, **options: Any) -> "RedisStreamChannel":
@@ -468,34 +467,29 @@ class _Producer:
 
     async def _write(self, chunk: List[tuple], size: int) -> None:
         transport = self.transport
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + transport.connect_timeout
-        attempt = 0
         commands = [("XADD", stream, "*", *fields) if maxlen is None else
                     ("XADD", stream, "MAXLEN", "~", maxlen, "*", *fields)
                     for stream, maxlen, fields, *_ in chunk]
-        while True:
-            try:
-                results = await transport.round_trip(commands, size)
-                break
-            except asyncio.CancelledError:
-                # Cancelled with the loop (a script ending) or by a stop: the
-                # chunk goes back to the front; write_queued may still write
-                # it (an XADD that was on its way may be stored twice).
-                self._queue[:0] = chunk
-                raise
-            except _CONNECTION_ERRORS as exc:
-                # A retried XADD may store an entry twice: at-least-once.
-                attempt += 1
-                if loop.time() >= deadline:
-                    _fail(chunk, transport.translate_error(exc))
-                    return
-                logger.warning("redis at %s: write failed (%s); retrying", transport.safe_url,
-                               type(exc).__name__)
-                await asyncio.sleep(_RECONNECT.delay(attempt))
-            except Exception as exc:  # never leave a sender waiting on its future
-                _fail(chunk, transport.translate_error(exc))
-                return
+        # A retried XADD may store an entry twice: at-least-once.
+        policy = dataclasses.replace(_RECONNECT, deadline=transport.connect_timeout,
+                                     retry_on=_CONNECTION_ERRORS)
+
+        def retrying(attempt: int, exc: BaseException, delay: float) -> None:
+            logger.warning("redis at %s: write failed (%s); retrying", transport.safe_url,
+                           type(exc).__name__)
+
+        try:
+            results = await policy.call(lambda: transport.round_trip(commands, size),
+                                        on_retry=retrying)
+        except asyncio.CancelledError:
+            # Cancelled with the loop (a script ending) or by a stop: the
+            # chunk goes back to the front; write_queued may still write
+            # it (an XADD that was on its way may be stored twice).
+            self._queue[:0] = chunk
+            raise
+        except Exception as exc:  # never leave a sender waiting on its future
+            _fail(chunk, transport.translate_error(exc))
+            return
         for (_, _, _, future, _), result in zip(chunk, results):
             if future.done():
                 continue
