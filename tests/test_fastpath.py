@@ -1,6 +1,8 @@
 """The fast path in use is the one asked for: a silent fallback fails here."""
 import os
 
+import pytest
+
 import sabot
 from sabot import _fastpath
 
@@ -16,15 +18,58 @@ def test_extension_is_loaded_unless_pure_python_was_asked_for():
         assert _fastpath.Batch.__module__ == "sabot._cython.channels"
 
 
+PURE = os.environ.get("SABOT_PURE_PYTHON", "") not in ("", "0", "false", "no")
+#: What only the compiled iterators have: the awaitable protocol they implement.
+AWAITABLE = {"send", "throw", "close"}
+
+
+def _compiled():
+    try:
+        from sabot._cython import channels
+    except ImportError as exc:
+        if PURE:
+            pytest.skip(f"pure-Python run and the extension is not built: {exc}")
+        pytest.fail(f"the compiled module is expected but does not import: {exc}")
+    return channels
+
+
+def _public(cls):
+    return {n for n in dir(cls) if not n.startswith("_")}
+
+
 def test_twins_expose_the_same_api():
     from sabot._cython import channels_py
-    try:
-        from sabot._cython import channels as compiled
-    except ImportError:
-        return
+    compiled = _compiled()
+    assert channels_py.__all__ == compiled.__all__
     for name in channels_py.__all__:
         py_cls, c_cls = getattr(channels_py, name), getattr(compiled, name)
-        py_public = {n for n in dir(py_cls) if not n.startswith("_")}
-        c_public = {n for n in dir(c_cls) if not n.startswith("_")}
-        # The compiled iterators add the awaitable protocol (send/throw/close).
-        assert py_public - c_public == set(), (name, py_public - c_public)
+        assert _public(py_cls) - _public(c_cls) == set(), (name, _public(py_cls) - _public(c_cls))
+        assert _public(c_cls) - _public(py_cls) - AWAITABLE == set(), (
+            name, _public(c_cls) - _public(py_cls))
+
+
+def test_the_stub_names_what_the_twins_define():
+    """sabot/_cython/channels.pyi is what mypy reads for both: it must not drift."""
+    import ast
+    from sabot._cython import channels_py
+    stub = os.path.join(os.path.dirname(channels_py.__file__), "channels.pyi")
+    tree = ast.parse(open(stub, encoding="utf-8").read())
+    classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+    assert set(channels_py.__all__) <= set(classes)
+    def members(cls_name):
+        node = classes[cls_name]
+        names = set()
+        for base in node.bases:
+            if isinstance(base, ast.Name) and base.id in classes:
+                names |= members(base.id)
+        for item in node.body:
+            if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                names.add(item.name)
+            elif isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                names.add(item.target.id)
+        return names
+
+    for name in channels_py.__all__:
+        stubbed = members(name)
+        missing = {n for n in _public(getattr(channels_py, name)) if n not in stubbed}
+        assert missing == set(), (name, missing)

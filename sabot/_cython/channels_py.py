@@ -234,6 +234,10 @@ class FanOut:
     batches in flight, and memory stays flat whatever the batch size.
     """
 
+    __slots__ = ("maxsize", "max_batches", "max_bytes", "batch_size", "total", "total_batches",
+                 "total_bytes", "closed", "_states", "_open", "_last", "_min_pos", "_min_bpos",
+                 "_min_nbpos", "_cap_waiters", "_loop")
+
     def __init__(self, maxsize=4096, batch_size=1000, loop=None, max_batches=None,
                  max_bytes=64 * 1024 * 1024):
         if max_batches is None:
