@@ -17,13 +17,13 @@ from typing import Any, Awaitable, Callable, List, Optional
 import click
 
 from .exceptions import SabotError
+from .types import AppT
 
 __all__ = ["cli", "main", "load_app"]
 
 
 def load_app(spec: str) -> Any:
     """Import ``module:attribute`` (or ``module``, attribute ``app``) and check it is an App."""
-    from .app import App
     if not spec:
         raise click.UsageError("no app given: use -A module:app (or set SABOT_APP)")
     module_name, _, attr = spec.partition(":")
@@ -45,7 +45,7 @@ def load_app(spec: str) -> Any:
         obj = getattr(module, attr)
     except AttributeError:
         raise click.ClickException(f"-A {spec}: module {module_name!r} has no attribute {attr!r}") from None
-    if not isinstance(obj, App):
+    if not isinstance(obj, AppT):
         kind = type(obj).__name__
         article = "an" if kind[:1].lower() in "aeiou" else "a"
         raise click.ClickException(f"-A {spec}: {attr!r} is {article} {kind}, not a sabot.App")
