@@ -23,7 +23,7 @@ import sabot
 app = sabot.App("process-offload")
 
 TRADES = pa.schema([("sym", pa.string()), ("px", pa.float64()), ("qty", pa.int64())])
-trades = app.channel(schema=TRADES, maxsize=200_000)
+trades = app.channel(schema=TRADES)
 results = []
 
 

@@ -137,6 +137,10 @@ class ValueDispatcher:
         else:
             del self._left[batch]
             self._sub.done(batch)
+        if self._waiters and self._sub.exhausted and not self._blocked and not self._ready \
+                and self._i >= self._n:
+            # Nothing will ever be handed out again: let every waiter see the end.
+            self._wake(len(self._waiters))
 
     # -- waiting ------------------------------------------------------------------
     async def wait(self) -> None:
@@ -144,7 +148,9 @@ class ValueDispatcher:
         loop = asyncio.get_running_loop()
         fut: "asyncio.Future[None]" = loop.create_future()
         self._waiters.append(fut)
-        if self._data_waiter is None or self._data_waiter.done():
+        # A closed channel sends nothing more: then only a freed key (or the
+        # end, see finish) wakes a waiter.
+        if not self._sub.exhausted and (self._data_waiter is None or self._data_waiter.done()):
             self._data_waiter = data = self._sub.waiter()
             data.add_done_callback(self._on_data)
         try:

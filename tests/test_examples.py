@@ -40,6 +40,7 @@ HOW_TO_RUN = {
     "kafka_fraud.py": (kafka_fraud_env, False),
     "redis_pipeline.py": (redis_pipeline_env, False),
     "process_offload.py": (lambda request: {}, True),
+    "concurrent_lookups.py": (lambda request: {"SABOT_DEMO_ORDERS": "2000"}, True),
 }
 
 
