@@ -35,6 +35,8 @@ class Snapshot(NamedTuple):
     time: float
     agents: List[AgentFigures]
     dead_letters: Dict[str, int]
+    #: Dead letters written as a truncated copy (too large whole), per channel.
+    truncated: Dict[str, int]
     lag: Dict[str, int]
     transports: Dict[str, Dict[str, Any]]
     bridges: Dict[str, Dict[str, Any]]
@@ -62,7 +64,15 @@ class DeadLetterCounter:
         if self.app is None:
             return {}
         return {ch.name: ch.dead_letters_sent for ch in self.app.all_channels()
-                if getattr(ch, "dead_letters_sent", 0)}
+                if ch.dead_letters_sent}
+
+    @property
+    def truncated(self) -> Dict[str, int]:
+        """Channel name -> dead letters from it written as a truncated copy."""
+        if self.app is None:
+            return {}
+        return {ch.name: ch.dead_letters.truncated for ch in self.app.all_channels()
+                if ch.dead_letters.truncated}
 
 
 class WorkerMonitor:
@@ -94,7 +104,7 @@ class WorkerMonitor:
             if metrics is not None:
                 bridges[agent.name] = metrics.as_dict()
         return Snapshot(time.monotonic(), self.agents(), dict(self.dead_letters.counts),
-                        lag, transports, bridges)
+                        dict(self.dead_letters.truncated), lag, transports, bridges)
 
 
 async def consumer_lag(transport: Any, timeout: float = 1.0) -> Dict[str, int]:
@@ -128,8 +138,10 @@ def format_status(before: Optional[Snapshot], after: Snapshot) -> str:
     """The worker's periodic status line (one line per agent below a header)."""
     per_s = rates(before, after)
     dead = sum(after.dead_letters.values())
+    truncated = sum(after.truncated.values())
     lag = ", ".join(f"{t}={n}" for t, n in sorted(after.lag.items())) or "-"
-    lines = [f"status: {len(after.agents)} agents, lag {lag}, dead letters {dead}"]
+    dead_text = f"{dead} ({truncated} truncated)" if truncated else str(dead)
+    lines = [f"status: {len(after.agents)} agents, lag {lag}, dead letters {dead_text}"]
     for scheme, status in sorted(after.transports.items()):
         if status:
             lines.append(f"  {scheme}: " + ", ".join(f"{k} {v}" for k, v in sorted(status.items())))

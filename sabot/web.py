@@ -96,12 +96,18 @@ class WorkerMetrics:
                                    labels=["channel"])
         for channel, n in sorted(snap.dead_letters.items()):
             dead.add_metric([channel], n)
+        truncated = CounterMetricFamily(
+            "sabot_dead_letters_truncated",
+            "Dead letters written as a truncated copy because the whole value did not fit.",
+            labels=["channel"])
+        for channel, n in sorted(snap.truncated.items()):
+            truncated.add_metric([channel], n)
         lag = GaugeMetricFamily("sabot_consumer_lag",
                                 "Messages of a topic not yet read by this worker's group.",
                                 labels=["topic"])
         for topic, n in sorted(snap.lag.items()):
             lag.add_metric([topic], n)
-        families = [events_in, events_out, errors, backlog, running, dead, lag]
+        families = [events_in, events_out, errors, backlog, running, dead, truncated, lag]
         families.extend(_bridge_families(snap.bridges))
         return families
 

@@ -369,6 +369,11 @@ async def test_poison_message_too_big_to_dead_letter_is_written_truncated(kafka_
         await wait_until(lambda: len(got) == 2, what="the values around the poison")
         (dead,) = await read_all(kafka_broker, topic.name + ".dlq", 1)
         await wait_until(lambda: topic.dead_letters.truncated == 1, what="the count")
+        from sabot.monitor import WorkerMonitor
+        from sabot.web import WorkerMetrics
+        metrics = WorkerMetrics(WorkerMonitor(app))
+        text = (await metrics.render()).decode()
+    assert f'sabot_dead_letters_truncated_total{{channel="{topic.name}"}} 1.0' in text
     assert got == [{"i": 0}, {"i": 2}]
     headers = dict(dead.headers)
     assert headers["sabot-truncated"] == str(len(poison)).encode()
