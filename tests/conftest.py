@@ -1,6 +1,8 @@
 """Shared fixtures. Real servers come from the plugins under tests/servers/."""
+import logging
 import os
 
+import pytest
 
 pytest_plugins = ["tests.servers.kafka", "tests.servers.redis"]
 
@@ -13,3 +15,14 @@ def pytest_report_header(config):
             f" (SABOT_PURE_PYTHON={os.environ.get('SABOT_PURE_PYTHON', '')!r})")
 
 
+@pytest.fixture
+def quiet_sabot_logs():
+    """Silence Sabot's loggers for a test: crash tests log tracebacks on purpose.
+
+    Opt in with ``pytestmark = pytest.mark.usefixtures("quiet_sabot_logs")``.
+    """
+    logger = logging.getLogger("sabot")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    yield
+    logger.setLevel(level)

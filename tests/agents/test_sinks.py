@@ -1,0 +1,341 @@
+"""Sinks: where an agent's results go, and the input they hold unacknowledged
+until the delivery is done (a delivery future, a downstream agent).
+"""
+import asyncio
+
+import pyarrow as pa
+import pytest
+
+import sabot
+from sabot._fastpath import Batch
+from tests.helpers import Acks, odd_values, settle, until
+
+pytestmark = pytest.mark.usefixtures("quiet_sabot_logs")
+
+
+@pytest.fixture
+def app():
+    return sabot.App("test-sinks", agent_restart_backoff=0.01)
+
+
+async def test_yielded_values_reach_every_sink(app):
+    out_channel = app.channel()
+    seen_by_callable = []
+    results = out_channel.subscribe().values()
+
+    @app.agent(app.channel(), sink=[out_channel, seen_by_callable.append])
+    async def double(stream):
+        async for value in stream:
+            yield value * 2
+
+    await app.start()
+    try:
+        await double.send_batch([1, 2, 3])
+        assert [await results.__anext__() for _ in range(3)] == [2, 4, 6]
+        await until(lambda: seen_by_callable == [2, 4, 6])
+    finally:
+        await app.stop()
+
+
+async def test_agent_as_sink_of_another_agent(app):
+    got = []
+
+    @app.agent()
+    async def second(stream):
+        async for value in stream:
+            got.append(value)
+
+    @app.agent(sink=[second])
+    async def first(stream):
+        async for value in stream:
+            yield value + 1
+
+    await app.start()
+    try:
+        await first.send(value=1)
+        await until(lambda: got == [2])
+    finally:
+        await app.stop()
+
+
+async def test_yielded_record_batch_goes_to_sinks_without_copy(app):
+    out = app.channel()
+    batches = out.stream().batches()
+    rb = pa.record_batch({"x": [1, 2]})
+
+    @app.agent(sink=[out])
+    async def passthrough(stream):
+        async for batch in stream.batches():
+            yield batch
+
+    await app.start()
+    try:
+        await passthrough.send_batch(rb)
+        assert await asyncio.wait_for(batches.__anext__(), 1) is rb
+    finally:
+        await app.stop()
+
+
+async def test_agent_yielding_odd_values_hands_them_to_sinks_unchanged(app):
+    values = odd_values(asyncio.get_running_loop())
+    got = []
+
+    @app.agent(sink=[got.append])
+    async def echo(stream):
+        async for value in stream:
+            yield value
+    await app.start()
+    try:
+        await echo.send_batch(list(values))
+        await until(lambda: len(got) == len(values))
+        assert all(a is b for a, b in zip(got, values))
+    finally:
+        await app.stop()
+
+
+# -- the input waits for the delivery ----------------------------------------
+
+async def test_on_done_waits_for_what_was_yielded_to_reach_every_sink(app):
+    ch = app.channel()
+    acks = Acks()
+    order = []
+    release_sink = asyncio.Event()
+
+    async def slow_sink(value):
+        order.append(("sink-start", value))
+        await release_sink.wait()
+        order.append(("sink-end", value))
+
+    @app.agent(ch, sink=[slow_sink])
+    async def passthrough(stream):
+        async for value in stream:
+            yield value
+    await app.start()
+    try:
+        await ch.publish(acks.batch([1], "b"))
+        await until(lambda: ("sink-start", 1) in order)
+        await asyncio.sleep(0.02)
+        assert acks.calls == []
+        release_sink.set()
+        await until(lambda: acks.calls == ["b"])
+        assert order == [("sink-start", 1), ("sink-end", 1)]
+    finally:
+        await app.stop()
+
+
+class FutureSink:
+    """A transport-like sink: ``send`` returns an unfinished delivery future."""
+
+    def __init__(self):
+        self.futures = []
+        self.values = []
+
+    async def send(self, key=None, value=None, headers=None):
+        fut = asyncio.get_running_loop().create_future()
+        self.futures.append(fut)
+        self.values.append(value)
+        return fut
+
+
+async def test_unfinished_delivery_future_holds_the_batch_until_it_completes(app):
+    ch = app.channel()
+    acks = Acks()
+    sink = FutureSink()
+    other = FutureSink()
+
+    @app.agent(ch, sink=[sink, other])
+    async def passthrough(stream):
+        async for value in stream:
+            yield value * 10
+    await app.start()
+    try:
+        await ch.publish(acks.batch([1, 2], "b"))
+        await ch.publish(acks.batch([3], "c"))
+        await until(lambda: len(sink.futures) == 3 and len(other.futures) == 3)
+        await asyncio.sleep(0.02)
+        assert sink.values == [10, 20, 30]
+        assert acks.calls == []
+        for fut in sink.futures:
+            fut.set_result(None)
+        await settle()
+        assert acks.calls == []                     # `other` still pending
+        other.futures[0].set_result(None)
+        other.futures[2].set_result(None)
+        await settle()
+        assert acks.calls == ["c"]
+        other.futures[1].set_exception(RuntimeError("delivery failed"))
+        await settle()
+        # A failed delivery abandons its input: "b" is never acknowledged,
+        # so a transport would deliver it again after a restart.
+        assert acks.calls == ["c"]
+        await asyncio.sleep(0.02)
+        assert acks.count("b") == 0 and acks.count("c") == 1
+    finally:
+        await app.stop()
+
+
+async def test_delivery_future_still_holds_the_batch_after_a_skipped_crash(app):
+    ch = app.channel()
+    acks = Acks()
+    sink = FutureSink()
+
+    @app.agent(ch, sink=[sink], on_error="skip")
+    async def half(stream):
+        async for value in stream:
+            if value == "boom":
+                raise RuntimeError(value)
+            yield value
+    await app.start()
+    try:
+        await ch.publish(acks.batch(["a", "boom", "b"], "x"))
+        await until(lambda: len(sink.futures) == 2)
+        await asyncio.sleep(0.02)
+        assert half.crash_count == 1
+        assert acks.calls == []
+        sink.futures[1].set_result(None)
+        await settle()
+        assert acks.calls == []
+        sink.futures[0].set_result(None)
+        await settle()
+        assert acks.calls == ["x"]
+    finally:
+        await app.stop()
+
+
+# BUG 2 (both): with take(), a sink's unfinished delivery future holds only the
+# batch of the chunk's *last* value. The earlier batches behind the chunk are
+# released when the agent asks for the next chunk, so their on_done (a Kafka
+# commit, a Redis XACK) fires before the output is delivered. Docs: "A sink
+# whose send returns an unfinished delivery future keeps the input batch
+# unacknowledged until that future completes"; take "holds the batches behind
+# a list until the next list is asked for".
+async def test_take_chunk_spanning_batches_waits_for_the_delivery_future(app):
+    ch = app.channel()
+    sink = FutureSink()
+    done = []
+
+    @app.agent(ch, sink=[sink])
+    async def chunked(stream):
+        async for chunk in stream.take(2):
+            yield chunk
+    await app.start()
+    try:
+        await ch.publish(Batch([1], on_done=lambda b: done.append("first")))
+        await ch.publish(Batch([2], on_done=lambda b: done.append("second")))
+        await asyncio.sleep(0.05)
+        assert len(sink.futures) == 1
+        # expected []; actual ['first']
+        assert done == []
+        sink.futures[0].set_result(None)
+        await asyncio.sleep(0.01)
+        assert sorted(done) == ["first", "second"]
+    finally:
+        await app.stop()
+
+
+async def test_a_failed_sink_delivery_leaves_the_input_unacknowledged(app):
+    from sabot._fastpath import Batch
+    loop = asyncio.get_running_loop()
+    futures = []
+
+    class FailingSink:
+        async def send(self, key=None, value=None, headers=None):
+            fut = loop.create_future()
+            futures.append(fut)
+            return fut
+
+    done = []
+
+    @app.agent(app.channel(), sink=[FailingSink()])
+    async def forward(stream):
+        async for value in stream:
+            yield value
+
+    await app.start()
+    try:
+        batch = Batch([1], on_done=done.append)
+        await forward.channel.publish(batch)
+        await until(lambda: futures)
+        futures[0].set_exception(ConnectionError("broker gone"))
+        await forward.channel.send(value=2)  # the agent moves past the batch
+        await asyncio.sleep(0.05)
+        assert done == [] and batch.abandoned
+    finally:
+        await app.stop()
+
+
+async def test_input_is_acknowledged_only_after_a_downstream_agent_finished(app):
+    """kill -9 loses nothing across a chain of agents: the source offset waits
+    for the last agent, not for the value to be queued in between."""
+    from sabot._fastpath import Batch
+    release = asyncio.Event()
+    seen = []
+
+    @app.agent(app.channel())
+    async def downstream(stream):
+        async for value in stream:
+            await release.wait()
+            seen.append(value)
+
+    @app.agent(app.channel(), sink=[downstream])
+    async def upstream(stream):
+        async for value in stream:
+            yield value * 10
+
+    done = []
+    await app.start()
+    try:
+        await upstream.channel.publish(Batch([1, 2], on_done=done.append))
+        await asyncio.sleep(0.05)
+        assert done == []  # queued downstream, not processed there yet
+        release.set()
+        await until(lambda: seen == [10, 20])
+        await downstream.channel.send(value=0)  # downstream moves past its batch
+        await until(lambda: len(done) == 1)
+    finally:
+        await app.stop()
+
+
+async def test_a_downstream_agent_stopped_mid_value_leaves_the_input_unacknowledged(app):
+    from sabot._fastpath import Batch
+    started = asyncio.Event()
+    middle = app.channel()
+
+    @app.agent(middle)
+    async def stuck(stream):
+        async for value in stream:
+            started.set()
+            await asyncio.sleep(10)
+
+    @app.agent(app.channel(), sink=[middle])
+    async def upstream(stream):
+        async for value in stream:
+            yield value
+
+    done = []
+    await app.start()
+    batch = Batch([1], on_done=done.append)
+    await upstream.channel.publish(batch)
+    await asyncio.wait_for(started.wait(), 1)
+    await upstream.channel.send(value=2)  # upstream moves past: only the link holds it
+    await asyncio.sleep(0.02)
+    await app.stop()
+    assert done == [] and batch.abandoned
+
+
+async def test_memory_only_chains_pay_no_linking(app):
+    out = app.channel()
+    results = out.subscribe().values()
+
+    @app.agent(app.channel(), sink=[out])
+    async def double(stream):
+        async for value in stream:
+            yield value * 2
+
+    await app.start()
+    try:
+        await double.send_batch([1, 2])
+        assert [await results.__anext__() for _ in range(2)] == [2, 4]
+        assert not results.current_batch.tracked
+    finally:
+        await app.stop()

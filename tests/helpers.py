@@ -1,0 +1,140 @@
+"""What the test files share: waiting for a state, reading iterators, running apps.
+
+A test waits with ``until``: it polls a condition that proves the state the
+test needs was reached, and fails naming what it waited for. A test does not
+sleep and then assert that something did *not* happen: it waits until the
+system reached the point where that thing would have happened (the reader took
+the batch, the agent reached its gate, a value sent after it came through),
+then asserts.
+"""
+import asyncio
+import contextlib
+import time
+import uuid
+
+import pyarrow as pa
+
+from sabot._fastpath import Batch
+
+__all__ = ["until", "until_sync", "one_turn", "settle", "drain", "unique", "running",
+           "collector", "Acks", "odd_values", "SCHEMA"]
+
+#: The schema of the channel tests' rows: a symbol and a price.
+SCHEMA = pa.schema([("sym", pa.string()), ("px", pa.float64())])
+
+
+def _describe(what):
+    return what() if callable(what) else what
+
+
+async def until(predicate, timeout=10.0, what="the condition", interval=0.005):
+    """Poll ``predicate()`` until it returns something true, and return that.
+
+    Fails the test after ``timeout`` seconds, naming ``what`` (a string, or a
+    function called then, so the message can say where things stood). An
+    exception raised by the predicate (an ``assert`` that a process still
+    runs) ends the wait at once.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {_describe(what)}")
+        await asyncio.sleep(interval)
+
+
+def until_sync(predicate, timeout=10.0, what="the condition", interval=0.01):
+    """``until`` for a test without an event loop (one that drives processes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {_describe(what)}")
+        time.sleep(interval)
+
+
+async def one_turn():
+    """Return once every callback the event loop had ready has run.
+
+    asyncio runs ready callbacks first in, first out. A task woken by what the
+    test just did (a batch released, a future's result set) was made ready
+    before this call, so it takes its step before the test goes on; a check
+    made after this is about what that step did, not a guess about time.
+    Use it only where the step that would be wrong is that one step: a sender
+    whose capacity future is resolved finishes its send in it.
+    """
+    await asyncio.sleep(0)
+
+
+async def settle(rounds=5):
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+async def drain(source, n, timeout=10.0):
+    """The next ``n`` items of an async iterator (or of a stream's own iterator)."""
+    it = source.__aiter__()
+
+    async def take():
+        return [await it.__anext__() for _ in range(n)]
+    return await asyncio.wait_for(take(), timeout)
+
+
+def unique(prefix):
+    """``prefix-<random>``: names that tests sharing one server never reuse."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.asynccontextmanager
+async def running(*apps):
+    """Start ``apps`` in order; stop them in reverse order on the way out."""
+    for app in apps:
+        await app.start()
+    try:
+        yield apps
+    finally:
+        for app in reversed(apps):
+            await app.stop()
+
+
+def collector(app, channel, *, kind="values", name=None):
+    """An agent on ``channel`` that appends what it reads to the returned list.
+
+    ``kind`` is ``values`` (``async for value in stream``), ``events`` or
+    ``raw_batches`` (``Batch`` objects with their positions).
+    """
+    out = []
+
+    async def collect(stream):
+        source = stream if kind == "values" else getattr(stream, kind)()
+        async for item in source:
+            out.append(item)
+
+    app.agent(channel, name=name or unique("collect"))(collect)
+    return out
+
+
+class Acks:
+    """Counts on_done calls per batch label."""
+
+    def __init__(self):
+        self.calls = []
+
+    def batch(self, payload, label):
+        return Batch(payload, on_done=lambda b: self.calls.append(label))
+
+    def count(self, label):
+        return self.calls.count(label)
+
+
+def odd_values(loop):
+    """Values an iterator must hand over as the very objects sent: exceptions,
+    a future, None, empty containers, falsy values."""
+    return [(1, 2), (), None, (None,), ValueError("as a value"),
+            StopIteration(7), StopAsyncIteration(), GeneratorExit(),
+            loop.create_future(), [1, [2]], {"k": (3,)}, b"", 0, False]
