@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import pyarrow as pa
 import pyarrow.types as pat
 
+from .arrow_ipc import decoded_size
 from .exceptions import ConfigurationError, DecodeError, EncodeError, SchemaError
 from .schema import RowChecker, check_batch, rows_to_batch
 
@@ -35,6 +36,8 @@ Failures = List[Tuple[int, DecodeError]]
 
 #: How a null value (a Kafka tombstone) is named in decode errors.
 TOMBSTONE = "null value (tombstone)"
+#: Default bound on what one Arrow message may take once decoded (256 MiB).
+DEFAULT_MAX_DECODED_BYTES = 256 * 1024 * 1024
 
 #: An Arrow message may hold at most this many rows per byte: a boolean
 #: column without nulls, the densest column with buffers, takes one bit a row.
@@ -133,11 +136,17 @@ class ArrowCodec(Codec):
     string, child length) before anything else touches it: a message from
     outside the process can be crafted so that the cheap checks pass and
     reading its values crashes the process. A stream with several batches is
-    then combined into one (that case copies).
+    then combined into one (that case copies). A compressed stream that would
+    grow past ``max_decoded_bytes`` is refused before it is decompressed.
     """
 
     name = "arrow"
     yields_batches = True
+
+    def __init__(self, max_decoded_bytes: int = DEFAULT_MAX_DECODED_BYTES) -> None:
+        #: A message whose buffers would take more than this once decoded is
+        #: refused before anything is decompressed (a decompression bomb).
+        self.max_decoded_bytes = max_decoded_bytes
 
     def encode(self, value: Any) -> bytes:
         if isinstance(value, pa.Table):
@@ -155,6 +164,12 @@ class ArrowCodec(Codec):
             raise DecodeError(f"{TOMBSTONE}: the arrow codec needs one Arrow IPC stream "
                               f"per message", codec=self.name, payload=None)
         try:
+            size = decoded_size(data)
+            if size > self.max_decoded_bytes:
+                raise DecodeError(
+                    f"Arrow IPC stream would take {size} bytes once decompressed, more than "
+                    f"the codec's max_decoded_bytes ({self.max_decoded_bytes}): refused "
+                    f"before decoding", codec=self.name)
             return _read_ipc_stream(data)
         except DecodeError as exc:
             if exc.payload is None:
