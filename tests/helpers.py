@@ -10,6 +10,8 @@ then asserts.
 import asyncio
 import contextlib
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 import pyarrow as pa
@@ -17,7 +19,7 @@ import pyarrow as pa
 from sabot._fastpath import Batch
 
 __all__ = ["until", "until_sync", "one_turn", "settle", "drain", "unique", "running",
-           "collector", "Acks", "odd_values", "SCHEMA"]
+           "collector", "http_get", "Acks", "odd_values", "SCHEMA"]
 
 #: The schema of the channel tests' rows: a symbol and a price.
 SCHEMA = pa.schema([("sym", pa.string()), ("px", pa.float64())])
@@ -27,7 +29,7 @@ def _describe(what):
     return what() if callable(what) else what
 
 
-async def until(predicate, timeout=10.0, what="the condition", interval=0.005):
+async def until(predicate, timeout=20.0, what="the condition", interval=0.005):
     """Poll ``predicate()`` until it returns something true, and return that.
 
     Fails the test after ``timeout`` seconds, naming ``what`` (a string, or a
@@ -46,7 +48,7 @@ async def until(predicate, timeout=10.0, what="the condition", interval=0.005):
         await asyncio.sleep(interval)
 
 
-def until_sync(predicate, timeout=10.0, what="the condition", interval=0.01):
+def until_sync(predicate, timeout=20.0, what="the condition", interval=0.01):
     """``until`` for a test without an event loop (one that drives processes)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -117,6 +119,17 @@ def collector(app, channel, *, kind="values", name=None):
 
     app.agent(channel, name=name or unique("collect"))(collect)
     return out
+
+
+def http_get(port, path):
+    """``(status, body)`` of GET ``path`` on 127.0.0.1, or ``None`` when nothing listens yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except (urllib.error.URLError, ConnectionError):
+        return None
 
 
 class Acks:

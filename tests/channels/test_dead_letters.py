@@ -1,7 +1,7 @@
 """The dead-letter rule without a broker: fitting, encoding, counting.
 
 The same writer serves Kafka and Redis; their tests (test_kafka.py,
-test_redis_contract.py, test_hostile_input.py) check it against real servers.
+test_redis_dead_letters.py, test_hostile_input.py) check it against real servers.
 """
 import asyncio
 

@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 import sabot
 from sabot.codecs import get_codec
-from tests.channels.helpers import collector, running, unique, wait_until
+from tests.helpers import collector, running, unique, until
 
 SCHEMA = pa.schema([("id", pa.int64()), ("px", pa.float64()), ("sym", pa.string())])
 HUGE = 5 * 1024 * 1024
@@ -183,14 +183,6 @@ def want_events(cases, json_key=False):
     return out
 
 
-async def wait_for(predicate, what, status):
-    """``wait_until`` whose failure says where things stood (``status()``)."""
-    try:
-        await wait_until(predicate, timeout=WAIT, what=what)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; {status()}") from None
-
-
 def progress(events, wanted, keyed_events, keyed_wanted):
     return lambda: (f"agent got {len(events)} of {len(wanted)} values "
                     f"({got_events(events)!r:.600}), keyed {len(keyed_events)} of "
@@ -289,14 +281,14 @@ async def test_kafka_hostile_input(kafka_broker, codec):
         offsets = await produce_raw(kafka_broker, topic.name, cases)
         keyed_offsets = await produce_raw(kafka_broker, keyed.name, keyed_cases)
         status = progress(events, wanted, keyed_events, keyed_wanted)
-        await wait_for(lambda: len(events) >= len(wanted) and len(keyed_events) >= len(keyed_wanted),
-                       f"the valid values of {codec}", status)
+        await until(lambda: len(events) >= len(wanted) and len(keyed_events) >= len(keyed_wanted),
+                    timeout=WAIT, what=lambda: f"the valid values of {codec}; {status()}")
         # Every source message acknowledged: the dead letters were written.
         committed = app.transport._committed
-        await wait_for(lambda: committed.get(TopicPartition(topic.name, 0)) == len(cases)
-                       and committed.get(TopicPartition(keyed.name, 0)) == len(keyed_cases),
-                       "commits past every message",
-                       lambda: f"committed {dict(committed)}, {status()}")
+        await until(lambda: committed.get(TopicPartition(topic.name, 0)) == len(cases)
+                    and committed.get(TopicPartition(keyed.name, 0)) == len(keyed_cases),
+                    timeout=WAIT, what=lambda: f"commits past every message; "
+                                               f"committed {dict(committed)}, {status()}")
         assert not app.crash_reasons, app.crash_reasons
         dead = await read_topic(kafka_broker, topic.name + ".dlq")
         keyed_dead = await read_topic(kafka_broker, keyed.name + ".dlq")
@@ -360,17 +352,18 @@ async def test_redis_hostile_input(redis_server, codec):
         ids = xadd_raw(client, stream.name, cases)
         keyed_ids = xadd_raw(client, keyed.name, keyed_cases)
         status = progress(events, wanted, keyed_events, keyed_wanted)
-        await wait_for(lambda: len(events) >= len(wanted) and len(keyed_events) >= len(keyed_wanted),
-                       f"the valid values of {codec}", status)
+        await until(lambda: len(events) >= len(wanted) and len(keyed_events) >= len(keyed_wanted),
+                    timeout=WAIT, what=lambda: f"the valid values of {codec}; {status()}")
         n_dead = sum(c.dead is not None for c in cases)
-        await wait_for(lambda: client.xlen(stream.name + ".dlq") >= n_dead
-                       and client.xlen(keyed.name + ".dlq") >= 1, "the dead letters",
-                       lambda: f"{client.xlen(stream.name + '.dlq')} of {n_dead} dead letters")
+        await until(lambda: client.xlen(stream.name + ".dlq") >= n_dead
+                    and client.xlen(keyed.name + ".dlq") >= 1, timeout=WAIT,
+                    what=lambda: f"the dead letters; "
+                                 f"{client.xlen(stream.name + '.dlq')} of {n_dead} dead letters")
         # Every entry acknowledged, the dead-lettered ones included.
-        await wait_for(lambda: client.xpending(stream.name, app.id)["pending"] == 0
-                       and client.xpending(keyed.name, app.id)["pending"] == 0,
-                       "XACK of every entry",
-                       lambda: f"pending {client.xpending(stream.name, app.id)['pending']}")
+        await until(lambda: client.xpending(stream.name, app.id)["pending"] == 0
+                    and client.xpending(keyed.name, app.id)["pending"] == 0,
+                    timeout=WAIT, what=lambda: f"XACK of every entry; "
+                                               f"pending {client.xpending(stream.name, app.id)['pending']}")
         assert not app.crash_reasons, app.crash_reasons
         await asyncio.sleep(0.3)  # anything more would be a duplicate
         assert len(events) == len(wanted) and len(keyed_events) == len(keyed_wanted)

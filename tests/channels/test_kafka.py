@@ -21,7 +21,7 @@ import sabot
 from sabot.channels.kafka import KafkaTopic, KafkaTransport, kafka_client_options
 from sabot.codecs import get_codec
 from sabot.exceptions import BrokerUnavailable
-from tests.channels.helpers import collector, running, unique, wait_until
+from tests.helpers import collector, running, unique, until
 
 pytestmark = pytest.mark.kafka
 
@@ -77,7 +77,7 @@ async def test_round_trip_per_codec(kafka_broker, codec, values):
             await topic.send(key=f"k{i}", value=value, headers={"h": b"%d" % i})
         await topic.flush()
         expected = sum(len(v) for v in values) if codec == "arrow" else len(values)
-        await wait_until(lambda: len(got) >= expected, what="round trip")
+        await until(lambda: len(got) >= expected, what="round trip")
     if codec == "arrow":
         assert [e.value for e in got] == [r for v in values for r in v.to_pylist()]
     else:
@@ -106,7 +106,7 @@ async def test_record_batch_in_equal_record_batch_out(kafka_broker):
     async with running(app):
         await topic.send_batch(sent)
         await topic.flush()
-        await wait_until(lambda: got, what="the batch")
+        await until(lambda: got, what="the batch")
     assert isinstance(got[0], pa.RecordBatch)
     assert got[0].equals(sent)
 
@@ -120,7 +120,7 @@ async def test_send_batch_writes_one_message_per_row_for_json(kafka_broker):
         await topic.send_batch(arrow_batch(50))
         await topic.flush()
         # json values fetched together with a schema come back as one RecordBatch
-        await wait_until(lambda: sum(len(b) for b in got) >= 50, what="50 rows")
+        await until(lambda: sum(len(b) for b in got) >= 50, what="50 rows")
     assert all(isinstance(b, pa.RecordBatch) for b in got)
     assert pa.Table.from_batches(got).to_pylist() == arrow_batch(50).to_pylist()
     assert len(await read_all(kafka_broker, topic.name, 50)) == 50
@@ -137,7 +137,7 @@ async def test_fan_out_to_two_agents(kafka_broker):
         for i in range(200):
             await topic.send(key=str(i), value=i)
         await topic.flush()
-        await wait_until(lambda: len(seen["a"]) == 200 and len(seen["b"]) == 200, what="fan-out")
+        await until(lambda: len(seen["a"]) == 200 and len(seen["b"]) == 200, what="fan-out")
     assert sorted(seen["a"]) == sorted(seen["b"]) == list(range(200))
 
 
@@ -156,7 +156,7 @@ async def test_agent_sinks_to_another_topic(kafka_broker):
     async with running(app):
         for i in range(100):
             await source.send(value={"id": i, "amount": i * 3})
-        await wait_until(lambda: len(got) == 66, what="66 alerts")
+        await until(lambda: len(got) == 66, what="66 alerts")
     assert sorted(v["alert"] for v in got) == list(range(34, 100))
     # The output is in Kafka itself, not only in this process.
     assert len(await read_all(kafka_broker, alerts.name, 66)) == 66
@@ -174,14 +174,14 @@ async def test_two_workers_in_one_group_split_partitions(kafka_broker):
         apps.append(app)
 
     async with running(*apps):
-        await wait_until(lambda: all(a.transport.consumer.assignment() for a in apps)
-                         and sum(len(a.transport.consumer.assignment()) for a in apps) == 4,
-                         what="both workers to hold partitions")
+        await until(lambda: all(a.transport.consumer.assignment() for a in apps)
+                    and sum(len(a.transport.consumer.assignment()) for a in apps) == 4,
+                    what="both workers to hold partitions")
         topic = apps[0].topic(name)
         for i in range(1000):
             await topic.send(key=str(i), value=i)
         await topic.flush()
-        await wait_until(lambda: len(seen[0]) + len(seen[1]) >= 1000, what="1000 values")
+        await until(lambda: len(seen[0]) + len(seen[1]) >= 1000, what="1000 values")
         await asyncio.sleep(0.3)  # anything more would be a duplicate
     assert seen[0] and seen[1], "one worker got nothing"
     assert sorted(seen[0] + seen[1]) == list(range(1000))
@@ -218,12 +218,12 @@ async def test_rebalance_mid_stream_commits_in_flight_and_loses_nothing(kafka_br
         for i in range(total):
             await topic.send(key=str(i), value=i)
         await topic.flush()
-        await wait_until(lambda: len(seen[0]) >= total // 4, what="a quarter processed")
+        await until(lambda: len(seen[0]) >= total // 4, what="a quarter processed")
         async with running(second):
-            await wait_until(lambda: second.transport.consumer.assignment(),
-                             what="partitions for the second worker")
-            await wait_until(lambda: len(set(seen[0]) | set(seen[1])) >= total,
-                             timeout=30, what="every message")
+            await until(lambda: second.transport.consumer.assignment(),
+                        what="partitions for the second worker")
+            await until(lambda: len(set(seen[0]) | set(seen[1])) >= total,
+                        timeout=30, what="every message")
             await asyncio.sleep(0.3)
     everything = seen[0] + seen[1]
     assert set(everything) == set(range(total))
@@ -272,8 +272,8 @@ async def test_sigkill_half_way_then_restart_processes_everything(kafka_broker, 
 
     worker = start_worker()
     try:
-        await wait_until(lambda: len(processed()) >= total // 2 or worker.poll() is not None,
-                         timeout=60, what="half of the messages")
+        await until(lambda: len(processed()) >= total // 2 or worker.poll() is not None,
+                    timeout=60, what="half of the messages")
         assert worker.poll() is None, worker.stderr.read().decode()
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
@@ -281,8 +281,8 @@ async def test_sigkill_half_way_then_restart_processes_everything(kafka_broker, 
         assert len(first_run) < total, "the worker finished before it was killed"
 
         worker = start_worker()
-        await wait_until(lambda: len(set(processed())) >= total or worker.poll() is not None,
-                         timeout=60, what="every message after the restart")
+        await until(lambda: len(set(processed())) >= total or worker.poll() is not None,
+                    timeout=60, what="every message after the restart")
         assert worker.poll() is None, worker.stderr.read().decode()
     finally:
         if worker.poll() is None:
@@ -311,13 +311,13 @@ async def test_malformed_values_go_to_dead_letter_topic_and_agent_goes_on(kafka_
         await frames.send_batch(arrow_batch(5))
         await frames.produce(None, truncated, None)  # truncated Arrow IPC
         await frames.send_batch(arrow_batch(5, 5))
-        await wait_until(lambda: len(got_orders) == 2 and len(got_frames) == 2, what="good values")
+        await until(lambda: len(got_orders) == 2 and len(got_frames) == 2, what="good values")
         dead_orders = await read_all(kafka_broker, orders.name + ".dlq", 1)
         dead_frames = await read_all(kafka_broker, frames.name + ".dlq", 1)
         # The dead-lettered offsets are committed too (once the DLQ write was acked).
-        await wait_until(lambda: app.transport._committed.get(TopicPartition(orders.name, 0)) == 3
-                         and app.transport._committed.get(TopicPartition(frames.name, 0)) == 3,
-                         what="commits past the bad values")
+        await until(lambda: app.transport._committed.get(TopicPartition(orders.name, 0)) == 3
+                    and app.transport._committed.get(TopicPartition(frames.name, 0)) == 3,
+                    what="commits past the bad values")
     assert [v["id"] for v in got_orders] == [1, 3]
     assert [len(b) for b in got_frames] == [5, 5]
 
@@ -366,9 +366,9 @@ async def test_poison_message_too_big_to_dead_letter_is_written_truncated(kafka_
     await topic.maybe_declare()
     await _produce_raw(kafka_broker, topic.name, [b'{"i": 0}', poison, b'{"i": 2}'])
     async with running(app):
-        await wait_until(lambda: len(got) == 2, what="the values around the poison")
+        await until(lambda: len(got) == 2, what="the values around the poison")
         (dead,) = await read_all(kafka_broker, topic.name + ".dlq", 1)
-        await wait_until(lambda: topic.dead_letters.truncated == 1, what="the count")
+        await until(lambda: topic.dead_letters.truncated == 1, what="the count")
         from sabot.monitor import WorkerMonitor
         from sabot.web import WorkerMetrics
         metrics = WorkerMetrics(WorkerMonitor(app))
@@ -391,7 +391,7 @@ async def test_poison_message_too_big_to_dead_letter_is_written_truncated(kafka_
     seen = collector(again, again_topic)
     async with running(again):
         await _produce_raw(kafka_broker, topic.name, [b'{"i": 3}'])
-        await wait_until(lambda: seen, what="the value after the restart")
+        await until(lambda: seen, what="the value after the restart")
     assert seen == [{"i": 3}] and again_topic.dead_letters_sent == 0
 
 
@@ -415,9 +415,9 @@ async def test_agent_failing_on_a_value_over_a_mebibyte_dead_letters_a_truncated
     await topic.maybe_declare()
     await _produce_raw(kafka_broker, topic.name, [b"a", big, b"c"])
     async with running(app):
-        await wait_until(lambda: seen == [b"a", b"c"], what="the small values")
+        await until(lambda: seen == [b"a", b"c"], what="the small values")
         (dead,) = await read_all(kafka_broker, topic.name + ".dlq", 1)
-        await wait_until(lambda: topic.dead_letters_sent == 1, what="the count")
+        await until(lambda: topic.dead_letters_sent == 1, what="the count")
     headers = dict(dead.headers)
     assert headers["sabot-truncated"] == str(len(big)).encode()
     assert headers["sabot-offset"] == b"1" and headers["sabot-agent"] == picky.name.encode()
@@ -572,9 +572,9 @@ async def test_fraud_example_scores_and_alerts(kafka_broker, monkeypatch):
     app.conf.broker_heartbeat_interval = 0.5
     committed = app.transport._committed
     async with running(app):
-        await wait_until(lambda: sum(v for tp, v in committed.items()
-                                     if tp.topic == "transactions") >= 300,
-                         timeout=30, what="300 transactions scored and committed")
+        await until(lambda: sum(v for tp, v in committed.items()
+                                if tp.topic == "transactions") >= 300,
+                    timeout=30, what="300 transactions scored and committed")
         txs = await read_all(kafka_broker, "transactions", 300)
         expected = [json.loads(r.value) for r in txs]
         expected = sorted(tx["id"] for tx in expected if example.score(tx) >= 0.7)
@@ -614,7 +614,7 @@ async def test_a_stream_opened_while_running_starts_fetching_its_topic(kafka_bro
         reader = asyncio.ensure_future(read())
         try:
             await late.send(value={"n": 1})
-            await wait_until(lambda: got, what="the value")
+            await until(lambda: got, what="the value")
             assert got == [{"n": 1}]
             assert late.name in app.transport.consumer.subscription()
         finally:
@@ -629,7 +629,7 @@ async def test_key_codec_decodes_keys_and_dead_letters_bad_ones(kafka_broker):
         await topic.send(key={"user": 1}, value="a")
         await topic.produce(b"{not json", b'"b"', None)
         await topic.send(key={"user": 3}, value="c")
-        await wait_until(lambda: len(got) == 2, what="two good events")
+        await until(lambda: len(got) == 2, what="two good events")
         (dead,) = await read_all(kafka_broker, topic.name + ".dlq", 1)
     assert [(e.key, e.value) for e in got] == [({"user": 1}, "a"), ({"user": 3}, "c")]
     assert dead.value == b'"b"' and dict(dead.headers)["sabot-key"] == b"{not json"
