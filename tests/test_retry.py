@@ -1,9 +1,10 @@
 """RetryPolicy: backoff, which errors retry, deadline, giving up."""
+import asyncio
 import time
 
 import pytest
 
-from sabot.exceptions import NodeExecutionError, TransportError
+from sabot.exceptions import NodeExecutionError, TransportError, WorkerProcessDied
 from sabot.retry import RetryPolicy
 
 
@@ -92,3 +93,53 @@ def test_delay_of_a_long_outage_stays_capped():
     assert policy.delay(10_000) == 2.0
     with pytest.raises(ValueError):
         RetryPolicy(deadline=-1)
+
+
+def test_backoff_bounds_for_every_attempt():
+    policy = RetryPolicy(max_attempts=10, initial_delay=0.01, multiplier=3.0,
+                         max_delay=0.5, jitter=0.2)
+    for attempt in range(1, 10):
+        base = min(0.01 * 3.0 ** (attempt - 1), 0.5)
+        for _ in range(200):
+            d = policy.delay(attempt)
+            assert base * 0.8 - 1e-12 <= d <= base * 1.2 + 1e-12
+    flat = RetryPolicy(initial_delay=0.0, jitter=0.5)
+    assert flat.delay(1) == 0.0
+    assert RetryPolicy(initial_delay=1, multiplier=10, max_delay=2, jitter=0).delay(50) == 2
+
+
+async def test_retry_call_attempts_delays_and_classification():
+    from sabot.exceptions import TransportError
+    policy = RetryPolicy(max_attempts=4, initial_delay=0.02, multiplier=2, jitter=0)
+    calls, retries = [], []
+
+    async def always_transient():
+        calls.append(time.monotonic())
+        raise TransportError(f"down {len(calls)}")
+    started = time.monotonic()
+    with pytest.raises(TransportError, match="down 4"):  # the last error
+        await policy.call(always_transient, on_retry=lambda a, e, d: retries.append((a, d)))
+    assert len(calls) == 4
+    assert retries == [(1, 0.02), (2, 0.04), (3, 0.08)]
+    assert time.monotonic() - started >= 0.14 - 0.01  # it really waited
+    for (a, d), t0, t1 in zip(retries, calls, calls[1:]):
+        assert t1 - t0 >= d - 0.005
+
+    calls.clear()
+
+    async def permanent():
+        calls.append(1)
+        raise NodeExecutionError("nope", node_id="n", retryable=False)
+    with pytest.raises(NodeExecutionError):
+        await policy.call(permanent)
+    assert calls == [1]
+
+    async def cancelled():
+        calls.append(1)
+        raise asyncio.CancelledError()
+    calls.clear()
+    with pytest.raises(asyncio.CancelledError):
+        await policy.call(cancelled)
+    assert calls == [1]
+    assert RetryPolicy().is_retryable(WorkerProcessDied("x", node_id="n", exitcode=-9))
+    assert not RetryPolicy().is_retryable(ValueError("x"))

@@ -1,4 +1,5 @@
 """Fixtures for the bridge tests: registries, bridges, /dev/shm bookkeeping."""
+import multiprocessing
 import os
 
 import pytest
@@ -30,6 +31,45 @@ def pid_alive(pid):
     return True
 
 
+def pid_running(pid):
+    """True while ``pid`` runs: a zombie (dead, not yet reaped) does not."""
+    if not pid_alive(pid):
+        return False
+    # A zombie still answers kill(0): it is dead but not reaped.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _proc_children():
+    """(pid, state, cmdline) of every process whose parent is us, from /proc."""
+    me = os.getpid()
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        rest = stat.rsplit(")", 1)[1].split()
+        state, ppid = rest[0], int(rest[1])
+        if ppid == me:
+            out.append((int(entry), state, cmd))
+    return out
+
+
+def worker_children():
+    """Our child processes other than multiprocessing's resource tracker
+    (zombies included: an unreaped dead worker is a leak too)."""
+    return [c for c in _proc_children() if "resource_tracker" not in c[2]]
+
+
 @pytest.fixture
 def registry():
     return all_nodes_registry()
@@ -49,3 +89,17 @@ async def process_bridge(registry):
     await bridge.close()
     assert not [p for p in pids if pid_alive(p)], "worker processes left running"
     assert shm_segments() <= before, "shared-memory segments left in /dev/shm"
+
+
+@pytest.fixture
+def clean_slate():
+    """Asserts that the test leaves no worker child and no segment behind."""
+    before_children = {c[0] for c in worker_children()}
+    before_segments = shm_segments()
+    yield
+    leftover = [c for c in worker_children() if c[0] not in before_children]
+    assert not leftover, f"child processes left behind: {leftover}"
+    assert not [p for p in multiprocessing.active_children()
+                if p.pid not in before_children], "multiprocessing children left"
+    assert shm_segments() <= before_segments, (
+        f"segments left in /dev/shm: {shm_segments() - before_segments}")

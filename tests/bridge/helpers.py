@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sabot.exceptions import SabotError
+from sabot.retry import RetryPolicy
 from sabot.types import NodeExecutorT
 
 
@@ -179,6 +180,76 @@ class Remember(_Node):
         return {"output": total}
 
 
+class _NamedNode(NodeExecutorT):
+    """Base of the nodes below: keeps its params; its type is its class name."""
+
+    def __init__(self, params):
+        self.params = dict(params)
+
+    @property
+    def node_type(self):
+        return type(self).__name__
+
+    @property
+    def runtime(self):
+        return "native"
+
+
+class Echo(_NamedNode):
+    """output = input."""
+
+    async def execute(self, inputs, params):
+        return {"output": inputs["input"]}
+
+
+class Sleepy(_NamedNode):
+    """Sleeps ``params['seconds']`` and echoes."""
+
+    async def execute(self, inputs, params):
+        await asyncio.sleep(params.get("seconds", 1.0))
+        return {"output": inputs["input"]}
+
+
+class BigOut(_NamedNode):
+    """output = a RecordBatch of ``input`` int64 rows (shm when large)."""
+
+    async def execute(self, inputs, params):
+        return {"output": pa.RecordBatch.from_pydict(
+            {"x": pa.array(range(inputs["input"]), pa.int64())})}
+
+
+class Retryable(SabotError):
+    retryable = True
+
+
+class FailTimes(_NamedNode):
+    """Fails ``params['times']`` times (counter file), retryable or not."""
+
+    async def execute(self, inputs, params):
+        path = params["counter"]
+        count = int(open(path).read() or 0) if os.path.exists(path) else 0
+        with open(path, "w") as f:
+            f.write(str(count + 1))
+        if count < params.get("times", 1):
+            if params.get("retryable", True):
+                raise Retryable(f"transient {count + 1}")
+            raise ValueError(f"permanent {count + 1}")
+        return {"output": inputs["input"]}
+
+
+class BigThenBad(_NamedNode):
+    """Two outputs: a large RecordBatch, then a value that cannot cross."""
+
+    @property
+    def output_keys(self):
+        return ("big", "bad")
+
+    async def execute(self, inputs, params):
+        return {"big": pa.RecordBatch.from_pydict(
+                    {"x": pa.array(range(inputs["input"]), pa.int64())}),
+                "bad": {1, 2}}
+
+
 def all_nodes_registry():
     """A registry with every test node registered (native factories)."""
     from sabot.nodes.registry import NodeRegistry
@@ -197,3 +268,18 @@ def make_pipeline(registry, **kwargs):
     from sabot.bridge import default_bridges
     from sabot.nodes import Pipeline
     return Pipeline(registry, bridges=default_bridges(registry), **kwargs)
+
+
+def pipeline_registry():
+    """A registry of echo, fail, sleepy and merge nodes (native factories)."""
+    from sabot.nodes.registry import NodeRegistry
+    reg = NodeRegistry()
+    reg.register("echo", native=Echo)
+    reg.register("fail", native=FailTimes)
+    reg.register("sleepy", native=Sleepy)
+    reg.register("merge", native=Merge)
+    return reg
+
+
+#: Retries of a worker's death that do not make a test wait.
+FAST_RETRY = RetryPolicy(max_attempts=3, initial_delay=0.01, jitter=0)

@@ -5,7 +5,13 @@ import os
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sabot.agents.process import ProcessAgentRunner
+from sabot.bridge import ProcessBridge
+from sabot.nodes import NodeRegistry
+
+from . import agents_fixture
 from .conftest import pid_alive, shm_segments
+from .helpers import Echo
 
 N = 300_000  # 2.4 MB of int64: well above the inline threshold
 
@@ -84,3 +90,45 @@ def test_a_program_that_never_closes_its_bridge_leaves_nothing(tmp_path):
     from sabot.bridge.shm import segment_prefix
     assert not [n for n in os.listdir("/dev/shm") if n.startswith(segment_prefix(pid))]
     assert not pid_alive(worker)
+
+
+# -- data held on either side is never overwritten ---------------------------
+
+async def test_results_held_by_the_parent_are_never_overwritten(clean_slate):
+    async with ProcessAgentRunner(agents_fixture.keyed_big) as runner:
+        kept = []
+        for k in range(24):
+            kept.extend(await runner.process([k]))
+        assert [set(b.column("x").to_pylist()) for b in kept] == [{k} for k in range(24)]
+
+
+async def test_inputs_held_by_the_agent_are_never_overwritten(clean_slate):
+    async with ProcessAgentRunner(agents_fixture.remember_previous) as runner:
+        outs = []
+        for k in range(1, 16):
+            batch = pa.RecordBatch.from_pydict({"x": pa.array([k] * 20_000, pa.int64())})
+            outs.extend(await runner.process(batch))
+            del batch
+        assert outs[0] == {"prev_sum": None}
+        assert [o["prev_first"] for o in outs[1:]] == list(range(1, 15))
+        assert [o["prev_sum"] for o in outs[1:]] == [k * 20_000 for k in range(1, 15)]
+
+
+async def test_concurrent_shm_calls_never_mix_up_their_data(clean_slate):
+    reg = NodeRegistry()
+    reg.register("echo", native=Echo)
+    async with ProcessBridge(reg, workers_per_node=2) as bridge:
+        await bridge.initialize_node("e", "echo", {})
+
+        async def call(k):
+            size = 10_000 + 1_000 * (k % 7)  # sizes vary: segments get reused
+            data = pa.RecordBatch.from_pydict({"x": pa.array([k] * size, pa.int64())})
+            out = await bridge.execute_node("e", "echo", data, {"k": k})
+            return k, size, out
+        held = []
+        for wave in range(3):
+            held.extend(await asyncio.gather(*(call(wave * 100 + i) for i in range(16))))
+        for k, size, out in held:  # everything kept is still intact
+            assert out.num_rows == size and set(out.column("x").to_pylist()) == {k}
+        assert bridge.metrics.as_dict()["shm_transfers"] >= 96
+        del held

@@ -5,17 +5,19 @@ fixture checks afterwards that none is left and /dev/shm is clean.
 """
 import asyncio
 import os
+import time
 
 import pyarrow as pa
 import pytest
 
-from sabot.bridge import NativeBridge, ProcessBridge
-from sabot.exceptions import (ConversionError, NodeExecutionError,
+from sabot.bridge import ProcessBridge
+from sabot.exceptions import (BridgeError, ConversionError, NodeExecutionError,
                               WorkerProcessDied)
+from sabot.nodes import NodeRegistry
 from sabot.retry import RetryPolicy
 
 from .conftest import pid_alive, shm_segments
-from .helpers import all_nodes_registry
+from .helpers import Echo, Sleepy, all_nodes_registry, pipeline_registry
 
 BATCH = pa.RecordBatch.from_pydict({"x": [1, 2, 3]})
 
@@ -195,3 +197,74 @@ async def test_a_cancelled_call_does_not_confuse_the_next_one(process_bridge):
         process_bridge.execute_node("s", "sleep", big, {"seconds": 0}), 10)
     assert out.equals(big)
     assert await process_bridge.execute_node("s", "sleep", ["third"], {"seconds": 0}) == ["third"]
+
+
+# -- errors, cleanup_node and close ------------------------------------------
+
+async def test_process_node_errors_keep_their_retryable_flag_and_traceback(
+        tmp_path, clean_slate):
+    async with ProcessBridge(pipeline_registry()) as bridge:
+        for retryable in (True, False):
+            counter = str(tmp_path / f"c{retryable}")
+            params = {"counter": counter, "times": 1, "retryable": retryable}
+            with pytest.raises(NodeExecutionError) as info:
+                await bridge.execute_node(f"f{retryable}", "fail", [1], params)
+            err = info.value
+            assert err.node_id == f"f{retryable}"
+            assert err.retryable is retryable
+            assert "FailTimes" in err.remote_traceback or "execute" in err.remote_traceback
+            assert ("transient 1" if retryable else "permanent 1") in err.remote_traceback
+            assert await bridge.execute_node(f"f{retryable}", "fail", [2], params) == [2]
+
+
+async def test_cleanup_node_fails_running_and_waiting_calls_without_hanging(clean_slate):
+    reg = NodeRegistry()
+    reg.register("sleepy", native=Sleepy)
+    bridge = ProcessBridge(reg)
+    try:
+        await bridge.initialize_node("s", "sleepy", {})
+        calls = [asyncio.ensure_future(bridge.execute_node("s", "sleepy", [i],
+                                                           {"seconds": 0.5}))
+                 for i in range(3)]
+        await asyncio.sleep(0.1)
+        await asyncio.wait_for(bridge.cleanup_node("s"), 15)
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 15)
+        assert all(isinstance(r, BridgeError) for r in results), results
+        assert bridge.worker_pids() == []
+    finally:
+        await bridge.close()
+
+
+async def test_cleanup_node_with_a_call_in_flight_is_prompt():
+    reg = NodeRegistry()
+    reg.register("sleepy", native=Sleepy)
+    bridge = ProcessBridge(reg)
+    try:
+        await bridge.initialize_node("s", "sleepy", {})
+        call = asyncio.ensure_future(
+            bridge.execute_node("s", "sleepy", [1], {"seconds": 0.5}))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        await bridge.cleanup_node("s")
+        took = time.monotonic() - started
+        with pytest.raises(BridgeError):
+            await call
+    finally:
+        await bridge.close()
+    assert took < 2.5, f"cleanup_node took {took:.2f}s"
+
+
+async def test_closed_process_bridge_refuses_calls():
+    reg = NodeRegistry()
+    reg.register("echo", native=Echo)
+    bridge = ProcessBridge(reg)
+    assert await bridge.execute_node("e", "echo", [1], {}) == [1]
+    await bridge.close()
+    try:
+        with pytest.raises(BridgeError):
+            await bridge.execute_node("e", "echo", [2], {})
+        with pytest.raises(BridgeError):
+            await bridge.initialize_node("f", "echo", {})
+        assert bridge.worker_pids() == []
+    finally:
+        await bridge.close()

@@ -20,3 +20,19 @@ async def test_bus_delivers_to_callbacks_and_iterators_in_order():
     sub.close()
     bus.publish(events[0])
     assert sub.pending() == []
+
+
+async def test_closing_a_subscription_ends_a_blocked_iteration():
+    from sabot.nodes import EventBus
+    bus = EventBus()
+    sub = bus.subscribe()
+
+    async def reader():
+        return [e async for e in sub]
+    task = asyncio.ensure_future(reader())
+    await asyncio.sleep(0.01)
+    sub.close()
+    try:
+        assert await asyncio.wait_for(task, 1) == []
+    finally:
+        task.cancel()
