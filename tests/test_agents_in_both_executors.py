@@ -7,13 +7,13 @@ policies and acknowledgement must behave the same. The agent functions live
 at module level so that a child process can import them.
 """
 import asyncio
-import time
 
 import pyarrow as pa
 import pytest
 
 import sabot
 from sabot._fastpath import Batch
+from tests.helpers import until
 
 pytestmark = pytest.mark.parametrize("executor", ["native", "process"])
 
@@ -64,14 +64,6 @@ async def fails_on_three(stream):
 
 # -- harness ---------------------------------------------------------------------------
 
-async def until(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
-
-
 def make(executor, fun, **options):
     app = sabot.App(f"both-{executor}-{fun.__name__}")
     channel = app.channel()
@@ -86,7 +78,7 @@ async def test_filter_and_map(executor):
     app, channel, _, out = make(executor, evens_times_ten)
     async with app:
         await channel.send_batch(list(range(10)))
-        await until(lambda: len(out) == 5)
+        await until(lambda: len(out) == 5, timeout=30)
     assert out == [0, 20, 40, 60, 80]
 
 
@@ -94,7 +86,7 @@ async def test_async_filter_and_enumerate(executor):
     app, channel, _, out = make(executor, async_operators)
     async with app:
         await channel.send_batch([1, 2, 3, 4, 5])
-        await until(lambda: len(out) == 3)
+        await until(lambda: len(out) == 3, timeout=30)
     assert out == [[100, 1], [101, 3], [102, 5]]
 
 
@@ -104,8 +96,8 @@ async def test_take_spans_batches_and_acks_after_the_chunk(executor):
     async with app:
         for tag, values in enumerate([[1, 2], [3, 4], [5, 6]]):
             await channel.publish(Batch(values, on_done=lambda b, t=tag: acked.append(t)))
-        await until(lambda: len(out) == 2)
-        await until(lambda: len(acked) == 3)
+        await until(lambda: len(out) == 2, timeout=30)
+        await until(lambda: len(acked) == 3, timeout=30)
     assert out == [[1, 2, 3], [4, 5, 6]]
     assert acked == [0, 1, 2]
 
@@ -126,7 +118,7 @@ async def test_events_carry_keys_headers_timestamps_and_positions(executor):
             ["a", "b"], keys=[b"k1", None], headers=[{"h": b"1"}, None],
             timestamps=[1.5, 2.5], positions=[("orders", 0, 7), ("orders", 0, 8)]))
         await channel.send(key="text-key", value="c", headers={"x": b"y"})
-        await until(lambda: len(out) == 3)
+        await until(lambda: len(out) == 3, timeout=30)
     assert out[0] == {"key": b"k1", "value": "a", "headers": {"h": b"1"}, "timestamp": 1.5,
                       "position": ("orders", 0, 7)}
     assert out[1]["key"] is None and out[1]["headers"] is None
@@ -139,7 +131,7 @@ async def test_batches_come_as_they_were_sent(executor):
     async with app:
         await channel.send_batch(pa.record_batch({"x": list(range(5))}))
         await channel.send_batch([1, 2])
-        await until(lambda: len(out) == 2)
+        await until(lambda: len(out) == 2, timeout=30)
     assert out == [{"rows": 5, "type": "RecordBatch"}, {"rows": 2, "type": "list"}]
 
 
@@ -152,7 +144,7 @@ async def test_dead_letter_takes_only_the_failing_value(executor):
     async with app:
         await channel.publish(Batch([1, 2, 3, 4], on_done=lambda b: acked.append(b)))
         event = await asyncio.wait_for(dead.__anext__(), 30)
-        await until(lambda: len(out) == 3 and acked)
+        await until(lambda: len(out) == 3 and acked, timeout=30)
     assert out == [1, 2, 4]
     assert event.value == 3
     assert b"three is not allowed" in event.headers["sabot-error"]

@@ -14,7 +14,9 @@ import time
 
 import pytest
 
-from tests.test_worker import free_port, http_get, read
+from tests.helpers import http_get
+from tests.servers import free_port
+from tests.test_worker import read
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "examples", "*.py")))

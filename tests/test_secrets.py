@@ -20,8 +20,6 @@ import ssl
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from urllib.parse import quote, quote_plus
 
@@ -31,6 +29,7 @@ import sabot
 from sabot.exceptions import ConfigurationError
 from sabot.settings import redact_url
 from sabot.worker import Worker
+from tests.helpers import http_get
 from tests.servers import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -450,16 +449,6 @@ def test_a_redis_url_urllib_refuses_is_not_echoed():
 
 
 # -- a running worker: /metrics, /health, its whole log ------------------------------------
-
-def http_get(port, path):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except (urllib.error.URLError, ConnectionError):
-        return None
-
 
 @pytest.mark.redis
 @pytest.mark.parametrize("form", ["broker userinfo", "redis_url query"])

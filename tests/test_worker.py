@@ -14,8 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 import pytest
@@ -23,17 +21,13 @@ import pytest
 import sabot
 from sabot.web import MetricsServer, WorkerMetrics
 from sabot.monitor import WorkerMonitor
+from tests.helpers import http_get, until_sync
+from tests.servers import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: worker_app.py's shutdown_timeout, plus the interpreter's start and exit.
 SHUTDOWN_TIMEOUT = 5.0
 EXIT_SLACK = 3.0
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_worker(args, env, log_path):
@@ -77,28 +71,14 @@ def read(path):
 
 
 def wait_for(predicate, proc, log_path, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
+    """``until_sync`` that fails at once, with the log, if the worker exits."""
+    def check():
         result = predicate()
-        if result:
-            return result
-        if proc.poll() is not None:
+        if not result and proc.poll() is not None:
             raise AssertionError(f"worker exited ({proc.returncode}) waiting for {what}:\n"
                                  f"{read(log_path)}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}:\n{read(log_path)}")
-        time.sleep(0.05)
-
-
-def http_get(port, path):
-    """``(status, body)`` of GET ``path``, or ``None`` when nothing listens yet."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except (urllib.error.URLError, ConnectionError):
-        return None
+        return result
+    return until_sync(check, timeout, what=lambda: f"{what}:\n{read(log_path)}", interval=0.05)
 
 
 async def async_get(port, path):
