@@ -7,17 +7,26 @@ them from here and is written once.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Optional
 
 _FORCE_PURE = os.environ.get("SABOT_PURE_PYTHON", "").lower() not in ("", "0", "false", "no")
 
-if _FORCE_PURE:
+FASTPATH: bool
+IMPORT_ERROR: Optional[ImportError]
+
+if TYPE_CHECKING:
+    # mypy reads the stub (``_cython/channels.pyi``): one API for both twins,
+    # each of which tests/typing/conformance.py holds to sabot.types.
+    from ._cython.channels import (Batch, BatchIterator, EventIterator, FanOut, Subscriber,
+                                   ValueIterator)
+elif _FORCE_PURE:
     from ._cython.channels_py import (Batch, FanOut, Subscriber, ValueIterator,
                                       BatchIterator, EventIterator)
     FASTPATH = False
     IMPORT_ERROR = None
 else:
     try:
-        from ._cython.channels import (Batch, FanOut, Subscriber,  # type: ignore
+        from ._cython.channels import (Batch, FanOut, Subscriber,
                                        ValueIterator, BatchIterator, EventIterator)
         FASTPATH = True
         IMPORT_ERROR = None

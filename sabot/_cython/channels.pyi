@@ -7,8 +7,9 @@ from ..types import Event, Headers
 
 class Batch:
     payload: Any
-    keys: Optional[List[Any]]
-    headers: Optional[List[Optional[Headers]]]
+    # As given (a list, or a transport's lazy sequence); an open batch's are lists.
+    keys: Optional[Sequence[Any]]
+    headers: Optional[Sequence[Optional[Headers]]]
     timestamps: Optional[Sequence[float]]
     positions: Optional[Sequence[Any]]
     timestamp: float

@@ -26,14 +26,16 @@ in-flight batches are released and it stops counting for backpressure.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import weakref
 from time import monotonic as _monotonic
 from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Deque, List, Optional, Sequence, cast
 
 from ..exceptions import ChannelClosed
-from ..types import Event
+from ..types import Event, Headers
 
 _logger = logging.getLogger("sabot.channels")
 
@@ -41,6 +43,11 @@ __all__ = ["Batch", "FanOut", "Subscriber", "ValueIterator", "BatchIterator",
            "EventIterator"]
 
 _list = list
+#: An iterator's rows while it holds no batch (the compiled twin's ``None``).
+_NO_ROWS: Sequence[Any] = ()
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 class Batch:
@@ -50,11 +57,16 @@ class Batch:
                  "timestamp", "on_done", "on_abandon", "published_at", "nbytes", "_refs", "_rows",
                  "_done", "_abandoned", "_upstream", "__weakref__")
 
-    def __init__(self, payload, keys=None, headers=None, timestamps=None,
-                 positions=None, on_done=None, timestamp=None, nbytes=None):
+    def __init__(self, payload: Any, keys: Optional[Sequence[Any]] = None,
+                 headers: Optional[Sequence[Any]] = None,
+                 timestamps: Optional[Sequence[float]] = None,
+                 positions: Optional[Sequence[Any]] = None,
+                 on_done: Optional[Callable[[Batch], Any]] = None,
+                 timestamp: Optional[float] = None, nbytes: Optional[int] = None) -> None:
         self.payload = payload
         #: Bytes the payload holds, for the channel's byte bound: a RecordBatch
         #: knows its size; a list counts 0 unless the producer says (a fetch).
+        self.nbytes: int
         if nbytes is not None:
             self.nbytes = nbytes
         elif type(payload) is _list:
@@ -62,36 +74,36 @@ class Batch:
         else:
             self.nbytes = getattr(payload, "nbytes", 0)
         self.keys = keys
-        self.headers = headers
+        self.headers: Optional[Sequence[Optional[Headers]]] = headers
         self.timestamps = timestamps
         self.positions = positions
         self.on_done = on_done
         #: Called once, with the batch, when a holder abandons it (it will
         #: never be done): transports stop waiting for it.
-        self.on_abandon = None
-        self.timestamp = time.time() if timestamp is None else timestamp
+        self.on_abandon: Optional[Callable[[Batch], Any]] = None
+        self.timestamp: float = time.time() if timestamp is None else timestamp
         self._refs = 0
         self._done = False
         self._abandoned = False
-        self._upstream = None
+        self._upstream: Optional[List[Batch]] = None
         self.published_at = 0.0
-        self._rows = payload if type(payload) is _list else None
+        self._rows: Optional[List[Any]] = payload if type(payload) is _list else None
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.payload)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         kind = "list" if type(self.payload) is _list else type(self.payload).__name__
         return f"<Batch {kind} len={len(self)} refs={self._refs} done={self._done}>"
 
-    def rows(self):
+    def rows(self) -> List[Any]:
         """The values as Python objects (RecordBatch rows become dicts, once)."""
         rows = self._rows
         if rows is None:
             rows = self._rows = self.payload.to_pylist()
         return rows
 
-    def event(self, i):
+    def event(self, i: int) -> Event:
         """The ``i``-th value with its key, headers, timestamp and position."""
         return Event(
             None if self.keys is None else self.keys[i],
@@ -101,19 +113,19 @@ class Batch:
             None if self.positions is None else self.positions[i],
         )
 
-    def acquire(self, n=1):
+    def acquire(self, n: int = 1) -> None:
         """Count ``n`` more holders; ``on_done`` waits for all of them."""
         if self._done:
             raise RuntimeError("acquire() on a batch that is already done")
         self._refs += n
 
-    def release(self):
+    def release(self) -> None:
         """One holder is finished; the last one fires ``on_done``."""
         self._refs -= 1
         if self._refs <= 0 and not self._done and not self._abandoned:
             self._finish()
 
-    def abandon(self):
+    def abandon(self) -> None:
         """One holder gives up without finishing: ``on_done`` will never fire.
 
         Used when an agent stops or crashes with the batch in hand, so a
@@ -133,7 +145,7 @@ class Batch:
             for batch in upstream:
                 batch.abandon()
 
-    def _finish(self):
+    def _finish(self) -> None:
         self._done = True
         callback = self.on_done
         if callback is not None:
@@ -148,7 +160,7 @@ class Batch:
             for batch in upstream:
                 batch.release()
 
-    def link(self, upstream):
+    def link(self, upstream: Batch) -> None:
         """Hold ``upstream`` until this batch is done (abandon it if this is).
 
         An agent forwarding a value from a transport batch to a memory channel
@@ -162,35 +174,36 @@ class Batch:
             self._upstream.append(upstream)
 
     @property
-    def tracked(self):
+    def tracked(self) -> bool:
         """True when finishing this batch acknowledges something (a callback or a link)."""
         return self.on_done is not None or self._upstream is not None
 
     @property
-    def done(self):
+    def done(self) -> bool:
         """True once every holder released the batch."""
         return self._done
 
     @property
-    def abandoned(self):
+    def abandoned(self) -> bool:
         """True when a holder gave up on the batch (it will never be done)."""
         return self._abandoned
 
     @property
-    def refs(self):
+    def refs(self) -> int:
         """How many holders still hold the batch."""
         return self._refs
 
-    def _append(self, value, key, headers):
+    def _append(self, value: Any, key: Any, headers: Optional[Headers]) -> None:
         # One value into an open (memory) batch, keeping envelopes aligned.
+        # An open batch's payload and envelopes are lists (made here).
         payload = self.payload
         if self.keys is not None or key is not None or headers is not None:
             n = len(payload)
             if self.keys is None:
                 self.keys = [None] * n
                 self.headers = [None] * n
-            self.keys.append(key)
-            self.headers.append(headers)
+            cast(List[Any], self.keys).append(key)
+            cast(List[Any], self.headers).append(headers)
         payload.append(value)
 
 
@@ -203,17 +216,17 @@ class _SubscriberState:
 
     __slots__ = ("queue", "pos", "bpos", "nbpos", "inflight", "waiters", "ref", "active")
 
-    def __init__(self, pos, bpos=0, nbpos=0):
-        self.queue = deque()
+    def __init__(self, pos: int, bpos: int = 0, nbpos: int = 0) -> None:
+        self.queue: Deque[Batch] = deque()
         self.pos = pos
         self.bpos = bpos
         self.nbpos = nbpos
-        self.inflight = []
-        self.waiters = []
-        self.ref = None
+        self.inflight: List[Batch] = []
+        self.waiters: List["asyncio.Future[None]"] = []
+        self.ref: Optional["weakref.ref[Subscriber]"] = None
         self.active = True
 
-    def wake(self):
+    def wake(self) -> None:
         waiters = self.waiters
         if waiters:
             self.waiters = []
@@ -238,8 +251,8 @@ class FanOut:
                  "total_bytes", "closed", "_states", "_open", "_last", "_min_pos", "_min_bpos",
                  "_min_nbpos", "_cap_waiters", "_loop")
 
-    def __init__(self, maxsize=4096, batch_size=1000, loop=None, max_batches=None,
-                 max_bytes=64 * 1024 * 1024):
+    def __init__(self, maxsize: int = 4096, batch_size: int = 1000, loop: Any = None,
+                 max_batches: Optional[int] = None, max_bytes: int = 64 * 1024 * 1024) -> None:
         if max_batches is None:
             max_batches = maxsize
         if maxsize < 1:
@@ -254,17 +267,17 @@ class FanOut:
         self.total_batches = 0
         self.total_bytes = 0
         self.closed = False
-        self._states = []
-        self._open = None
-        self._last = None
+        self._states: List[_SubscriberState] = []
+        self._open: Optional[Batch] = None
+        self._last: Optional[Batch] = None
         self._min_pos = 0
         self._min_bpos = 0
         self._min_nbpos = 0
-        self._cap_waiters = []
-        self._loop = loop
+        self._cap_waiters: List["asyncio.Future[None]"] = []
+        self._loop: Optional[asyncio.AbstractEventLoop] = loop
 
     # -- subscribers -------------------------------------------------------
-    def subscribe(self):
+    def subscribe(self) -> Subscriber:
         """A new subscriber that receives everything sent from now on."""
         if self.closed:
             raise ChannelClosed("channel is closed")
@@ -277,11 +290,11 @@ class FanOut:
         return handle
 
     @property
-    def subscriber_count(self):
+    def subscriber_count(self) -> int:
         """How many live subscribers the channel has."""
         return len(self._states)
 
-    def _drop(self, state, abandon=False):
+    def _drop(self, state: _SubscriberState, abandon: bool = False) -> None:
         # A subscriber went away: release what it held, stop counting it.
         if not state.active:
             return
@@ -308,7 +321,7 @@ class FanOut:
         self._check_capacity()
 
     # -- producing ---------------------------------------------------------
-    def append(self, value, key=None, headers=None):
+    def append(self, value: Any, key: Any = None, headers: Optional[Headers] = None) -> bool:
         """Add one value; returns True when the caller must ``wait_capacity``."""
         if self.closed:
             raise ChannelClosed("channel is closed")
@@ -325,7 +338,7 @@ class FanOut:
             self._open = None
         return self._maybe_over()
 
-    def append_linked(self, value, sources):
+    def append_linked(self, value: Any, sources: List[Batch]) -> bool:
         """``append`` on behalf of ``sources``: they stay held until the value's batch is done."""
         wait = self.append(value)
         batch = self._last
@@ -334,7 +347,7 @@ class FanOut:
                 batch.link(source)
         return wait
 
-    def publish(self, batch):
+    def publish(self, batch: Batch) -> bool:
         """Hand a whole batch to every subscriber; True means wait for capacity."""
         if self.closed:
             raise ChannelClosed("channel is closed")
@@ -344,7 +357,7 @@ class FanOut:
         self.total_bytes += batch.nbytes
         return self._maybe_over()
 
-    def _push(self, batch):
+    def _push(self, batch: Batch) -> None:
         self.total_batches += 1
         states = self._states
         n = len(states)
@@ -363,30 +376,30 @@ class FanOut:
             if state.waiters:
                 state.wake()
 
-    def _maybe_over(self):
+    def _maybe_over(self) -> bool:
         # Cheap and possibly stale (the minimums are refreshed by
         # _check_capacity): False means surely under every bound.
         return (self.total - self._min_pos >= self.maxsize
                 or self.total_batches - self._min_bpos >= self.max_batches
                 or self.total_bytes - self._min_nbpos >= self.max_bytes)
 
-    def _state_over(self, state):
+    def _state_over(self, state: _SubscriberState) -> bool:
         return bool(state.queue) and (
             self.total - state.pos >= self.maxsize
             or self.total_batches - state.bpos >= self.max_batches
             or self.total_bytes - state.nbpos >= self.max_bytes)
 
-    def over_capacity(self):
+    def over_capacity(self) -> bool:
         """True when a subscriber is past a bound with a batch still queued for it."""
         return self._maybe_over() and any(self._state_over(s) for s in self._states)
 
-    def lag(self):
+    def lag(self) -> int:
         """Values sent and not yet released by the slowest subscriber."""
         if not self._states:
             return 0
         return self.total - min(s.pos for s in self._states)
 
-    def _check_capacity(self):
+    def _check_capacity(self) -> None:
         states = self._states
         if states:
             self._min_pos = min(s.pos for s in states)
@@ -401,7 +414,7 @@ class FanOut:
                 if not fut.done():
                     fut.set_result(None)
 
-    async def wait_capacity(self):
+    async def wait_capacity(self) -> None:
         """Sleep while a subscriber is past a bound with a batch queued (backpressure)."""
         self._check_capacity()
         while self.over_capacity() and not self.closed:
@@ -412,13 +425,12 @@ class FanOut:
         if self.closed:
             raise ChannelClosed("channel closed while waiting for capacity")
 
-    def _get_loop(self):
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
-            import asyncio
             self._loop = asyncio.get_running_loop()
         return self._loop
 
-    def close(self):
+    def close(self) -> None:
         """No more values: readers drain what is queued, then stop."""
         self.closed = True
         self._open = None
@@ -435,11 +447,11 @@ class _DropCallback:
 
     __slots__ = ("fanout", "state")
 
-    def __init__(self, fanout, state):
-        self.fanout = fanout
+    def __init__(self, fanout: FanOut, state: _SubscriberState) -> None:
+        self.fanout: Optional[FanOut] = fanout
         self.state = state
 
-    def __call__(self, ref):
+    def __call__(self, ref: Any) -> None:
         fanout = self.fanout
         if fanout is not None:
             self.fanout = None
@@ -451,16 +463,16 @@ class Subscriber:
 
     __slots__ = ("_fanout", "_state", "observer", "on_wait", "__weakref__")
 
-    def __init__(self, fanout, state):
+    def __init__(self, fanout: FanOut, state: _SubscriberState) -> None:
         self._fanout = fanout
         self._state = state
         #: Called with each batch this subscriber finished (agents time them).
-        self.observer = None
+        self.observer: Optional[Callable[[Batch], Any]] = None
         #: Called when a reader starts waiting for a batch (nothing is queued):
         #: a process agent's child answers its parent then.
-        self.on_wait = None
+        self.on_wait: Optional[Callable[[], Any]] = None
 
-    def take(self):
+    def take(self) -> Optional[Batch]:
         """The next whole batch, or None; taking the open batch seals it."""
         state = self._state
         if state.queue:
@@ -475,7 +487,7 @@ class Subscriber:
             return batch
         return None
 
-    def done(self, batch):
+    def done(self, batch: Batch) -> None:
         """The reader moved past ``batch``: count it released."""
         state = self._state
         try:
@@ -492,7 +504,7 @@ class Subscriber:
         if self.observer is not None:
             self.observer(batch)
 
-    def waiter(self):
+    def waiter(self) -> "asyncio.Future[None]":
         """A future that completes when a batch arrives or the channel closes."""
         fut = self._fanout._get_loop().create_future()
         self._state.waiters.append(fut)
@@ -500,7 +512,7 @@ class Subscriber:
             self.on_wait()
         return fut
 
-    def discard_waiter(self, fut):
+    def discard_waiter(self, fut: "asyncio.Future[None]") -> None:
         """Forget a waiter that was cancelled or timed out."""
         try:
             self._state.waiters.remove(fut)
@@ -508,21 +520,21 @@ class Subscriber:
             pass
 
     @property
-    def exhausted(self):
+    def exhausted(self) -> bool:
         """True when the channel is closed and nothing is left to take."""
         return (self._fanout.closed or not self._state.active) and not self._state.queue
 
     @property
-    def pending(self):
+    def pending(self) -> int:
         """Batches queued and not yet taken."""
         return len(self._state.queue)
 
     @property
-    def lag(self):
+    def lag(self) -> int:
         """Values sent to this subscriber and not yet released."""
         return self._fanout.total - self._state.pos
 
-    def close(self):
+    def close(self) -> None:
         """Unsubscribe now and stop receiving.
 
         What it still held is abandoned, not acknowledged: a transport will
@@ -531,15 +543,15 @@ class Subscriber:
         """
         self._fanout._drop(self._state, True)
 
-    def values(self):
+    def values(self) -> ValueIterator:
         """A per-value async iterator (the agent's ``async for``)."""
         return ValueIterator(self)
 
-    def batches(self):
+    def batches(self) -> BatchIterator:
         """An async iterator of whole batches."""
         return BatchIterator(self)
 
-    def events(self):
+    def events(self) -> EventIterator:
         """An async iterator of ``Event`` (key, value, headers, ...)."""
         return EventIterator(self)
 
@@ -549,54 +561,55 @@ class _IteratorBase:
 
     __slots__ = ("_sub", "_batch", "_rows", "_i", "_n", "_waiting")
 
-    def __init__(self, sub):
+    def __init__(self, sub: Subscriber) -> None:
         self._sub = sub
-        self._batch = None
-        self._rows = None
+        self._batch: Optional[Batch] = None
+        # No batch held: no rows (``_i < _n`` is false), never read.
+        self._rows: Sequence[Any] = _NO_ROWS
         self._i = 0
         self._n = 0
         self._waiting = False
 
-    def __aiter__(self):
+    def __aiter__(self) -> Self:
         return self
 
     @property
-    def subscriber(self):
+    def subscriber(self) -> Subscriber:
         return self._sub
 
     @property
-    def current_batch(self):
+    def current_batch(self) -> Optional[Batch]:
         """The batch the last item came from (held until the next request)."""
         return self._batch
 
     @property
-    def current_index(self):
+    def current_index(self) -> int:
         """Index in ``current_batch`` of the last item returned."""
         return self._i - 1
 
-    def current_value(self):
+    def current_value(self) -> Any:
         """The last value returned (None before the first)."""
         if self._batch is None or self._i == 0:
             return None
         return self._rows[self._i - 1]
 
-    def current_position(self):
+    def current_position(self) -> Any:
         """Transport position of the last value returned, if known."""
         batch = self._batch
         if batch is None or self._i == 0 or batch.positions is None:
             return None
         return batch.positions[self._i - 1]
 
-    def release_current(self):
+    def release_current(self) -> None:
         """Release the held batch now (the reader is finished with it)."""
         batch = self._batch
         if batch is not None:
             self._batch = None
-            self._rows = None
+            self._rows = _NO_ROWS
             self._i = self._n = 0
             self._sub.done(batch)
 
-    def _advance(self):
+    def _advance(self) -> bool:
         # Release the held batch and take the next; False when none is queued.
         self.release_current()
         batch = self._sub.take()
@@ -608,7 +621,7 @@ class _IteratorBase:
         self._n = len(self._rows)
         return True
 
-    def poll(self, empty=None):
+    def poll(self, empty: Any = None) -> Any:
         """The next value without waiting, or ``empty`` when it would wait."""
         while True:
             i = self._i
@@ -618,7 +631,7 @@ class _IteratorBase:
             if not self._advance():
                 return empty
 
-    async def _wait(self):
+    async def _wait(self) -> None:
         if self._waiting:
             # Like an async generator: one awaiter at a time.
             raise RuntimeError("__anext__(): the iterator is already awaited by another task")
@@ -641,7 +654,7 @@ class ValueIterator(_IteratorBase):
 
     __slots__ = ()
 
-    async def __anext__(self):
+    async def __anext__(self) -> Any:
         if self._waiting:
             raise RuntimeError("__anext__(): the iterator is already awaited by another task")
         while True:
@@ -658,14 +671,15 @@ class EventIterator(_IteratorBase):
 
     __slots__ = ()
 
-    async def __anext__(self):
+    async def __anext__(self) -> Event:
         if self._waiting:
             raise RuntimeError("__anext__(): the iterator is already awaited by another task")
         while True:
             i = self._i
-            if i < self._n:
+            batch = self._batch
+            if i < self._n and batch is not None:
                 self._i = i + 1
-                return self._batch.event(i)
+                return batch.event(i)
             if not self._advance():
                 await self._wait()
 
@@ -675,7 +689,7 @@ class BatchIterator(_IteratorBase):
 
     __slots__ = ()
 
-    async def __anext__(self):
+    async def __anext__(self) -> Batch:
         if self._waiting:
             raise RuntimeError("__anext__(): the iterator is already awaited by another task")
         while True:
