@@ -27,6 +27,7 @@ import pyarrow.types as pat
 from .arrow_ipc import decoded_size
 from .exceptions import ConfigurationError, DecodeError, EncodeError, SchemaError
 from .schema import RowChecker, check_batch, rows_to_batch
+from .types import CodecT
 
 __all__ = ["Codec", "RawCodec", "JsonCodec", "ArrowCodec", "register_codec",
            "get_codec", "codec_names", "decode_many"]
@@ -50,6 +51,7 @@ class Codec:
     ``yields_batches`` is true for codecs whose every decoded value is a
     ``pyarrow.RecordBatch``: transports then deliver each message as its own
     batch instead of gathering the values of a fetch into one list.
+    A codec need not subclass this: ``sabot.types.CodecT`` says what one is.
     """
 
     name = "codec"
@@ -350,19 +352,22 @@ def _as_bytes(data: Any) -> Optional[bytes]:
         return None
 
 
-_REGISTRY: Dict[str, Codec] = {}
+_REGISTRY: Dict[str, CodecT] = {}
+
+#: What a codec object needs (``sabot.types.CodecT``), for error messages.
+_CODEC_NEEDS = "name, yields_batches, encode() and decode() (subclass sabot.codecs.Codec)"
 
 
-def register_codec(name: str, codec: Codec) -> None:
+def register_codec(name: str, codec: CodecT) -> None:
     """Make ``codec`` available by ``name`` (``value_serializer=name``)."""
     if not isinstance(name, str) or not name:
         raise ConfigurationError(f"codec name must be a non-empty string, got {name!r}")
-    if not (callable(getattr(codec, "encode", None)) and callable(getattr(codec, "decode", None))):
-        raise ConfigurationError(f"codec {name!r} needs encode() and decode() methods")
+    if not isinstance(codec, CodecT):
+        raise ConfigurationError(f"codec {name!r} needs {_CODEC_NEEDS}")
     _REGISTRY[name] = codec
 
 
-def get_codec(name_or_codec: Union[str, Codec]) -> Codec:
+def get_codec(name_or_codec: Union[str, CodecT]) -> CodecT:
     """The codec registered as ``name_or_codec``, or the codec object itself."""
     if isinstance(name_or_codec, str):
         try:
@@ -370,8 +375,8 @@ def get_codec(name_or_codec: Union[str, Codec]) -> Codec:
         except KeyError:
             raise ConfigurationError(
                 f"unknown codec {name_or_codec!r} (known: {', '.join(codec_names())})") from None
-    if name_or_codec is None or not callable(getattr(name_or_codec, "decode", None)):
-        raise ConfigurationError(f"not a codec: {name_or_codec!r}")
+    if not isinstance(name_or_codec, CodecT):
+        raise ConfigurationError(f"not a codec: {name_or_codec!r} (a codec has {_CODEC_NEEDS})")
     return name_or_codec
 
 
@@ -380,7 +385,7 @@ def codec_names() -> List[str]:
     return sorted(_REGISTRY)
 
 
-def decode_many(codec: Union[str, Codec], payloads: Sequence[bytes],
+def decode_many(codec: Union[str, CodecT], payloads: Sequence[bytes],
                 schema: Optional[pa.Schema] = None) -> Tuple[Any, Failures]:
     """Decode a fetch at once: ``(values, failures)``.
 
@@ -400,7 +405,7 @@ def decode_many(codec: Union[str, Codec], payloads: Sequence[bytes],
     failures: Failures = []
     values: List[Any] = []
     decode = codec.decode
-    batches = getattr(codec, "yields_batches", False)
+    batches = codec.yields_batches
     for i, data in enumerate(payloads):
         if data is None:
             if batches or schema is not None:
@@ -422,7 +427,7 @@ def decode_many(codec: Union[str, Codec], payloads: Sequence[bytes],
     return _rows_to_batch(codec, payloads, values, failures, schema)
 
 
-def _tombstone_failure(codec: Codec, batches: bool) -> DecodeError:
+def _tombstone_failure(codec: CodecT, batches: bool) -> DecodeError:
     if batches:
         why = f"the {codec.name} codec needs a RecordBatch in every message"
     else:
@@ -435,14 +440,14 @@ def _good_indices(n: int, failures: Failures) -> List[int]:
     return [i for i in range(n) if i not in bad]
 
 
-def _schema_failure(codec: Codec, data: Any, exc: SchemaError) -> DecodeError:
+def _schema_failure(codec: CodecT, data: Any, exc: SchemaError) -> DecodeError:
     err = DecodeError(f"value does not fit the schema: {exc}", codec=codec.name,
                       payload=_as_bytes(data))
     err.__cause__ = exc
     return err
 
 
-def _check_batches(codec: Codec, payloads: Sequence[bytes], batches: List[Any],
+def _check_batches(codec: CodecT, payloads: Sequence[bytes], batches: List[Any],
                    failures: Failures, schema: pa.Schema) -> Tuple[Any, Failures]:
     good: List[Any] = []
     for i, batch in zip(_good_indices(len(payloads), failures), batches):
@@ -456,7 +461,7 @@ def _check_batches(codec: Codec, payloads: Sequence[bytes], batches: List[Any],
     return good, failures
 
 
-def _rows_to_batch(codec: Codec, payloads: Sequence[bytes], rows: List[Any],
+def _rows_to_batch(codec: CodecT, payloads: Sequence[bytes], rows: List[Any],
                    failures: Failures, schema: pa.Schema) -> Tuple[Any, Failures]:
     checker = RowChecker(schema)
     good: List[Any] = []

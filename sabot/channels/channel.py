@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from typing import Any, AsyncIterator, Dict, Iterable, Optional, Sequence, Union
+from typing import (TYPE_CHECKING, Any, AsyncGenerator, Dict, Iterable, List, Mapping, Optional,
+                    Sequence, Union)
 
 import pyarrow as pa
 from mode import Service
@@ -19,7 +20,13 @@ from mode import Service
 from .._fastpath import Batch, FanOut
 from ..exceptions import ChannelClosed, ConfigurationError, TailUnsupported
 from ..schema import RowChecker, check_batch, rows_to_batch
+from ..types import AppT, ChannelT, CodecT, Headers, SubscriberT
 from .dead_letters import DeadLetterWriter
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from ..streams import Stream
 
 __all__ = ["Channel"]
 
@@ -50,14 +57,14 @@ class Channel(Service):
     #: Name of the transport, shown by ``sabot agents`` and in the banner.
     transport_name = "memory"
 
-    def __init__(self, app: Any = None, name: Optional[str] = None, *,
+    def __init__(self, app: Optional[AppT] = None, name: Optional[str] = None, *,
                  schema: Optional[pa.Schema] = None,
                  maxsize: Optional[int] = None,
                  max_batches: Optional[int] = None,
                  max_bytes: Optional[int] = None,
                  batch_size: Optional[int] = None,
                  linger: Optional[float] = None,
-                 root: Optional["Channel"] = None,
+                 root: Optional[Self] = None,
                  **kwargs: Any) -> None:
         conf = app.conf if app is not None else None
         self.app = app
@@ -66,46 +73,47 @@ class Channel(Service):
             raise ConfigurationError(
                 f"channel {self.name!r}: schema must be a pyarrow.Schema, got {type(schema).__name__}")
         self.schema = schema
-        self.maxsize = self._setting(maxsize, conf, "stream_buffer_maxsize", 4096)
+        self.maxsize: int = self._setting(maxsize, conf, "stream_buffer_maxsize", 4096)
         # A batch holds at least one value: by default the batch bound is
         # the value bound, and binds only when set lower.
         batches = self._setting(max_batches, conf, "stream_buffer_max_batches", None)
-        self.max_batches = self.maxsize if batches is None else batches
-        self.max_bytes = self._setting(max_bytes, conf, "stream_buffer_max_bytes", 64 << 20)
-        self.batch_size = self._setting(batch_size, conf, "stream_batch_size", 1000)
-        self.linger = linger if linger is not None else (
+        self.max_batches: int = self.maxsize if batches is None else batches
+        self.max_bytes: int = self._setting(max_bytes, conf, "stream_buffer_max_bytes", 64 << 20)
+        self.batch_size: int = self._setting(batch_size, conf, "stream_batch_size", 1000)
+        self.linger: float = linger if linger is not None else (
             conf.stream_batch_linger if conf is not None else 0.05)
         for bound in ("maxsize", "max_batches", "max_bytes"):
             value = getattr(self, bound)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigurationError(
                     f"channel {self.name!r}: {bound} must be a positive int, got {value!r}")
-        self._root = root.root if root is not None else None
-        self._fanout = root._fanout if root is not None else FanOut(
+        self._root: Optional[Self] = root.root if root is not None else None
+        self._fanout: FanOut = root._fanout if root is not None else FanOut(
             self.maxsize, self.batch_size, max_batches=self.max_batches, max_bytes=self.max_bytes)
         self._checker = RowChecker(schema) if schema is not None else None
-        self._pending: list = []
-        self._pending_keys: Optional[list] = None
-        self._pending_headers: Optional[list] = None
-        self._pending_sources: list = []
+        self._pending: List[Any] = []
+        self._pending_keys: Optional[List[Any]] = None
+        self._pending_headers: Optional[List[Optional[Headers]]] = None
+        self._pending_sources: List[Any] = []
         self._linger_handle: Optional[asyncio.TimerHandle] = None
         self._own_iter: Any = None
         self._get_lock = asyncio.Lock()
-        self._dead_letter: Optional["Channel"] = None
+        self._dead_letter: Optional[ChannelT] = None
         #: Writes this channel's dead letters and counts what was stored.
         self.dead_letters = DeadLetterWriter(self)
         self._extra = kwargs
         super().__init__()
 
     @staticmethod
-    def _setting(value: Optional[int], conf: Any, name: str, default: int) -> int:
+    def _setting(value: Optional[int], conf: Any, name: str, default: Optional[int]) -> Any:
+        # Checked by the caller: a setting may hold anything until then.
         if value is not None:
             return value
         return getattr(conf, name) if conf is not None else default
 
     # -- identity ------------------------------------------------------------
     @property
-    def root(self) -> "Channel":
+    def root(self) -> Self:
         """The channel that owns the fan-out (itself unless this is a clone)."""
         return self._root or self
 
@@ -119,10 +127,12 @@ class Channel(Service):
 
     # -- producing -----------------------------------------------------------
     async def send(self, key: Any = None, value: Any = None,
-                   headers: Optional[Dict[str, bytes]] = None) -> Any:
+                   headers: Optional[Headers] = None) -> Any:
         """Deliver one value to every subscriber; waits when one lags ``maxsize``."""
-        if self._checker is not None:
-            return await self._send_row(key, value, headers)
+        checker = self._checker
+        if checker is not None:
+            checker.check(value)  # raises SchemaError naming the field
+            return await self._queue_row(key, value, headers)
         if self._fanout.append(value, key, headers):
             await self._fanout.wait_capacity()
         return None
@@ -158,7 +168,7 @@ class Channel(Service):
 
     def make_batch(self, values: Union[Sequence[Any], pa.RecordBatch], *,
                    keys: Optional[Sequence[Any]] = None,
-                   headers: Optional[Sequence[Any]] = None) -> Any:
+                   headers: Optional[Sequence[Any]] = None) -> Batch:
         """A ``Batch`` of ``values`` for ``publish``, checked against the schema.
 
         With a schema, dict values become one RecordBatch (``SchemaError``
@@ -201,7 +211,7 @@ class Channel(Service):
         return None
 
     async def _publish_record_batch(self, record_batch: pa.RecordBatch,
-                                    sources: Sequence[Any]) -> None:
+                                    sources: Sequence[Batch]) -> None:
         if self.schema is not None:
             record_batch = check_batch(self.schema, record_batch)
         batch = Batch(record_batch)
@@ -210,7 +220,10 @@ class Channel(Service):
         await self.publish(batch)
 
     async def publish(self, batch: Any) -> None:
-        """Hand a ``Batch`` to every local subscriber (transports call this)."""
+        """Hand a ``Batch`` to every local subscriber (transports call this).
+
+        ``batch`` is the fast path's ``Batch`` (``make_batch`` makes one).
+        """
         if self._fanout.publish(batch):
             await self._fanout.wait_capacity()
 
@@ -249,11 +262,7 @@ class Channel(Service):
             self._own_iter = self.subscribe().values()
         return self._own_iter
 
-    async def _send_row(self, key: Any, value: Any, headers: Any) -> None:
-        self._checker.check(value)  # raises SchemaError naming the field
-        await self._queue_row(key, value, headers)
-
-    async def _queue_row(self, key: Any, value: Any, headers: Any) -> None:
+    async def _queue_row(self, key: Any, value: Any, headers: Optional[Headers]) -> None:
         # A checked row joins the rows gathered for the next RecordBatch.
         if self._fanout.closed:
             raise ChannelClosed(f"channel {self.name!r} is closed")
@@ -261,12 +270,13 @@ class Channel(Service):
             # Batches the linger timer published count too: the sender waits.
             await self._fanout.wait_capacity()
         pending = self._pending
-        if key is not None or headers is not None or self._pending_keys is not None:
-            if self._pending_keys is None:
-                self._pending_keys = [None] * len(pending)
-                self._pending_headers = [None] * len(pending)
-            self._pending_keys.append(key)
-            self._pending_headers.append(headers)
+        keys, hdrs = self._pending_keys, self._pending_headers
+        if key is not None or headers is not None or keys is not None:
+            if keys is None or hdrs is None:  # both or neither
+                keys = self._pending_keys = [None] * len(pending)
+                hdrs = self._pending_headers = [None] * len(pending)
+            keys.append(key)
+            hdrs.append(headers)
         pending.append(value)
         if len(pending) >= self.batch_size:
             await self.flush()
@@ -286,7 +296,7 @@ class Channel(Service):
         if batch is not None:
             await self.publish(batch)
 
-    def _take_pending(self) -> Any:
+    def _take_pending(self) -> Optional[Batch]:
         # The gathered rows as one Batch (None when there are none).
         if self._linger_handle is not None:
             self._linger_handle.cancel()
@@ -306,7 +316,7 @@ class Channel(Service):
         return batch
 
     # -- consuming -----------------------------------------------------------
-    def subscribe(self) -> Any:
+    def subscribe(self) -> SubscriberT:
         """A new subscriber (held weakly): receives every value sent from now on."""
         sub = self._fanout.subscribe()
         self.root.on_subscribed()
@@ -328,16 +338,16 @@ class Channel(Service):
     def __aiter__(self) -> Any:
         return self.subscribe().values()
 
-    def stream(self, **kwargs: Any) -> Any:
+    def stream(self, **kwargs: Any) -> Stream:
         """A ``Stream`` over a new subscription to this channel."""
         from ..streams import Stream
         return Stream(self, **kwargs)
 
-    def clone(self, **kwargs: Any) -> "Channel":
+    def clone(self, **kwargs: Any) -> Self:
         """Another handle on the same channel; iterating it subscribes anew."""
         return type(self)(**{**self._init_kwargs(), **kwargs, "root": self.root})
 
-    def derive(self, **overrides: Any) -> "Channel":
+    def derive(self, **overrides: Any) -> Self:
         """A new, independent channel with this one's settings, overridden."""
         return type(self)(**{**self._init_kwargs(), **overrides})
 
@@ -347,7 +357,7 @@ class Channel(Service):
                     max_bytes=self.max_bytes, batch_size=self.batch_size,
                     linger=self.linger, **self._extra)
 
-    def tail(self, *, from_beginning: bool = False) -> AsyncIterator[Any]:
+    def tail(self, *, from_beginning: bool = False) -> AsyncGenerator[Any, None]:
         """The raw values of this channel as they arrive, read from outside (``sabot tail``).
 
         An in-memory channel lives inside one process: nothing to read from
@@ -358,7 +368,7 @@ class Channel(Service):
             f"so there is nothing to tail from outside (use a kafka:// or redis:// broker)")
 
     # -- dead letters --------------------------------------------------------
-    def dead_letter_channel(self) -> "Channel":
+    def dead_letter_channel(self) -> ChannelT:
         """Where failed values go: ``<name>.dlq`` (suffix from the app's conf)."""
         if self._dead_letter is None:
             suffix = self.app.conf.dead_letter_suffix if self.app is not None else ".dlq"
@@ -370,7 +380,7 @@ class Channel(Service):
         return self._dead_letter
 
     async def dead_letter(self, value: Any, reason: str,
-                          headers: Optional[Dict[str, Any]] = None,
+                          headers: Optional[Mapping[str, Any]] = None,
                           position: Any = None) -> "asyncio.Future[None]":
         """Send a failed value with its reason to the dead-letter channel.
 
@@ -385,6 +395,11 @@ class Channel(Service):
         """Dead letters from this channel that were stored (for metrics)."""
         return self.dead_letters.written
 
+    @property
+    def dead_letters_truncated(self) -> int:
+        """Of those, how many were stored as a truncated copy (too large whole)."""
+        return self.dead_letters.truncated
+
     def position_headers(self, position: Any) -> Dict[str, bytes]:
         """Dead-letter headers that say where a failed value came from."""
         return {"sabot-position": repr(position).encode()}
@@ -393,12 +408,15 @@ class Channel(Service):
     #: True when sends are serialized (a transport): dead letters come as bytes.
     carries_bytes = False
     #: The codec values are serialized with (None in memory: nothing is).
-    codec: Any = None
-    #: Largest message a send may carry, in bytes (None: no limit).
-    max_message_bytes: Optional[int] = None
+    codec: Optional[CodecT] = None
+
+    @property
+    def max_message_bytes(self) -> Optional[int]:
+        """Largest message a send may carry, in bytes (None: no limit)."""
+        return None
 
     async def send_encoded(self, key: Optional[bytes], value: bytes,
-                           headers: Optional[Dict[str, bytes]] = None) -> Any:
+                           headers: Optional[Headers] = None) -> Any:
         """Send bytes already encoded (dead letters); in memory, the bytes themselves."""
         return await self.send(key=key, value=value, headers=headers)
 

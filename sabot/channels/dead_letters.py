@@ -34,8 +34,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 import pyarrow as pa
 
-from ..codecs import Codec, get_codec
+from ..codecs import get_codec
 from ..retry import RetryPolicy
+from ..types import ChannelT, CodecT
 
 __all__ = ["DeadLetterWriter", "RETRY_POLICY", "fit_message", "when_stored", "TRUNCATED_HEADER"]
 
@@ -100,13 +101,13 @@ def fit_message(payload: bytes, headers: Dict[str, bytes],
 class DeadLetterWriter:
     """Writes the dead letters of one source channel; see the module docstring.
 
-    ``source`` offers ``name``, ``codec`` (or none), ``position_headers`` and
-    ``dead_letter_channel()``; the dead-letter channel offers ``send`` and,
+    Of ``source`` it reads ``name``, ``codec`` (or none), ``position_headers``
+    and ``dead_letter_channel()``; of the dead-letter channel ``send`` and,
     when it carries bytes, ``send_encoded``, ``max_message_bytes``,
     ``is_too_large(exc)`` and ``stopping``.
     """
 
-    def __init__(self, source: Any) -> None:
+    def __init__(self, source: ChannelT) -> None:
         self.source = source
         #: Dead letters stored.
         self.written = 0
@@ -169,8 +170,8 @@ class DeadLetterWriter:
         else JSON, else the value's ``repr`` (a dead letter is never refused)."""
         if isinstance(value, (bytes, bytearray, memoryview)):
             return bytes(value)
-        codec: Optional[Codec] = self.source.codec
-        candidates: List[Codec] = [c for c in (codec, get_codec("json")) if c is not None]
+        codec = self.source.codec
+        candidates: List[CodecT] = [c for c in (codec, get_codec("json")) if c is not None]
         for candidate in candidates:
             try:
                 if isinstance(value, pa.RecordBatch) and not candidate.yields_batches:
@@ -191,16 +192,16 @@ class DeadLetterWriter:
         if not done.done():
             done.set_result(None)
 
-    def _first_written(self, result: "asyncio.Future[Any]", target: Any, payload: bytes,
+    def _first_written(self, result: "asyncio.Future[Any]", target: ChannelT, payload: bytes,
                        headers: Dict[str, bytes], done: "asyncio.Future[None]",
                        truncated: bool) -> None:
-        if result.cancelled() or result.exception() is not None:
-            error = asyncio.CancelledError() if result.cancelled() else result.exception()
+        error = asyncio.CancelledError() if result.cancelled() else result.exception()
+        if error is not None:
             self._retry(target, payload, headers, done, error)
         else:
             self._stored(done, truncated)
 
-    def _retry(self, target: Any, payload: bytes, headers: Dict[str, bytes],
+    def _retry(self, target: ChannelT, payload: bytes, headers: Dict[str, bytes],
                done: "asyncio.Future[None]", error: BaseException) -> None:
         if target.stopping:
             self._give_up(done, error)
@@ -211,7 +212,7 @@ class DeadLetterWriter:
         self._retries.add(task)
         task.add_done_callback(self._retries.discard)
 
-    async def _write_until_stored(self, target: Any, payload: bytes,
+    async def _write_until_stored(self, target: ChannelT, payload: bytes,
                                   headers: Dict[str, bytes],
                                   done: "asyncio.Future[None]") -> None:
         def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
@@ -236,7 +237,7 @@ class DeadLetterWriter:
         else:
             self._stored(done, truncated)
 
-    async def _send_fitting(self, target: Any, payload: bytes,
+    async def _send_fitting(self, target: ChannelT, payload: bytes,
                             headers: Dict[str, bytes]) -> bool:
         """Write and wait for delivery, cutting the message down while the
         broker refuses it as too large; True when it had to be cut."""

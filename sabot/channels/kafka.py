@@ -24,8 +24,8 @@ import logging
 import ssl
 import time
 from collections import deque
-from typing import (Any, AsyncIterator, Awaitable, Callable, Dict, Iterable, Iterator, List,
-                    Mapping, Optional)
+from typing import (Any, AsyncGenerator, Awaitable, Callable, Dict, Iterable, Iterator, List,
+                    Mapping, Optional, Sequence, Union, overload)
 
 from aiokafka import (AIOKafkaConsumer, AIOKafkaProducer,
                       ConsumerRebalanceListener, TopicPartition)
@@ -36,6 +36,8 @@ from aiokafka.errors import (KafkaConnectionError, KafkaError, MessageSizeTooLar
 from ..exceptions import (BrokerUnavailable, ChannelClosed, ConfigurationError,
                           TransportError)
 from ..retry import RetryPolicy
+from ..settings import Settings
+from ..types import AppT, ChannelT, Headers
 from .inflight import Delivery, InFlight
 from .transport import Transport
 from .transport_channel import Fetched, TransportChannel
@@ -58,8 +60,9 @@ class KafkaTopic(TransportChannel):
     """
 
     transport_name = "kafka"
+    transport: KafkaTransport
 
-    def __init__(self, app: Any = None, name: Optional[str] = None, *,
+    def __init__(self, app: Optional[AppT] = None, name: Optional[str] = None, *,
                  partitions: Optional[int] = None, **kwargs: Any) -> None:
         if partitions is not None and (not isinstance(partitions, int) or partitions < 1):
             raise ConfigurationError(f"topic {name!r}: partitions must be a positive int")
@@ -67,7 +70,7 @@ class KafkaTopic(TransportChannel):
         super().__init__(app, name, partitions=partitions, **kwargs)
 
     async def send(self, key: Any = None, value: Any = None,
-                   headers: Optional[Mapping[str, bytes]] = None, *,
+                   headers: Optional[Headers] = None, *,
                    partition: Optional[int] = None,
                    timestamp_ms: Optional[int] = None) -> "asyncio.Future[Any]":
         """Write one value; returns its delivery future (awaiting it gives the metadata).
@@ -77,18 +80,18 @@ class KafkaTopic(TransportChannel):
         """
         transport = self.transport
         producer = transport.producer
-        if producer is None or headers or self.schema is not None or transport.pending is not None:
-            return await super().send(key, value, headers, partition=partition,
-                                      timestamp_ms=timestamp_ms)
-        # The common case straight to aiokafka: per message this path costs
-        # about a tenth of what the producer itself does.
         if key is not None:
             key = self.encode_key(key)
+        if producer is None or headers or self.schema is not None or transport.pending is not None:
+            return await self.produce(key, self.encode_value(value), headers,
+                                      partition=partition, timestamp_ms=timestamp_ms)
+        # The common case straight to aiokafka: per message this path costs
+        # about a tenth of what the producer itself does.
         return await producer.send(self.name, self.codec.encode(value), key,
                                    partition, timestamp_ms)
 
     def produce(self, key: Optional[bytes], value: bytes,
-                headers: Optional[Mapping[str, bytes]], *,
+                headers: Optional[Headers], *,
                 partition: Optional[int] = None,
                 timestamp_ms: Optional[int] = None) -> Awaitable[Any]:
         """Hand one message to the producer; awaiting gives its delivery future.
@@ -96,15 +99,15 @@ class KafkaTopic(TransportChannel):
         A plain function returning aiokafka's own coroutine: one coroutine
         frame less per message on the hottest producing path.
         """
+        pairs: Optional[List[Any]] = None
         if headers:  # aiokafka wants [(name, bytes)]; accept that shape too
-            headers = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+            pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
         transport = self.transport
         producer = transport.producer
         if producer is None or transport.pending is not None:
-            return transport.send_tracked(self.name, value, key, partition, timestamp_ms,
-                                          headers or None)
+            return transport.send_tracked(self.name, value, key, partition, timestamp_ms, pairs)
         return producer.send(self.name, value, key=key, partition=partition,
-                             timestamp_ms=timestamp_ms, headers=headers or None)
+                             timestamp_ms=timestamp_ms, headers=pairs)
 
     async def flush(self) -> None:
         """Wait until every message sent so far is acknowledged by the broker."""
@@ -120,7 +123,7 @@ class KafkaTopic(TransportChannel):
             await self.transport.declare_topic(self.name, self.partitions)
 
     @property
-    def max_message_bytes(self) -> Optional[int]:  # type: ignore[override]
+    def max_message_bytes(self) -> Optional[int]:
         """The producer's ``producer_max_request_size``: no message may be larger."""
         return self.app.conf.producer_max_request_size if self.app is not None else 1024 * 1024
 
@@ -135,7 +138,7 @@ class KafkaTopic(TransportChannel):
                 "sabot-offset": str(offset).encode()}
 
 
-class _RecordView:
+class _RecordView(Sequence[Any]):
     """One field of every fetched record, computed when it is read.
 
     A fetch holds thousands of records; building their keys, headers,
@@ -151,7 +154,14 @@ class _RecordView:
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> Any:
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+    @overload
+    def __getitem__(self, i: slice) -> List[Any]: ...
+
+    def __getitem__(self, i: Union[int, slice]) -> Any:
+        if isinstance(i, slice):
+            return list(map(self.field, self.records[i]))
         return self.field(self.records[i])
 
     def __iter__(self) -> Iterator[Any]:
@@ -335,7 +345,7 @@ class KafkaTransport(Transport):
     #: the transport's own one-line error says it all.
     quiet_loggers = ("aiokafka",)
 
-    def __init__(self, app: Any, url: str) -> None:
+    def __init__(self, app: AppT, url: str) -> None:
         super().__init__(app, url)
         self.servers = bootstrap_servers(url)
         self.producer: Optional[AIOKafkaProducer] = None
@@ -375,7 +385,7 @@ class KafkaTransport(Transport):
         return repr(self)
 
     @property
-    def conf(self) -> Any:
+    def conf(self) -> Settings:
         return self.app.conf
 
     def create_channel(self, name: str, **options: Any) -> KafkaTopic:
@@ -541,8 +551,10 @@ class KafkaTransport(Transport):
             **self._client_options())
         self.consumer = await self._start_client(consumer, "consumer")
 
-    def subscribe_channel(self, channel: KafkaTopic) -> None:
+    def subscribe_channel(self, channel: ChannelT) -> None:
         """Fetch ``channel``'s topic from now on (called when it gets a subscriber)."""
+        if not isinstance(channel, KafkaTopic):
+            raise TypeError(f"{self!r} fetches its own topics, not {channel!r}")
         if channel.name not in self._wanted:
             self._wanted[channel.name] = channel
             if self.consumer is not None and self._fetching:
@@ -613,6 +625,8 @@ class KafkaTransport(Transport):
     # -- fetching --------------------------------------------------------------
     async def _fetch_loop(self) -> None:
         consumer = self.consumer
+        if consumer is None:  # stopped before the loop ran
+            return
         while self._fetching:
             if not self._subscribed:
                 self._wake_fetch.clear()
@@ -645,7 +659,8 @@ class KafkaTransport(Transport):
                 self._delivering = False
 
     async def _deliver(self, tp: TopicPartition, records: List[Any]) -> None:
-        channel = self._wanted.get(tp.topic) or self.topics[tp.topic]
+        # The consumer subscribes to exactly the topics wanted (never fewer).
+        channel = self._wanted[tp.topic]
         offsets = self._offsets.get(tp)
         if offsets is None:
             offsets = self._offsets[tp] = _PartitionOffsets()
@@ -735,7 +750,8 @@ class KafkaTransport(Transport):
             out[tp.topic] = out.get(tp.topic, 0) + max(0, high - await consumer.position(tp))
         return out
 
-    async def tail(self, channel: Any, *, from_beginning: bool = False) -> AsyncIterator[bytes]:
+    async def tail(self, channel: ChannelT, *,
+                   from_beginning: bool = False) -> AsyncGenerator[bytes, None]:
         """``channel``'s messages as they arrive, from a consumer in no group."""
         consumer = AIOKafkaConsumer(
             channel.name, group_id=None, enable_auto_commit=False,
@@ -763,10 +779,13 @@ def _topic_errors(response: Any) -> List[tuple]:
     return out
 
 
-async def _close_quietly(client: Any) -> None:
+async def _close_quietly(
+        client: Union[AIOKafkaProducer, AIOKafkaConsumer, AIOKafkaAdminClient]) -> None:
     try:
-        close = getattr(client, "stop", None) or getattr(client, "close")
-        await close()
+        if isinstance(client, AIOKafkaAdminClient):
+            await client.close()
+        else:
+            await client.stop()
     except Exception as exc:  # closing a half-started client: nothing to save
         logger.debug("closing %s: %r", type(client).__name__, exc)
 

@@ -1,6 +1,8 @@
 """The in-memory transport: ``memory://``, channels that never leave the process."""
 from __future__ import annotations
 
+from typing import Any
+
 from .channel import Channel
 from .transport import Transport
 
@@ -20,7 +22,7 @@ class MemoryTransport(Transport):
     channel_class = MemoryChannel
     external = False
 
-    def create_channel(self, name, **options):
+    def create_channel(self, name: str, **options: Any) -> MemoryChannel:
         # Serializer options mean nothing in memory; accept them so an app
         # written for Kafka runs unchanged on memory:// (tests, demos).
         for option in ("key_serializer", "value_serializer", "partitions", "maxlen", "group"):

@@ -36,7 +36,7 @@ import logging
 import math
 import os
 import socket
-from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Set
+from typing import Any, AsyncGenerator, Callable, Dict, List, Optional, Sequence, Set
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
@@ -44,8 +44,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis import exceptions as rexc
 
+_pack_command: Optional[Callable[[Sequence[Any]], bytes]]
 try:  # hiredis packs commands in C; redis-py's asyncio client packs in Python
-    from hiredis import pack_command as _pack_command
+    # hiredis's stub types the command as a 1-tuple (Tuple[X]); it takes any tuple.
+    from hiredis import pack_command as _pack_command  # type: ignore[assignment]
 except ImportError:  # pragma: no cover - hiredis is a dependency where it installs
     _pack_command = None
 
@@ -53,6 +55,7 @@ from ..exceptions import (AuthenticationError, BrokerUnavailable,
                           ConfigurationError, TransportError)
 from ..retry import RetryPolicy
 from ..settings import redact_url
+from ..types import AppT, ChannelT, Headers
 from .inflight import Delivery, InFlight
 from .transport import Transport
 from .dead_letters import when_stored
@@ -113,7 +116,7 @@ class RedisTransport(Transport):
 
     scheme = "redis"
 
-    def __init__(self, app: Any, url: Optional[str] = None) -> None:
+    def __init__(self, app: AppT, url: Optional[str] = None) -> None:
         url = url or app.conf.redis_url
         try:
             parts = urlsplit(url)
@@ -278,8 +281,10 @@ class RedisTransport(Transport):
         options.pop("partitions", None)  # a Kafka notion; accepted so apps port unchanged
         return RedisStreamChannel(self.app, name, transport=self, **options)
 
-    def subscribe_channel(self, channel: "RedisStreamChannel") -> None:
+    def subscribe_channel(self, channel: ChannelT) -> None:
         """``channel`` has a local subscriber: read its stream (now, or at start)."""
+        if not isinstance(channel, RedisStreamChannel):
+            raise TypeError(f"{self!r} reads its own streams, not {channel!r}")
         root = channel.root
         reader = self._readers.get(root.name)
         if reader is None:
@@ -341,13 +346,17 @@ class RedisTransport(Transport):
                     out[name] = int(group["lag"])
         return out
 
-    async def tail(self, channel: Any, *, from_beginning: bool = False) -> AsyncIterator[bytes]:
+    async def tail(self, channel: ChannelT, *,
+                   from_beginning: bool = False) -> AsyncGenerator[bytes, None]:
         """``channel``'s entries as they arrive, with plain ``XREAD`` (no group)."""
         await self.check_connection()
         last: Any = "0" if from_beginning else "$"
         while True:
             try:
-                reply = await self.client.xread({channel.name: last}, count=1000, block=1000)
+                # redis-py types the reply of every RESP version; this client
+                # speaks RESP2: [[stream, [(entry_id, {field: data}), ...]], ...].
+                reply: Any = await self.client.xread({channel.name: last}, count=1000,
+                                                     block=1000)
             except rexc.RedisError as exc:
                 raise self.translate_error(exc) from None
             for _stream, entries in reply or []:
@@ -373,8 +382,9 @@ class RedisStreamChannel(TransportChannel):
     """
 
     transport_name = "redis"
+    transport: RedisTransport
 
-    def __init__(self, app: Any = None, name: Optional[str] = None, *,
+    def __init__(self, app: Optional[AppT] = None, name: Optional[str] = None, *,
                  maxlen: Optional[int] = None, group: Optional[str] = None,
                  **kwargs: Any) -> None:
         if maxlen is not None and (not isinstance(maxlen, int) or isinstance(maxlen, bool)
@@ -386,7 +396,7 @@ class RedisStreamChannel(TransportChannel):
 
     # -- producing -------------------------------------------------------------
     async def produce(self, key: Optional[bytes], value: bytes,
-                      headers: Optional[Dict[str, bytes]], **options: Any) -> Any:
+                      headers: Optional[Headers]) -> "asyncio.Future[str]":
         """Queue one XADD; the returned future resolves to the entry id (``str``)."""
         args: List[Any] = [VALUE_FIELD, value]
         if key is not None:
@@ -402,8 +412,7 @@ class RedisStreamChannel(TransportChannel):
     async def flush(self) -> None:
         """Wait until every value sent so far is stored in Redis."""
         await super().flush()
-        if self.transport is not None:
-            await self.transport.producer.flush()
+        await self.transport.producer.flush()
 
     # -- consuming -------------------------------------------------------------
     def position_headers(self, position: Any) -> Dict[str, bytes]:
@@ -582,9 +591,9 @@ class _StreamReader:
             self._have_subscribers.set()
 
     def _read_loop_ended(self, task: "asyncio.Future[None]") -> None:
-        if task.cancelled() or task.exception() is None:
+        exc = None if task.cancelled() else task.exception()
+        if exc is None:
             return
-        exc = task.exception()
         logger.error("redis reader of %r stopped: %s", self.stream, exc)
         app = self.transport.app
         if app is not None:
@@ -737,7 +746,8 @@ class _StreamReader:
         caller skips them too. Nothing runs between this return and the
         parse, so no XACK can slip in after the collection ends.
         """
-        self._acked_meanwhile = acked = set()
+        acked: Set[bytes] = set()
+        self._acked_meanwhile = acked
         try:
             reply = await self.transport.client.execute_command(*command)
         finally:

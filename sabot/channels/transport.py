@@ -16,13 +16,14 @@ import asyncio
 import contextlib
 import importlib
 import logging
-from typing import Any, AsyncIterator, Dict, Iterator, Optional, Tuple
+from typing import Any, AsyncGenerator, Dict, Iterator, Optional, Tuple, Type
 from urllib.parse import urlsplit
 
 from mode import Service
 
 from ..exceptions import ConfigurationError, TailUnsupported
 from ..settings import redact_url
+from ..types import AppT, ChannelT
 from .channel import Channel
 
 __all__ = ["Transport", "TRANSPORTS", "scheme_of", "transport_class", "create_transport"]
@@ -53,7 +54,7 @@ def scheme_of(url: str) -> str:
     return scheme
 
 
-def transport_class(url: str) -> type:
+def transport_class(url: str) -> Type[Transport]:
     """The Transport class for ``url`` (``kafka://...`` -> ``KafkaTransport``)."""
     module_name, _, attr = TRANSPORTS[scheme_of(url)].partition(":")
     try:
@@ -63,7 +64,7 @@ def transport_class(url: str) -> type:
     return getattr(module, attr)
 
 
-def create_transport(app: Any, url: str) -> "Transport":
+def create_transport(app: AppT, url: str) -> Transport:
     """A new Transport service for ``app`` talking to ``url``."""
     return transport_class(url)(app, url)
 
@@ -78,7 +79,7 @@ class Transport(Service):
     """
 
     scheme = "memory"
-    channel_class: type = Channel
+    channel_class: Type[Channel] = Channel
     #: True when values leave the process (a broker), shown in the banner.
     external = True
     #: Loggers of the client library that this transport's own errors stand
@@ -89,7 +90,7 @@ class Transport(Service):
     logger = logger
     mundane_level = "debug"
 
-    def __init__(self, app: Any, url: str) -> None:
+    def __init__(self, app: AppT, url: str) -> None:
         self.app = app
         self.url = url
         self.topics: Dict[str, Channel] = {}
@@ -110,6 +111,12 @@ class Transport(Service):
         """Build the channel for ``name``; transports pass their own options."""
         return self.channel_class(self.app, name, **options)
 
+    def subscribe_channel(self, channel: ChannelT) -> None:
+        """``channel`` got a local subscriber: a broker's transport starts fetching it.
+
+        In memory there is nothing to fetch.
+        """
+
     async def stop_fetching(self, timeout: float) -> None:
         """Stop reading new batches and commit what is finished (graceful stop)."""
 
@@ -127,7 +134,8 @@ class Transport(Service):
         """Messages per topic not yet read by this app's consumer (``{}`` if unknown)."""
         return {}
 
-    def tail(self, channel: Channel, *, from_beginning: bool = False) -> AsyncIterator[bytes]:
+    def tail(self, channel: ChannelT, *,
+             from_beginning: bool = False) -> AsyncGenerator[bytes, None]:
         """The raw payloads of ``channel`` as they arrive, read outside the app's group.
 
         Joins no consumer group and commits nothing, so running workers are

@@ -16,21 +16,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import (Any, AsyncIterator, Callable, Dict, List, NamedTuple, Optional, Sequence,
-                    Union)
+from typing import (Any, AsyncGenerator, Awaitable, Callable, Dict, List, NamedTuple, Optional,
+                    Sequence, Tuple, Union)
 
 import pyarrow as pa
 
 from .._fastpath import Batch
-from ..codecs import Codec, decode_many, get_codec
+from ..codecs import decode_many, get_codec
 from ..exceptions import DecodeError
 from ..schema import check_batch, rows_to_batch
+from ..types import AppT, ChannelT, CodecT, Headers, TransportT
 from .channel import Channel
 from .dead_letters import when_stored
 
 __all__ = ["Fetched", "TransportChannel", "Countdown"]
 
 logger = logging.getLogger("sabot.channels")
+
+#: ``(index in the fetch, the error)`` for each message that failed to decode.
+_Failures = List[Tuple[int, DecodeError]]
 
 class Fetched(NamedTuple):
     """Raw messages fetched together from one partition (or stream).
@@ -44,9 +48,9 @@ class Fetched(NamedTuple):
 
     payloads: List[bytes]
     positions: Sequence[Any]
-    keys: Optional[List[Any]] = None
-    headers: Optional[List[Optional[Dict[str, bytes]]]] = None
-    timestamps: Optional[List[float]] = None
+    keys: Optional[Sequence[Any]] = None
+    headers: Optional[Sequence[Optional[Headers]]] = None
+    timestamps: Optional[Sequence[float]] = None
     timestamp: Optional[float] = None
 
 
@@ -73,16 +77,18 @@ class TransportChannel(Channel):
     Subclasses implement ``produce`` (write one encoded message, return its
     delivery future), ``flush`` (wait for every write), ``position_headers``
     (a failed value's position as dead-letter headers), and may override
-    ``maybe_declare``. ``transport`` is the service that owns the clients; it
-    must offer ``topic(name, **options)`` and ``subscribe_channel(channel)``.
+    ``maybe_declare``. ``transport`` is the service that owns the clients
+    (``TransportT``: ``topic(name, **options)``, ``subscribe_channel(channel)``,
+    ``tail``, ``stopping``); it made the channel and passes itself.
     """
 
     transport_name = "transport"
+    codec: CodecT
 
-    def __init__(self, app: Any = None, name: Optional[str] = None, *,
-                 transport: Any = None,
-                 key_serializer: Union[None, str, Codec] = None,
-                 value_serializer: Union[str, Codec] = "json",
+    def __init__(self, app: Optional[AppT] = None, name: Optional[str] = None, *,
+                 transport: TransportT,
+                 key_serializer: Union[None, str, CodecT] = None,
+                 value_serializer: Union[str, CodecT] = "json",
                  **kwargs: Any) -> None:
         self.transport = transport
         self.codec = get_codec(value_serializer)
@@ -95,12 +101,12 @@ class TransportChannel(Channel):
         return f"<{type(self).__name__} {self.name!r} codec={self.codec.name}{schema}>"
 
     # -- producing -----------------------------------------------------------
-    async def produce(self, key: Optional[bytes], value: bytes,
-                      headers: Optional[Dict[str, bytes]], **options: Any) -> Any:
+    def produce(self, key: Optional[bytes], value: bytes,
+                headers: Optional[Headers]) -> Awaitable[Any]:
         """Write one encoded message; awaiting it gives the delivery future.
 
-        May also be a plain function that returns an awaitable (Kafka does,
-        to save a coroutine frame per message).
+        A coroutine function (Redis) or a plain function that returns an
+        awaitable (Kafka, to save a coroutine frame per message).
         """
         raise NotImplementedError
 
@@ -119,11 +125,11 @@ class TransportChannel(Channel):
 
     def encode_value(self, value: Any) -> bytes:
         """The value as bytes with the channel's codec, checked against its schema."""
-        if self.schema is not None:  # SchemaError names the field
-            if isinstance(value, pa.RecordBatch):
-                check_batch(self.schema, value)
-            else:
-                self._checker.check(value)
+        schema, checker = self.schema, self._checker  # both set, or neither
+        if schema is not None and isinstance(value, pa.RecordBatch):
+            check_batch(schema, value)  # SchemaError names the field
+        elif checker is not None:
+            checker.check(value)
         return self.codec.encode(value)
 
     async def send_from(self, value: Any, sources: Sequence[Any] = ()) -> Any:
@@ -133,7 +139,7 @@ class TransportChannel(Channel):
         return await self.send(value=value)
 
     async def send(self, key: Any = None, value: Any = None,
-                   headers: Optional[Dict[str, bytes]] = None, **options: Any) -> Any:
+                   headers: Optional[Headers] = None) -> Any:
         """Write one value; returns its delivery future (awaiting it gives the metadata).
 
         Does not wait for delivery: the client batches writes. Await the
@@ -142,9 +148,9 @@ class TransportChannel(Channel):
         if key is not None:
             key = self.encode_key(key)
         if self.schema is not None:
-            return await self.produce(key, self.encode_value(value), headers, **options)
+            return await self.produce(key, self.encode_value(value), headers)
         # No schema to check: skip a call on the hottest producing path.
-        return await self.produce(key, self.codec.encode(value), headers, **options)
+        return await self.produce(key, self.codec.encode(value), headers)
 
     async def send_batch(self, batch: Union[Sequence[Any], pa.RecordBatch, pa.Table]) -> Any:
         """One message per RecordBatch under a batch codec (``arrow``), else one per row.
@@ -162,21 +168,20 @@ class TransportChannel(Channel):
                 batch = (rows_to_batch(self.schema, rows) if self.schema is not None
                          else pa.RecordBatch.from_pylist(rows))
             return await self.send(value=batch)
-        rows = batch.to_pylist() if isinstance(batch, pa.RecordBatch) else batch
+        values = batch.to_pylist() if isinstance(batch, pa.RecordBatch) else batch
         send = self.send
-        return _all_of([await send(value=value) for value in rows])
+        return _all_of([await send(value=value) for value in values])
 
     # -- consuming -----------------------------------------------------------
-    def tail(self, *, from_beginning: bool = False) -> AsyncIterator[Any]:
+    def tail(self, *, from_beginning: bool = False) -> AsyncGenerator[Any, None]:
         """This channel's raw payloads, read by the transport outside the app's group."""
         return self.transport.tail(self, from_beginning=from_beginning)
 
     def on_subscribed(self) -> None:
         """A local subscriber appeared: tell the transport to fetch this channel."""
-        if self.transport is not None:
-            self.transport.subscribe_channel(self)
+        self.transport.subscribe_channel(self)
 
-    async def deliver(self, fetched: Fetched, on_done: Callable[[], None]) -> List[Any]:
+    async def deliver(self, fetched: Fetched, on_done: Callable[[], None]) -> List[Batch]:
         """Decode a fetch, publish the good values, dead-letter the bad ones.
 
         ``on_done()`` is called once, when every published batch is done and
@@ -204,12 +209,12 @@ class TransportChannel(Channel):
             await self.publish(batch)
         return batches
 
-    def _decode_keys(self, fetched: Fetched) -> tuple:
+    def _decode_keys(self, fetched: Fetched) -> Tuple[Optional[Sequence[Any]], _Failures]:
         codec = self.key_codec
         if codec is None or fetched.keys is None or codec.name == "raw":
             return fetched.keys, []
         keys: List[Any] = []
-        failures: List[tuple] = []
+        failures: _Failures = []
         for i, raw in enumerate(fetched.keys):
             if raw is None:
                 keys.append(None)
@@ -221,8 +226,8 @@ class TransportChannel(Channel):
                 failures.append((i, DecodeError(f"key: {exc}", codec=codec.name, payload=raw)))
         return keys, failures
 
-    def _build_batches(self, fetched: Fetched, keys: Optional[List[Any]], values: Any,
-                       failures: List[tuple]) -> List[Any]:
+    def _build_batches(self, fetched: Fetched, keys: Optional[Sequence[Any]], values: Any,
+                       failures: _Failures) -> List[Batch]:
         n = len(fetched.payloads)
         if failures:
             bad = {i for i, _ in failures}
@@ -243,8 +248,8 @@ class TransportChannel(Channel):
                       timestamp=fetched.timestamp, nbytes=nbytes)]
 
     @staticmethod
-    def _batch_per_message(fetched: Fetched, keys: Optional[List[Any]], values: List[Any],
-                           index: Optional[List[int]]) -> List[Any]:
+    def _batch_per_message(fetched: Fetched, keys: Optional[Sequence[Any]], values: List[Any],
+                           index: Optional[List[int]]) -> List[Batch]:
         # Each message is a RecordBatch of many rows; the envelope of the
         # message stands for each of its rows.
         out = []
@@ -263,7 +268,7 @@ class TransportChannel(Channel):
         return out
 
     # -- dead letters --------------------------------------------------------
-    def dead_letter_channel(self) -> Channel:
+    def dead_letter_channel(self) -> ChannelT:
         """``<name><dead_letter_suffix>`` on the same broker; bytes kept as they came."""
         if self._dead_letter is None:
             suffix = self.app.conf.dead_letter_suffix if self.app is not None else ".dlq"
@@ -276,8 +281,9 @@ class TransportChannel(Channel):
         if fetched.keys is not None and fetched.keys[index] is not None:
             key = fetched.keys[index]
             headers["sabot-key"] = key if isinstance(key, bytes) else str(key).encode()
-        if fetched.headers is not None and fetched.headers[index]:
-            for name, value in fetched.headers[index].items():
+        own = fetched.headers[index] if fetched.headers is not None else None
+        if own:
+            for name, value in own.items():
                 headers.setdefault(name, value)
         payload = fetched.payloads[index]
         written = await self.dead_letter(b"" if payload is None else payload,
@@ -298,14 +304,14 @@ class TransportChannel(Channel):
     carries_bytes = True
 
     async def send_encoded(self, key: Optional[bytes], value: bytes,
-                           headers: Optional[Dict[str, bytes]] = None) -> Any:
+                           headers: Optional[Headers] = None) -> Any:
         """Write bytes already encoded (dead letters): no codec, no schema check."""
         return await self.produce(key, value, headers)
 
     @property
     def stopping(self) -> bool:
         """True once the transport is stopping: it writes nothing more."""
-        return self.transport is not None and self.transport.stopping
+        return self.transport.stopping
 
 
 def _pick(values: Optional[Sequence[Any]], index: Optional[List[int]]) -> Any:
