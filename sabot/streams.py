@@ -15,9 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Any, AsyncIterator, Callable, List, Optional, Set
+from typing import (TYPE_CHECKING, Any, AsyncIterator, Callable, List, Optional, Set,
+                    Union)
 
 from .exceptions import ConfigurationError
+from .types import (AgentT, BatchT, ChannelT, CursorT, PipelineT, SinkT, SubscriberT)
+
+if TYPE_CHECKING:
+    from .value_dispatch import ValueDispatcher
 
 __all__ = ["Stream"]
 
@@ -32,29 +37,34 @@ _EMPTY = _Empty()
 class Stream:
     """One subscription to a channel, iterated by value, event or batch."""
 
-    def __init__(self, channel: Any, *, subscriber: Any = None,
-                 dispatcher: Any = None,
+    def __init__(self, channel: ChannelT, *, subscriber: Optional[SubscriberT] = None,
+                 dispatcher: Optional[ValueDispatcher] = None,
                  source: Optional[Callable[[], AsyncIterator[Any]]] = None,
-                 parent: Optional["Stream"] = None) -> None:
+                 parent: Optional[Stream] = None) -> None:
         self.channel = channel
         self._parent = parent
+        self._sub: SubscriberT
+        #: Set when several agent instances share the subscription's values
+        #: (sabot.value_dispatch): values and events come from it.
+        self._dispatcher: Optional[ValueDispatcher]
         if parent is not None:
             self._sub = parent._sub
             self._dispatcher = parent._dispatcher
         else:
             self._sub = subscriber if subscriber is not None else channel.subscribe()
-            # Set when several agent instances share the subscription's
-            # values (sabot.value_dispatch): values and events come from it.
             self._dispatcher = dispatcher
         self._source = source
-        self._values_it: Any = None
-        self._events_it: Any = None
-        self._batches_it: Any = None
-        self._active: Any = None
+        self._values_it: Optional[AsyncIterator[Any]] = None
+        # The values iterator of a root stream: it knows the item in hand.
+        self._values_cursor: Optional[CursorT] = None
+        self._events_it: Optional[CursorT] = None
+        self._batches_it: Optional[_PayloadIterator] = None
+        #: The cursor last iterated (values, events or batches), for acks.
+        self._active: Optional[CursorT] = None
         self._tasks: List["asyncio.Future[Any]"] = []
         # Set by take(): the chunk the agent holds and the batches behind it.
         self._chunk: Optional[List[Any]] = None
-        self._chunk_sources: List[Any] = []
+        self._chunk_sources: List[BatchT] = []
         self._pending_reads: Set["asyncio.Future[Any]"] = set()
 
     def __repr__(self) -> str:
@@ -62,19 +72,19 @@ class Stream:
         return f"<{kind}Stream of {self.channel!r}>"
 
     # -- iteration -------------------------------------------------------------
-    def __aiter__(self) -> Any:
+    def __aiter__(self) -> AsyncIterator[Any]:
         if self._values_it is None:
             if self._source is not None:
                 self._values_it = self._source()
-            elif self._dispatcher is not None:
-                self._values_it = self._dispatcher.values()
             else:
-                self._values_it = self._sub.values()
+                self._values_cursor = (self._dispatcher.values() if self._dispatcher is not None
+                                       else self._sub.values())
+                self._values_it = self._values_cursor
         if self._parent is None:
-            self._active = self._values_it
+            self._active = self._values_cursor
         return self._values_it
 
-    def events(self) -> Any:
+    def events(self) -> CursorT:
         """Iterate ``Event(key, value, headers, timestamp, position)``."""
         self._require_root("events")
         if self._events_it is None:
@@ -83,7 +93,7 @@ class Stream:
         self._active = self._events_it
         return self._events_it
 
-    def batches(self) -> Any:
+    def batches(self) -> AsyncIterator[Any]:
         """Iterate whole batches (``Batch``: ``.payload`` is a list or a RecordBatch)."""
         self._require_root("batches")
         if self._batches_it is None:
@@ -91,7 +101,7 @@ class Stream:
         self._active = self._batches_it.inner
         return self._batches_it
 
-    def raw_batches(self) -> Any:
+    def raw_batches(self) -> CursorT:
         """Iterate ``Batch`` objects with their envelope (keys, positions, ...)."""
         self._require_root("raw_batches")
         if self._batches_it is None:
@@ -112,7 +122,7 @@ class Stream:
         return stream
 
     @property
-    def current_batch(self) -> Any:
+    def current_batch(self) -> Optional[BatchT]:
         """The batch the last value came from (still held, not yet acknowledged)."""
         active = self._root_stream()._active
         return active.current_batch if active is not None else None
@@ -128,7 +138,8 @@ class Stream:
         return active.current_position() if active is not None else None
 
     @property
-    def subscriber(self) -> Any:
+    def subscriber(self) -> SubscriberT:
+        """The subscription this stream (and every stream derived from it) reads."""
         return self._sub
 
     # -- operators -------------------------------------------------------------
@@ -148,7 +159,7 @@ class Stream:
         """``(index, value)`` pairs, counting from ``start``."""
         return self._derive(lambda parent: _Enumerate(parent, start))
 
-    def echo(self, *channels: Any) -> "Stream":
+    def echo(self, *channels: SinkT) -> "Stream":
         """Send every value to each of ``channels`` too, then pass it on."""
         return self._derive(lambda parent: _Echo(parent, channels))
 
@@ -168,7 +179,7 @@ class Stream:
         return self._derive(lambda parent: _Take(parent, n, within))
 
     # -- what an agent needs to acknowledge or dead-letter the current item ----
-    def sources(self) -> List[Any]:
+    def sources(self) -> List[BatchT]:
         """Batches behind the item the agent holds (a ``take`` chunk spans several)."""
         root = self._root_stream()
         batch = self.current_batch
@@ -208,17 +219,17 @@ class Stream:
             return (None, -1)
         return (active.current_batch, active.current_index)
 
-    def through(self, target: Any) -> "Stream":
+    def through(self, target: Union[ChannelT, AgentT, PipelineT]) -> "Stream":
         """Forward values to a channel (or agent) and read that channel's stream.
 
-        Given a ``Pipeline`` (anything with ``run_batch``), runs it on every
-        batch instead and yields its results.
+        Given a ``Pipeline`` (``sabot.types.PipelineT``: ``run_batch``), runs
+        it on every batch instead and yields its results.
         """
-        run_batch = getattr(target, "run_batch", None)
-        if run_batch is not None:
+        if isinstance(target, PipelineT):
+            run_batch = target.run_batch
             return self._derive(lambda parent: _RunPerBatch(parent, run_batch))
-        channel = getattr(target, "channel", target)
-        out = channel.stream()
+        channel = target.channel if isinstance(target, AgentT) else target
+        out = Stream(channel)
         source = self
 
         async def forward() -> None:
@@ -390,7 +401,9 @@ class _Take:
 
     def __init__(self, parent: "Stream", n: int, within: Optional[float]) -> None:
         self._it = parent.__aiter__()
-        self._poll = getattr(self._it, "poll", None)
+        # Reading the subscription itself (not an operator): values already
+        # queued are taken without a task each.
+        self._poll = self._it.poll if isinstance(self._it, CursorT) else None
         self._root = parent._root_stream()
         self._n = n
         self._within = within

@@ -24,10 +24,12 @@ import asyncio
 from collections import deque
 from typing import Any, Deque, Dict, Hashable, Optional, Tuple
 
+from .types import BatchT, SubscriberT
+
 __all__ = ["ValueDispatcher", "DispatchedIterator"]
 
 #: A value waiting to be handed out: its batch and its index in the batch.
-Entry = Tuple[Any, int]
+Entry = Tuple[BatchT, int]
 
 
 def _order_key(key: Any) -> Optional[Hashable]:
@@ -44,13 +46,13 @@ def _order_key(key: Any) -> Optional[Hashable]:
 class ValueDispatcher:
     """Hands out the values of ``subscriber``'s batches, one at a time, per-key in order."""
 
-    def __init__(self, subscriber: Any) -> None:
+    def __init__(self, subscriber: SubscriberT) -> None:
         self._sub = subscriber
-        self._batch: Any = None
+        self._batch: Optional[BatchT] = None
         self._i = 0
         self._n = 0
         #: Values of a batch not yet finished (handed out or not): batch -> count.
-        self._left: Dict[Any, int] = {}
+        self._left: Dict[BatchT, int] = {}
         #: Keys whose value an instance holds.
         self._busy: Dict[Hashable, bool] = {}
         #: Values waiting for their key to be free, per key, in order.
@@ -61,7 +63,7 @@ class ValueDispatcher:
         self._data_waiter: Optional["asyncio.Future[None]"] = None
 
     @property
-    def subscriber(self) -> Any:
+    def subscriber(self) -> SubscriberT:
         """The subscription whose values are shared."""
         return self._sub
 
@@ -83,10 +85,10 @@ class ValueDispatcher:
         if self._ready:
             return self._ready.popleft()
         while True:
-            while self._i < self._n:
+            batch = self._batch  # set whenever _i < _n
+            while batch is not None and self._i < self._n:
                 i = self._i
                 self._i = i + 1
-                batch = self._batch
                 keys = batch.keys
                 if keys is None:
                     return batch, i
@@ -225,11 +227,12 @@ class DispatchedIterator:
             self._d.finish(entry)
 
     @property
-    def subscriber(self) -> Any:
+    def subscriber(self) -> SubscriberT:
+        """The subscription the dispatcher shares."""
         return self._d.subscriber
 
     @property
-    def current_batch(self) -> Any:
+    def current_batch(self) -> Optional[BatchT]:
         """The batch of the value held (released once all its values are finished)."""
         return self._entry[0] if self._entry is not None else None
 

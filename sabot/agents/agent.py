@@ -28,16 +28,22 @@ import logging
 import time
 import traceback
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, NamedTuple, Optional, Sequence
+from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, List, NamedTuple, Optional,
+                    Sequence)
 
 from mode import Service
 
 from ..exceptions import AgentError, ConfigurationError
 from ..retry import RetryPolicy
 from ..streams import Stream
+from ..types import AppT, BatchT, ChannelT, Headers, SubscriberT
 from ..value_dispatch import ValueDispatcher
-from .sinks import Sink, hold_until_done
+from .sinks import Sink, SinkTarget, hold_until_done
 from .testing import AgentTestContext
+
+if TYPE_CHECKING:
+    from ..bridge.metrics import BridgeMetrics
+    from .process import ProcessAgentRunner
 
 __all__ = ["Agent", "AgentFailure", "ON_ERROR", "EXECUTORS"]
 
@@ -57,7 +63,7 @@ class AgentFailure(NamedTuple):
     error: BaseException
     value: Any
     position: Any
-    sources: List[Any]
+    sources: List[BatchT]
 
 
 class Agent(Service):
@@ -69,9 +75,9 @@ class Agent(Service):
     logger = logger
     mundane_level = "debug"
 
-    def __init__(self, fun: Callable[[Stream], Any], *, app: Any, channel: Any,
+    def __init__(self, fun: Callable[[Stream], Any], *, app: Optional[AppT], channel: ChannelT,
                  name: Optional[str] = None, concurrency: int = 1,
-                 sink: Optional[Sequence[Any]] = None, executor: str = "native",
+                 sink: Optional[Sequence[SinkTarget]] = None, executor: str = "native",
                  on_error: str = "dead_letter") -> None:
         if not callable(fun):
             raise ConfigurationError(f"agent {fun!r} is not callable")
@@ -94,7 +100,7 @@ class Agent(Service):
         self.concurrency = concurrency
         self.executor = executor
         self.on_error = on_error
-        self.sinks: List[Any] = list(sink or [])
+        self.sinks: List[SinkTarget] = list(sink or [])
         self._sinks = [Sink(s) for s in self.sinks]
         self.crash_count = 0
         self._events_in = 0  # values finished by earlier runs (see events_in)
@@ -106,11 +112,11 @@ class Agent(Service):
         #: Level of the log line for a failure (a process agent's child logs
         #: quietly: its parent reports the failure).
         self.failure_log_level = logging.ERROR
-        self._subscriber: Any = None
+        self._subscriber: Optional[SubscriberT] = None
         self._dispatcher: Optional[ValueDispatcher] = None
         self._instances: List["asyncio.Task[Any]"] = []
         self._done = asyncio.Event()
-        self._process_runner: Any = None
+        self._process_runner: Optional[ProcessAgentRunner] = None
         self._latencies: Deque[float] = deque(maxlen=10_000)
         if executor == "process":
             from .process import check_importable
@@ -140,7 +146,7 @@ class Agent(Service):
 
     # -- feeding -------------------------------------------------------------
     async def send(self, key: Any = None, value: Any = None,
-                   headers: Optional[Dict[str, bytes]] = None) -> Any:
+                   headers: Optional[Headers] = None) -> Any:
         """Send a value to the agent's input channel."""
         return await self.channel.send(key=key, value=value, headers=headers)
 
@@ -148,29 +154,30 @@ class Agent(Service):
         """Send a list or a RecordBatch to the agent's input channel."""
         return await self.channel.send_batch(batch)
 
-    def add_sink(self, sink: Any) -> None:
+    def add_sink(self, sink: SinkTarget) -> None:
         """Forward what the agent yields to ``sink`` as well."""
         self.sinks.append(sink)
         self._sinks.append(Sink(sink))
 
     # -- counters --------------------------------------------------------------
     @property
-    def subscriber(self) -> Any:
+    def subscriber(self) -> Optional[SubscriberT]:
         """The agent's subscription to its channel while it runs (else None)."""
         return self._subscriber
 
-    def _values_released(self) -> int:
+    def _values_released(self, subscriber: SubscriberT) -> int:
         # The subscriber's position (values sent to it minus those it still
         # holds) advances once per released batch inside the fast path, so
         # counting costs nothing per value.
-        return self.channel.sent_count - self._subscriber.lag
+        return self.channel.sent_count - subscriber.lag
 
     @property
     def events_in(self) -> int:
         """Values the agent has finished with (every instance, every run)."""
-        if self._subscriber is None:
+        subscriber = self._subscriber
+        if subscriber is None:
             return self._events_in
-        return self._events_in + self._values_released() - self._in_start
+        return self._events_in + self._values_released(subscriber) - self._in_start
 
     @property
     def backlog(self) -> int:
@@ -178,7 +185,7 @@ class Agent(Service):
         return self._subscriber.lag if self._subscriber is not None else 0
 
     @property
-    def bridge_metrics(self) -> Any:
+    def bridge_metrics(self) -> Optional[BridgeMetrics]:
         """The ``BridgeMetrics`` of a running process agent, else ``None``."""
         runner = self._process_runner
         return runner.metrics if runner is not None else None
@@ -186,22 +193,22 @@ class Agent(Service):
     # -- running ---------------------------------------------------------------
     async def on_start(self) -> None:
         self._done.clear()
-        self._subscriber = self.channel.subscribe()
-        self._subscriber.observer = self._observe_batch
-        self._in_start = self._values_released()
+        subscriber = self._subscriber = self.channel.subscribe()
+        subscriber.observer = self._observe_batch
+        self._in_start = self._values_released(subscriber)
         if self.concurrency > 1 and self.executor == "native":
             # The instances share the values of each batch (Faust's meaning).
-            self._dispatcher = ValueDispatcher(self._subscriber)
+            self._dispatcher = ValueDispatcher(subscriber)
         if self.executor == "process":
             from .process import ProcessAgentRunner
-            self._process_runner = ProcessAgentRunner(self)
-            await self._process_runner.start()
+            runner = self._process_runner = ProcessAgentRunner(self)
+            await runner.start()
         for i in range(self.concurrency):
             task = asyncio.ensure_future(self._run_instance(i))
             self._instances.append(task)
         asyncio.ensure_future(self._watch_instances(list(self._instances)))
 
-    def _observe_batch(self, batch: Any) -> None:
+    def _observe_batch(self, batch: BatchT) -> None:
         # Seconds from the batch reaching this agent's subscription to the
         # agent moving past it: queueing plus processing, once per batch.
         self._latencies.append(time.monotonic() - batch.published_at)
@@ -245,8 +252,9 @@ class Agent(Service):
         return RetryPolicy(max_attempts=None, initial_delay=backoff, max_delay=5.0, jitter=0)
 
     async def _run_instance(self, index: int) -> None:
-        if self._process_runner is not None:
-            await self._run_in_child(index)
+        runner, subscriber = self._process_runner, self._subscriber
+        if runner is not None and subscriber is not None:
+            await self._run_in_child(runner, subscriber, index)
             return
         stream = Stream(self.channel, subscriber=self._subscriber, dispatcher=self._dispatcher)
         policy = self._restart_policy()
@@ -271,7 +279,8 @@ class Agent(Service):
                 else:
                     idle = 0
 
-    async def _run_in_child(self, index: int) -> None:
+    async def _run_in_child(self, runner: ProcessAgentRunner, subscriber: SubscriberT,
+                            index: int) -> None:
         # The runner handles the agent's own failures; what reaches here is
         # the bridge failing (a child that cannot be replaced): report it and
         # try again (the runner resends the batches it held).
@@ -279,7 +288,7 @@ class Agent(Service):
         failures = 0
         while True:
             try:
-                await self._process_runner.run(self._subscriber, index)
+                await runner.run(subscriber, index)
                 return
             except asyncio.CancelledError:
                 raise
@@ -305,7 +314,7 @@ class Agent(Service):
             raise AgentError(f"agent {self.name} returned {type(result).__name__}, "
                              f"expected a coroutine or an async generator", agent=self.name)
 
-    async def forward(self, value: Any, sources: Sequence[Any] = ()) -> None:
+    async def forward(self, value: Any, sources: Sequence[BatchT] = ()) -> None:
         """Send one result to every sink, holding ``sources`` until it is durable."""
         self.events_out += 1
         held = list(sources)

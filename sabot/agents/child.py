@@ -93,8 +93,9 @@ class _Child:
         # News for the next answer.
         self.results: List[Any] = []
         self.failures: List[Dict[str, Any]] = []
-        self.done_ids: List[int] = []
-        self.ids: Dict[Any, int] = {}  # local batch -> the parent's id for it
+        #: The parent's ids of the batches finished (a frame without one: None).
+        self.done_ids: List[Optional[int]] = []
+        self.ids: Dict[Batch, Optional[int]] = {}  # local batch -> the parent's id for it
         self.starved = False
         self.changed = asyncio.Event()
         self._watch: Optional["asyncio.Future[None]"] = None
@@ -115,7 +116,7 @@ class _Child:
         self.starved = True
         self.changed.set()
 
-    def _batch_done(self, batch: Any) -> None:
+    def _batch_done(self, batch: Batch) -> None:
         req = self.ids.pop(batch, None)
         if req is not None:
             self.done_ids.append(req)
@@ -184,7 +185,9 @@ class _Child:
             self.send(pack_frame(error_header(exc)))
             return False
         self.agent = agent
-        agent.subscriber.on_wait = self._on_wait
+        subscriber = agent.subscriber
+        assert subscriber is not None, "a started agent has its subscription"
+        subscriber.on_wait = self._on_wait
         self._watch = asyncio.ensure_future(self._watch_end(agent))
         self.send(pack_frame({"op": "ready", "pid": os.getpid()}))
         return True
@@ -194,7 +197,7 @@ class _Child:
         await agent.join()
         self.changed.set()
 
-    def _read_batch(self, header: Dict[str, Any], body: Any) -> Any:
+    def _read_batch(self, header: Dict[str, Any], body: Any) -> Batch:
         reader = FrameReader(header, body, self.arena)
         payload = reader.value(header["payload"])
         envelope: Dict[str, Any] = {}
@@ -218,7 +221,7 @@ class _Child:
                 return
             header, body = frame
             op = header.get("op")
-            req = header.get("id")
+            req: Optional[int] = header.get("id")
             if op == "stop":
                 return
             if op == "poll":

@@ -38,6 +38,7 @@ from ..bridge.process import DEFAULT_SPIN_US, OutgoingFrame
 from ..exceptions import AgentError, ConfigurationError, RegistryError, WorkerProcessDied
 from ..nodes.registry import import_path
 from ..retry import RetryPolicy
+from ..types import BatchT, SubscriberT
 from .agent import Agent, AgentFailure
 from .child import child_main
 
@@ -107,7 +108,7 @@ class ProcessAgentRunner:
         self._starting: Optional["asyncio.Future[None]"] = None
         self._ids = itertools.count(1)
         #: Per child: the batches sent to it and not finished yet (id -> Batch).
-        self._held: Dict[int, Dict[int, Any]] = {}
+        self._held: Dict[int, Dict[int, BatchT]] = {}
 
     @property
     def concurrency(self) -> int:
@@ -199,7 +200,7 @@ class ProcessAgentRunner:
         return answer.values
 
     # -- an agent instance's conversation with its child --------------------------
-    async def run(self, subscriber: Any, slot: int) -> None:
+    async def run(self, subscriber: SubscriberT, slot: int) -> None:
         """Feed ``subscriber``'s batches to child ``slot`` until the input ends.
 
         Returns early if the agent stops on an error (``on_error="stop"``)
@@ -235,13 +236,16 @@ class ProcessAgentRunner:
         # The input ended: the child drains what it holds, then the agent ends.
         await self._converse(slot, held, subscriber, [], "end")
 
-    async def _converse(self, slot: int, held: Dict[int, Any], subscriber: Any,
+    async def _converse(self, slot: int, held: Dict[int, BatchT], subscriber: SubscriberT,
                         send: List[int], op: str = "") -> bool:
         """Send the batches ``send`` (or an ``op`` without data) to child
         ``slot`` and handle each answer; False when the instance must stop.
 
         A child that dies is replaced and everything it held is sent again.
         """
+        agent = self.agent
+        assert agent is not None, "a conversation needs the runner of an Agent"
+        poison_after = self.retry_policy.max_attempts  # None: never give up on a batch
         deaths = 0
         queue = list(send)
         while True:
@@ -260,12 +264,12 @@ class ProcessAgentRunner:
                     return True
             except WorkerProcessDied as exc:
                 deaths += 1
-                if deaths >= self.retry_policy.max_attempts and held:
+                if poison_after is not None and deaths >= poison_after and held:
                     # The oldest held batch kills every child it meets.
                     oldest = next(iter(held))
                     batch = held.pop(oldest)
                     failure = AgentFailure(exc, batch.payload, None, [batch])
-                    if not await self.agent.handle_failure(failure):
+                    if not await agent.handle_failure(failure):
                         return False
                     subscriber.done(batch)
                     deaths = 0
@@ -279,11 +283,13 @@ class ProcessAgentRunner:
             if not await self._handle(answer, held, subscriber):
                 return False
 
-    async def _handle(self, answer: _Answer, held: Dict[int, Any], subscriber: Any) -> bool:
+    async def _handle(self, answer: _Answer, held: Dict[int, BatchT],
+                      subscriber: SubscriberT) -> bool:
         agent = self.agent
         assert agent is not None
         for failure in answer.failures:
-            batch = held.get(failure.get("batch"))
+            req = failure.get("batch")
+            batch = held.get(req) if req is not None else None
             sources = [batch] if batch is not None else list(held.values())
             if not await agent.handle_failure(AgentFailure(
                     self._error(failure), failure.get("value"), failure.get("position"),

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
+
+from ..types import ChannelT, Headers
 
 if TYPE_CHECKING:
-    from .agent import Agent
+    from .agent import Agent, AgentFailure
 
 __all__ = ["AgentTestContext"]
 
@@ -18,11 +20,11 @@ class AgentTestContext:
     value in order. An exception raised by the agent is raised by ``put``.
     """
 
-    def __init__(self, agent: "Agent", *, channel: Any = None) -> None:
+    def __init__(self, agent: Agent, *, channel: Optional[ChannelT] = None) -> None:
         from ..channels.memory import MemoryChannel
         self.agent = agent
-        self.channel = channel or MemoryChannel(agent.app, f"{agent.name}.test",
-                                                schema=agent.channel.schema)
+        self.channel: ChannelT = channel or MemoryChannel(agent.app, f"{agent.name}.test",
+                                                          schema=agent.channel.schema)
         self.results: List[Any] = []
         self._current: List[Any] = []
         self._clone: Optional["Agent"] = None
@@ -46,7 +48,7 @@ class AgentTestContext:
         self.results.append(value)
         self._current.append(value)
 
-    def _on_failure(self, failure: Any) -> None:
+    def _on_failure(self, failure: AgentFailure) -> None:
         self._error = failure.error
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
@@ -57,7 +59,7 @@ class AgentTestContext:
         return self._clone.crash_count if self._clone is not None else 0
 
     async def put(self, value: Any = None, *, key: Any = None,
-                  headers: Optional[Dict[str, bytes]] = None) -> List[Any]:
+                  headers: Optional[Headers] = None) -> List[Any]:
         """Send ``value`` and wait until the agent is done with it."""
         return await self._feed([value], keys=[key], headers=[headers])
 
@@ -72,7 +74,11 @@ class AgentTestContext:
         self._current = []
         self._error = None
         batch = self.channel.make_batch(values, keys=keys, headers=headers)
-        batch.on_done = lambda b: done.done() or done.set_result(None)
+
+        def finished(_: Any) -> None:
+            if not done.done():
+                done.set_result(None)
+        batch.on_done = finished
         await self.channel.publish(batch)
         ended = asyncio.ensure_future(self._clone.join())
         try:
