@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from multiprocessing import shared_memory
+from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -44,12 +44,13 @@ def _untracked() -> Iterator[None]:
     # Attaching registers the name with the resource tracker, which the
     # owner's registration shares; unregistering ours would drop the
     # owner's too. A view is not ours to clean up: do not register it.
-    original = shared_memory.resource_tracker.register
-    shared_memory.resource_tracker.register = lambda name, rtype: None
+    # The module shared_memory calls resource_tracker.register through.
+    original = resource_tracker.register
+    resource_tracker.register = lambda name, rtype: None
     try:
         yield
     finally:
-        shared_memory.resource_tracker.register = original
+        resource_tracker.register = original
 
 
 def _attach(name: str) -> SharedMemory:

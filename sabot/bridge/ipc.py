@@ -32,6 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
 
+from .._fastpath import Batch
 from ..exceptions import ConversionError
 from .arena import ShmArena
 from .shm import discard_segment, map_segment, write_segment
@@ -52,7 +53,6 @@ _JSON_LIST_SCHEMA = pa.schema([(_JSON_LIST_FIELD, pa.large_string())])
 # argument builds a new encoder per call, which costs more than the message.
 _dumps = json.dumps
 _SCALARS = (str, int, float, bool, type(None))
-_PLAIN = (pa.RecordBatch, pa.Table, list, tuple, dict) + _SCALARS
 _SCHEMA_CACHE_SIZE = 64
 # Schemas repeat from batch to batch: serialize and parse each one once.
 _schema_bytes: Dict[int, Tuple[pa.Schema, Optional[pa.Buffer]]] = {}
@@ -247,7 +247,7 @@ class FrameWriter:
 
     def describe(self, value: Any) -> Dict[str, Any]:
         """Return the header description of ``value``, storing its data."""
-        if not isinstance(value, _PLAIN) and hasattr(value, "payload"):
+        if isinstance(value, Batch):
             value = value.payload  # a sabot Batch: its payload is the data
         kind, schema, data = _as_arrow(value)
         if kind == "json":
@@ -358,6 +358,8 @@ class FrameReader:
         whole = pa.py_buffer(body) if body is not None else None
         offset = 0
         for size in header.get("parts", ()):
+            if whole is None:
+                raise ConversionError("a bridge frame names data parts but has no body")
             self._parts.append(whole.slice(offset, size))
             offset += size
         #: Arrow bytes read out of this frame, for metrics.
@@ -375,6 +377,9 @@ class FrameReader:
             return untag(desc.get("v"))
         try:
             if desc.get("pool"):
+                if self.arena is None:
+                    raise ConversionError(f"cannot read {kind!r} data from the bridge: "
+                                          f"a pooled segment needs the connection's arena")
                 self._viewed.append(desc)
                 source = self.arena.view(desc["shm"], desc["n"])
                 self.mapped.append(source)
@@ -467,7 +472,8 @@ def convert(value: Any, inline_threshold: int = DEFAULT_INLINE_THRESHOLD
 
 
 #: A received frame: its header and its body bytes (None when empty).
-Frame = Tuple[Dict[str, Any], Optional[bytes]]
+#: ``(header, body)``: the body is a view of the received bytes (None: no data).
+Frame = Tuple[Dict[str, Any], Optional[memoryview]]
 
 
 class FrameDecoder:

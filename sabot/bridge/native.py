@@ -1,13 +1,14 @@
 """NativeBridge: nodes run in this process, on the event loop (seed 001)."""
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any, Dict, Mapping, Optional
 
 from ..exceptions import SabotError
 from ..nodes.node import node_error, run_node
 from ..nodes.registry import NodeRegistry
-from ..types import ExecutorBridgeT
+from ..types import ExecutorBridgeT, NodeExecutorT
 from .base import as_inputs, from_outputs
 from .metrics import BridgeMetrics
 
@@ -25,7 +26,7 @@ class NativeBridge(ExecutorBridgeT):
                  metrics: Optional[BridgeMetrics] = None) -> None:
         self.registry = registry
         self.metrics = metrics if metrics is not None else BridgeMetrics()
-        self._nodes: Dict[str, Any] = {}
+        self._nodes: Dict[str, NodeExecutorT] = {}
 
     @property
     def executor_type(self) -> str:
@@ -33,7 +34,7 @@ class NativeBridge(ExecutorBridgeT):
         return "native"
 
     async def initialize_node(self, node_id: str, node_type: str,
-                              params: Mapping[str, Any]) -> Any:
+                              params: Mapping[str, Any]) -> NodeExecutorT:
         """Build the node; returns it (its input and output keys are readable)."""
         if node_id not in self._nodes:
             try:
@@ -44,7 +45,7 @@ class NativeBridge(ExecutorBridgeT):
                 raise node_error(node_id, node_type, exc) from exc
         return self._nodes[node_id]
 
-    def node(self, node_id: str) -> Any:
+    def node(self, node_id: str) -> NodeExecutorT:
         """The node built for ``node_id`` (KeyError when not initialized)."""
         return self._nodes[node_id]
 
@@ -65,10 +66,11 @@ class NativeBridge(ExecutorBridgeT):
     async def cleanup_node(self, node_id: str) -> None:
         """Forget the node; a ``close()`` or ``cleanup()`` method of it is awaited."""
         node = self._nodes.pop(node_id, None)
+        # Optional hooks of a user's node (NodeExecutorT has neither), sync or async.
         closer = getattr(node, "cleanup", None) or getattr(node, "close", None)
         if closer is not None:
             result = closer()
-            if hasattr(result, "__await__"):
+            if inspect.isawaitable(result):
                 await result
 
     async def close(self) -> None:

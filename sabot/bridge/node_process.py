@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from ..nodes.node import run_node
+from ..types import NodeExecutorT
 from .arena import ShmArena
 from .child import error_header, prepare_worker_process
 from .framesock import FrameSocket
@@ -30,7 +31,7 @@ class _NodeWorker:
         self.sock = FrameSocket(sock)
         self.arena = ShmArena()
         self.spin = 0.0
-        self.node: Any = None
+        self.node: Optional[NodeExecutorT] = None
         self.node_id = ""
         self.node_type = ""
         self.inline_threshold = DEFAULT_INLINE_THRESHOLD
@@ -46,14 +47,14 @@ class _NodeWorker:
         self.spin = header.get("spin_us", 0) / 1e6
         try:
             factory = resolve_path(header["factory"])
-            self.node = build_node(factory, header.get("params") or {}, self.node_type)
+            node = self.node = build_node(factory, header.get("params") or {}, self.node_type)
         except Exception as exc:
             self.send(pack_frame(error_header(exc)))
             return
         self.send(pack_frame({
             "op": "ready", "pid": os.getpid(),
-            "input_keys": list(getattr(self.node, "input_keys", ()) or ()),
-            "output_keys": list(getattr(self.node, "output_keys", ()) or ()),
+            "input_keys": list(node.input_keys or ()),
+            "output_keys": list(node.output_keys or ()),
         }))
 
     async def execute(self, header: Dict[str, Any], body: Any) -> None:
@@ -62,6 +63,8 @@ class _NodeWorker:
         writer = FrameWriter(self.inline_threshold, self.arena)
         inputs = outputs = None
         try:
+            if self.node is None:
+                raise RuntimeError(f"node {self.node_id!r} was never built (its init failed)")
             inputs = {k: reader.value(d) for k, d in header["inputs"].items()}
             outputs = await run_node(self.node, inputs, header.get("params") or {})
             if not isinstance(outputs, dict):
@@ -76,7 +79,7 @@ class _NodeWorker:
             answer = error_header(exc, req_id)
         # Drop every hold on the input data before answering, so that the
         # answer can tell the parent its segments are free again.
-        inputs = outputs = reader = None
+        del inputs, outputs, reader
         self.send(writer.finish(answer))
 
     async def serve(self) -> None:

@@ -61,13 +61,16 @@ def _reap_all() -> None:
     # Registered after multiprocessing's own exit hook, so it runs first:
     # workers of a bridge nobody closed stop on their own (cleaning up)
     # instead of being terminated in the middle of it.
-    reapers = [r for r in _reapers if r.alive]
-    for reaper in reapers:
-        _, _, (process, sock), _ = reaper.peek()
+    pending = []
+    for reaper in list(_reapers):
+        held = reaper.peek()  # None once it ran or was detached
+        if held is not None:
+            _, _, (process, sock), _ = held
+            pending.append((reaper, process, sock))
+    for _, _, sock in pending:
         _hang_up(sock)
     deadline = time.monotonic() + 2.0
-    for reaper in reapers:
-        _, _, (process, sock), _ = reaper.peek()
+    for reaper, process, sock in pending:
         reaper.detach()
         _reap(process, sock, max(deadline - time.monotonic(), 0.0))
 
@@ -185,6 +188,8 @@ class WorkerProcess:
         self.arena = ShmArena()
         self._exit_watch: Optional[asyncio.Future] = None
         self._exit_waiters = 0
+        #: Ends the process if this object is dropped without stop() (set by start).
+        self._reaper: Optional[weakref.finalize] = None
 
     @property
     def pid(self) -> Optional[int]:
@@ -306,7 +311,7 @@ class WorkerProcess:
         self._clean_arena()
 
     def _forget_reaper(self) -> None:
-        reaper = getattr(self, "_reaper", None)
+        reaper = self._reaper
         if reaper is not None:
             reaper.detach()
             _reapers.discard(reaper)

@@ -5,16 +5,15 @@ import traceback
 from typing import Any, Mapping
 
 from ..exceptions import NodeExecutionError
+from ..types import NodeExecutorT
 
 __all__ = ["run_node", "node_error"]
 
 
-async def run_node(node: Any, inputs: Mapping[str, Any],
+async def run_node(node: NodeExecutorT, inputs: Mapping[str, Any],
                    params: Mapping[str, Any]) -> Any:
-    """Validate ``inputs`` (when the node can) and await ``node.execute``."""
-    validate = getattr(node, "validate_inputs", None)
-    if validate is not None:
-        validate(inputs)
+    """``node.validate_inputs(inputs)``, then await ``node.execute``."""
+    node.validate_inputs(inputs)
     return await node.execute(inputs, params)
 
 

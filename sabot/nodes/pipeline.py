@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from ..exceptions import PipelineError, RegistryError
-from ..types import ExecutorBridgeT
+from ..types import ExecutorBridgeT, NodeExecutorT
 from .events import EventBus, EventKind, ExecutionEvent
 from .node import node_error
 from .registry import NodeRegistry
@@ -90,10 +90,19 @@ class PipelineResult:
         return {n: self.outputs[n] for n in done}
 
 
-def _keys(info: Any, name: str) -> Tuple[str, ...]:
-    # A native bridge returns the node, a process bridge the worker's answer.
-    keys = info.get(name) if isinstance(info, Mapping) else getattr(info, name, ())
-    return tuple(keys or ())
+def _node_keys(info: Any) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """``(input_keys, output_keys)`` from what ``initialize_node`` returned.
+
+    A native bridge returns the node, a process bridge the worker's answer (a
+    mapping); another bridge's answer tells nothing (no check).
+    """
+    if isinstance(info, NodeExecutorT):
+        inputs, outputs = info.input_keys, info.output_keys
+    elif isinstance(info, Mapping):
+        inputs, outputs = info.get("input_keys") or (), info.get("output_keys") or ()
+    else:
+        inputs = outputs = ()
+    return tuple(inputs or ()), tuple(outputs or ())
 
 
 class Pipeline:
@@ -225,8 +234,7 @@ class Pipeline:
                 errors.append(f"{runtime}: {exc}")
                 continue
             spec.chosen_runtime = runtime
-            spec.input_keys = _keys(info, "input_keys")
-            spec.output_keys = _keys(info, "output_keys")
+            spec.input_keys, spec.output_keys = _node_keys(info)
             return
         raise PipelineError(f"node {spec.node_id!r} ({spec.node_type}) could not start "
                             f"on any runtime: {'; '.join(errors)}")

@@ -107,8 +107,8 @@ class NodeRegistry:
 
     def factory(self, node_type: str, runtime: str = "native") -> Callable[..., Any]:
         """The factory object for ``node_type`` in ``runtime`` (imported if a path)."""
-        entry = self._entry(node_type)
-        factory = entry.get(runtime) or entry.get("native") or entry.get("process")
+        entry = self._entry(node_type)  # at least one factory: register() says so
+        factory = entry.get(runtime) or entry.get("native") or entry["process"]
         return resolve_path(factory) if isinstance(factory, str) else factory
 
     def factory_path(self, node_type: str, runtime: str = "process") -> str:
@@ -124,10 +124,11 @@ class NodeRegistry:
 
 
 def build_node(factory: Callable[..., Any], params: Mapping[str, Any],
-               node_type: str) -> Any:
-    """Call ``factory(params)`` and check that the result can execute."""
+               node_type: str) -> NodeExecutorT:
+    """Call ``factory(params)`` and check that the result is a node (``NodeExecutorT``)."""
     node = factory(dict(params))
-    if not callable(getattr(node, "execute", None)):
+    if not isinstance(node, NodeExecutorT):
         raise RegistryError(
-            f"factory for node type {node_type!r} built {node!r}, which has no execute()")
+            f"factory for node type {node_type!r} built {node!r}, which is no node: "
+            f"no execute() of a sabot.types.NodeExecutorT")
     return node
