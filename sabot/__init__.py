@@ -3,9 +3,15 @@
 >>> import sabot
 >>> app = sabot.App("demo")
 """
+from typing import TYPE_CHECKING, Any
+
 from ._fastpath import fastpath_enabled
 from .exceptions import (ConfigurationError, SabotError, SchemaError,
                          ChannelClosed, DecodeError, AgentError)
+
+if TYPE_CHECKING:  # what __getattr__ below returns, for mypy
+    from .app import App
+    from .types import Event
 
 __version__ = "0.1.0"
 
@@ -14,7 +20,7 @@ __all__ = ["App", "fastpath_enabled", "SabotError", "ConfigurationError",
            "Event", "__version__"]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     # Imported lazily so that `import sabot` stays cheap for worker processes.
     if name == "App":
         from .app import App

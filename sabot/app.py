@@ -16,19 +16,55 @@ import contextlib
 import inspect
 import logging
 import sys
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+import types
+from typing import (Any, Callable, Dict, Generic, Iterator, List, Optional, Sequence, Tuple,
+                    TypeVar, Union, overload)
 
 from mode import Service
+from typing_extensions import Concatenate, ParamSpec
 
 from .agents import Agent
+from .agents.sinks import SinkTarget
 from .channels import (Channel, MemoryChannel, Transport, create_transport, scheme_of,
                        transport_class)
 from .exceptions import ConfigurationError
 from .settings import Settings, redact_url
+from .types import ChannelT
 
 __all__ = ["App"]
 
 logger = logging.getLogger("sabot.app")
+
+_S = TypeVar("_S")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class _AppDecorator(Generic[_S, _P, _R]):
+    """``app.task``/``app.timer``: Faust's decorators on an app, mode's on the class.
+
+    ``mode.Service`` has class-level ``task`` and ``timer`` decorators for
+    methods of a service class (``@Service.timer(1.0)``; mode's ``timer``
+    calls ``cls.task``). Faust's API has instance-level ones of the same
+    names for plain functions. Read from the class this gives mode's (an App
+    subclass is still a Service), read from an app it gives the app's.
+    """
+
+    __slots__ = ("_service", "_app")
+
+    def __init__(self, service: _S, app: Callable[Concatenate[App, _P], _R]) -> None:
+        self._service = service
+        self._app = app
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _S: ...
+    @overload
+    def __get__(self, obj: App, owner: type) -> Callable[_P, _R]: ...
+
+    def __get__(self, obj: Optional[App], owner: type) -> Any:
+        if obj is None:
+            return self._service
+        return types.MethodType(self._app, obj)
 
 
 class App(Service):
@@ -50,8 +86,9 @@ class App(Service):
         self.agents: Dict[str, Agent] = {}
         self.channels: List[Channel] = []
         self._transports: Dict[type, Transport] = {}
-        self._tasks: List[Callable[..., Any]] = []
-        self._timers: List[tuple] = []
+        # Not _tasks/_timers: mode.Service keeps its own @Service.task registry in _tasks.
+        self._app_tasks: List[Callable[..., Any]] = []
+        self._app_timers: List[Tuple[float, Callable[..., Any]]] = []
         self._futures_running: List["asyncio.Future[Any]"] = []
         self._stop_event: Optional[asyncio.Event] = None
         self.crash_reasons: List[BaseException] = []
@@ -121,7 +158,7 @@ class App(Service):
                 seen.setdefault(id(channel), channel)
         return list(seen.values())
 
-    def dead_letter_channel_for(self, channel: Channel, name: str) -> Channel:
+    def dead_letter_channel_for(self, channel: ChannelT, name: str) -> Channel:
         """The dead-letter channel of ``channel``: same transport, ``name``."""
         for transport in self._transports.values():
             if transport.topics.get(channel.name) is channel:
@@ -129,18 +166,20 @@ class App(Service):
         return self._transport_for("memory://").topic(name)
 
     # -- agents, tasks, timers ----------------------------------------------
-    def agent(self, channel: Any = None, *, name: Optional[str] = None,
-              concurrency: int = 1, sink: Optional[Sequence[Any]] = None,
-              executor: str = "native", on_error: str = "dead_letter") -> Callable[[Callable], Agent]:
+    def agent(self, channel: Union[None, str, Channel, Agent] = None, *,
+              name: Optional[str] = None, concurrency: int = 1,
+              sink: Optional[Sequence[SinkTarget]] = None, executor: str = "native",
+              on_error: str = "dead_letter") -> Callable[[Callable[..., Any]], Agent]:
         """Decorate an async function to run it over ``channel``.
 
         ``channel`` is a channel, a topic name, another agent (its input) or
         ``None`` for a new in-memory channel.
         """
-        def decorator(fun: Callable) -> Agent:
+        def decorator(fun: Callable[..., Any]) -> Agent:
             agent_name = name or f"{fun.__module__}.{fun.__qualname__}"
             if agent_name in self.agents:
                 raise ConfigurationError(f"agent {agent_name!r} is defined twice")
+            source: ChannelT
             if channel is None:
                 source = self.channel(name=f"{agent_name}-in")
             elif isinstance(channel, str):
@@ -160,26 +199,35 @@ class App(Service):
             return agent
         return decorator
 
-    def task(self, fun: Optional[Callable] = None) -> Any:
+    def _task(self, fun: Optional[Callable[..., Any]] = None) -> Any:
         """Run ``fun()`` (or ``fun(app)``) once the worker has started."""
-        def decorator(f: Callable) -> Callable:
+        def decorator(f: Callable[..., Any]) -> Callable[..., Any]:
             if not inspect.iscoroutinefunction(f):
                 raise ConfigurationError(f"task {f.__qualname__!r} must be an async function")
-            self._tasks.append(f)
+            self._app_tasks.append(f)
             return f
         return decorator(fun) if fun is not None else decorator
 
-    def timer(self, seconds: float) -> Callable[[Callable], Callable]:
+    def _timer(self, seconds: float) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Run the decorated async function every ``seconds`` while the worker runs."""
         if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds <= 0:
             raise ConfigurationError(f"timer interval must be a positive number, got {seconds!r}")
 
-        def decorator(f: Callable) -> Callable:
+        def decorator(f: Callable[..., Any]) -> Callable[..., Any]:
             if not inspect.iscoroutinefunction(f):
                 raise ConfigurationError(f"timer {f.__qualname__!r} must be an async function")
-            self._timers.append((float(seconds), f))
+            self._app_timers.append((float(seconds), f))
             return f
         return decorator
+
+    #: ``@app.task``: run the function once the worker has started (Faust's API).
+    task = _AppDecorator(Service.task, _task)
+    #: ``@app.timer(seconds)``: run the function every ``seconds`` (Faust's API).
+    #: mypy compares what an *instance* gets with mode's classmethod, which is
+    #: only ever used on a class (``@Service.timer`` in a class body, ``cls.task``
+    #: inside it) and which ``App.timer`` still is: typing cannot say
+    #: "class-only", so the app's own ``timer(seconds) -> decorator`` differs.
+    timer = _AppDecorator(Service.timer, _timer)  # type: ignore[assignment]
 
     # -- lifecycle -------------------------------------------------------------
     async def on_start(self) -> None:
@@ -190,12 +238,12 @@ class App(Service):
             await agent.maybe_start()
         for transport in list(self._transports.values()):
             await transport.maybe_start()
-        for fun in self._tasks:
+        for fun in self._app_tasks:
             self._futures_running.append(asyncio.ensure_future(self._run_task(fun)))
-        for seconds, fun in self._timers:
+        for seconds, fun in self._app_timers:
             self._futures_running.append(asyncio.ensure_future(self._run_timer(seconds, fun)))
 
-    async def _run_task(self, fun: Callable) -> None:
+    async def _run_task(self, fun: Callable[..., Any]) -> None:
         try:
             await (fun(self) if _takes_argument(fun) else fun())
         except asyncio.CancelledError:
@@ -204,7 +252,7 @@ class App(Service):
             logger.exception("task %s crashed: %r", fun.__qualname__, exc)
             self.report_crash(exc)
 
-    async def _run_timer(self, seconds: float, fun: Callable) -> None:
+    async def _run_timer(self, seconds: float, fun: Callable[..., Any]) -> None:
         while True:
             await asyncio.sleep(seconds)
             try:
@@ -257,7 +305,7 @@ class App(Service):
         main(argv if argv is not None else sys.argv[1:], app=self)
 
 
-def _takes_argument(fun: Callable) -> bool:
+def _takes_argument(fun: Callable[..., Any]) -> bool:
     try:
         return len(inspect.signature(fun).parameters) >= 1
     except (TypeError, ValueError):
