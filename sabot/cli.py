@@ -12,17 +12,17 @@ import importlib
 import json
 import os
 import sys
-from typing import Any, Awaitable, Callable, List, Optional
+from typing import Any, Awaitable, Callable, Dict, List, Optional
 
 import click
 
 from .exceptions import SabotError
-from .types import AppT
+from .types import AppT, ChannelT
 
 __all__ = ["cli", "main", "load_app"]
 
 
-def load_app(spec: str) -> Any:
+def load_app(spec: str) -> AppT:
     """Import ``module:attribute`` (or ``module``, attribute ``app``) and check it is an App."""
     if not spec:
         raise click.UsageError("no app given: use -A module:app (or set SABOT_APP)")
@@ -53,13 +53,13 @@ def load_app(spec: str) -> Any:
 
 
 class _State:
-    def __init__(self, app: Any = None, app_spec: Optional[str] = None,
+    def __init__(self, app: Optional[AppT] = None, app_spec: Optional[str] = None,
                  loglevel: str = "info") -> None:
         self.app = app
         self.app_spec = app_spec
         self.loglevel = loglevel
 
-    def get_app(self, spec: Optional[str]) -> Any:
+    def get_app(self, spec: Optional[str]) -> AppT:
         if spec:
             return load_app(spec)
         if self.app is not None:
@@ -210,9 +210,9 @@ def tail(state: _State, topic: str, app_spec: Optional[str], from_beginning: boo
         pass
 
 
-def find_channel(app: Any, name: str) -> Any:
+def find_channel(app: AppT, name: str) -> ChannelT:
     """The app's topic or channel called ``name`` (or its dead-letter channel)."""
-    known = {}
+    known: Dict[str, ChannelT] = {}
     for channel in app.channels:
         known.setdefault(channel.name, channel)
     for transport in app.transports:
@@ -227,7 +227,7 @@ def find_channel(app: Any, name: str) -> Any:
     raise click.ClickException(f"unknown topic {name!r}: app {app.id!r} has {names}")
 
 
-def parse_value(channel: Any, text: str) -> Any:
+def parse_value(channel: ChannelT, text: str) -> Any:
     """The value to send for the command-line ``text``.
 
     JSON when it parses (else the string itself); bytes for a ``raw`` codec;
@@ -250,11 +250,11 @@ def parse_value(channel: Any, text: str) -> Any:
     return value
 
 
-def _carries_batches(channel: Any) -> bool:
+def _carries_batches(channel: ChannelT) -> bool:
     return channel.codec is not None and channel.codec.yields_batches
 
 
-def _run_with_app(app: Any, fun: Callable[[], Awaitable[None]]) -> None:
+def _run_with_app(app: AppT, fun: Callable[[], Awaitable[None]]) -> None:
     """Run ``fun()`` on a new loop, close the app's transports, map errors to one line."""
     async def go() -> None:
         with app.quieted():  # the transport says it once
@@ -276,6 +276,7 @@ def _run_with_app(app: Any, fun: Callable[[], Awaitable[None]]) -> None:
 
 
 def _name_of(target: Any) -> str:
+    # A sink as given: a channel or agent has a name, a callable a qualname.
     return getattr(target, "name", None) or getattr(target, "__qualname__", None) or repr(target)
 
 
@@ -293,7 +294,7 @@ def _printable(value: Any) -> str:
         return repr(value)
 
 
-def main(argv: Optional[List[str]] = None, app: Any = None) -> None:
+def main(argv: Optional[List[str]] = None, app: Optional[AppT] = None) -> None:
     """Entry point of ``sabot``; ``app`` preloads the app for ``app.main()``."""
     cli.main(args=argv, obj=_State(app=app), prog_name="sabot")
 

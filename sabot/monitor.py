@@ -13,6 +13,8 @@ import logging
 import time
 from typing import Any, Dict, List, NamedTuple, Optional
 
+from .types import AppT, TransportT
+
 __all__ = ["AgentFigures", "Snapshot", "WorkerMonitor", "DeadLetterCounter",
            "consumer_lag", "format_status"]
 
@@ -55,7 +57,7 @@ class DeadLetterCounter:
     source channel; this sums them over the app's channels and topics.
     """
 
-    def __init__(self, app: Any = None) -> None:
+    def __init__(self, app: Optional[AppT] = None) -> None:
         self.app = app
 
     @property
@@ -71,14 +73,14 @@ class DeadLetterCounter:
         """Channel name -> dead letters from it written as a truncated copy."""
         if self.app is None:
             return {}
-        return {ch.name: ch.dead_letters.truncated for ch in self.app.all_channels()
-                if ch.dead_letters.truncated}
+        return {ch.name: ch.dead_letters_truncated for ch in self.app.all_channels()
+                if ch.dead_letters_truncated}
 
 
 class WorkerMonitor:
     """Takes snapshots of ``app``; ``rates`` turns two into per-second figures."""
 
-    def __init__(self, app: Any, dead_letters: Optional[DeadLetterCounter] = None) -> None:
+    def __init__(self, app: AppT, dead_letters: Optional[DeadLetterCounter] = None) -> None:
         self.app = app
         self.dead_letters = dead_letters or DeadLetterCounter(app)
 
@@ -98,7 +100,7 @@ class WorkerMonitor:
                 lag.update(await consumer_lag(transport))
             except Exception as exc:  # a status page must not stop the worker
                 logger.debug("status of %s failed: %r", transport.scheme, exc)
-        bridges = {}
+        bridges: Dict[str, Dict[str, Any]] = {}
         for agent in self.app.agents.values():
             metrics = agent.bridge_metrics
             if metrics is not None:
@@ -107,7 +109,7 @@ class WorkerMonitor:
                         dict(self.dead_letters.truncated), lag, transports, bridges)
 
 
-async def consumer_lag(transport: Any, timeout: float = 1.0) -> Dict[str, int]:
+async def consumer_lag(transport: TransportT, timeout: float = 1.0) -> Dict[str, int]:
     """Messages not yet read by this worker's group, per topic (``{}`` if unknown).
 
     Asks the transport (``Transport.lag``), at most ``timeout`` seconds.

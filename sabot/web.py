@@ -146,7 +146,7 @@ class MetricsServer:
         self.metrics = metrics
         self.host = host
         self.port = port
-        self._server: Optional[asyncio.AbstractServer] = None
+        self._server: Optional[asyncio.Server] = None
 
     async def start(self) -> None:
         """Listen; ``port`` then holds the bound port and ``addresses`` every bound address."""
@@ -158,7 +158,11 @@ class MetricsServer:
         """``(address, port)`` of every listening socket (empty before ``start``)."""
         if self._server is None:
             return []
-        return [tuple(sock.getsockname()[:2]) for sock in self._server.sockets]  # type: ignore[misc]
+        out = []
+        for sock in self._server.sockets:
+            host, port = sock.getsockname()[:2]  # IPv6 adds flow info and scope id
+            out.append((host, port))
+        return out
 
     @property
     def urls(self) -> list[str]:

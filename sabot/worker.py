@@ -16,11 +16,12 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Optional
+from typing import Optional, Sequence
 
 from .exceptions import SabotError
-from .monitor import Snapshot, WorkerMonitor, format_status
+from .monitor import AgentFigures, Snapshot, WorkerMonitor, format_status
 from .settings import redact_url, valid_bind_address
+from .types import AppT
 from .web import MetricsServer, WorkerMetrics, host_port
 
 __all__ = ["Worker", "setup_logging"]
@@ -61,7 +62,7 @@ def setup_logging(loglevel: str = "info", json_logs: bool = False) -> None:
 class Worker:
     """Run ``app`` until a signal or ``app.request_stop()``; return an exit code."""
 
-    def __init__(self, app: Any, *, loglevel: str = "info", json_logs: bool = False,
+    def __init__(self, app: AppT, *, loglevel: str = "info", json_logs: bool = False,
                  web_port: Optional[int] = None, concurrency: Optional[int] = None,
                  configure_logging: bool = True, web_bind: str | None = None) -> None:
         self.app = app
@@ -90,6 +91,7 @@ class Worker:
                  f"  web:      {self._web_address()}",
                  f"  agents:   {len(app.agents)}"]
         for agent in app.agents.values():
+            # Sinks as given: a channel or an agent has a name, a callable has not.
             sinks = ", ".join(getattr(s, "name", repr(s)) for s in agent.sinks) or "-"
             lines.append(f"    {agent.name} <- {agent.channel.name} [{agent.channel.transport_name}]"
                          f" executor={agent.executor} concurrency={agent.concurrency} sinks={sinks}")
@@ -193,7 +195,7 @@ class Worker:
                 logger.info("%s", format_status(last_line, now))
                 last_line = now
 
-    def summary(self, first: Snapshot, agents: Any) -> str:
+    def summary(self, first: Snapshot, agents: Sequence[AgentFigures]) -> str:
         """The final progress line: what each agent did over the whole run."""
         elapsed = max(time.monotonic() - first.time, 1e-9)
         dead = sum(self.monitor.dead_letters.counts.values())
