@@ -1,5 +1,6 @@
-"""Lint as an ordinary test (as asyncpg does): undefined names, unused imports
-and syntax errors in the package, benchmarks and examples fail the suite."""
+"""Lint and type checks as ordinary tests (as asyncpg does): undefined names,
+unused imports and syntax errors in the package, benchmarks and examples fail
+the suite, and so does a class that drifts from its interface in sabot/types.py."""
 import os
 import shutil
 import subprocess
@@ -17,6 +18,19 @@ def test_pyflakes_rules_pass():
     proc = subprocess.run([ruff, "check", "--select", "E9,F,W6", "--output-format", "concise",
                            "sabot", "benchmarks", "examples"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_mypy_passes():
+    """mypy over the package and tests/typing (pyproject.toml's [tool.mypy]): the
+    layers are annotated against sabot/types.py, and tests/typing/conformance.py
+    assigns each class to its Protocol, so drifting from one fails here."""
+    mypy = os.path.join(os.path.dirname(sys.executable), "mypy")
+    if not os.path.exists(mypy):
+        mypy = shutil.which("mypy") or mypy
+    if not os.path.exists(mypy):
+        pytest.fail("mypy is not installed; it is in the test extra")
+    proc = subprocess.run([mypy], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
