@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from sabot._fastpath import Batch
 
-__all__ = ["until", "until_sync", "one_turn", "settle", "drain", "unique", "running",
+__all__ = ["until", "until_sync", "one_turn", "watch_waits", "drain", "unique", "running",
            "collector", "http_get", "Acks", "odd_values", "SCHEMA"]
 
 #: The schema of the channel tests' rows: a symbol and a price.
@@ -73,9 +73,17 @@ async def one_turn():
     await asyncio.sleep(0)
 
 
-async def settle(rounds=5):
-    for _ in range(rounds):
-        await asyncio.sleep(0)
+def watch_waits(it):
+    """Count the times the reader of iterator ``it`` suspended for want of a batch.
+
+    The subscriber calls ``on_wait`` in the step in which its reader finds
+    nothing queued and suspends, so a count seen from another task is a
+    reader that waits now (or has since been woken). Returns a list whose
+    length is the count.
+    """
+    waits = []
+    it.subscriber.on_wait = lambda: waits.append(1)
+    return waits
 
 
 async def drain(source, n, timeout=10.0):

@@ -9,7 +9,7 @@ import pytest
 import sabot
 from sabot import ConfigurationError
 from sabot._fastpath import Batch
-from tests.helpers import Acks, drain, odd_values, settle, until
+from tests.helpers import Acks, drain, odd_values, until, watch_waits
 
 pytestmark = pytest.mark.usefixtures("quiet_sabot_logs")
 
@@ -44,7 +44,10 @@ async def test_take_within_never_yields_an_empty_chunk(app):
     ch = app.channel()
     chunks = ch.stream().take(5, within=0.02)
     task = asyncio.ensure_future(drain(chunks, 1, timeout=5))
-    await asyncio.sleep(0.15)  # several windows pass with nothing sent
+    # Kept as a sleep: what is checked is that time passing yields nothing, and
+    # there is no event to wait for, only the window's timer. Several windows
+    # pass with nothing sent.
+    await asyncio.sleep(0.15)
     assert not task.done()
     await ch.send(value="late")
     assert await task == [["late"]]
@@ -54,10 +57,11 @@ async def test_take_window_starts_at_the_first_value(app):
     ch = app.channel()
     chunks = ch.stream().take(10, within=0.2)
     task = asyncio.ensure_future(drain(chunks, 1, timeout=5))
+    # Kept as sleeps: the time that passes is what is tested (the window's timer).
     await asyncio.sleep(0.3)  # idle time before the first value does not count
     start = time.monotonic()
     await ch.send(value=1)
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # less than the window: 2 joins the chunk of 1
     await ch.send(value=2)
     assert await task == [[1, 2]]
     assert time.monotonic() - start >= 0.15
@@ -65,10 +69,14 @@ async def test_take_window_starts_at_the_first_value(app):
 
 async def test_take_without_within_waits_for_n(app):
     ch = app.channel()
-    chunks = ch.stream().take(2)
+    stream = ch.stream()
+    chunks = stream.take(2)
+    waits = watch_waits(stream.__aiter__())
     task = asyncio.ensure_future(drain(chunks, 1))
+    await until(lambda: len(waits) == 1, what="take() to wait for a value")
     await ch.send(value=1)
-    await asyncio.sleep(0.05)
+    # take() holds 1 and waits for the next value instead of yielding
+    await until(lambda: len(waits) == 2, what="take() to wait for a second value")
     assert not task.done()
     await ch.send(value=2)
     assert await task == [[1, 2]]
@@ -98,7 +106,9 @@ async def test_take_rejects_bad_arguments(app, n, within):
 
 async def test_take_holds_the_batches_of_a_chunk_until_it_is_processed(app):
     ch = app.channel()
-    chunks = ch.stream().take(2)
+    stream = ch.stream()
+    chunks = stream.take(2)
+    waits = watch_waits(stream.__aiter__())
     done = []
     await ch.publish(Batch([1], on_done=done.append))
     await ch.publish(Batch([2, 3], on_done=done.append))
@@ -106,7 +116,8 @@ async def test_take_holds_the_batches_of_a_chunk_until_it_is_processed(app):
     assert await it.__anext__() == [1, 2]
     assert done == []  # the chunk is with the agent: nothing acknowledged
     task = asyncio.ensure_future(it.__anext__())
-    await asyncio.sleep(0.01)
+    # take() has 3 and waits for a fourth value: it moved past both batches
+    await until(lambda: waits, what="take() to wait for more")
     assert len(done) == 1  # the first batch is finished once the next chunk is asked for
     task.cancel()
 
@@ -203,12 +214,12 @@ async def test_take_holds_every_batch_of_a_chunk_until_the_next_chunk(app):
         await ch.publish(acks.batch([1, 2], "a"))
         await ch.publish(acks.batch([3], "b"))
         await ch.publish(acks.batch([4, 5, 6], "c"))
+        # The agent appends the chunk and waits at its gate in one step: what
+        # reading the chunk releases is released by now.
         await until(lambda: chunks == [[1, 2, 3]])
-        await asyncio.sleep(0.02)
         assert acks.calls == []
         proceed.set()
-        await until(lambda: len(chunks) == 2)
-        await settle()
+        await until(lambda: len(chunks) == 2)  # asked for, made and appended in one step
         assert sorted(acks.calls) == ["a", "b"]
         assert chunks[1] == [4, 5, 6]
         proceed.set()
@@ -249,7 +260,7 @@ async def test_agent_with_filter_take_within_does_not_stop_and_block_the_sender(
     await app.start()
     try:
         await ch.send_batch([1, 2, 3, 4, 5, 6, 7])
-        await asyncio.sleep(0.1)
+        await until(lambda: len(chunks) == 2, what="the full chunk and the partial one")
         assert chunks == [[10, 30, 50], [70]]
         # expected: these are processed; actual: odd_tens has finished
         # (running is False) and the 4th send waits forever.
@@ -287,9 +298,10 @@ async def test_take_agent_crash_under_skip_still_acks_the_chunk(app, policy):
         await ch.publish(Batch([1], on_done=lambda b: done.append("a")))
         await ch.publish(Batch([2], on_done=lambda b: done.append("b")))
         await ch.publish(Batch([3, 4], on_done=lambda b: done.append("c")))
-        await asyncio.sleep(0.1)
-        gc.collect()
-        await asyncio.sleep(0.05)
+        # The restarted agent took the second chunk and asked for the next,
+        # which releases "c": the crash's acks came before it.
+        await until(lambda: len(chunks) == 2 and "c" in done, what="the second chunk done")
+        gc.collect()  # the crashed take() is finalized: it must not abandon anything
         assert chunks == [[1, 2], [3, 4]]
         assert sorted(done) == ["a", "b", "c"]     # was: ["c"]
         if policy == "dead_letter":
@@ -397,7 +409,7 @@ async def test_closing_a_stream_ends_the_loop_that_iterates_it(app):
             got.append(value)
     task = asyncio.ensure_future(reader())
     await ch.send(value=1)
-    await settle()
+    await until(lambda: got == [1], what="the reader to take 1")  # and wait for more
     stream.close()
     await asyncio.wait_for(task, 1)
     assert got == [1]

@@ -10,7 +10,7 @@ import pytest
 
 import sabot
 from sabot import AgentError, ConfigurationError
-from tests.helpers import Acks, drain, settle, until
+from tests.helpers import Acks, drain, until
 
 pytestmark = pytest.mark.usefixtures("quiet_sabot_logs")
 
@@ -95,6 +95,8 @@ async def test_agent_that_crashes_before_reading_backs_off(app):
 
     app.conf.agent_restart_backoff = 0.05
     await app.start()
+    # Kept as a sleep: the test counts the restarts that fit in a period of
+    # time, so the time that passes is the stimulus.
     await asyncio.sleep(0.3)
     await app.stop()
     # Without back-off this would be thousands.
@@ -177,7 +179,7 @@ async def test_crash_mid_batch_acks_the_batch_once_after_the_rest(app, policy):
         await ch.publish(acks.batch([1, 2, 3], "a"))
         await ch.publish(acks.batch([4], "b"))
         await until(lambda: seen == [1, 2, 3, 4])
-        await settle()
+        await until(lambda: len(acks.calls) >= 2, what="both batches acknowledged")
         assert acks.calls == ["a", "b"]
         assert fragile.crash_count == 1
         assert isinstance(fragile.last_error, ValueError)
@@ -252,7 +254,8 @@ async def test_stop_policy_never_acks_the_failing_batch(app):
         await ch.publish(acks.batch([1, 2, 3], "a"))
         await ch.publish(acks.batch([4], "b"))
         await until(lambda: app.crash_reasons != [])
-        await asyncio.sleep(0.02)
+        # Once the instance has ended, nothing more is read or acknowledged.
+        await until(lambda: not fragile.running, what="the agent to stop")
         assert seen == [1, 2]
         assert not fragile.running
         (error,) = app.crash_reasons
@@ -303,7 +306,9 @@ async def test_stop_policy_stops_every_instance(app):
     try:
         for i in range(10):
             await ch.send_batch([i])
-        await asyncio.sleep(0.1)
+        # Every instance ended (nothing more is read), or all ten were read.
+        await until(lambda: not fragile.running or len(seen) == 10,
+                    what="the instances to stop")
         assert app.crash_reasons
         assert not fragile.running                 # was: True
         assert len(seen) <= 2                      # was: all 10 processed
@@ -346,7 +351,8 @@ async def test_agent_survives_two_crashes_on_array_like_values_in_one_batch(app)
     await app.start()
     try:
         await ch.send_batch([ArrayLike(i) for i in range(5)])
-        await asyncio.sleep(0.1)
+        await until(lambda: len(seen) == 5 or not fragile.running,
+                    what="the batch read, or the agent dead")
         assert seen == [0, 1, 2, 3, 4]             # was: [0, 1, 2]
         assert fragile.running                     # was: False
     finally:

@@ -8,7 +8,7 @@ import pytest
 
 import sabot
 from sabot._fastpath import Batch
-from tests.helpers import Acks, odd_values, settle, until
+from tests.helpers import Acks, odd_values, one_turn, until
 
 pytestmark = pytest.mark.usefixtures("quiet_sabot_logs")
 
@@ -113,8 +113,8 @@ async def test_on_done_waits_for_what_was_yielded_to_reach_every_sink(app):
     await app.start()
     try:
         await ch.publish(acks.batch([1], "b"))
+        # The agent is inside the sink's delivery: the value is not finished yet.
         await until(lambda: ("sink-start", 1) in order)
-        await asyncio.sleep(0.02)
         assert acks.calls == []
         release_sink.set()
         await until(lambda: acks.calls == ["b"])
@@ -149,26 +149,27 @@ async def test_unfinished_delivery_future_holds_the_batch_until_it_completes(app
             yield value * 10
     await app.start()
     try:
-        await ch.publish(acks.batch([1, 2], "b"))
+        b = acks.batch([1, 2], "b")
+        await ch.publish(b)
         await ch.publish(acks.batch([3], "c"))
+        # The agent handed 30 to both sinks and, in the same step, asked for
+        # the next value: it has moved past both batches.
         await until(lambda: len(sink.futures) == 3 and len(other.futures) == 3)
-        await asyncio.sleep(0.02)
         assert sink.values == [10, 20, 30]
         assert acks.calls == []
         for fut in sink.futures:
             fut.set_result(None)
-        await settle()
+        await one_turn()                            # the futures' callbacks run
         assert acks.calls == []                     # `other` still pending
         other.futures[0].set_result(None)
         other.futures[2].set_result(None)
-        await settle()
+        await until(lambda: acks.calls, what="an acknowledgement")
         assert acks.calls == ["c"]
         other.futures[1].set_exception(RuntimeError("delivery failed"))
-        await settle()
+        await until(lambda: b.abandoned, what="the failed delivery to abandon its input")
         # A failed delivery abandons its input: "b" is never acknowledged,
         # so a transport would deliver it again after a restart.
         assert acks.calls == ["c"]
-        await asyncio.sleep(0.02)
         assert acks.count("b") == 0 and acks.count("c") == 1
     finally:
         await app.stop()
@@ -188,15 +189,15 @@ async def test_delivery_future_still_holds_the_batch_after_a_skipped_crash(app):
     await app.start()
     try:
         await ch.publish(acks.batch(["a", "boom", "b"], "x"))
+        # "b" handed over after the crash, and the batch moved past in that step
         await until(lambda: len(sink.futures) == 2)
-        await asyncio.sleep(0.02)
         assert half.crash_count == 1
         assert acks.calls == []
         sink.futures[1].set_result(None)
-        await settle()
+        await one_turn()                            # the future's callback runs
         assert acks.calls == []
         sink.futures[0].set_result(None)
-        await settle()
+        await until(lambda: acks.calls, what="the acknowledgement")
         assert acks.calls == ["x"]
     finally:
         await app.stop()
@@ -222,12 +223,14 @@ async def test_take_chunk_spanning_batches_waits_for_the_delivery_future(app):
     try:
         await ch.publish(Batch([1], on_done=lambda b: done.append("first")))
         await ch.publish(Batch([2], on_done=lambda b: done.append("second")))
-        await asyncio.sleep(0.05)
+        # The chunk went to the sink and the next chunk was asked for in one
+        # step: take() let go of both batches.
+        await until(lambda: sink.futures, what="the chunk at the sink")
         assert len(sink.futures) == 1
         # expected []; actual ['first']
         assert done == []
         sink.futures[0].set_result(None)
-        await asyncio.sleep(0.01)
+        await until(lambda: len(done) == 2, what="both batches acknowledged")
         assert sorted(done) == ["first", "second"]
     finally:
         await app.stop()
@@ -258,7 +261,7 @@ async def test_a_failed_sink_delivery_leaves_the_input_unacknowledged(app):
         await until(lambda: futures)
         futures[0].set_exception(ConnectionError("broker gone"))
         await forward.channel.send(value=2)  # the agent moves past the batch
-        await asyncio.sleep(0.05)
+        await until(lambda: len(futures) == 2, what="the agent to deliver 2")
         assert done == [] and batch.abandoned
     finally:
         await app.stop()
@@ -286,7 +289,8 @@ async def test_input_is_acknowledged_only_after_a_downstream_agent_finished(app)
     await app.start()
     try:
         await upstream.channel.publish(Batch([1, 2], on_done=done.append))
-        await asyncio.sleep(0.05)
+        # upstream sent both on and moved past its batch: only the links hold it
+        await until(lambda: upstream.events_in == 2, what="upstream to finish its batch")
         assert done == []  # queued downstream, not processed there yet
         release.set()
         await until(lambda: seen == [10, 20])
@@ -318,7 +322,7 @@ async def test_a_downstream_agent_stopped_mid_value_leaves_the_input_unacknowled
     await upstream.channel.publish(batch)
     await asyncio.wait_for(started.wait(), 1)
     await upstream.channel.send(value=2)  # upstream moves past: only the link holds it
-    await asyncio.sleep(0.02)
+    await until(lambda: upstream.events_in >= 1, what="upstream to move past the batch")
     await app.stop()
     assert done == [] and batch.abandoned
 

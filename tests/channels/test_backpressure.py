@@ -10,7 +10,7 @@ import pytest
 
 import sabot
 from sabot import ConfigurationError
-from tests.helpers import SCHEMA, drain, settle, until
+from tests.helpers import SCHEMA, drain, one_turn, until
 
 
 @pytest.fixture
@@ -24,7 +24,8 @@ async def test_send_waits_when_a_subscriber_is_full(app):
     for i in range(4):
         await ch.send(value=i)
     blocked = asyncio.ensure_future(ch.send(value=4))
-    await asyncio.sleep(0.05)
+    # In the channel: the send either returned in that same step or waits.
+    await until(lambda: ch.sent_count == 5, what="the fifth value in the channel")
     assert not blocked.done(), "the fifth value must wait for the reader"
     # Reading releases the batch once the reader moves past it.
     assert await drain(it, 5) == [0, 1, 2, 3, 4]
@@ -71,14 +72,14 @@ async def test_a_batch_bigger_than_maxsize_does_not_wait_to_be_consumed(app):
     ch = app.channel()
     batches = ch.subscribe().batches()
     first = asyncio.ensure_future(ch.send_batch(rows(20_000)))
-    await asyncio.sleep(0)
+    await until(lambda: ch.sent_count == 20_000, what="the batch published")
     assert not first.done(), "queued and past maxsize: it waits for a reader"
     held = await asyncio.wait_for(batches.__anext__(), 1)
     await asyncio.wait_for(first, 1)  # taken: the sender goes on
     assert len(held.payload) == 20_000
     # One more batch may wait for the reader while it holds the first...
     second = asyncio.ensure_future(ch.send_batch(rows(20_000, 20_000)))
-    await asyncio.sleep(0.01)
+    await until(lambda: ch.sent_count == 40_000, what="the second batch published")
     assert not second.done(), "one batch queued past the bound: its sender waits"
     # ...and the reader moving on (releasing the first, taking the second) frees it.
     nxt = await asyncio.wait_for(batches.__anext__(), 1)
@@ -101,11 +102,13 @@ async def test_n_readers_of_one_subscription_get_n_batches_in_flight(app):
     held = []
     for reader in readers:
         held.append(await asyncio.wait_for(reader.__anext__(), 1))
-    await asyncio.sleep(0.01)
+    # A send publishes and decides to wait in one step: once the fourth batch
+    # is in, the producer went on in that step (a fifth would be in too) or waits.
+    await until(lambda: ch.sent_count >= 40_000, what="the fourth batch published")
     # Three taken and held, a fourth queued for them (its sender waits).
     assert sent == [0, 1, 2] and sub.pending == 1
     assert await asyncio.wait_for(readers[0].__anext__(), 1) is not None
-    await asyncio.sleep(0.01)
+    await until(lambda: ch.sent_count >= 50_000, what="the fifth batch published")
     assert sent == [0, 1, 2, 3] and sub.pending == 1
     task.cancel()
 
@@ -125,13 +128,13 @@ async def test_a_bound_in_bytes_keeps_large_small_batches_flat(app):
             await ch.send_batch(big)
             sent += 1
     task = asyncio.ensure_future(producer())
-    await asyncio.sleep(0.05)
+    # A batch in the channel whose send has not returned: the producer waits.
+    await until(lambda: ch.sent_count == (sent + 1) * 10, what="the producer to wait")
     assert 4 <= sent <= 6, sent  # about 5 MiB lag, not 4096 values' worth
     assert sub.lag == sent * 10 or sub.lag == (sent + 1) * 10
     await asyncio.wait_for(reader.__anext__(), 1)
     await asyncio.wait_for(reader.__anext__(), 1)  # releases one: room again
-    await asyncio.sleep(0.05)
-    assert sent > 5
+    await until(lambda: sent > 5, what="the producer to go on")
     task.cancel()
 
 
@@ -145,7 +148,8 @@ async def test_a_bound_in_batches(app):
             await ch.send_batch([k])
             sent.append(k)
     task = asyncio.ensure_future(producer())
-    await asyncio.sleep(0.01)
+    # A batch in the channel whose send has not returned: the producer waits.
+    await until(lambda: ch.sent_count == len(sent) + 1, what="the producer to wait")
     assert sent == [0, 1] and sub.lag == 3
     task.cancel()
 
@@ -170,18 +174,21 @@ async def test_sender_waits_once_a_subscriber_lags_by_exactly_maxsize(app):
             await ch.send(value=i)
             sent.append(i)
     task = asyncio.ensure_future(producer())
-    await asyncio.sleep(0.05)
+    # A value in the channel whose send has not returned: the producer waits.
+    await until(lambda: ch.sent_count == len(sent) + 1, what="the producer to wait")
     # values 0..3 are queued for the reader; the send that made the lag 4 waits
     assert sent == [0, 1, 2]
     assert it.subscriber.lag == 4
     assert await drain(it, 4) == [0, 1, 2, 3]
-    await asyncio.sleep(0.05)
+    # Freed, the producer sends 4 and, in the same step, waits or goes on to 5.
+    await until(lambda: ch.sent_count >= 5, what="value 4 in the channel")
     # The reader took the batch and holds it: one more value may wait for it
     # (queued), and the sender waits again.
     assert sent == [0, 1, 2, 3]
     assert it.subscriber.lag == 5
     assert await drain(it, 1) == [4]     # moving past the first batch frees the sender
-    await asyncio.sleep(0.05)
+    await until(lambda: len(sent) >= 5 and ch.sent_count in (len(sent) + 1, 12),
+                what="the producer to wait again, or to finish")
     assert sent[:5] == [0, 1, 2, 3, 4] and len(sent) < 12
     assert await drain(it, 7) == list(range(5, 12))
     assert it.poll("nothing") == "nothing"   # moves past the last batch
@@ -223,7 +230,7 @@ async def test_send_batch_larger_than_maxsize_waits_then_completes(app):
     ch = app.channel(maxsize=5)
     it = ch.__aiter__()
     task = asyncio.ensure_future(ch.send_batch(list(range(20))))
-    await settle()
+    await until(lambda: ch.sent_count == 20, what="the batch published")
     assert not task.done()
     assert await drain(it, 20) == list(range(20))
     assert it.poll("nothing") == "nothing"
@@ -234,7 +241,7 @@ async def test_a_subscriber_joining_while_a_sender_waits_does_not_block_it_more(
     ch = app.channel(maxsize=2)
     old = ch.__aiter__()
     waiting = asyncio.ensure_future(ch.send_batch([1, 2]))
-    await settle()
+    await until(lambda: ch.sent_count == 2, what="the batch published")
     assert not waiting.done()
     new = ch.__aiter__()
     assert await drain(old, 2) == [1, 2]
@@ -255,15 +262,20 @@ async def test_schema_channel_sender_waits_when_a_subscriber_lags(app):
     ch = app.channel(schema=pa.schema([("x", pa.int64())]), maxsize=5, linger=0.001)
     stalled = ch.__aiter__()
     sent = 0
+    sending = False
 
     async def produce():
-        nonlocal sent
+        nonlocal sent, sending
         for i in range(200):
+            sending = True
             await ch.send(value={"x": i})
+            sending = False
             sent += 1
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.002)  # paces the sends: the linger timer flushes between them
     task = asyncio.ensure_future(produce())
-    await asyncio.sleep(0.8)
+    # A send on a memory channel suspends only to wait for capacity: seen from
+    # here, one in progress is held by the stalled reader.
+    await until(lambda: sending or task.done(), what="the sender to wait")
     task.cancel()
     # expected: the sender is held near maxsize; actual: sent == 200, lag 200
     assert stalled.subscriber.lag <= 5 + 5
@@ -277,11 +289,11 @@ async def test_dropping_the_lagging_subscriber_frees_a_waiting_sender(app):
     keep = ch.__aiter__()
     lagging = ch.__aiter__()
     sender = asyncio.ensure_future(ch.send_batch([1, 2, 3, 4]))
-    await settle()
+    await until(lambda: ch.sent_count == 4, what="the batch published")
     assert not sender.done()              # both lag by 4 >= maxsize
     assert await drain(keep, 4) == [1, 2, 3, 4]
     assert keep.poll("nothing") == "nothing"  # releases the batch
-    await settle()
+    await one_turn()                      # a sender woken by that release sends now
     assert not sender.done()              # the other still lags
     del lagging
     gc.collect()
@@ -294,11 +306,11 @@ async def test_closing_the_lagging_subscriber_frees_a_waiting_sender(app):
     lagging = ch.stream()
     keep = ch.__aiter__()
     sender = asyncio.ensure_future(ch.send_batch([1, 2, 3]))
-    await settle()
+    await until(lambda: ch.sent_count == 3, what="the batch published")
     assert not sender.done()
     assert await drain(keep, 3) == [1, 2, 3]
     assert keep.poll("nothing") == "nothing"
-    await settle()
+    await one_turn()                      # a sender woken by that release sends now
     assert not sender.done()
     lagging.close()
     await asyncio.wait_for(sender, 1)
@@ -310,16 +322,18 @@ async def test_closing_the_lagging_subscriber_frees_a_waiting_sender(app):
 async def test_cancelling_the_task_of_a_lagging_reader_frees_the_sender(app):
     ch = app.channel(maxsize=3)
 
+    taken = []
+
     async def stuck_reader(stream):
-        async for _ in stream:
-            await asyncio.sleep(60)
+        async for value in stream:
+            taken.append(value)
+            await asyncio.sleep(60)  # holds the batch until cancelled
     reader = asyncio.ensure_future(stuck_reader(ch.stream()))
-    await settle()
     await ch.send_batch([1, 2, 3, 4])  # the reader takes it and holds it
-    await settle()
+    await until(lambda: taken == [1], what="the reader to take the batch")
     # The next batch waits for the reader (queued), and so does its sender.
     sender = asyncio.ensure_future(ch.send_batch([5]))
-    await settle()
+    await until(lambda: ch.sent_count == 5, what="the next batch published")
     assert not sender.done()
     reader.cancel()
     await asyncio.gather(reader, return_exceptions=True)

@@ -10,7 +10,7 @@ import gc
 import pytest
 
 import sabot
-from tests.helpers import drain, odd_values, settle
+from tests.helpers import drain, odd_values, until, watch_waits
 
 
 @pytest.fixture
@@ -41,9 +41,11 @@ async def test_odd_values_survive_the_waiting_path_of_the_iterator(app):
     async def reader():
         for _ in values:
             out.append(await it.__anext__())
+    waits = watch_waits(it)
     task = asyncio.ensure_future(reader())
-    for value in values:
-        await settle(2)                         # the reader is suspended each time
+    for i, value in enumerate(values):
+        # the reader is suspended each time
+        await until(lambda: len(waits) == i + 1, what="the reader to wait")
         await ch.send(value=value)
     await asyncio.wait_for(task, 1)
     assert all(a is b for a, b in zip(out, values)) and len(out) == len(values)
@@ -66,14 +68,15 @@ async def test_values_pass_unchanged_with_a_tracer_installed(app):
 
     def tracer(frame, event, arg):
         return tracer
+    waits = watch_waits(it)
     previous = sys.gettrace()
     sys.settrace(tracer)
     try:
         task = asyncio.ensure_future(reader())
         await ch.send_batch(list(values))
-        await settle()
-        for value in values:
-            await settle(2)
+        for i, value in enumerate(values):
+            # the reader walked what it had and is suspended
+            await until(lambda: len(waits) == i + 1, what="the reader to wait")
             await ch.send(value=value)
         await asyncio.wait_for(task, 1)
     finally:
@@ -116,9 +119,11 @@ async def test_cancelling_a_woken_anext_loses_nothing(app, kind):
     stream = ch.stream()
     it = {"values": stream.__aiter__, "events": stream.events,
           "raw_batches": stream.raw_batches}[kind]()
+    waits = watch_waits(it)
     for round_ in range(5):
         task = asyncio.ensure_future(it.__anext__())
-        await settle()                     # suspended on an empty queue
+        await until(lambda: len(waits) == round_ + 1,   # suspended on an empty queue
+                    what="the __anext__ to wait")
         await ch.send(value=(round_, None))   # wakes it ...
         task.cancel()                      # ... and cancels it before it runs
         with pytest.raises(asyncio.CancelledError):
@@ -160,8 +165,9 @@ async def test_a_cancelled_consumer_task_leaves_the_value_for_the_next_reader(ap
     async def consume_one():
         async for value in it:
             return value
+    waits = watch_waits(it)
     task = asyncio.ensure_future(consume_one())
-    await settle()
+    await until(lambda: waits, what="the consumer to wait")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -12,7 +12,7 @@ import pytest
 import sabot
 from sabot import ChannelClosed, ConfigurationError
 from sabot._fastpath import Batch
-from tests.helpers import SCHEMA, Acks, drain, settle, until
+from tests.helpers import SCHEMA, Acks, drain, one_turn, until, watch_waits
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ async def test_async_for_over_channel_and_close(app):
             got.append(value)
 
     task = asyncio.ensure_future(reader())
-    await asyncio.sleep(0)
+    await until(lambda: ch.subscriber_count == 1, what="the reader to subscribe")
     await ch.send_batch([1, 2, 3])
     await ch.close()
     await asyncio.wait_for(task, 1)
@@ -394,8 +394,9 @@ def test_a_subscriber_collected_during_fan_out_does_not_make_another_miss_the_ba
         async def reader(i):
             async for value in its[i]:
                 got[i].append(value)
+        waits = [watch_waits(it) for it in its]
         tasks = [asyncio.ensure_future(reader(i)) for i in range(3)]
-        await asyncio.sleep(0.01)               # every reader waits
+        await until(lambda: all(waits), what="every reader to wait")
         done = []
         gc.disable()
         try:
@@ -404,7 +405,7 @@ def test_a_subscriber_collected_during_fan_out_does_not_make_another_miss_the_ba
             await ch.publish(Batch(["x"], on_done=lambda b: done.append(1)))
         finally:
             gc.enable()
-        await asyncio.sleep(0.05)
+        await one_turn()                        # every reader the fan-out woke takes "x"
         for it in its:
             it.poll()
         for task in tasks:
@@ -434,8 +435,9 @@ def test_a_subscriber_collected_during_close_does_not_leave_a_reader_hanging():
 
         async def reader(i):
             return [v async for v in its[i]]
+        waits = [watch_waits(it) for it in its]
         tasks = [asyncio.ensure_future(reader(i)) for i in range(3)]
-        await asyncio.sleep(0.01)
+        await until(lambda: all(waits), what="every reader to wait")
         gc.disable()
         try:
             del holder
@@ -576,7 +578,7 @@ async def test_one_get_timing_out_does_not_cancel_another_get(app):
     assert await ch.get() == 0
     short = asyncio.ensure_future(ch.get(timeout=0.02))
     long = asyncio.ensure_future(ch.get(timeout=2))
-    await asyncio.sleep(0.05)
+    await until(short.done, what="the short get to time out")
     assert isinstance(short.exception(), asyncio.TimeoutError)
     assert not long.done()                        # actual (cython): cancelled
     await ch.send(value=42)
@@ -606,10 +608,11 @@ async def test_close_wakes_a_reader_that_is_waiting(app):
     async def reader():
         async for value in it:
             got.append(value)
+    waits = watch_waits(it)
     task = asyncio.ensure_future(reader())
-    await settle()
+    await until(lambda: len(waits) == 1, what="the reader to wait")
     await ch.send(value=1)
-    await settle()
+    await until(lambda: len(waits) == 2, what="the reader to take 1 and wait again")
     await ch.close()
     await asyncio.wait_for(task, 1)
     assert got == [1]
@@ -621,7 +624,7 @@ async def test_a_sender_waiting_for_capacity_gets_channel_closed(app):
     await ch.send(value=1)
     waiting = asyncio.ensure_future(ch.send(value=2))
     waiting_batch = asyncio.ensure_future(ch.send_batch([3]))
-    await settle()
+    await until(lambda: ch.sent_count == 3, what="both sends in the channel")
     assert not waiting.done() and not waiting_batch.done()
     await ch.close()
     with pytest.raises(ChannelClosed):
