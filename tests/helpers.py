@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from sabot._fastpath import Batch
 
-__all__ = ["until", "until_sync", "one_turn", "watch_waits", "drain", "unique", "running",
+__all__ = ["until", "until_sync", "idle", "watch_waits", "drain", "unique", "running",
            "collector", "http_get", "Acks", "odd_values", "SCHEMA"]
 
 #: The schema of the channel tests' rows: a symbol and a price.
@@ -60,17 +60,22 @@ def until_sync(predicate, timeout=20.0, what="the condition", interval=0.01):
         time.sleep(interval)
 
 
-async def one_turn():
-    """Return once every callback the event loop had ready has run.
+async def idle(max_rounds=10_000):
+    """Return once the event loop has nothing ready to run.
 
-    asyncio runs ready callbacks first in, first out. A task woken by what the
-    test just did (a batch released, a future's result set) was made ready
-    before this call, so it takes its step before the test goes on; a check
-    made after this is about what that step did, not a guess about time.
-    Use it only where the step that would be wrong is that one step: a sender
-    whose capacity future is resolved finishes its send in it.
+    Every task that what the test just did could wake (a batch released, a
+    future's result set) has then taken all the steps it could and waits for
+    something that has not happened: a check made after this is about what
+    those steps did, not a guess about time. It reads the loop's queue of
+    ready callbacks (``_ready``, CPython's asyncio has no public view of it);
+    work that waits for a timer or for I/O is not waited for.
     """
-    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    for _ in range(max_rounds):
+        await asyncio.sleep(0)
+        if not loop._ready:
+            return
+    raise AssertionError("the event loop never went idle (a task keeps running)")
 
 
 def watch_waits(it):

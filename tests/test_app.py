@@ -9,6 +9,7 @@ import pytest
 import sabot
 from sabot import ConfigurationError
 from sabot.channels import MemoryChannel
+from tests.helpers import until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -101,11 +102,13 @@ async def test_tasks_and_timers_run_and_stop():
     async def tick():
         ticks.append(1)
 
+    before = asyncio.all_tasks()
     await app.start()
-    await asyncio.sleep(0.15)
+    await until(lambda: len(ticks) >= 3 and len(ran) == 2, what="both tasks and three ticks")
     await app.stop()
     count = len(ticks)
-    await asyncio.sleep(0.05)
+    # Stopped, the app leaves no task behind: nothing is left to tick.
+    assert asyncio.all_tasks() - before == set()
     assert ran == [True, True]
     assert 3 <= count == len(ticks)
 

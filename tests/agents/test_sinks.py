@@ -8,7 +8,7 @@ import pytest
 
 import sabot
 from sabot._fastpath import Batch
-from tests.helpers import Acks, odd_values, one_turn, until
+from tests.helpers import Acks, idle, odd_values, until
 
 pytestmark = pytest.mark.usefixtures("quiet_sabot_logs")
 
@@ -159,7 +159,7 @@ async def test_unfinished_delivery_future_holds_the_batch_until_it_completes(app
         assert acks.calls == []
         for fut in sink.futures:
             fut.set_result(None)
-        await one_turn()                            # the futures' callbacks run
+        await idle()                            # the futures' callbacks have run
         assert acks.calls == []                     # `other` still pending
         other.futures[0].set_result(None)
         other.futures[2].set_result(None)
@@ -194,7 +194,7 @@ async def test_delivery_future_still_holds_the_batch_after_a_skipped_crash(app):
         assert half.crash_count == 1
         assert acks.calls == []
         sink.futures[1].set_result(None)
-        await one_turn()                            # the future's callback runs
+        await idle()                            # the future's callback has run
         assert acks.calls == []
         sink.futures[0].set_result(None)
         await until(lambda: acks.calls, what="the acknowledgement")

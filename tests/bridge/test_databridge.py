@@ -7,6 +7,7 @@ import pytest
 
 from sabot.bridge import BridgeMetrics, DataBridge
 from sabot.exceptions import BridgeError, ChannelClosed, ConversionError
+from tests.helpers import idle, until
 
 
 async def test_full_bridge_makes_the_sender_wait():
@@ -14,7 +15,7 @@ async def test_full_bridge_makes_the_sender_wait():
     await bridge.put(1)
     await bridge.put(2)
     third = asyncio.ensure_future(bridge.put(3))
-    await asyncio.sleep(0.02)
+    await idle()  # the put has looked at the bridge: full, it waits
     assert not third.done() and len(bridge) == 2
     assert await bridge.get() == 1
     await asyncio.wait_for(third, 1)
@@ -34,7 +35,7 @@ async def test_close_wakes_every_waiter_with_channel_closed():
     producers = [asyncio.ensure_future(full.put(i)) for i in range(3)]
     empty = DataBridge(maxsize=1)
     consumers = [asyncio.ensure_future(empty.get()) for _ in range(3)]
-    await asyncio.sleep(0.02)
+    await idle()  # every put and get is waiting
     await full.close()
     await empty.close()
     for fut in producers + consumers:
@@ -82,7 +83,7 @@ async def test_databridge_close_wakes_every_kind_of_waiter():
     timed = [asyncio.ensure_future(full.put(i, timeout=30)) for i in range(5)]
     empty = DataBridge(maxsize=3, source="native", target="process")
     consumers = [asyncio.ensure_future(empty.get()) for _ in range(7)]
-    await asyncio.sleep(0.05)
+    await idle()  # every put and get has looked, and waits
     assert not any(f.done() for f in producers + timed + consumers)
     started = time.monotonic()
     await asyncio.gather(full.close(), empty.close())
@@ -103,9 +104,9 @@ async def test_databridge_cancelled_waiter_does_not_eat_a_value_or_block_others(
     bridge = DataBridge(maxsize=1)
     cancelled = asyncio.ensure_future(bridge.get())
     waiting = asyncio.ensure_future(bridge.get())
-    await asyncio.sleep(0.01)
+    await idle()  # both gets wait
     cancelled.cancel()
-    await asyncio.sleep(0)
+    await until(cancelled.done, what="the cancelled get to end")
     await bridge.put("v")
     assert await asyncio.wait_for(waiting, 1) == "v"
     # A producer whose timeout ran out leaves the bridge usable.

@@ -10,7 +10,7 @@ import pytest
 
 import sabot
 from sabot import ConfigurationError
-from tests.helpers import SCHEMA, drain, one_turn, until
+from tests.helpers import SCHEMA, drain, idle, until
 
 
 @pytest.fixture
@@ -293,7 +293,7 @@ async def test_dropping_the_lagging_subscriber_frees_a_waiting_sender(app):
     assert not sender.done()              # both lag by 4 >= maxsize
     assert await drain(keep, 4) == [1, 2, 3, 4]
     assert keep.poll("nothing") == "nothing"  # releases the batch
-    await one_turn()                      # a sender woken by that release sends now
+    await idle()                      # a sender that release woke has sent by now
     assert not sender.done()              # the other still lags
     del lagging
     gc.collect()
@@ -310,7 +310,7 @@ async def test_closing_the_lagging_subscriber_frees_a_waiting_sender(app):
     assert not sender.done()
     assert await drain(keep, 3) == [1, 2, 3]
     assert keep.poll("nothing") == "nothing"
-    await one_turn()                      # a sender woken by that release sends now
+    await idle()                      # a sender that release woke has sent by now
     assert not sender.done()
     lagging.close()
     await asyncio.wait_for(sender, 1)

@@ -3,6 +3,7 @@ import asyncio
 
 from sabot._fastpath import Batch
 from sabot.channels.inflight import InFlight
+from tests.helpers import idle
 
 
 async def test_wait_returns_when_every_delivery_is_finished():
@@ -11,7 +12,7 @@ async def test_wait_returns_when_every_delivery_is_finished():
     assert inflight.count() == 2 and inflight.count({"p0"}) == 1
     waiter = asyncio.ensure_future(inflight.wait(5))
     inflight.finish(a)
-    await asyncio.sleep(0)
+    await idle()  # the waiter has looked, and waits for the other one
     assert not waiter.done()
     inflight.finish(b)
     assert await asyncio.wait_for(waiter, 1) is True
@@ -25,7 +26,7 @@ async def test_an_abandoned_batch_tells_its_delivery_at_once():
     batch.acquire()
     inflight.watch(delivery, [batch])
     waiter = asyncio.ensure_future(inflight.wait(30))
-    await asyncio.sleep(0)
+    await idle()  # the waiter has looked, and waits
     assert not waiter.done() and delivery.in_flight
     batch.abandon()  # an agent stopped with it in hand: no polling needed
     assert await asyncio.wait_for(waiter, 1) is True

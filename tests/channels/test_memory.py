@@ -12,7 +12,7 @@ import pytest
 import sabot
 from sabot import ChannelClosed, ConfigurationError
 from sabot._fastpath import Batch
-from tests.helpers import SCHEMA, Acks, drain, one_turn, until, watch_waits
+from tests.helpers import SCHEMA, Acks, drain, idle, until, watch_waits
 
 
 @pytest.fixture
@@ -405,7 +405,7 @@ def test_a_subscriber_collected_during_fan_out_does_not_make_another_miss_the_ba
             await ch.publish(Batch(["x"], on_done=lambda b: done.append(1)))
         finally:
             gc.enable()
-        await one_turn()                        # every reader the fan-out woke takes "x"
+        await idle()                        # every reader the fan-out woke has taken "x"
         for it in its:
             it.poll()
         for task in tasks:

@@ -2,6 +2,7 @@
 import asyncio
 
 from sabot.nodes import EventBus, EventKind, ExecutionEvent
+from tests.helpers import idle
 
 
 async def test_bus_delivers_to_callbacks_and_iterators_in_order():
@@ -30,7 +31,7 @@ async def test_closing_a_subscription_ends_a_blocked_iteration():
     async def reader():
         return [e async for e in sub]
     task = asyncio.ensure_future(reader())
-    await asyncio.sleep(0.01)
+    await idle()  # the reader is blocked on the empty subscription
     sub.close()
     try:
         assert await asyncio.wait_for(task, 1) == []
