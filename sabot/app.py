@@ -17,11 +17,10 @@ import inspect
 import logging
 import sys
 import types
-from typing import (Any, Callable, Dict, Generic, Iterator, List, Optional, Sequence, Tuple,
-                    TypeVar, Union, overload)
+from typing import (Any, Callable, Concatenate, Dict, Generic, Iterator, List, Optional,
+                    ParamSpec, Sequence, Tuple, TypeVar, Union, overload)
 
 from mode import Service
-from typing_extensions import Concatenate, ParamSpec
 
 from .agents import Agent
 from .agents.sinks import SinkTarget
