@@ -8,9 +8,10 @@ import pyarrow.compute as pc
 from sabot.agents.process import ProcessAgentRunner
 from sabot.bridge import ProcessBridge
 from sabot.nodes import NodeRegistry
+from tests.helpers import until
 
 from . import agents_fixture
-from .conftest import pid_alive, shm_segments
+from .conftest import pid_alive, pid_running, shm_segments
 from .helpers import Echo
 
 N = 300_000  # 2.4 MB of int64: well above the inline threshold
@@ -57,7 +58,7 @@ async def test_sigkill_after_large_results_leaves_no_segments(registry):
         assert out.num_rows == N
         (pid,) = bridge.worker_pids("e")
         os.kill(pid, 9)
-        await asyncio.sleep(0.1)
+        await until(lambda: not pid_running(pid), 5, "the worker dead")  # before the next call
         again = await asyncio.wait_for(bridge.execute_node("e", "identity", filled(8), {}), 30)
         assert again.num_rows == N and pc.sum(out.column("x")).as_py() == 9 * N
         pids = bridge.worker_pids()

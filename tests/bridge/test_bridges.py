@@ -15,8 +15,9 @@ from sabot.exceptions import (BridgeError, ConversionError, NodeExecutionError,
                               WorkerProcessDied)
 from sabot.nodes import NodeRegistry
 from sabot.retry import RetryPolicy
+from tests.helpers import idle, until
 
-from .conftest import pid_alive, shm_segments
+from .conftest import pid_alive, pid_running, shm_segments
 from .helpers import Echo, Sleepy, all_nodes_registry, pipeline_registry
 
 BATCH = pa.RecordBatch.from_pydict({"x": [1, 2, 3]})
@@ -162,7 +163,7 @@ async def test_externally_killed_idle_worker_is_replaced_on_next_call(process_br
     await process_bridge.initialize_node("i", "identity", {})
     (pid,) = process_bridge.worker_pids("i")
     os.kill(pid, 9)
-    await asyncio.sleep(0.1)
+    await until(lambda: not pid_running(pid), 5, "the worker dead")  # before the next call
     assert await asyncio.wait_for(process_bridge.execute_node("i", "identity", [5], {}), 30) == [5]
     assert process_bridge.worker_pids("i") != [pid]
 
@@ -185,9 +186,12 @@ async def test_latency_of_conversion_and_round_trip_is_under_two_ms(process_brid
 
 async def test_a_cancelled_call_does_not_confuse_the_next_one(process_bridge):
     await process_bridge.initialize_node("s", "sleep", {})
+    sent = process_bridge.metrics.as_dict()["transfers"]
     slow = asyncio.ensure_future(
         process_bridge.execute_node("s", "sleep", ["first"], {"seconds": 0.3}))
-    await asyncio.sleep(0.1)
+    # Cancelled once the worker has it: its answer comes late.
+    await until(lambda: process_bridge.metrics.as_dict()["transfers"] > sent, 10,
+                "the call sent to the worker")
     slow.cancel()
     with pytest.raises(asyncio.CancelledError):
         await slow
@@ -226,7 +230,9 @@ async def test_cleanup_node_fails_running_and_waiting_calls_without_hanging(clea
         calls = [asyncio.ensure_future(bridge.execute_node("s", "sleepy", [i],
                                                            {"seconds": 0.5}))
                  for i in range(3)]
-        await asyncio.sleep(0.1)
+        # One call sent to the worker, the other two waiting for it.
+        await until(lambda: bridge.metrics.as_dict()["transfers"] >= 1, 10, "a call sent")
+        await idle()
         await asyncio.wait_for(bridge.cleanup_node("s"), 15)
         results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 15)
         assert all(isinstance(r, BridgeError) for r in results), results
@@ -243,7 +249,8 @@ async def test_cleanup_node_with_a_call_in_flight_is_prompt():
         await bridge.initialize_node("s", "sleepy", {})
         call = asyncio.ensure_future(
             bridge.execute_node("s", "sleepy", [1], {"seconds": 0.5}))
-        await asyncio.sleep(0.2)
+        await until(lambda: bridge.metrics.as_dict()["transfers"] >= 1, 10,
+                    "the call sent to the worker")
         started = time.monotonic()
         await bridge.cleanup_node("s")
         took = time.monotonic() - started

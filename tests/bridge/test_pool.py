@@ -14,7 +14,7 @@ import sabot
 from sabot._fastpath import Batch
 from sabot.bridge.shm import segment_prefix
 from sabot.exceptions import WorkerProcessDied
-from tests.helpers import until
+from tests.helpers import idle, until, until_sync
 
 from . import agents_fixture
 from .conftest import pid_running, worker_children
@@ -83,7 +83,10 @@ async def test_external_sigkill_of_both_busy_workers_retries_both_batches(
         assert busy == first
         for pid in busy:
             os.kill(pid, signal.SIGKILL)
-        await asyncio.sleep(0.05)
+        # Both deaths noticed, both batches sent again (to workers that hold
+        # them until "released"): what the dead ones would ack is acked by now.
+        await until(lambda: agent.bridge_metrics.as_dict()["worker_restarts"] == 2, 20,
+                    "both workers replaced")
         assert acked == [] and delivered == []  # a dead worker acks nothing
         (tmp_path / "released").touch()
         await until(lambda: len(acked) == 2, 30, "both batches acked")
@@ -188,7 +191,7 @@ async def test_send_to_a_closed_worker_socket_is_a_lost_connection():
         assert conn.lost.done()
         del conn
         gc.collect()
-        await asyncio.sleep(0)
+        await idle()  # whatever the collection scheduled has run
         assert errors == []  # no "Future exception was never retrieved"
     finally:
         loop.set_exception_handler(None)
@@ -203,7 +206,9 @@ async def test_app_stop_with_a_wedged_worker_kills_it_in_bounded_time(app, clean
     await app.start()
     (pid,) = agent._process_runner.pids()
     await source.publish(Batch([{"wedge": 60}], on_done=lambda b: acked.append(1)))
-    await asyncio.sleep(0.3)
+    # Sent: the worker reads it before anything sent after it, and wedges.
+    await until(lambda: agent.bridge_metrics.as_dict()["transfers"] >= 1, 20,
+                "the batch sent to the worker")
     started = time.monotonic()
     await asyncio.wait_for(app.stop(), 15)
     assert time.monotonic() - started < 10
@@ -239,13 +244,10 @@ def test_workers_of_a_parent_that_dies_hard_exit_and_leave_no_segment():
                           capture_output=True, text=True, timeout=60)
     parent, *workers = map(int, proc.stdout.split())
     assert len(workers) == 3, proc.stderr
-    deadline = time.monotonic() + 15
-    while any(pid_running(p) for p in workers) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    until_sync(lambda: not any(pid_running(p) for p in workers), 15,
+               "the orphaned workers to exit", interval=0.05)
     assert not [p for p in workers if pid_running(p)], "orphaned workers still running"
     prefix = segment_prefix(parent)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and [
-            n for n in os.listdir("/dev/shm") if n.startswith(prefix)]:
-        time.sleep(0.05)
+    until_sync(lambda: not [n for n in os.listdir("/dev/shm") if n.startswith(prefix)], 5,
+               "the orphans' segments to go", interval=0.05)
     assert not [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]

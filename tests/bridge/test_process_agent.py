@@ -182,8 +182,9 @@ async def test_concurrency_2_acks_each_batch_only_after_its_results_reached_the_
             sleep = 0.15 if tag % 2 == 0 else 0.0
             values = [{"b": tag, "v": i, "sleep": sleep} for i in range(per_batch)]
             await source.publish(Batch(values, on_done=on_done(tag)))
+        # Acknowledged means released: no batch is held any more, so none can
+        # be sent again and delivered twice.
         await until(lambda: len(acked) == n_batches, 30, "every batch acked")
-        await asyncio.sleep(0.05)
     finally:
         await app.stop()
     assert ack_violations == []
@@ -199,16 +200,18 @@ async def test_concurrency_2_acks_each_batch_only_after_its_results_reached_the_
 async def test_slow_async_sink_holds_the_ack_until_it_returns(app, clean_slate):
     source = app.channel()
     gate = asyncio.Event()
-    delivered, acked = [], []
+    delivered, acked, entered = [], [], []
 
     async def sink(value):
+        entered.append(value)
         await gate.wait()
         delivered.append(value)
     app.agent(source, sink=[sink], executor="process")(agents_fixture.tagged)
     await app.start()
     try:
         await source.publish(Batch([7, 8], on_done=lambda b: acked.append(len(delivered))))
-        await asyncio.sleep(0.5)  # the result is back in the parent by now
+        # The result is back in the parent and held in the sink.
+        await until(lambda: entered, 20, "the first result at the sink")
         assert acked == [] and delivered == []
         gate.set()
         await until(lambda: acked, 10, "ack")
@@ -337,7 +340,8 @@ async def test_on_error_stop_crashes_the_app_and_leaves_the_batch_unacked(app, c
     _, agent, delivered, acked = await _run_raiser(app, "stop", [[1], [-2], [3], [4]])
     try:
         await until(lambda: app.crash_reasons, 20, "crash reported")
-        await asyncio.sleep(0.3)
+        # Stopped: no instance is left to deliver or acknowledge anything.
+        await until(lambda: not agent.running, 20, "the agent to stop")
         assert acked == [0]
         assert delivered == [2]
         (error,) = app.crash_reasons
@@ -352,14 +356,15 @@ async def test_on_error_stop_under_concurrency_2_acks_nothing_past_the_failure(
         app, clean_slate):
     source = app.channel()
     delivered, acked = [], []
-    app.agent(source, sink=[delivered.append], executor="process", concurrency=2,
-              on_error="stop")(agents_fixture.raiser)
+    agent = app.agent(source, sink=[delivered.append], executor="process", concurrency=2,
+                      on_error="stop")(agents_fixture.raiser)
     await app.start()
     try:
         for tag, values in enumerate([[1], [2], [-3], [4], [5], [6]]):
             await source.publish(Batch(values, on_done=lambda b, t=tag: acked.append(t)))
         await until(lambda: app.crash_reasons, 20, "crash")
-        await asyncio.sleep(0.3)
+        # Stopped: no instance is left to deliver or acknowledge anything.
+        await until(lambda: not agent.running, 20, "the agent to stop")
     finally:
         await app.stop()
     assert isinstance(app.crash_reasons[0], AgentError)

@@ -89,7 +89,7 @@ async def test_segments_of_a_killed_agent_worker_are_removed():
             await runner.process([100_000, "bad"])  # leaves a pooled segment unread
         (pid,) = runner.pids()
         os.kill(pid, signal.SIGKILL)
-        await asyncio.sleep(0.2)
+        await until(lambda: not pid_running(pid), 5, "the worker dead")
         assert (await runner.process([5]))[0].num_rows == 5  # replaced fine
         assert not [n for n in shm_segments()
                     if n.startswith(worker_segment_prefix(pid))]
@@ -104,9 +104,10 @@ async def test_segments_of_a_killed_node_worker_are_removed_by_cleanup_node():
         await bridge.initialize_node("n", "btb", {})
         with pytest.raises(NodeExecutionError):
             await bridge.execute_node("n", "btb", {"input": 100_000}, {})
-        for pid in bridge.worker_pids():
+        pids = bridge.worker_pids()
+        for pid in pids:
             os.kill(pid, signal.SIGKILL)
-        await asyncio.sleep(0.2)
+        await until(lambda: not any(pid_running(p) for p in pids), 5, "the workers dead")
         await bridge.cleanup_node("n")
         assert shm_segments() <= before, shm_segments() - before
 
@@ -114,11 +115,14 @@ async def test_segments_of_a_killed_node_worker_are_removed_by_cleanup_node():
 async def test_stale_answer_segment_of_a_killed_worker_is_removed():
     before = shm_segments()
     async with ProcessAgentRunner(agents_fixture.slow_big) as runner:
+        conn = runner.pool.workers[0].conn
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(runner.process([100_000, 0.3]), 0.1)
-        await asyncio.sleep(0.4)  # the big answer arrives and is dropped unread
+        assert conn.stale == 1  # its answer is still to come
+        # the big answer arrives and is dropped unread
+        await until(lambda: conn.stale == 0, 10, "the late answer to be dropped")
         (pid,) = runner.pids()
         os.kill(pid, signal.SIGKILL)
-        await asyncio.sleep(0.2)
+        await until(lambda: not pid_running(pid), 5, "the worker dead")
         await runner.process([5, 0])
     assert shm_segments() <= before, shm_segments() - before
