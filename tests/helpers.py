@@ -9,6 +9,7 @@ then asserts.
 """
 import asyncio
 import contextlib
+import inspect
 import time
 import urllib.error
 import urllib.request
@@ -35,12 +36,15 @@ async def until(predicate, timeout=20.0, what="the condition", interval=0.005):
     Fails the test after ``timeout`` seconds, naming ``what`` (a string, or a
     function called then, so the message can say where things stood). An
     exception raised by the predicate (an ``assert`` that a process still
-    runs) ends the wait at once.
+    runs) ends the wait at once. The predicate may be a coroutine function
+    (one that asks a server).
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
         result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
         if result:
             return result
         if loop.time() > deadline:

@@ -10,11 +10,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from tests.helpers import http_get
+from tests.helpers import http_get, until_sync
 from tests.servers import free_port
 from tests.test_worker import read
 
@@ -69,14 +68,12 @@ def test_example_runs(example, request, tmp_path):
             assert proc.wait(60) == 0, read(log_path)
             assert "processed in" in read(log_path)
             return
-        deadline = time.monotonic() + 60
-        while True:
+        def every_agent_worked_yet():
             assert proc.poll() is None, read(log_path)
             got = http_get(port, "/metrics")
-            if got and every_agent_worked(got[1]):
-                break
-            assert time.monotonic() < deadline, f"agents idle:\n{read(log_path)}"
-            time.sleep(0.1)
+            return got and every_agent_worked(got[1])
+        until_sync(every_agent_worked_yet, 60, lambda: f"agents idle:\n{read(log_path)}",
+                   interval=0.1)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(40) == 0, read(log_path)
     finally:

@@ -19,7 +19,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import time
 import uuid
 from urllib.parse import quote, quote_plus
 
@@ -29,7 +28,7 @@ import sabot
 from sabot.exceptions import ConfigurationError
 from sabot.settings import redact_url
 from sabot.worker import Worker
-from tests.helpers import http_get
+from tests.helpers import http_get, until_sync
 from tests.servers import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -466,12 +465,14 @@ def test_a_running_worker_shows_the_secret_nowhere(secret_app, redis_server_fact
                             redis_channel=form.startswith("redis_url"))
     bodies = []
     try:
-        deadline = time.monotonic() + 30
-        while (got := http_get(web_port, "/health")) is None or got[0] != 200:
+        def healthy():
             assert proc.poll() is None, secret_app.log.read_text()
-            assert time.monotonic() < deadline, secret_app.log.read_text()
-            time.sleep(0.1)
-        time.sleep(1.2)  # a status line or two
+            got = http_get(web_port, "/health")
+            return got is not None and got[0] == 200
+        until_sync(healthy, 30, lambda: secret_app.log.read_text(), interval=0.1)
+        # a status line, whose text is scanned with the rest of the log
+        until_sync(lambda: "status:" in secret_app.log.read_text(), 30,
+                   lambda: f"a status line:\n{secret_app.log.read_text()}", interval=0.1)
         for path in ("/health", "/metrics", "/nope", "/metrics?password=x"):
             bodies.append(f"{path}: {http_get(web_port, path)}")
     finally:

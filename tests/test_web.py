@@ -10,13 +10,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 import sabot
 from sabot.exceptions import ConfigurationError
 from sabot.worker import Worker
+from tests.helpers import until_sync
 from tests.servers import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,14 +87,13 @@ def bind_worker(tmp_path):
 
 def wait_listening(proc, port):
     """Wait for the 'metrics on' log line; the log so far."""
-    deadline = time.monotonic() + 30
-    while True:
+    def listening():
         log = proc.log_path.read_text(errors="replace")
         if "metrics on " in log:
             return log
         assert proc.poll() is None, log
-        assert time.monotonic() < deadline, log
-        time.sleep(0.05)
+    return until_sync(listening, 30, lambda: proc.log_path.read_text(errors="replace"),
+                      interval=0.05)
 
 
 def stop(proc):

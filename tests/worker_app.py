@@ -17,6 +17,7 @@ A value ``{"boom": true}`` makes the agent raise (it goes to the dead letters).
 """
 import asyncio
 import os
+import sys
 
 import sabot
 
@@ -90,4 +91,6 @@ if os.environ.get("SABOT_TEST_STUBBORN"):
         try:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
+            # Said, so that a test knows the stop reached it.
+            print("stubborn: ignoring the stop", file=sys.stderr, flush=True)
             await asyncio.sleep(3600)
