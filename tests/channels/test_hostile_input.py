@@ -17,7 +17,6 @@ Dead letters bigger than Kafka's ``producer_max_request_size`` are written as
 a truncated copy with a ``sabot-truncated`` header (the original size): the
 5 MB undecodable value is checked against that rule.
 """
-import asyncio
 import hashlib
 import struct
 import time
@@ -292,7 +291,11 @@ async def test_kafka_hostile_input(kafka_broker, codec):
         assert not app.crash_reasons, app.crash_reasons
         dead = await read_topic(kafka_broker, topic.name + ".dlq")
         keyed_dead = await read_topic(kafka_broker, keyed.name + ".dlq")
-        await asyncio.sleep(0.3)  # anything more would be a duplicate
+        # Anything more would be a duplicate. Every message is committed (no
+        # fetch starts below it again), and once nothing is queued for the
+        # agents, none is on its way.
+        await until(lambda: all(a.backlog == 0 for a in app.agents.values()),
+                    what="nothing queued for the agents")
         assert len(events) == len(wanted) and len(keyed_events) == len(keyed_wanted)
 
     assert got_events(events) == wanted
@@ -365,7 +368,11 @@ async def test_redis_hostile_input(redis_server, codec):
                     timeout=WAIT, what=lambda: f"XACK of every entry; "
                                                f"pending {client.xpending(stream.name, app.id)['pending']}")
         assert not app.crash_reasons, app.crash_reasons
-        await asyncio.sleep(0.3)  # anything more would be a duplicate
+        # Anything more would be a duplicate. Nothing is pending (no claim or
+        # recovery read can return an entry again), and once nothing is queued
+        # for the agents, none is on its way.
+        await until(lambda: all(a.backlog == 0 for a in app.agents.values()),
+                    what="nothing queued for the agents")
         assert len(events) == len(wanted) and len(keyed_events) == len(keyed_wanted)
 
     assert got_events(events) == wanted

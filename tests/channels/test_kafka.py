@@ -182,7 +182,9 @@ async def test_two_workers_in_one_group_split_partitions(kafka_broker):
             await topic.send(key=str(i), value=i)
         await topic.flush()
         await until(lambda: len(seen[0]) + len(seen[1]) >= 1000, what="1000 values")
-        await asyncio.sleep(0.3)  # anything more would be a duplicate
+        # anything more would be a duplicate: none can come once this holds
+        await until(lambda: settled(kafka_broker, apps, name, 4, 1000), interval=0.1,
+                    what="every offset committed")
     assert seen[0] and seen[1], "one worker got nothing"
     assert sorted(seen[0] + seen[1]) == list(range(1000))
     parts = [{tp.partition for tp in a.transport._committed} for a in apps]
@@ -224,7 +226,9 @@ async def test_rebalance_mid_stream_commits_in_flight_and_loses_nothing(kafka_br
                         what="partitions for the second worker")
             await until(lambda: len(set(seen[0]) | set(seen[1])) >= total,
                         timeout=30, what="every message")
-            await asyncio.sleep(0.3)
+            # anything more would be a duplicate: none can come once this holds
+            await until(lambda: settled(kafka_broker, [first, second], name, 4, total),
+                        interval=0.1, what="every offset committed")
     everything = seen[0] + seen[1]
     assert set(everything) == set(range(total))
     assert len(everything) == total, f"{len(everything) - total} processed twice"
@@ -345,14 +349,30 @@ async def _produce_raw(kafka_broker, topic, values):
         await producer.stop()
 
 
-async def _committed(kafka_broker, app, topic):
+async def _committed(kafka_broker, app, topic, partitions=1):
+    """The offset the app's group committed for ``topic``, summed over its
+    partitions (None: nothing committed yet)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka_broker, group_id=app.id,
                                 enable_auto_commit=False)
     await consumer.start()
     try:
-        return await consumer.committed(TopicPartition(topic, 0))
+        offsets = [await consumer.committed(TopicPartition(topic, p))
+                   for p in range(partitions)]
     finally:
         await consumer.stop()
+    return None if all(o is None for o in offsets) else sum(o or 0 for o in offsets)
+
+
+async def settled(kafka_broker, apps, topic, partitions, total):
+    """Every message of ``topic`` committed by the apps' group, nothing queued for an agent.
+
+    A message is delivered again only from below the committed offset (after a
+    rebalance or a restart) or from a fetch already queued: once this holds,
+    nothing processed so far can come twice.
+    """
+    if any(agent.backlog for app in apps for agent in app.agents.values()):
+        return False
+    return await _committed(kafka_broker, apps[0], topic, partitions) == total
 
 
 async def test_poison_message_too_big_to_dead_letter_is_written_truncated(kafka_broker):
