@@ -20,7 +20,7 @@ import pyarrow as pa
 from sabot._fastpath import Batch
 
 __all__ = ["until", "until_sync", "idle", "watch_waits", "drain", "unique", "running",
-           "collector", "http_get", "Acks", "odd_values", "SCHEMA"]
+           "collector", "http_get", "BatchesSeen", "Acks", "odd_values", "SCHEMA"]
 
 #: The schema of the channel tests' rows: a symbol and a price.
 SCHEMA = pa.schema([("sym", pa.string()), ("px", pa.float64())])
@@ -147,6 +147,24 @@ def http_get(port, path):
         return exc.code, exc.read().decode()
     except (urllib.error.URLError, ConnectionError):
         return None
+
+
+class BatchesSeen(list):
+    """The batches an agent held, in the order it first held them, each once.
+
+    The agent calls ``note(stream)`` after taking a value (or a ``take``
+    chunk). A transport acknowledges what it read (a Kafka commit, a Redis
+    XACK) only once the batches carrying it are done, so while ``any_done()``
+    is false nothing of them is acknowledged, nor on its way to be.
+    """
+
+    def note(self, stream):
+        for batch in stream.sources():
+            if not any(b is batch for b in self):
+                self.append(batch)
+
+    def any_done(self):
+        return any(b.done for b in self)
 
 
 class Acks:

@@ -6,7 +6,7 @@ import sabot
 from tests.helpers import unique
 
 __all__ = ["make_app", "redis_transport", "preload", "json_bytes", "pending_count",
-           "pending_ids", "acked_ids"]
+           "pending_ids", "last_delivered", "acked_ids"]
 
 
 def make_app(server, app_id=None, **settings):
@@ -47,9 +47,14 @@ def pending_ids(client, stream, group):
             for p in client.xpending_range(stream, group, "-", "+", 1_000_000)}
 
 
+def last_delivered(client, stream, group):
+    """The id of the last entry the group has read (XINFO GROUPS)."""
+    info = {g["name"].decode(): g for g in client.xinfo_groups(stream)}[group]
+    return info["last-delivered-id"].decode()
+
+
 def acked_ids(client, stream, group):
     """Ids the group has read and acknowledged (delivered, no longer pending)."""
-    info = {g["name"].decode(): g for g in client.xinfo_groups(stream)}[group]
-    last = info["last-delivered-id"].decode()
+    last = last_delivered(client, stream, group)
     delivered = {eid.decode() for eid, _ in client.xrange(stream, "-", last)}
     return delivered - pending_ids(client, stream, group)

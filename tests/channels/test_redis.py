@@ -19,9 +19,9 @@ import pyarrow as pa
 import pytest
 
 import sabot
-from tests.channels.redis_streams import (acked_ids, json_bytes, make_app, pending_count,
-                                          preload, redis_transport)
-from tests.helpers import collector, running, unique, until
+from tests.channels.redis_streams import (acked_ids, json_bytes, last_delivered, make_app,
+                                          pending_count, preload, redis_transport)
+from tests.helpers import BatchesSeen, collector, idle, running, unique, until
 
 pytestmark = pytest.mark.redis
 
@@ -180,6 +180,7 @@ async def test_fan_out_to_two_agents_acks_after_both(redis_server, stream):
     async def fast_agent(entries):
         async for value in entries:
             fast.append(value)
+            batches.note(entries)
 
     @app.agent(ch, name="slow")
     async def slow_agent(entries):
@@ -187,11 +188,14 @@ async def test_fan_out_to_two_agents_acks_after_both(redis_server, stream):
             await gate.wait()
             slow.append(value)
 
+    batches = BatchesSeen()
     client = redis_server.client()
     async with running(app):
         await (await ch.send_batch([{"i": i} for i in range(20)]))
+        # The fast agent took the 20th value and asked for the next in one
+        # step: it let go of every batch; only the slow one holds them now.
         await until(lambda: len(fast) == 20, what="fast agent")
-        await asyncio.sleep(0.2)
+        assert not batches.any_done()  # so no XACK was sent, nor will be
         # One agent is still holding the batch: nothing may be acknowledged.
         assert pending_count(client, stream, app.id) == 20
         gate.set()
@@ -223,7 +227,9 @@ async def test_two_workers_in_one_group_share_the_entries(redis_server, stream):
         producer = apps[0].redis_channel(stream, value_serializer="json")
         for start in range(0, total, 500):
             await (await producer.send_batch([{"i": i} for i in range(start, start + 500)]))
-            await asyncio.sleep(0.02)
+            # Each part lands while both workers wait for entries, so both read some.
+            await until(lambda: len(seen["w1"]) + len(seen["w2"]) >= start + 500,
+                        what="the part read")
         await until(lambda: len(seen["w1"]) + len(seen["w2"]) >= total, what="all entries")
         await until(lambda: pending_count(client, stream, app_id) == 0, what="XACK")
     both = seen["w1"] + seen["w2"]
@@ -300,24 +306,29 @@ async def test_two_agents_at_different_speeds_ack_the_slower_ones_progress(redis
     async def fast_agent(entries):
         async for value in entries:
             fast.append(value["i"])
+            batches.note(entries)
 
     @app.agent(ch, name="slow")
     async def slow_agent(entries):
         async for value in entries:
             while value["i"] >= allowed[0]:
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # polls its own gate
             slow.append(value["i"])
 
+    batches = BatchesSeen()
     async with running(app):
+        # The fast agent has let go of every batch (it asked for a 21st value).
         await until(lambda: len(fast) == 20, what="the fast agent")
-        await asyncio.sleep(0.3)
+        assert not batches.any_done()  # no XACK sent, nor coming
         assert pending_count(client, stream, app.id) == 20
         # The slow agent finishes 7 values: batch 0 (ids 0-4) is done, batch 1
         # is only partly done and must stay pending.
         allowed[0] = 7
         await until(lambda: len(slow) == 7, what="seven slow values")
         await until(lambda: pending_count(client, stream, app.id) == 15, what="XACK 1")
-        await asyncio.sleep(0.3)
+        # The slow agent holds 7 (in batch 1): the XACK of batch 0 landed, and
+        # no later batch is done, so no other XACK is on its way.
+        assert batches[0].done and not any(b.done for b in batches[1:])
         assert acked_ids(client, stream, app.id) == set(ids[:5])
         allowed[0] = 20
         await until(lambda: pending_count(client, stream, app.id) == 0, what="XACK all")
@@ -335,12 +346,18 @@ async def test_take_within_holds_buffered_entries_unacknowledged(redis_server, s
     async def grouped(entries):
         async for chunk in entries.take(5, within=1.5):
             chunks.append([v["i"] for v in chunk])
+            batches.note(entries)
             if len(chunks) == 1:
                 await gate.wait()
 
+    batches = BatchesSeen()
     async with running(app):
+        # The agent holds the chunk at its gate; the entries read after it are
+        # queued for it: none of them is done, so no XACK is on its way.
         await until(lambda: chunks, what="the first chunk")
-        await asyncio.sleep(0.3)
+        await until(lambda: last_delivered(client, stream, app.id) == ids[-1],
+                    what="all seven read")
+        assert not batches.any_done()
         assert pending_count(client, stream, app.id) == 7  # 5 in hand, 2 buffered
         gate.set()
         # The first five are finished; the other two wait in take's buffer.
@@ -368,11 +385,15 @@ async def test_failing_sink_write_leaves_the_input_pending_for_the_next_worker(r
     async def forward(entries):
         async for value in entries:
             seen.append(value["i"])
+            batches.note(entries)
             yield {"o": value["i"]}
 
+    batches = BatchesSeen()
     async with running(app):
         await until(lambda: len(seen) == 10, what="the agent to run")
-        await asyncio.sleep(0.5)
+        # Every write failed and gave its input up: abandoned, never done.
+        await until(lambda: all(b.abandoned for b in batches), what="the failed writes")
+        assert not batches.any_done()
         # The output never reached Redis: the input must not be acknowledged.
         assert pending_count(client, stream, app_id) == 10
     assert pending_count(client, stream, app_id) == 10
@@ -432,7 +453,7 @@ async def test_stalled_sink_server_holds_the_input_until_the_write_lands(
     other = redis_server_factory()
     client, oclient = redis_server.client(), other.client()
     out = stream + ".out"
-    preload(client, stream, [json_bytes(i) for i in range(20)])
+    ids = preload(client, stream, [json_bytes(i) for i in range(20)])
     sink_app = sabot.App(unique("sinkapp"), redis_url=other.url, broker_connect_timeout=8.0)
     sink = sink_app.redis_channel(out)
     await (await sink.send(value={"warm": 1}))  # connection made before the freeze
@@ -443,13 +464,18 @@ async def test_stalled_sink_server_holds_the_input_until_the_write_lands(
     async def forward(entries):
         async for value in entries:
             seen.append(value["i"])
+            batches.note(entries)
             yield value
 
+    batches = BatchesSeen()
     other.proc.send_signal(signal.SIGSTOP)
     try:
         async with running(app):
-            await until(lambda: len(seen) >= 5, what="values")
-            await asyncio.sleep(1.5)
+            # Into the second batch: the first is finished but for its sink writes.
+            await until(lambda: len(seen) >= 6, what="values")
+            await until(lambda: last_delivered(client, stream, app.id) == ids[-1],
+                        what="all read")
+            assert not batches.any_done()  # held by the writes: no XACK sent, nor coming
             assert pending_count(client, stream, app.id) == 20
             other.proc.send_signal(signal.SIGCONT)
             await until(lambda: pending_count(client, stream, app.id) == 0, timeout=15,
@@ -477,11 +503,25 @@ async def test_slow_agent_stops_xreadgroup_pending_stays_bounded(redis_server, s
             seen.append(value["i"])
             await gate.wait()
 
+    reads = []  # XREADGROUP ... ">" commands the reader sent
     async with running(app):
+        transport = redis_transport(app)
+        send = transport.client.execute_command
+
+        async def counting(*args, **options):
+            if args[0] == "XREADGROUP" and args[-1] == ">":
+                reads.append(args)
+            return await send(*args, **options)
+        transport.client.execute_command = counting
         await until(lambda: seen, what="the first value")
-        await asyncio.sleep(1.0)
+        # The agent holds one batch and one more is queued for it: the read
+        # that queued it waits for capacity (it decided so in the same step).
+        await until(lambda: slow.backlog >= 200 and slow.subscriber.pending >= 1,
+                    what="the reads to be held back")
         first = pending_count(client, stream, app.id)
-        await asyncio.sleep(1.0)
+        n_reads = len(reads)
+        await idle()  # a reader that went on would have sent its next read by now
+        assert len(reads) == n_reads, "XREADGROUP kept fetching for a stuck agent"
         second = pending_count(client, stream, app.id)
         assert second == first, "XREADGROUP kept fetching for a stuck agent"
         assert second <= 1000, f"{second} entries read ahead of a stuck agent"

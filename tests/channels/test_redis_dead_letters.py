@@ -11,7 +11,7 @@ import pytest
 
 from tests.channels.redis_streams import (acked_ids, json_bytes, make_app, pending_count,
                                           pending_ids, preload, redis_transport)
-from tests.helpers import collector, running, until
+from tests.helpers import collector, idle, running, until
 
 pytestmark = pytest.mark.redis
 
@@ -147,12 +147,14 @@ async def test_failing_dead_letter_write_keeps_the_entry_pending_until_it_succee
         async for value in entries:
             got.append(value)
 
+    channel = app.redis_channel(stream)
     async with running(app):
         bad_id = client.xadd(stream, {"value": b"{bad"}).decode()
-        await asyncio.sleep(0.3)
+        await until(lambda: channel.dead_letters.retrying, what="its dead letter to fail")
         client.xadd(stream, {"value": b'{"ok":1}'})
         await until(lambda: got == [{"ok": 1}], what="the worker to go on")
-        await asyncio.sleep(1.5)  # a retry or two fail as well
+        await until(lambda: channel.dead_letters.retried >= 2,
+                    what="a retry or two to fail as well")
         assert bad_id in pending_ids(client, stream, app.id)
         client.delete(stream + ".dlq")
         await until(lambda: pending_count(client, stream, app.id) == 0, timeout=10,
@@ -203,11 +205,12 @@ async def test_stop_while_a_dead_letter_write_keeps_failing(redis_server, stream
         async for value in entries:
             got.append(value)
 
+    channel = app.redis_channel(stream)
     await app.start()
     bad_id = client.xadd(stream, {"value": b"{bad"}).decode()
     good_id = client.xadd(stream, {"value": b'{"ok":1}'}).decode()
     await until(lambda: got, what="the good value")
-    await asyncio.sleep(0.3)
+    await until(lambda: channel.dead_letters.retried >= 1, what="the dead letter to fail again")
     started = time.monotonic()
     await asyncio.wait_for(app.stop(), 15)
     assert time.monotonic() - started < 5
@@ -253,6 +256,7 @@ async def test_dead_letter_retry_does_not_outlive_app_stop(redis_server, stream,
     def retries():
         return channel.dead_letters.retrying
 
+    tasks_before = asyncio.all_tasks()
     await app.start()
     try:
         client.xadd(stream, {"value": b"{bad json"})
@@ -262,7 +266,9 @@ async def test_dead_letter_retry_does_not_outlive_app_stop(redis_server, stream,
     assert retries() == 0
     with pytest.raises(TransportError):
         redis_transport(app).client  # noqa: B018 - stopped: not reopened
+    await idle()  # a cancelled retry has taken its last step
+    # The stopped app left no task behind: nothing is left to write the dead letter.
+    assert asyncio.all_tasks() - tasks_before == set()
     client.delete(stream + ".dlq")
-    await asyncio.sleep(0.3)  # six retry periods
     assert not client.exists(stream + ".dlq")
     assert pending_count(client, stream, app.id) == 1

@@ -13,9 +13,10 @@ import time
 
 import pytest
 
-from tests.channels.redis_streams import (acked_ids, json_bytes, make_app, pending_count,
-                                          pending_ids, preload, redis_transport)
-from tests.helpers import collector, running, unique, until
+from tests.channels.redis_streams import (acked_ids, json_bytes, last_delivered, make_app,
+                                          pending_count, pending_ids, preload,
+                                          redis_transport)
+from tests.helpers import collector, idle, running, unique, until, until_sync
 
 pytestmark = pytest.mark.redis
 
@@ -49,7 +50,7 @@ class Monitor:
 
 
 async def test_server_restart_mid_batch_no_loss_no_double_delivery(redis_server_factory,
-                                                                    stream):
+                                                                    stream, caplog):
     server = redis_server_factory()
     client = server.client()
     ids = preload(client, stream, [json_bytes(i) for i in range(50)])
@@ -64,16 +65,22 @@ async def test_server_restart_mid_batch_no_loss_no_double_delivery(redis_server_
                 await gate.wait()  # holds the second batch across the restart
             seen.append(value["i"])
 
+    caplog.set_level(logging.INFO, logger="sabot.channels.redis")
     async with running(app):
         await until(lambda: len(seen) == 15, what="the agent to hold batch 2")
-        await asyncio.sleep(0.2)
+        await until(lambda: last_delivered(client, stream, app.id) == ids[-1],
+                    what="every entry read")
         await asyncio.to_thread(server.restart, keep_data=True, down_for=0.3)
         client = server.client()
-        await asyncio.sleep(1.0)  # recovery runs (own pending, XAUTOCLAIM) meanwhile
+        # recovery runs (own pending, XAUTOCLAIM) while the batch is held
+        await until(lambda: "reconnected" in caplog.text, timeout=15,
+                    what="the reader to reconnect and recover")
         gate.set()
         await until(lambda: len(seen) >= 50, timeout=15, what="every value")
         await until(lambda: pending_count(client, stream, app.id) == 0, what="XACK")
-        await asyncio.sleep(0.5)
+        # Nothing pending (no recovery read can return an entry again) and
+        # nothing queued for the agent: no second delivery can still come.
+        await until(lambda: held.backlog == 0, what="nothing queued for the agent")
     assert sorted(seen) == list(range(50))
     assert len(seen) == 50, "an entry held across the restart was delivered twice"
     assert acked_ids(client, stream, app.id) == set(ids)
@@ -212,6 +219,8 @@ async def test_connections_killed_repeatedly_nothing_lost_nothing_twice(redis_se
             # Drops every normal client connection (ours too; redis-py reconnects).
             admin.client_kill_filter(_type="normal", skipme=True)
             kills += 1
+            # Kept: this paces the kills (the stimulus), so the worker
+            # reconnects and reads between them; the outcome is waited for below.
             await asyncio.sleep(0.03)
         await until(lambda: len(set(seen)) == total, timeout=20, what="every value")
         await until(lambda: pending_count(client, stream, app.id) == 0, timeout=10,
@@ -289,11 +298,10 @@ def test_worker_killed_mid_stream_leaves_nothing_behind(redis_server, stream, tm
     first = subprocess.Popen([sys.executable, script, redis_server.url, stream, str(outfile)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 30
-        while len(outfile.read_bytes().splitlines()) < total // 5:
+        def a_fifth_done():
             assert first.poll() is None, first.stderr.read().decode()
-            assert time.monotonic() < deadline, "first worker processed too little"
-            time.sleep(0.01)
+            return len(outfile.read_bytes().splitlines()) >= total // 5
+        until_sync(a_fifth_done, 30, "the first worker to process a fifth")
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     finally:
@@ -307,16 +315,14 @@ def test_worker_killed_mid_stream_leaves_nothing_behind(redis_server, stream, tm
     second = subprocess.Popen([sys.executable, script, redis_server.url, stream, str(outfile)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            done = {int(x) for x in outfile.read_bytes().splitlines()}
-            if len(done) == total and pending_count(client, stream, "redis-crash-test") == 0:
-                break
+        def everything_done():
             assert second.poll() is None, second.stderr.read().decode()
-            assert time.monotonic() < deadline, (
-                f"processed {len(done)}/{total}, "
-                f"pending {pending_count(client, stream, 'redis-crash-test')}")
-            time.sleep(0.05)
+            return (len({int(x) for x in outfile.read_bytes().splitlines()}) == total
+                    and pending_count(client, stream, "redis-crash-test") == 0)
+        until_sync(everything_done, 30, lambda: (
+            f"processed {len(set(outfile.read_bytes().splitlines()))}/{total}, "
+            f"pending {pending_count(client, stream, 'redis-crash-test')}"), interval=0.05)
+        done = {int(x) for x in outfile.read_bytes().splitlines()}
         second.send_signal(signal.SIGTERM)
         assert second.wait(15) == 0
     finally:
@@ -370,16 +376,14 @@ def test_sigkill_two_of_three_workers_the_survivor_claims_everything(redis_serve
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
              for _ in range(3)]
     try:
-        deadline = time.monotonic() + 30
-        while len(list(tmp_path.glob("out.txt.ready.*"))) < 3:
+        def all_ready():
             for p in procs:
                 assert p.poll() is None, p.stderr.read().decode()
-            assert time.monotonic() < deadline, "workers did not all start"
-            time.sleep(0.01)
+            return len(list(tmp_path.glob("out.txt.ready.*"))) == 3
+        until_sync(all_ready, 30, "the workers to start")
         (tmp_path / "out.txt.go").touch()
-        while len(lines()) < 300 or len({pid for pid, _ in lines()}) < 3:
-            assert time.monotonic() < deadline, "no progress by all three"
-            time.sleep(0.01)
+        until_sync(lambda: len(lines()) >= 300 and len({pid for pid, _ in lines()}) == 3, 30,
+                   "progress by all three")
         for p in procs[:2]:
             p.send_signal(signal.SIGKILL)
             p.wait(10)
@@ -389,15 +393,14 @@ def test_sigkill_two_of_three_workers_the_survivor_claims_everything(redis_serve
         held_by_dead = sum(n for name, n in consumers.items()
                            if name.rsplit("-", 1)[-1] in dead)
         assert held_by_dead > 0, consumers  # they died holding entries
-        deadline = time.monotonic() + 30
-        while True:
-            done = {i for _, i in lines()}
-            if len(done) == total and pending_count(client, stream, app_id) == 0:
-                break
+
+        def survivor_done():
             assert procs[2].poll() is None, procs[2].stderr.read().decode()
-            assert time.monotonic() < deadline, (
-                f"processed {len(done)}/{total}, pending {pending_count(client, stream, app_id)}")
-            time.sleep(0.05)
+            return (len({i for _, i in lines()}) == total
+                    and pending_count(client, stream, app_id) == 0)
+        until_sync(survivor_done, 30, lambda: (
+            f"processed {len({i for _, i in lines()})}/{total}, "
+            f"pending {pending_count(client, stream, app_id)}"), interval=0.05)
         procs[2].send_signal(signal.SIGTERM)
         assert procs[2].wait(15) == 0
     finally:
@@ -446,7 +449,9 @@ async def test_one_slow_worker_claiming_its_own_entries_loses_nothing(redis_serv
     async with running(app):
         await until(lambda: len(set(seen)) == 60
                     and pending_count(client, stream, app.id) == 0, what="everything")
-        await asyncio.sleep(0.2)
+        # Nothing pending (no claim can return an entry again) and nothing
+        # queued for the agent: no second delivery can still come.
+        await until(lambda: slow.backlog == 0, what="nothing queued for the agent")
     # Exactly once: claims of the worker's own entries skip those it still
     # holds and those it acknowledged while the claim was on its way.
     assert sorted(seen) == list(range(60))
@@ -515,13 +520,14 @@ def _intercept(monkeypatch, transport, match, between):
     ``match``\\ es with entries, before the reader gets the reply."""
     redis_client = transport.client
     original = redis_client.execute_command
-    armed = [True]
+    armed = [True]  # then False while between() runs, then "answered"
 
     async def execute_command(*args, **options):
         reply = await original(*args, **options)
-        if armed[0] and match(args, reply):
+        if armed[0] is True and match(args, reply):
             armed[0] = False
             await between()
+            armed[0] = "answered"  # the reader parses the reply in this same step
         return reply
     monkeypatch.setattr(redis_client, "execute_command", execute_command)
     return armed
@@ -578,9 +584,12 @@ async def test_entries_acked_while_a_recovery_read_is_on_its_way_are_not_deliver
                     raise redis_py.ConnectionError("connection lost (test)")
                 return await original(*args, **options)
             monkeypatch.setattr(transport.client, "execute_command", lose_the_next_read)
-        await until(lambda: not armed[0], what="the recovery read")
+        await until(lambda: armed[0] == "answered", what="the recovery read")
         await until(lambda: len(seen) >= 10, what="the batch")
-        await asyncio.sleep(0.2)  # a second delivery would be under way by now
+        # The reply was parsed when the reader got it: a second delivery would
+        # be queued for the agent now, and taken once the loop has run.
+        await idle()
+        await until(lambda: agent.backlog == 0, what="nothing queued for the agent")
     finally:
         await app.stop()
     assert seen == list(range(10))
@@ -632,7 +641,9 @@ async def test_graceful_stop_with_a_stuck_agent_acks_nothing_unfinished(redis_se
 
     await app.start()
     await until(lambda: len(finished) == 25, what="25 values")
-    await asyncio.sleep(0.3)
+    # The two finished batches are acknowledged; the stop must add nothing.
+    await until(lambda: acked_ids(client, stream, app.id) >= set(ids[:20]),
+                what="the finished batches acknowledged")
     started = time.monotonic()
     await asyncio.wait_for(app.stop(), 15)
     assert time.monotonic() - started < 10
@@ -660,7 +671,10 @@ async def test_stop_under_backpressure_is_bounded_and_acks_only_finished(redis_s
 
     await app.start()
     await until(lambda: len(finished) == 50, what="50 values")
-    await asyncio.sleep(0.5)
+    # The agent holds one batch, one more is queued for it: the read that
+    # queued it waits for capacity.
+    await until(lambda: slow.backlog >= 200 and slow.subscriber.pending >= 1,
+                what="the reads to be held back")
     started = time.monotonic()
     await asyncio.wait_for(app.stop(), 20)
     assert time.monotonic() - started < 6
@@ -669,7 +683,8 @@ async def test_stop_under_backpressure_is_bounded_and_acks_only_finished(redis_s
     assert pending_count(client, stream, app.id) <= 1000
 
 
-async def test_stop_while_the_server_is_down_does_not_hang(redis_server_factory, stream):
+async def test_stop_while_the_server_is_down_does_not_hang(redis_server_factory, stream,
+                                                            caplog):
     server = redis_server_factory()
     app = make_app(server, shutdown_timeout=2.0, broker_connect_timeout=1.0)
     ch = app.redis_channel(stream)
@@ -683,8 +698,10 @@ async def test_stop_while_the_server_is_down_does_not_hang(redis_server_factory,
     await app.start()
     await (await ch.send(value={"a": 1}))
     await until(lambda: seen, what="the value")
+    caplog.set_level(logging.INFO, logger="sabot.channels.redis")
     server.stop(kill=True)
-    await asyncio.sleep(0.5)
+    await until(lambda: "lost the connection" in caplog.text,
+                what="the reader to notice the server is gone")
     started = time.monotonic()
     await asyncio.wait_for(app.stop(), 20)
     assert time.monotonic() - started < 8
@@ -744,11 +761,10 @@ def test_sigterm_worker_acks_exactly_what_it_processed(redis_server, stream, tmp
     app_id = unique("term")
     p = subprocess.Popen([sys.executable, str(script), redis_server.url, stream, str(out), app_id], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 30
-        while len(out.read_bytes().splitlines()) < 500:
+        def five_hundred_done():
             assert p.poll() is None, p.stderr.read().decode()
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+            return len(out.read_bytes().splitlines()) >= 500
+        until_sync(five_hundred_done, 30, "500 values processed")
         p.send_signal(signal.SIGTERM)
         rc = p.wait(30)
         err = p.stderr.read().decode()
