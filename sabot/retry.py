@@ -42,6 +42,9 @@ class RetryPolicy:
     jitter: float = 0.1
     deadline: Optional[float] = None
     retry_on: Tuple[type, ...] = ()
+    #: Errors that never retry, even when they are also of a ``retry_on``
+    #: type (redis-py's AuthenticationError is a ConnectionError).
+    never_retry: Tuple[type, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_attempts is not None and self.max_attempts < 1:
@@ -53,8 +56,11 @@ class RetryPolicy:
         """True when ``exc`` is worth another attempt.
 
         With ``retry_on``, exactly the errors of those types are; without,
-        those whose ``retryable`` flag says so (``sabot.exceptions``).
+        those whose ``retryable`` flag says so (``sabot.exceptions``). An
+        error of a ``never_retry`` type never is.
         """
+        if self.never_retry and isinstance(exc, self.never_retry):
+            return False
         if self.retry_on:
             return isinstance(exc, self.retry_on)
         return bool(getattr(exc, "retryable", False))

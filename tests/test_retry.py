@@ -143,3 +143,10 @@ async def test_retry_call_attempts_delays_and_classification():
     assert calls == [1]
     assert RetryPolicy().is_retryable(WorkerProcessDied("x", node_id="n", exitcode=-9))
     assert not RetryPolicy().is_retryable(ValueError("x"))
+
+
+def test_never_retry_wins_over_retry_on():
+    class Refused(ConnectionError):
+        pass
+    policy = RetryPolicy(retry_on=(ConnectionError,), never_retry=(Refused,))
+    assert policy.is_retryable(ConnectionError()) and not policy.is_retryable(Refused())

@@ -74,6 +74,10 @@ _RESERVED = frozenset({"value", "key"})
 _CONNECTION_ERRORS = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError,
                       ConnectionError, OSError, asyncio.TimeoutError)
 
+#: Errors a retry cannot mend: the server refused us (a wrong password is a
+#: ConnectionError to redis-py, so it must be named to be left out).
+_REFUSED = (rexc.AuthenticationError, rexc.ResponseError)
+
 #: Backoff between reconnect attempts (no limit on attempts; a deadline where one applies).
 _RECONNECT = RetryPolicy(max_attempts=None, initial_delay=0.05, max_delay=2.0, jitter=0.2)
 
@@ -263,7 +267,8 @@ class RedisTransport(Transport):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.connect_timeout
         policy = dataclasses.replace(_RECONNECT, deadline=self.connect_timeout,
-                                     retry_on=(asyncio.TimeoutError, *_CONNECTION_ERRORS))
+                                     retry_on=(asyncio.TimeoutError, *_CONNECTION_ERRORS),
+                                     never_retry=_REFUSED)
 
         async def ping() -> None:
             await asyncio.wait_for(self.client.ping(), timeout=max(0.1, deadline - loop.time()))
@@ -481,7 +486,7 @@ class _Producer:
                     for stream, maxlen, fields, *_ in chunk]
         # A retried XADD may store an entry twice: at-least-once.
         policy = dataclasses.replace(_RECONNECT, deadline=transport.connect_timeout,
-                                     retry_on=_CONNECTION_ERRORS)
+                                     retry_on=_CONNECTION_ERRORS, never_retry=_REFUSED)
 
         def retrying(attempt: int, exc: BaseException, delay: float) -> None:
             logger.warning("redis at %s: write failed (%s); retrying", transport.safe_url,
