@@ -1,4 +1,7 @@
-"""Conversion to and from Arrow IPC, both ways and both paths (seed 001, test 1)."""
+"""What crosses a process boundary (sabot/bridge/ipc.py): Arrow IPC for data, JSON
+for the rest, both ways and both paths (inline and shared memory, seed 001,
+test 1); what is refused instead of rewritten; frames split over many
+receives; and no pickle anywhere on the data path."""
 import json
 import os
 import pickle
