@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import socket
-import traceback
 from typing import Any, Dict, List, Optional
 
 from .._fastpath import Batch
@@ -77,6 +76,16 @@ def _safe_position(position: Any) -> Any:
         return position
     except (TypeError, ValueError):
         return repr(position)
+
+
+def _report(exc: BaseException, batch: Optional[int], value: Any,
+            position: Any = None) -> Dict[str, Any]:
+    """A failure as the parent reads it: the error (as ``error_header`` says
+    it) with the parent's id of the batch, the failing value and its position."""
+    header = error_header(exc)
+    return {"batch": batch, "value": value, "position": _safe_position(position),
+            "type": header["type"], "message": header["message"],
+            "traceback": header["traceback"]}
 
 
 class _Child:
@@ -123,15 +132,8 @@ class _Child:
             self.changed.set()
 
     def _failed(self, failure: AgentFailure) -> None:
-        exc = failure.error
         batch_id = next((self.ids[b] for b in failure.sources if b in self.ids), None)
-        self.failures.append({
-            "batch": batch_id, "value": failure.value,
-            "position": _safe_position(failure.position),
-            "type": type(exc).__name__, "message": str(exc),
-            "traceback": "".join(traceback.format_exception(type(exc), exc,
-                                                            exc.__traceback__)),
-        })
+        self.failures.append(_report(failure.error, batch_id, failure.value, failure.position))
         self.changed.set()
 
     def _collect(self, value: Any) -> None:
@@ -151,9 +153,7 @@ class _Child:
             except ConversionError as exc:
                 # A result that cannot cross: reported as a failure, the
                 # rest still go.
-                failures.append({"batch": None, "value": repr(value), "position": None,
-                                 "type": "ConversionError", "message": str(exc),
-                                 "traceback": ""})
+                failures.append(_report(exc, None, repr(value)))
         for failure in failures:
             try:
                 failure["value"] = writer.describe(failure["value"])
@@ -234,9 +234,7 @@ class _Child:
                 try:
                     batch = self._read_batch(header, body)
                 except Exception as exc:  # a batch that cannot be read fails alone
-                    self.failures.append({"batch": req, "value": None, "position": None,
-                                          "type": type(exc).__name__, "message": str(exc),
-                                          "traceback": traceback.format_exc()})
+                    self.failures.append(_report(exc, req, None))
                     self.done_ids.append(req)
                     self.answer(req)
                     continue
