@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import inspect
 import logging
 import sys
 import types
+import warnings
 from typing import (Any, Callable, Concatenate, Dict, Generic, Iterator, List, Optional,
-                    ParamSpec, Sequence, Tuple, TypeVar, Union, overload)
+                    ParamSpec, Sequence, TypeVar, Union, overload)
 
 from mode import Service
 
@@ -26,7 +28,10 @@ from .agents import Agent
 from .agents.sinks import SinkTarget
 from .channels import (Channel, MemoryChannel, Transport, create_transport, scheme_of,
                        transport_class)
-from .exceptions import ConfigurationError
+from .commands import AppCommand
+from .exceptions import ConfigurationError, SabotCompatibilityWarning
+from .leader import LeaderElection, election_for
+from .schedules import Crontab, Interval, Schedule, _takes_argument, want_seconds
 from .settings import Settings, redact_url
 from .types import ChannelT
 
@@ -87,7 +92,11 @@ class App(Service):
         self._transports: Dict[type, Transport] = {}
         # Not _tasks/_timers: mode.Service keeps its own @Service.task registry in _tasks.
         self._app_tasks: List[Callable[..., Any]] = []
-        self._app_timers: List[Tuple[float, Callable[..., Any]]] = []
+        #: ``@app.timer`` and ``@app.crontab`` functions (sabot.schedules).
+        self.schedules: List[Schedule] = []
+        #: ``@app.command`` subcommands by name (sabot.commands).
+        self.commands: Dict[str, AppCommand] = {}
+        self._election: Optional[LeaderElection] = None
         self._futures_running: List["asyncio.Future[Any]"] = []
         self._stop_event: Optional[asyncio.Event] = None
         self.crash_reasons: List[BaseException] = []
@@ -207,16 +216,61 @@ class App(Service):
             return f
         return decorator(fun) if fun is not None else decorator
 
-    def _timer(self, seconds: float) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Run the decorated async function every ``seconds`` while the worker runs."""
-        if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds <= 0:
-            raise ConfigurationError(f"timer interval must be a positive number, got {seconds!r}")
+    def _timer(self, interval: Union[float, datetime.timedelta], on_leader: bool = False,
+               traced: bool = True, name: Optional[str] = None,
+               max_drift_correction: float = 0.1) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Run the decorated async function every ``interval`` seconds (Faust's ``app.timer``).
+
+        ``on_leader=True`` runs it only on the leader worker (``app.is_leader()``).
+        ``traced`` and ``max_drift_correction`` are Faust's and change nothing
+        here: beats keep a fixed grid (``sabot.schedules``).
+        """
+        seconds = want_seconds(interval, "timer interval")
 
         def decorator(f: Callable[..., Any]) -> Callable[..., Any]:
-            if not inspect.iscoroutinefunction(f):
-                raise ConfigurationError(f"timer {f.__qualname__!r} must be an async function")
-            self._app_timers.append((float(seconds), f))
+            self.schedules.append(Interval(f, seconds, on_leader=on_leader, name=name))
             return f
+        return decorator
+
+    def _crontab(self, cron_format: str, *, timezone: Optional[datetime.tzinfo] = None,
+                on_leader: bool = False,
+                traced: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Run the decorated async function at the times of ``cron_format`` (Faust's ``app.crontab``).
+
+        ``timezone`` defaults to the app's ``timezone`` setting (UTC).
+        """
+        def decorator(f: Callable[..., Any]) -> Callable[..., Any]:
+            self.schedules.append(Crontab(f, cron_format, timezone or self.conf.timezone,
+                                          on_leader=on_leader))
+            return f
+        return decorator
+
+    def is_leader(self) -> bool:
+        """True on the worker that leads the app (``sabot.leader``: Kafka's group, a Redis lock)."""
+        if self._election is None:
+            self._election = election_for(self)
+            if self.started:  # asked first at run time: join now
+                self._futures_running.append(asyncio.ensure_future(self._election.start()))
+        return self._election.is_leader()
+
+    def command(self, *options: Callable[[Any], Any], name: Optional[str] = None,
+                help: Optional[str] = None, base: Any = None,
+                **kwargs: Any) -> Callable[[Callable[..., Any]], AppCommand]:
+        """Add a subcommand to ``sabot -A app ...`` and ``python app.py ...`` (Faust's ``app.command``).
+
+        ``options`` are ``sabot.cli.option(...)`` and ``sabot.cli.argument(...)``.
+        """
+        if base is not None or kwargs:
+            unsupported = ["base"] * (base is not None) + sorted(kwargs)
+            warnings.warn(f"app.command: Faust's {', '.join(unsupported)} not supported by Sabot "
+                          f"(ignored)", SabotCompatibilityWarning, stacklevel=2)
+
+        def decorator(f: Callable[..., Any]) -> AppCommand:
+            command = AppCommand(self, f, options, name=name, help=help)
+            if command.name in self.commands:
+                raise ConfigurationError(f"app command {command.name!r} is defined twice")
+            self.commands[command.name] = command
+            return command
         return decorator
 
     #: ``@app.task``: run the function once the worker has started (Faust's API).
@@ -227,6 +281,9 @@ class App(Service):
     #: inside it) and which ``App.timer`` still is: typing cannot say
     #: "class-only", so the app's own ``timer(seconds) -> decorator`` differs.
     timer = _AppDecorator(Service.timer, _timer)  # type: ignore[assignment]
+    #: ``@app.crontab(cron_format, timezone=, on_leader=)`` (Faust's API); on the
+    #: class it is still mode's ``Service.crontab``, for the same reason.
+    crontab = _AppDecorator(Service.crontab, _crontab)  # type: ignore[assignment]
 
     # -- lifecycle -------------------------------------------------------------
     async def on_start(self) -> None:
@@ -235,12 +292,16 @@ class App(Service):
             await channel.maybe_start()
         for agent in self.agents.values():
             await agent.maybe_start()
+        if self._election is None and any(s.on_leader for s in self.schedules):
+            self._election = election_for(self)  # its transport must start below
         for transport in list(self._transports.values()):
             await transport.maybe_start()
         for fun in self._app_tasks:
             self._futures_running.append(asyncio.ensure_future(self._run_task(fun)))
-        for seconds, fun in self._app_timers:
-            self._futures_running.append(asyncio.ensure_future(self._run_timer(seconds, fun)))
+        if self._election is not None:
+            await self._election.start()
+        for schedule in self.schedules:
+            self._futures_running.append(asyncio.ensure_future(schedule.run(self)))
 
     async def _run_task(self, fun: Callable[..., Any]) -> None:
         try:
@@ -251,22 +312,14 @@ class App(Service):
             logger.exception("task %s crashed: %r", fun.__qualname__, exc)
             self.report_crash(exc)
 
-    async def _run_timer(self, seconds: float, fun: Callable[..., Any]) -> None:
-        while True:
-            await asyncio.sleep(seconds)
-            try:
-                await (fun(self) if _takes_argument(fun) else fun())
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.exception("timer %s raised (it keeps running): %r", fun.__qualname__, exc)
-
     async def on_stop(self) -> None:
         for fut in self._futures_running:
             fut.cancel()
         if self._futures_running:
             await asyncio.gather(*self._futures_running, return_exceptions=True)
         self._futures_running.clear()
+        if self._election is not None:
+            await self._election.stop()
         timeout = self.conf.shutdown_timeout
         for transport in self._transports.values():
             try:
@@ -303,9 +356,3 @@ class App(Service):
         from .cli import main
         main(argv if argv is not None else sys.argv[1:], app=self)
 
-
-def _takes_argument(fun: Callable[..., Any]) -> bool:
-    try:
-        return len(inspect.signature(fun).parameters) >= 1
-    except (TypeError, ValueError):
-        return False

@@ -19,7 +19,11 @@ import click
 from .exceptions import SabotError
 from .types import AppT, ChannelT
 
-__all__ = ["cli", "main", "load_app"]
+__all__ = ["cli", "main", "load_app", "option", "argument", "run_with_app"]
+
+#: For ``@app.command(option(...), argument(...))``, as ``faust.cli.option``.
+option = click.option
+argument = click.argument
 
 
 def load_app(spec: str) -> AppT:
@@ -80,8 +84,45 @@ class _BindAddress(click.ParamType):
         return value
 
 
-@click.group()
-@click.option("-A", "--app", "app_spec", default=None, help="The app: module:attribute.")
+class _AppGroup(click.Group):
+    """``sabot``'s commands, and those the app adds with ``@app.command``."""
+
+    def _app_commands(self, ctx: click.Context, *, quiet: bool) -> Dict[str, Any]:
+        from .commands import commands_of
+        state = ctx.ensure_object(_State)
+        spec = ctx.params.get("app_spec") or state.app_spec or os.environ.get("SABOT_APP", "")
+        if state.app is None and not spec:
+            return {}
+        try:
+            app = state.get_app(spec)
+        except click.ClickException:
+            if quiet:
+                return {}
+            raise
+        return commands_of(app)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        found = self._app_commands(ctx, quiet=False).get(cmd_name)
+        return found.click_command() if found is not None else None
+
+    def list_commands(self, ctx: click.Context) -> List[str]:
+        own = super().list_commands(ctx)
+        return own + sorted(set(self._app_commands(ctx, quiet=True)) - set(own))
+
+
+def _remember_app(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
+    # Eager, so that `sabot -A app --help` already knows the app's commands.
+    if value:
+        ctx.ensure_object(_State).app_spec = value
+    return value
+
+
+@click.group(cls=_AppGroup)
+@click.option("-A", "--app", "app_spec", default=None, is_eager=True, callback=_remember_app,
+              help="The app: module:attribute.")
 @click.option("-l", "--loglevel", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
 @click.version_option(package_name="sabot")
@@ -167,7 +208,7 @@ def send(state: _State, topic: str, value: str, app_spec: Optional[str], key: Op
         if pending:
             await asyncio.gather(*pending)
 
-    _run_with_app(app, go)
+    run_with_app(app, go)
     where = channel.transport_name
     if not channel.carries_bytes:
         click.echo(f"note: {topic!r} is an in-memory channel (memory://): the value reached only "
@@ -205,7 +246,7 @@ def tail(state: _State, topic: str, app_spec: Optional[str], from_beginning: boo
                     return
 
     try:
-        _run_with_app(app, go)
+        run_with_app(app, go)
     except KeyboardInterrupt:  # Ctrl-C is how an endless tail ends
         pass
 
@@ -254,7 +295,7 @@ def _carries_batches(channel: ChannelT) -> bool:
     return channel.codec is not None and channel.codec.yields_batches
 
 
-def _run_with_app(app: AppT, fun: Callable[[], Awaitable[None]]) -> None:
+def run_with_app(app: AppT, fun: Callable[[], Awaitable[None]]) -> None:
     """Run ``fun()`` on a new loop, close the app's transports, map errors to one line."""
     async def go() -> None:
         with app.quieted():  # the transport says it once

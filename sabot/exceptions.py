@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 __all__ = [
+    "SabotCompatibilityWarning",
     "SabotError",
     "ConfigurationError",
     "SchemaError",
@@ -163,3 +164,7 @@ class PipelineError(SabotError, ValueError):
 
 class RegistryError(SabotError, LookupError):
     """A node type is registered twice, or is not registered at all."""
+
+
+class SabotCompatibilityWarning(UserWarning):
+    """A Faust setting or option that Sabot accepts but does not have (named in the message)."""

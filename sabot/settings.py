@@ -8,6 +8,7 @@ and type, and URLs pass through ``redact_url`` before they are shown.
 """
 from __future__ import annotations
 
+import datetime
 import ipaddress
 import re
 import ssl
@@ -130,6 +131,11 @@ DEFAULTS: Dict[str, Setting] = {
     "status_interval": Setting(10.0, _positive_number, "Seconds between worker status lines."),
     "agent_restart_backoff": Setting(0.1, _non_negative_number,
                                      "First delay before restarting an agent that crashed without progress."),
+    "timezone": Setting(datetime.timezone.utc, lambda v: isinstance(v, datetime.tzinfo),
+                        "Time zone of app.crontab schedules that name none (a tzinfo; Faust's default, UTC)."),
+    "leader_lock_ttl": Setting(10.0, _positive_number,
+                               "Seconds the Redis leader lock lives unless renewed (renewed every third "
+                               "of it): a dead leader is replaced within this time."),
     "web_bind": Setting("127.0.0.1", valid_bind_address,
                         "Address the worker's web server (--web-port) listens on: an IP address "
                         "or host name; 0.0.0.0 for every interface (Faust's default, not Sabot's)."),
