@@ -1,0 +1,740 @@
+"""Windowed tables: Faust's ``WindowWrapper`` and ``WindowSet``, on event time.
+
+``app.Table("counts", default=int).tumbling(60, expires=3600)`` returns a
+``WindowWrapper``. ``wrapper[key]`` is a ``WindowSet``: ``+=`` (and the other
+in-place operators) updates every window the current event falls in, and
+``.current()``, ``.now()``, ``.value()``, ``.delta(d)`` read one window, as
+in Faust (``faust/tables/wrappers.py``). The values live in the table under
+Faust's keys, ``(key, (start, end))``, so they are changelogged and recovered
+like any other key, and ``table[key, window_range]`` reads one directly.
+
+What Sabot adds, where Faust's windows hurt:
+
+* **Windows close on event time**, per partition: a window closes once the
+  partition's watermark (largest event time seen minus ``allowed_lateness``)
+  passes its end plus ``grace``. Faust closes a window only when it expires,
+  judged by the wall clock, and only when the next cleanup runs.
+* **Idle partitions move on**: after ``idle_timeout`` seconds without an
+  event, a partition's event time advances with the wall clock (see
+  ``sabot.tables.event_clock``), so its last windows close without waiting
+  for another event.
+* **``on_window_close(key, value)`` gets the aggregate**: ``key`` is the
+  table key ``(key, window_range)`` and ``value`` the window's value when it
+  closed (Faust passes the raw value, and through a lookup that never hits,
+  see the comment in Faust's ``Collection._del_old_keys``). Each window is
+  closed once.
+* **Late events are reported, never dropped silently**: an event whose
+  window has closed is counted (``late_events``, ``late_reasons``) and sent
+  to the late channel (``<table>.late`` on the app's broker unless
+  ``late_channel=`` names another) with the reason in the ``sabot-late-reason``
+  header. Its other, still open, windows (hopping) are updated.
+* **``expires`` removes old windows on event time**: a closed window's keys are
+  deleted from the table (and the changelog) once Faust's ``stale`` test
+  holds against the partition's watermark instead of ``time.time()``.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime
+import heapq
+import inspect
+import logging
+import operator
+import time
+import warnings
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping,
+                    NoReturn, Optional, Protocol, Set, Tuple, Union, runtime_checkable)
+
+from ..exceptions import ConfigurationError, SabotCompatibilityWarning
+from .context import current_event
+from .event_clock import EventClock
+from .window_ranges import Seconds, Window, WindowRange, want_seconds
+
+if TYPE_CHECKING:
+    from ..types import ChannelT
+
+__all__ = ["WindowWrapper", "WindowSet", "WindowCloseCallback", "DEFAULT_IDLE_TIMEOUT",
+           "LATE_REASON_HEADER"]
+
+logger = logging.getLogger("sabot.tables")
+
+#: Seconds without an event after which a partition's event time follows the wall clock.
+DEFAULT_IDLE_TIMEOUT = 5.0
+#: Header of a late event: why it was not counted.
+LATE_REASON_HEADER = "sabot-late-reason"
+
+#: ``on_window_close(key, value)``: ``key`` is ``(key, (start, end))``; may be async.
+WindowCloseCallback = Callable[[Any, Any], Any]
+
+
+class EventLike(Protocol):
+    """What a windowed table reads of the value being processed."""
+
+    @property
+    def key(self) -> Any: ...
+    @property
+    def value(self) -> Any: ...
+    @property
+    def timestamp(self) -> float: ...
+    @property
+    def partition(self) -> int: ...
+
+
+class TableLike(Protocol):
+    """What a windowed table uses of the table it wraps (``sabot.tables.table.Table``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def app(self) -> Any: ...
+    @property
+    def window(self) -> Any: ...
+    @property
+    def on_window_close(self) -> Optional[Callable[..., Any]]: ...
+    def __getitem__(self, key: Any) -> Any: ...
+    def __setitem__(self, key: Any, value: Any) -> None: ...
+    def __delitem__(self, key: Any) -> None: ...
+    def __contains__(self, key: Any) -> bool: ...
+    def expire(self, key: Any, partition: int) -> None: ...
+
+
+#: Anything that gives an event's timestamp (Faust's ``RelativeHandler``).
+RelativeHandler = Callable[[Optional[EventLike]], Any]
+RelativeArg = Union[None, float, datetime.datetime, str, RelativeHandler, Any]
+
+
+def _as_seconds(value: Any, what: str) -> float:
+    if isinstance(value, datetime.datetime):
+        return value.timestamp()
+    if isinstance(value, str):
+        try:
+            return datetime.datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            raise ValueError(f"{what} is not an ISO-8601 time: {value!r}") from None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise TypeError(f"{what} must be a number, a datetime or an ISO-8601 string, got {value!r}")
+
+
+@runtime_checkable
+class FieldLike(Protocol):
+    """A model field (``sabot.Record``'s and Faust's ``FieldDescriptor``)."""
+
+    def getattr(self, obj: Any) -> Any: ...
+
+
+def _field_reader(field: Union[str, FieldLike]) -> RelativeHandler:
+    """``relative_to_field``: a field name (of a dict or an object) or a model field."""
+    if isinstance(field, str):
+        name = field
+
+        def read(event: Optional[EventLike]) -> Any:
+            if event is None:
+                raise RuntimeError("Operation outside of stream iteration")
+            value = event.value
+            if isinstance(value, Mapping):
+                return value[name]
+            return getattr(value, name)
+        return read
+    if isinstance(field, FieldLike):
+        descriptor = field
+
+        def read_descriptor(event: Optional[EventLike]) -> Any:
+            if event is None:
+                raise RuntimeError("Operation outside of stream iteration")
+            return descriptor.getattr(event.value)
+        return read_descriptor
+    raise ConfigurationError(f"relative_to_field takes a field name or a model field, "
+                             f"got {field!r}")
+
+
+class _Outbox:
+    """Sends late events in order from a task, so the sync ``+=`` path never waits."""
+
+    def __init__(self) -> None:
+        self._queue: List[Tuple[ChannelT, Any, Any, Dict[str, bytes]]] = []
+        self._task: Optional[asyncio.Task[None]] = None
+        self.sent = 0
+        self.failed = 0
+
+    def put(self, channel: ChannelT, key: Any, value: Any, headers: Dict[str, bytes]) -> None:
+        self._queue.append((channel, key, value, headers))
+        if self._task is None or self._task.done():
+            try:
+                self._task = asyncio.get_running_loop().create_task(self._drain())
+            except RuntimeError:  # no loop: flush() sends them
+                self._task = None
+
+    async def _drain(self) -> None:
+        while self._queue:
+            channel, key, value, headers = self._queue.pop(0)
+            try:
+                await channel.send(key=key, value=value, headers=headers)
+                self.sent += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.failed += 1
+                logger.error("late event of %r could not be sent to %s: %r (reason: %s)",
+                             key, channel.name, exc, headers.get(LATE_REASON_HEADER, b"").decode())
+
+    async def flush(self) -> None:
+        """Wait until every queued late event was handed to its channel."""
+        if self._task is not None and not self._task.done():
+            await self._task
+        if self._queue:
+            await self._drain()
+
+
+class WindowedState:
+    """What the clones of one windowed table share: window, clocks, open windows.
+
+    Open windows are tracked per partition: a heap of ``(closes_at, range)``
+    and, per range, the keys written in it. ``closes_at`` is the window's end
+    plus ``grace``; the window closes when the partition's watermark reaches
+    it. Closed windows stay in the table until they expire (``expires``).
+    """
+
+    def __init__(self, table: TableLike, window: Window, *, grace: float,
+                 allowed_lateness: float, idle_timeout: Optional[float],
+                 on_window_close: Optional[WindowCloseCallback],
+                 late_channel: Union[None, str, ChannelT], app: Any) -> None:
+        self.table = table
+        self.window = window
+        self.grace = grace
+        self.clock = EventClock(allowed_lateness, idle_timeout)
+        self.on_window_close = on_window_close
+        self.app = app
+        self._late_channel = late_channel
+        self._open: Dict[int, Dict[WindowRange, Set[Any]]] = {}
+        self._closing: Dict[int, List[Tuple[float, WindowRange]]] = {}
+        self._closed: Dict[int, Dict[WindowRange, Set[Any]]] = {}
+        self._expiring: Dict[int, List[Tuple[float, WindowRange]]] = {}
+        #: Start of the latest window closed (Faust's ``last_closed_window``).
+        self.last_closed_window = 0.0
+        self.windows_closed = 0
+        self.windows_expired = 0
+        self.late_events = 0
+        self.late_reasons: Dict[str, int] = {}
+        self._callbacks: Set[asyncio.Future[Any]] = set()
+        self._outbox = _Outbox()
+        self._idle_task: Optional[asyncio.Task[None]] = None
+
+    # -- writes ------------------------------------------------------------------
+    def closes_at(self, window_range: WindowRange) -> float:
+        return self.window.closes_at(window_range) + self.grace
+
+    def is_closed(self, partition: int, window_range: WindowRange) -> bool:
+        return self.closes_at(window_range) <= self.clock.watermark(partition)
+
+    def open_ranges(self, key: Any, timestamp: float, partition: int,
+                    event: Optional[EventLike]) -> List[WindowRange]:
+        """The ranges of ``timestamp`` still open; reports the event late if any closed."""
+        ranges = self.window.ranges(timestamp)
+        watermark = self.clock.watermark(partition)
+        open_ = [r for r in ranges if self.closes_at(r) > watermark]
+        if len(open_) < len(ranges):
+            closed = [r for r in ranges if self.closes_at(r) <= watermark]
+            self._report_late(key, timestamp, partition, event, closed, watermark)
+        return open_
+
+    def track(self, partition: int, window_range: WindowRange, key: Any) -> None:
+        """Remember that ``key`` has a value in ``window_range``, to close and expire it."""
+        windows = self._open.get(partition)
+        if windows is None:
+            windows = self._open[partition] = {}
+            self._closing[partition] = []
+        keys = windows.get(window_range)
+        if keys is None:
+            keys = windows[window_range] = set()
+            heapq.heappush(self._closing[partition], (self.closes_at(window_range), window_range))
+        keys.add(key)
+
+    def untrack(self, partition: int, window_range: WindowRange, key: Any) -> None:
+        for tracked in (self._open, self._closed):
+            keys = tracked.get(partition, {}).get(window_range)
+            if keys is not None:
+                keys.discard(key)
+
+    def observed(self, partition: int, timestamp: float) -> None:
+        """An event of ``partition`` at ``timestamp`` was applied: move its watermark."""
+        before = self.clock.watermark(partition)
+        if self.clock.observe(partition, timestamp) > before:
+            self.sweep(partition)
+
+    # -- closing and expiring ----------------------------------------------------
+    def sweep(self, partition: int) -> None:
+        """Close the windows the watermark has passed, then expire stale ones."""
+        watermark = self.clock.watermark(partition)
+        closing = self._closing.get(partition)
+        if closing:
+            windows = self._open[partition]
+            while closing and closing[0][0] <= watermark:
+                _, window_range = heapq.heappop(closing)
+                keys = windows.pop(window_range, set())
+                self._close(partition, window_range, keys)
+        expiring = self._expiring.get(partition)
+        if expiring:
+            stale = self.window.stale
+            closed = self._closed[partition]
+            while expiring and stale(expiring[0][0], watermark):
+                _, window_range = heapq.heappop(expiring)
+                for key in closed.pop(window_range, ()):
+                    self.table.expire((key, window_range), partition)
+                self.windows_expired += 1
+
+    def _close(self, partition: int, window_range: WindowRange, keys: Set[Any]) -> None:
+        self.windows_closed += 1
+        self.last_closed_window = max(self.last_closed_window, window_range[0])
+        for key in keys:
+            table_key = (key, window_range)
+            try:
+                value = self.table[table_key]
+            except KeyError:  # deleted while open
+                continue
+            self._call_close(table_key, value)
+        if self.window.expires is not None:
+            if partition not in self._expiring:
+                self._expiring[partition] = []
+                self._closed[partition] = {}
+            self._closed[partition][window_range] = keys
+            heapq.heappush(self._expiring[partition], (window_range[1], window_range))
+
+    def _call_close(self, table_key: Any, value: Any) -> None:
+        callback = self.on_window_close
+        if callback is None:
+            return
+        try:
+            result = callback(table_key, value)
+        except Exception as exc:
+            logger.exception("on_window_close of table %r raised for %r: %r",
+                             self.table.name, table_key, exc)
+            return
+        if inspect.isawaitable(result):
+            future = asyncio.ensure_future(result)
+            self._callbacks.add(future)
+            future.add_done_callback(self._callback_done)
+
+    def _callback_done(self, future: asyncio.Future[Any]) -> None:
+        self._callbacks.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            logger.error("on_window_close of table %r raised: %r",
+                         self.table.name, future.exception())
+
+    def advance_idle(self) -> List[Any]:
+        """Move idle partitions' watermarks and close what they passed."""
+        moved = self.clock.advance_idle()
+        for partition in moved:
+            self.sweep(partition)
+        return moved
+
+    async def run_idle_timer(self) -> None:
+        """Check for idle partitions until cancelled (a fraction of ``idle_timeout``)."""
+        timeout = self.clock.idle_timeout
+        if timeout is None:
+            return
+        interval = min(max(timeout / 4, 0.01), 1.0)
+        while True:
+            await asyncio.sleep(interval)
+            self.advance_idle()
+
+    def ensure_idle_timer(self) -> None:
+        """Start the idle timer in the running loop, once (from the first write)."""
+        if self.clock.idle_timeout is None:
+            return
+        task = self._idle_task
+        if task is not None and not task.done():
+            return
+        try:
+            self._idle_task = asyncio.get_running_loop().create_task(self.run_idle_timer())
+        except RuntimeError:
+            self._idle_task = None
+
+    async def stop(self) -> None:
+        """Stop the idle timer and wait for close callbacks and late events in flight."""
+        task, self._idle_task = self._idle_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Wait for the close callbacks and late-event sends started so far."""
+        while self._callbacks:
+            await asyncio.gather(*list(self._callbacks), return_exceptions=True)
+        await self._outbox.flush()
+
+    # -- late events ---------------------------------------------------------------
+    def late_channel(self) -> Optional[ChannelT]:
+        channel = self._late_channel
+        if isinstance(channel, str) or channel is None:
+            if self.app is None:
+                return None
+            name = channel if isinstance(channel, str) else f"{self.table.name}.late"
+            channel = self._late_channel = self.app.topic(name)
+        return channel
+
+    def _report_late(self, key: Any, timestamp: float, partition: int,
+                     event: Optional[EventLike], closed: List[WindowRange],
+                     watermark: float) -> None:
+        first = closed[0]
+        reason = (f"window closed: event time {timestamp} is in window {list(first)} of "
+                  f"table {self.table.name!r}, closed at {self.closes_at(first)} "
+                  f"(end + grace {self.grace}); the watermark of partition {partition} "
+                  f"is {watermark}")
+        kind = "window closed"
+        self.late_events += 1
+        self.late_reasons[kind] = self.late_reasons.get(kind, 0) + 1
+        if self.late_events == 1:
+            logger.warning("late event for table %r: %s", self.table.name, reason)
+        channel = self.late_channel()
+        if channel is None:
+            return
+        headers = {
+            LATE_REASON_HEADER: reason.encode(),
+            "sabot-table": self.table.name.encode(),
+            "sabot-event-time": repr(timestamp).encode(),
+            "sabot-watermark": repr(watermark).encode(),
+            "sabot-partition": str(partition).encode(),
+        }
+        value = event.value if event is not None else key
+        event_key = event.key if event is not None else key
+        self._outbox.put(channel, event_key, value, headers)
+
+    def forget_partition(self, partition: int) -> None:
+        """Stop tracking a partition (revoked: its new owner tracks it)."""
+        for tracked in (self._open, self._closing, self._closed, self._expiring):
+            tracked.pop(partition, None)
+        self.clock.forget(partition)
+
+
+class WindowSet:
+    """The windows of one key: ``table[k].current()``, ``.now()``, ``.delta(d)``, ``+=``.
+
+    As in Faust, ``table[k]`` is a ``WindowSet`` because ``k`` exists in many
+    windows; a time picks one. ``table[k][event]`` pins the event,
+    ``table[k][window_range]`` reads one window.
+    """
+
+    def __init__(self, key: Any, table: TableLike, wrapper: WindowWrapper,
+                 event: Optional[EventLike] = None) -> None:
+        self.key = key
+        self.table = table
+        self.wrapper = wrapper
+        self.event = event
+
+    def apply(self, op: Callable[[Any, Any], Any], value: Any,
+              event: Optional[EventLike] = None) -> WindowSet:
+        """Apply ``op(old, value)`` in every open window of the event's time."""
+        self.wrapper.apply_op(self.key, op, value, event or self.event)
+        return self
+
+    def value(self, event: Optional[EventLike] = None) -> Any:
+        """The value in the window of the wrapper's time (``relative_to_*``)."""
+        wrapper = self.wrapper
+        return self.table[(self.key, wrapper.state.window.current(
+            wrapper.get_timestamp(event or self.event)))]
+
+    def now(self) -> Any:
+        """The value in the earliest window of "now" (Faust's ``_windowed_now``)."""
+        wrapper = self.wrapper
+        return self.table[(self.key, wrapper.state.window.earliest(wrapper.relative_now()))]
+
+    def current(self, event: Optional[EventLike] = None) -> Any:
+        """The value in the latest window of the current event's timestamp."""
+        wrapper = self.wrapper
+        return self.table[(self.key, wrapper.state.window.current(
+            wrapper.relative_event(event or self.event)))]
+
+    def delta(self, d: Seconds, event: Optional[EventLike] = None) -> Any:
+        """The value as it was ``d`` seconds before the current event."""
+        wrapper = self.wrapper
+        return self.table[(self.key, wrapper.state.window.delta(
+            wrapper.relative_event(event or self.event), d))]
+
+    def _unsupported(self, operation: str) -> NoReturn:
+        raise NotImplementedError(
+            f"Accessing {operation} on a WindowSet is not implemented. "
+            "Try using the underlying table directly")
+
+    def keys(self) -> NoReturn:
+        self._unsupported("keys")
+
+    def items(self) -> NoReturn:
+        self._unsupported("items")
+
+    def values(self) -> NoReturn:
+        self._unsupported("values")
+
+    def __getitem__(self, w: Any) -> Any:
+        if isinstance(w, tuple) and len(w) == 2:
+            return self.table[(self.key, w)]
+        # table[k][event]: a WindowSet with the event pinned.
+        return type(self)(self.key, self.table, self.wrapper, w)
+
+    def __setitem__(self, w: WindowRange, value: Any) -> None:
+        if not (isinstance(w, tuple) and len(w) == 2):
+            raise NotImplementedError("Cannot set WindowSet key, when key is an event")
+        self.table[(self.key, w)] = value
+
+    def __delitem__(self, w: WindowRange) -> None:
+        if not (isinstance(w, tuple) and len(w) == 2):
+            raise NotImplementedError("Cannot delete WindowSet key, when key is an event")
+        del self.table[(self.key, w)]
+
+    def __iadd__(self, other: Any) -> WindowSet:
+        return self.apply(operator.add, other)
+
+    def __isub__(self, other: Any) -> WindowSet:
+        return self.apply(operator.sub, other)
+
+    def __imul__(self, other: Any) -> WindowSet:
+        return self.apply(operator.mul, other)
+
+    def __itruediv__(self, other: Any) -> WindowSet:
+        return self.apply(operator.truediv, other)
+
+    def __ifloordiv__(self, other: Any) -> WindowSet:
+        return self.apply(operator.floordiv, other)
+
+    def __imod__(self, other: Any) -> WindowSet:
+        return self.apply(operator.mod, other)
+
+    def __ipow__(self, other: Any) -> WindowSet:
+        return self.apply(operator.pow, other)
+
+    def __ilshift__(self, other: Any) -> WindowSet:
+        return self.apply(operator.lshift, other)
+
+    def __irshift__(self, other: Any) -> WindowSet:
+        return self.apply(operator.rshift, other)
+
+    def __iand__(self, other: Any) -> WindowSet:
+        return self.apply(operator.and_, other)
+
+    def __ixor__(self, other: Any) -> WindowSet:
+        return self.apply(operator.xor, other)
+
+    def __ior__(self, other: Any) -> WindowSet:
+        return self.apply(operator.or_, other)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: key={self.key!r} table={self.table.name!r}>"
+
+
+class WindowWrapper:
+    """A windowed table: ``table[key]`` is a ``WindowSet``, not a value.
+
+    Made by ``table.tumbling(...)``, ``table.hopping(...)`` or
+    ``table.sliding(...)``. ``relative_to_now()``, ``relative_to_stream()`` and
+    ``relative_to_field(field)`` return clones that pick windows by another
+    time; clones share the table, the watermarks and the open windows.
+    """
+
+    def __init__(self, table: TableLike, window: Optional[Window] = None, *,
+                 relative_to: RelativeArg = None,
+                 grace: Seconds = 0.0, allowed_lateness: Seconds = 0.0,
+                 idle_timeout: Optional[Seconds] = DEFAULT_IDLE_TIMEOUT,
+                 on_window_close: Optional[WindowCloseCallback] = None,
+                 late_channel: Union[None, str, ChannelT] = None,
+                 key_index: bool = False,
+                 state: Optional[WindowedState] = None) -> None:
+        self.table = table
+        if state is None:
+            window = window if window is not None else table.window
+            if not isinstance(window, Window):
+                raise ConfigurationError(f"table {table.name!r}: a windowed table needs a "
+                                         f"window (tumbling, hopping, sliding), got {window!r}")
+            if key_index:
+                warnings.warn(f"table {table.name!r}: Faust's key_index is not supported by "
+                              f"Sabot's windowed tables (ignored; keys()/items()/values() "
+                              f"raise)", SabotCompatibilityWarning, stacklevel=3)
+            state = WindowedState(
+                table, window,
+                grace=want_seconds(grace, "grace", allow_zero=True),
+                allowed_lateness=want_seconds(allowed_lateness, "allowed_lateness",
+                                              allow_zero=True),
+                idle_timeout=(None if idle_timeout is None
+                              else want_seconds(idle_timeout, "idle_timeout")),
+                on_window_close=(on_window_close if on_window_close is not None
+                                 else table.on_window_close),
+                late_channel=late_channel, app=table.app)
+        self.state = state
+        self._get_relative_timestamp = self._relative_handler(relative_to)
+
+    def __repr__(self) -> str:
+        return f"<WindowWrapper {self.table.name!r} {self.state.window!r}>"
+
+    @property
+    def name(self) -> str:
+        """The table's name."""
+        return self.table.name
+
+    @property
+    def window(self) -> Window:
+        """The window type (``TumblingWindow``, ``HoppingWindow``, ``SlidingWindow``)."""
+        return self.state.window
+
+    # -- time relativity ------------------------------------------------------------
+    def clone(self, relative_to: RelativeArg) -> WindowWrapper:
+        """The same windowed table, picking windows by another time."""
+        return type(self)(self.table, relative_to=relative_to or self._get_relative_timestamp,
+                          state=self.state)
+
+    def relative_to(self, ts: RelativeArg) -> WindowWrapper:
+        """Pick windows by ``ts``: a timestamp, a datetime, a field, or a function of the event."""
+        return self.clone(relative_to=ts)
+
+    def relative_to_now(self) -> WindowWrapper:
+        """Pick windows by the system clock (the partition's latest event time in a stream)."""
+        return self.clone(relative_to=self._relative_now_handler)
+
+    def relative_to_stream(self) -> WindowWrapper:
+        """Pick windows by the timestamp of the event being processed."""
+        return self.clone(relative_to=self._relative_event_handler)
+
+    def relative_to_field(self, field: Any) -> WindowWrapper:
+        """Pick windows by a field of the value (a name, or a Faust field descriptor)."""
+        return self.clone(relative_to=_field_reader(field))
+
+    def _relative_handler(self, relative_to: RelativeArg) -> Optional[RelativeHandler]:
+        if relative_to is None:
+            return None
+        if isinstance(relative_to, datetime.datetime):
+            stamp = relative_to.timestamp()
+            return lambda event: stamp
+        if isinstance(relative_to, (int, float)) and not isinstance(relative_to, bool):
+            fixed = float(relative_to)
+            return lambda event: fixed
+        if isinstance(relative_to, (str, FieldLike)):
+            return _field_reader(relative_to)
+        if callable(relative_to):
+            handler: RelativeHandler = relative_to
+            return handler
+        raise ConfigurationError(f"Relative cannot be type {type(relative_to)}")
+
+    @property
+    def get_relative_timestamp(self) -> Optional[RelativeHandler]:
+        """The function that gives an event's time for this wrapper (``None``: the event's)."""
+        return self._get_relative_timestamp
+
+    @get_relative_timestamp.setter
+    def get_relative_timestamp(self, relative_to: RelativeArg) -> None:
+        self._get_relative_timestamp = self._relative_handler(relative_to)
+
+    def _relative_now_handler(self, event: Optional[EventLike] = None) -> float:
+        return self.relative_now(event)
+
+    def _relative_event_handler(self, event: Optional[EventLike] = None) -> float:
+        return self.relative_event(event)
+
+    def relative_now(self, event: Optional[EventLike] = None) -> float:
+        """Faust's ``_relative_now``: in a stream, the partition's latest time; else the clock."""
+        event = event if event is not None else current_event()
+        if event is None:
+            return time.time()
+        latest = self.state.clock.max_event_time(event.partition)
+        return latest if latest != -float("inf") else event.timestamp
+
+    def relative_event(self, event: Optional[EventLike] = None) -> float:
+        """Faust's ``_relative_event``: the timestamp of the event being processed."""
+        event = event if event is not None else current_event()
+        if event is None:
+            raise RuntimeError("Operation outside of stream iteration")
+        return event.timestamp
+
+    def get_timestamp(self, event: Optional[EventLike] = None) -> float:
+        """The time of ``event`` (or the current one) for this wrapper."""
+        event = event if event is not None else current_event()
+        handler = self._get_relative_timestamp
+        if handler is not None:
+            return _as_seconds(handler(event), f"time of table {self.table.name!r}")
+        if event is None:
+            raise RuntimeError("Operation outside of stream iteration")
+        return event.timestamp
+
+    # -- writes ------------------------------------------------------------------------
+    def apply_op(self, key: Any, op: Callable[[Any, Any], Any], value: Any,
+                 event: Optional[EventLike] = None) -> None:
+        """``op`` in every open window of the event's time; closed ones report it late."""
+        event = event if event is not None else current_event()
+        timestamp = self.get_timestamp(event)
+        partition = event.partition if event is not None else 0
+        state = self.state
+        table = self.table
+        for window_range in state.open_ranges(key, timestamp, partition, event):
+            table_key = (key, window_range)
+            table[table_key] = op(table[table_key], value)
+            state.track(partition, window_range, key)
+        state.observed(partition, timestamp)
+        state.ensure_idle_timer()
+
+    def __getitem__(self, key: Any) -> WindowSet:
+        return WindowSet(key, self.table, self, current_event())
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if isinstance(value, WindowSet):
+            return  # ``table[k] += 1`` already applied itself
+        self.apply_op(key, _replace, value)
+
+    def __delitem__(self, key: Any) -> None:
+        event = current_event()
+        timestamp = self.get_timestamp(event)
+        partition = event.partition if event is not None else 0
+        for window_range in self.state.window.ranges(timestamp):
+            try:
+                del self.table[(key, window_range)]
+            except KeyError:
+                pass
+            self.state.untrack(partition, window_range, key)
+
+    def __contains__(self, key: Any) -> bool:
+        return (key, self.state.window.current(self.get_timestamp())) in self.table
+
+    def __len__(self) -> int:
+        raise NotImplementedError("Windowed table must use_index=True to support len()")
+
+    def __iter__(self) -> Iterator[Any]:
+        raise NotImplementedError(
+            "Windowed table must set use_index=True to support .keys/.items/.values")
+
+    # -- lifecycle, event time, late events ----------------------------------------
+    def on_window_close(self, callback: WindowCloseCallback) -> WindowCloseCallback:
+        """Set ``callback(key, value)`` for closing windows (usable as a decorator)."""
+        self.state.on_window_close = callback
+        return callback
+
+    def watermark(self, partition: int = 0) -> float:
+        """The watermark of ``partition`` (``-inf`` before its first event)."""
+        return self.state.clock.watermark(partition)
+
+    def advance_idle(self) -> List[Any]:
+        """Move idle partitions on and close their windows now (the timer does it too)."""
+        return self.state.advance_idle()
+
+    @property
+    def late_events(self) -> int:
+        """How many events came for a window already closed."""
+        return self.state.late_events
+
+    @property
+    def late_reasons(self) -> Dict[str, int]:
+        """Late events counted by kind of reason."""
+        return dict(self.state.late_reasons)
+
+    @property
+    def windows_closed(self) -> int:
+        """How many (partition, window) pairs have closed."""
+        return self.state.windows_closed
+
+    async def flush(self) -> None:
+        """Wait for async close callbacks and late-event sends started so far."""
+        await self.state.flush()
+
+    async def stop(self) -> None:
+        """Stop the idle timer; wait for callbacks and late events in flight."""
+        await self.state.stop()
+
+
+def _replace(old: Any, new: Any) -> Any:
+    return new
