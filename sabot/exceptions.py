@@ -30,6 +30,12 @@ __all__ = [
     "WorkerProcessDied",
     "PipelineError",
     "RegistryError",
+    "StoreError",
+    "StoreUntrusted",
+    "StoreCorrupt",
+    "StoreVersionMismatch",
+    "StoreFull",
+    "StoreKeyRejected",
 ]
 
 
@@ -168,3 +174,59 @@ class RegistryError(SabotError, LookupError):
 
 class SabotCompatibilityWarning(UserWarning):
     """A Faust setting or option that Sabot accepts but does not have (named in the message)."""
+
+
+class StoreError(SabotError, RuntimeError):
+    """A table's local store failed; ``table`` and ``partition`` say whose.
+
+    The message names the table, the partition and, for a store on disk, its
+    path. ``sabot.tables.stores`` raises it and its subclasses.
+    """
+
+    def __init__(self, message: str, *, table: str = "", partition: int = -1,
+                 path: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.table = table
+        self.partition = partition
+        self.path = path
+
+
+class StoreUntrusted(StoreError):
+    """The store cannot be trusted: wipe it and restore it from the changelog.
+
+    Raised when a store is opened (or read) and found corrupt, or written by
+    another format version; never for a transient failure such as a full disk.
+    """
+
+
+class StoreCorrupt(StoreUntrusted):
+    """The store's files or its metadata are damaged (or belong to another table)."""
+
+
+class StoreVersionMismatch(StoreUntrusted):
+    """The store was written by another format version of Sabot's stores.
+
+    ``found`` is the version recorded in the store, ``expected`` this Sabot's.
+    """
+
+    def __init__(self, message: str, *, table: str = "", partition: int = -1,
+                 path: Optional[str] = None, found: Any = None,
+                 expected: Any = None) -> None:
+        super().__init__(message, table=table, partition=partition, path=path)
+        self.found = found
+        self.expected = expected
+
+
+class StoreFull(StoreError, OSError):
+    """The store cannot grow: the disk is full or its size limit is reached.
+
+    The write that raised it was not applied (all or nothing); what was
+    committed before is intact. Free space (or raise the limit) and reopen.
+    """
+
+
+class StoreKeyRejected(StoreError, ValueError):
+    """A key the store cannot hold (LMDB: empty, or longer than ``max_key_size``).
+
+    The whole ``apply`` that carried it was refused; nothing of it was written.
+    """

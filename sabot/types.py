@@ -27,6 +27,7 @@ import asyncio
 from typing import (TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Callable, ContextManager,
                     Dict, List, Mapping, NamedTuple, Optional, Protocol, Sequence, Union,
                     runtime_checkable)
+from typing import Iterable, Iterator, Tuple
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Event", "Headers", "Position", "BatchT", "CursorT", "SubscriberT", "SinkT", "CodecT",
     "ChannelT", "StreamT", "PipelineT", "AgentT", "TransportT", "AppT", "ExecutorBridgeT",
-    "NodeExecutorT",
+    "NodeExecutorT", "StorePosition", "StoreChanges", "StoreT",
 ]
 
 #: Message headers: name -> bytes (Kafka's shape; Redis maps them to fields).
@@ -444,3 +445,65 @@ class NodeExecutorT(abc.ABC):
     async def execute(self, inputs: Mapping[str, Any],
                       params: Mapping[str, Any]) -> Dict[str, Any]:
         """Compute the outputs (a dict of output names to values)."""
+
+
+# --------------------------------------------------------------------------
+# Table state: the local store of one table partition (sabot.tables.stores)
+# --------------------------------------------------------------------------
+
+#: A position recorded in a store: a Kafka offset (int) or a Redis entry id (str).
+StorePosition = Union[int, str]
+#: What ``StoreT.apply`` writes: key -> new value, ``None`` deleting the key;
+#: a mapping, or ``(key, value)`` pairs where the last pair of a key wins.
+StoreChanges = Union[Mapping[bytes, Optional[bytes]], Iterable[Tuple[bytes, Optional[bytes]]]]
+
+
+class StoreT(Protocol):
+    """The local store of one partition of one table (bytes in, bytes out).
+
+    The table encodes keys and values; the store keeps bytes, and keeps
+    with them, written in the same transaction, the changelog position and
+    the source positions the data reflects. The full contract (atomicity,
+    durability, errors, threading) is in ``sabot.tables.stores``'s docstring.
+    """
+
+    @property
+    def url(self) -> str:
+        """The store URL it was opened with (``memory://``, ``lmdb://...``)."""
+    @property
+    def table(self) -> str:
+        """The table's name (every error names it)."""
+    @property
+    def partition(self) -> int:
+        """The partition this store holds."""
+    @property
+    def path(self) -> Optional[str]:
+        """The store's directory on disk; ``None`` in memory."""
+    @property
+    def persistent(self) -> bool:
+        """Whether the data outlives the process (``memory://``: no)."""
+    @property
+    def max_key_size(self) -> Optional[int]:
+        """The longest key the store accepts, in bytes (``None``: no limit)."""
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` or ``drop()`` was called."""
+
+    def get(self, key: bytes) -> Optional[bytes]: ...
+    def get_many(self, keys: Iterable[bytes]) -> List[Optional[bytes]]: ...
+    def __contains__(self, key: object) -> bool: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[bytes]: ...
+    def keys(self) -> Iterator[bytes]: ...
+    def values(self) -> Iterator[bytes]: ...
+    def items(self) -> Iterator[Tuple[bytes, bytes]]: ...
+    def apply(self, changes: StoreChanges, *,
+              changelog_offset: Optional[StorePosition] = None,
+              source_positions: Optional[Mapping[str, Optional[StorePosition]]] = None,
+              ) -> None: ...
+    def changelog_offset(self) -> Optional[StorePosition]: ...
+    def source_positions(self) -> Dict[str, StorePosition]: ...
+    def flush(self) -> None: ...
+    def reset(self) -> None: ...
+    def drop(self) -> None: ...
+    def close(self) -> None: ...

@@ -23,8 +23,11 @@ from sabot.channels.redis import RedisStreamChannel, RedisTransport
 from sabot.codecs import ArrowCodec, Codec, JsonCodec, RawCodec
 from sabot.nodes import Pipeline
 from sabot.streams import Stream
+from sabot.tables.stores.lmdb import LMDBStore
+from sabot.tables.stores.memory import MemoryStore
 from sabot.types import (AgentT, AppT, BatchT, ChannelT, CodecT, CursorT, PipelineT, SinkT,
                          StreamT, SubscriberT, TransportT)
+from sabot.types import StoreT
 from sabot.value_dispatch import DispatchedIterator
 
 
@@ -75,3 +78,8 @@ def _codec(c: Codec) -> CodecT: return c
 def _raw(c: RawCodec) -> CodecT: return c
 def _json(c: JsonCodec) -> CodecT: return c
 def _arrow(c: ArrowCodec) -> CodecT: return c
+
+
+# -- table stores -------------------------------------------------------------------
+def _memory_store(s: MemoryStore) -> StoreT: return s
+def _lmdb_store(s: LMDBStore) -> StoreT: return s

@@ -1,0 +1,1 @@
+"""Tables: keyed state with durable local stores and changelogs (Faust's API, Arrow inside)."""
