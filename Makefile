@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.sabot-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast test-pure bench build install clean
+.PHONY: demo test test-fast test-pure bench build install clean wasm-example
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,18 @@ bench: build
 	@set -e; for script in benchmarks/bench_*.py; do \
 		echo "=== $$script"; $(PY) $$script; done
 
+# The example WASM node in C (examples/wasm_node): clang and lld (wasm-ld),
+# Debian's clang and lld packages. No libc: the ABI needs none.
+WASM_CC ?= clang
+WASM_CFLAGS ?= --target=wasm32 -O2 -nostdlib -Wl,--no-entry
+WASM_EXAMPLE := examples/wasm_node/sum.wasm
+
+wasm-example: $(WASM_EXAMPLE)
+
+$(WASM_EXAMPLE): examples/wasm_node/sum.c examples/wasm_node/sabot_node.h
+	$(WASM_CC) $(WASM_CFLAGS) -o $@ examples/wasm_node/sum.c
+
 clean:
 	rm -rf build dist *.egg-info sabot/_cython/*.c sabot/_cython/*.so sabot/_cython/*.html
+	rm -f $(WASM_EXAMPLE)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

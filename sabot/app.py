@@ -177,11 +177,14 @@ class App(Service):
     def agent(self, channel: Union[None, str, Channel, Agent] = None, *,
               name: Optional[str] = None, concurrency: int = 1,
               sink: Optional[Sequence[SinkTarget]] = None, executor: str = "native",
-              on_error: str = "dead_letter") -> Callable[[Callable[..., Any]], Agent]:
+              on_error: str = "dead_letter",
+              node: Any = None) -> Callable[[Callable[..., Any]], Agent]:
         """Decorate an async function to run it over ``channel``.
 
         ``channel`` is a channel, a topic name, another agent (its input) or
-        ``None`` for a new in-memory channel.
+        ``None`` for a new in-memory channel. ``executor="wasm"`` runs the
+        WebAssembly ``node`` (a path, bytes, text or ``WasmModule``) on
+        every batch; the function iterates the node's outputs.
         """
         def decorator(fun: Callable[..., Any]) -> Agent:
             agent_name = name or f"{fun.__module__}.{fun.__qualname__}"
@@ -202,7 +205,7 @@ class App(Service):
                     f"got {type(channel).__name__}")
             agent = Agent(fun, app=self, channel=source, name=agent_name,
                           concurrency=concurrency, sink=sink, executor=executor,
-                          on_error=on_error)
+                          on_error=on_error, node=node)
             self.agents[agent_name] = agent
             return agent
         return decorator

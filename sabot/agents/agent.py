@@ -6,7 +6,9 @@ another agent, or a callable). ``concurrency=N`` runs N instances that share
 one subscription: they share the values of each batch, per-key in order
 (``sabot.value_dispatch``); with ``stream.batches()`` each takes whole batches.
 ``executor="process"`` runs the same function, over the same ``Stream``, in N
-child processes (``sabot.agents.process``).
+child processes (``sabot.agents.process``). ``executor="wasm"`` runs a
+WebAssembly ``node`` in a sandbox on every batch (``sabot.bridge.wasm``) and
+hands the function a stream of the node's outputs.
 
 Acknowledgement: the stream releases a batch when the agent asks for a value
 beyond it, which is after everything the agent yielded for it was handed to
@@ -29,7 +31,7 @@ import time
 import traceback
 from collections import deque
 from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, List, NamedTuple, Optional,
-                    Sequence)
+                    Sequence, Tuple)
 
 from mode import Service
 
@@ -43,6 +45,7 @@ from .testing import AgentTestContext
 
 if TYPE_CHECKING:
     from ..bridge.metrics import BridgeMetrics
+    from ..bridge.wasm import BatchRunner, WasmBridge
     from .process import ProcessAgentRunner
 
 __all__ = ["Agent", "AgentFailure", "ON_ERROR", "EXECUTORS"]
@@ -50,7 +53,7 @@ __all__ = ["Agent", "AgentFailure", "ON_ERROR", "EXECUTORS"]
 logger = logging.getLogger("sabot.agents")
 
 ON_ERROR = ("dead_letter", "skip", "stop")
-EXECUTORS = ("native", "process")
+EXECUTORS = ("native", "process", "wasm")
 
 
 class AgentFailure(NamedTuple):
@@ -78,7 +81,7 @@ class Agent(Service):
     def __init__(self, fun: Callable[[Stream], Any], *, app: Optional[AppT], channel: ChannelT,
                  name: Optional[str] = None, concurrency: int = 1,
                  sink: Optional[Sequence[SinkTarget]] = None, executor: str = "native",
-                 on_error: str = "dead_letter") -> None:
+                 on_error: str = "dead_letter", node: Any = None) -> None:
         if not callable(fun):
             raise ConfigurationError(f"agent {fun!r} is not callable")
         if not (inspect.iscoroutinefunction(fun) or inspect.isasyncgenfunction(fun)):
@@ -93,6 +96,10 @@ class Agent(Service):
         if on_error not in ON_ERROR:
             raise ConfigurationError(
                 f"agent on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
+        if (executor == "wasm") != (node is not None):
+            raise ConfigurationError(
+                f"agent {getattr(fun, '__qualname__', fun)!r}: executor='wasm' needs node= "
+                f"(a WebAssembly module), and node= needs executor='wasm'")
         self.fun = fun
         self.app = app
         self.channel = channel
@@ -117,6 +124,18 @@ class Agent(Service):
         self._instances: List["asyncio.Task[Any]"] = []
         self._done = asyncio.Event()
         self._process_runner: Optional[ProcessAgentRunner] = None
+        #: The agent's WASM node (a ``WasmModule``), checked now; run by a
+        #: bridge of its own while the agent runs.
+        self.node: Any = None
+        self._wasm: Optional[Tuple[WasmBridge, BatchRunner]] = None
+        if node is not None:
+            from ..bridge.wasm import WasmModule
+            from ..exceptions import RegistryError
+            try:
+                self.node = node if isinstance(node, WasmModule) else WasmModule.load(
+                    self.name, node)
+            except RegistryError as exc:
+                raise ConfigurationError(f"agent {self.name}: {exc}") from exc
         self._latencies: Deque[float] = deque(maxlen=10_000)
         if executor == "process":
             from .process import check_importable
@@ -140,7 +159,8 @@ class Agent(Service):
         """A new agent of the same function and name, with some arguments changed."""
         kwargs: Dict[str, Any] = dict(app=self.app, channel=self.channel, name=self.name,
                                       concurrency=self.concurrency, sink=self.sinks,
-                                      executor=self.executor, on_error=self.on_error)
+                                      executor=self.executor, on_error=self.on_error,
+                                      node=self.node)
         kwargs.update(overrides)
         return type(self)(self.fun, **kwargs)
 
@@ -186,8 +206,10 @@ class Agent(Service):
 
     @property
     def bridge_metrics(self) -> Optional[BridgeMetrics]:
-        """The ``BridgeMetrics`` of a running process agent, else ``None``."""
+        """The ``BridgeMetrics`` of a running process or WASM agent, else ``None``."""
         runner = self._process_runner
+        if runner is None and self._wasm is not None:
+            return self._wasm[0].metrics
         return runner.metrics if runner is not None else None
 
     # -- running ---------------------------------------------------------------
@@ -203,6 +225,14 @@ class Agent(Service):
             from .process import ProcessAgentRunner
             runner = self._process_runner = ProcessAgentRunner(self)
             await runner.start()
+        if self.node is not None:
+            from ..bridge.wasm import BatchRunner, WasmBridge
+            from ..nodes.registry import NodeRegistry
+            registry = NodeRegistry()
+            registry.register(self.name, wasm=self.node)
+            bridge = WasmBridge(registry)
+            await bridge.initialize_node(self.name, self.name, {})
+            self._wasm = (bridge, BatchRunner(bridge, self.name, self.name))
         for i in range(self.concurrency):
             task = asyncio.ensure_future(self._run_instance(i))
             self._instances.append(task)
@@ -241,6 +271,9 @@ class Agent(Service):
         if self._process_runner is not None:
             await self._process_runner.stop()
             self._process_runner = None
+        if self._wasm is not None:
+            await self._wasm[0].close()
+            self._wasm = None
         if self._subscriber is not None:
             self._events_in = self.events_in
             self._subscriber.close()
@@ -299,7 +332,8 @@ class Agent(Service):
                 await asyncio.sleep(policy.delay(failures))
 
     async def _run_once(self, stream: Stream) -> None:
-        result = self.fun(stream)
+        # A WASM agent's function reads the node's output for each batch.
+        result = self.fun(stream.through(self._wasm[1]) if self._wasm is not None else stream)
         if inspect.isasyncgen(result):
             sinks = self._sinks
             async for value in result:

@@ -14,6 +14,14 @@ __all__ = ["DataBridge", "BridgeMetrics", "NativeBridge", "ProcessBridge", "defa
 def default_bridges(registry: NodeRegistry) -> Dict[str, ExecutorBridgeT]:
     """A bridge per runtime for ``Pipeline(registry, bridges=...)``.
 
-    No process starts until a process node is initialized.
+    No process starts until a process node is initialized. The ``"wasm"``
+    bridge is there when ``wasmtime`` (the ``sabot[wasm]`` extra) is installed.
     """
-    return {"native": NativeBridge(registry), "process": ProcessBridge(registry)}
+    bridges: Dict[str, ExecutorBridgeT] = {"native": NativeBridge(registry),
+                                           "process": ProcessBridge(registry)}
+    try:
+        from .wasm import WasmBridge
+    except ImportError:  # no wasmtime: WASM nodes cannot be registered either
+        return bridges
+    bridges["wasm"] = WasmBridge(registry)
+    return bridges

@@ -46,8 +46,13 @@ class _NodeWorker:
         self.inline_threshold = header.get("inline_threshold", self.inline_threshold)
         self.spin = header.get("spin_us", 0) / 1e6
         try:
-            factory = resolve_path(header["factory"])
-            node = self.node = build_node(factory, header.get("params") or {}, self.node_type)
+            if "wasm" in header:  # a WASM node: its module's bytes, compiled here
+                from .wasm_module import WasmModule
+                node = self.node = WasmModule.from_header(header["wasm"]).node(self.node_id)
+            else:
+                factory = resolve_path(header["factory"])
+                node = self.node = build_node(factory, header.get("params") or {},
+                                              self.node_type)
         except Exception as exc:
             self.send(pack_frame(error_header(exc)))
             return

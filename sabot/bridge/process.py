@@ -97,7 +97,7 @@ class ProcessBridge(ExecutorBridgeT):
         self._starting[node_id] = fut
         try:
             header = {"op": "init", "node_id": node_id, "node_type": node_type,
-                      "factory": self.registry.factory_path(node_type, "process"),
+                      **self.registry.process_spec(node_type),
                       "params": dict(params), "inline_threshold": self.inline_threshold,
                       "spin_us": self.spin_us}
             pool = WorkerPool(node_worker_main, node_id, header, self.workers_per_node,

@@ -132,7 +132,7 @@ class Pipeline:
                  params: Optional[Mapping[str, Any]] = None, *, runtime: str = "auto",
                  error_handling: Any = ErrorHandling.RETRY,
                  retry_policy: Optional[RetryPolicy] = None) -> "Pipeline":
-        """Add a node; ``runtime`` is ``auto``, ``native`` or ``process``."""
+        """Add a node; ``runtime`` is ``auto``, ``native``, ``wasm`` or ``process``."""
         if node_id in self._nodes:
             raise PipelineError(f"node {node_id!r} is already in pipeline {self.name!r}")
         self._nodes[node_id] = _NodeSpec(node_id, node_type, dict(params or {}), runtime,

@@ -7,11 +7,17 @@ factory meant for worker processes must live at module level.
 
 Runtimes are tried in ``RUNTIMES`` order: native first, and the next one
 when a node type has no factory for a runtime or its factory fails to build.
+
+``wasm=`` registers a module compiled to WebAssembly instead of (or beside)
+a Python factory: a path to a ``.wasm`` file, its bytes, or WebAssembly
+text, with the ``capabilities`` it is granted and its ``memory_limit`` and
+``fuel`` per call (``sabot.bridge.wasm_module``). It is compiled and checked
+against the ABI here, so a module that does not meet it is refused now.
 """
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from ..exceptions import RegistryError
 from ..types import NodeExecutorT
@@ -19,7 +25,7 @@ from ..types import NodeExecutorT
 __all__ = ["RUNTIMES", "NodeRegistry", "import_path", "resolve_path"]
 
 #: Known runtimes, in the order ``auto`` tries them.
-RUNTIMES: Tuple[str, ...] = ("native", "process")
+RUNTIMES: Tuple[str, ...] = ("native", "wasm", "process")
 
 
 def import_path(obj: Any) -> str:
@@ -61,15 +67,30 @@ class NodeRegistry:
         self._factories: Dict[str, Dict[str, Any]] = {}
 
     def register(self, node_type: str, *, native: Any = None,
-                 process: Any = None) -> None:
+                 process: Any = None, wasm: Any = None,
+                 capabilities: Iterable[str] = (), **wasm_limits: int) -> None:
         """Register ``node_type`` with a factory for one or more runtimes.
 
-        Registering the same type twice raises ``RegistryError``.
+        ``wasm``: a WebAssembly module (path, bytes or text) granted
+        ``capabilities``; ``memory_limit`` and ``fuel`` (keywords) bound each
+        call. Registering the same type twice raises ``RegistryError``.
         """
         if node_type in self._factories:
             raise RegistryError(f"node type {node_type!r} is already registered")
+        unknown = sorted(set(wasm_limits) - {"memory_limit", "fuel"})
+        if unknown:
+            raise RegistryError(f"node type {node_type!r}: unknown argument(s) {unknown}")
+        if wasm is None and (capabilities or wasm_limits):
+            raise RegistryError(f"node type {node_type!r}: capabilities, memory_limit and "
+                                f"fuel apply to a wasm= module only")
         factories = {rt: f for rt, f in (("native", native), ("process", process))
                      if f is not None}
+        if wasm is not None:
+            # Imported here: wasmtime is an extra (sabot[wasm]), needed only
+            # by those who register a module.
+            from ..bridge.wasm_module import WasmModule
+            factories["wasm"] = (wasm if isinstance(wasm, WasmModule) else WasmModule.load(
+                node_type, wasm, capabilities=capabilities, **wasm_limits))
         if not factories:
             raise RegistryError(f"node type {node_type!r} needs at least one factory")
         if "process" in factories:
@@ -108,8 +129,28 @@ class NodeRegistry:
     def factory(self, node_type: str, runtime: str = "native") -> Callable[..., Any]:
         """The factory object for ``node_type`` in ``runtime`` (imported if a path)."""
         entry = self._entry(node_type)  # at least one factory: register() says so
-        factory = entry.get(runtime) or entry.get("native") or entry["process"]
+        factory = (entry.get(runtime) or entry.get("native") or entry.get("process")
+                   or entry["wasm"])
         return resolve_path(factory) if isinstance(factory, str) else factory
+
+    def wasm_module(self, node_type: str) -> Any:
+        """The ``WasmModule`` registered for ``node_type`` (``RegistryError`` if none)."""
+        module = self._entry(node_type).get("wasm")
+        if module is None:
+            raise RegistryError(f"node type {node_type!r} has no wasm module")
+        return module
+
+    def process_spec(self, node_type: str) -> Dict[str, Any]:
+        """What a process worker builds the node from, for its ``init`` header.
+
+        A Python factory's import path (``{"factory": ...}``), or, for a node
+        registered only as WebAssembly, the module itself (``{"wasm": ...}``:
+        its bytes and limits, JSON-able; no pickle).
+        """
+        entry = self._entry(node_type)
+        if "wasm" in entry and not ({"native", "process"} & set(entry)):
+            return {"wasm": entry["wasm"].to_header()}
+        return {"factory": self.factory_path(node_type, "process")}
 
     def factory_path(self, node_type: str, runtime: str = "process") -> str:
         """Import path of the factory a worker process should build."""

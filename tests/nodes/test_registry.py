@@ -47,6 +47,9 @@ def test_runtimes_native_first_then_fallback():
     with pytest.raises(RegistryError, match="no native factory"):
         reg.runtimes("process_only", "native")
     with pytest.raises(RegistryError, match="unknown runtime"):
+        reg.runtimes("both", "gpu")
+    # wasm is a runtime (tests/wasm), but only for a node registered with a module.
+    with pytest.raises(RegistryError, match="no wasm factory"):
         reg.runtimes("both", "wasm")
 
 
