@@ -1,102 +1,93 @@
-"""Event time per partition: the watermark, and partitions that fall idle.
+"""Event time per table partition, in seconds, on ``sabot.windows.watermark``.
 
-A partition's watermark is the largest event time seen in it minus the
-allowed lateness; it never goes back. Windows compare their end (plus grace)
-with it to know they are complete.
+A windowed table's keys live in one partition each, so each partition's
+windows close by that partition's own watermark: the largest event time seen
+in it minus the allowed lateness, never going back. The watermark logic,
+idleness included, is the Arrow windows' (``sabot.windows.watermark``): one
+``Watermarks`` per partition, so its "every partition idle" rule is this
+partition's own: once a partition has been silent for ``idle_timeout``
+seconds of wall time, its event time goes on with the wall clock since its
+last event, and its last windows close without waiting for another event.
+An event that arrives afterwards for a closed window is late (and reported),
+not silently counted in a window already reported closed.
 
-A partition that receives nothing would hold its windows open for ever (the
-pain of Faust's windows, which only close on the next event). So once a
-partition has been silent for ``idle_timeout`` seconds of wall time, its event
-time is taken to have moved on with the wall clock since its last event:
-``largest event time + seconds since that event``. Its windows then close as
-if the stream had kept flowing, and an event that arrives afterwards for a
-closed window is late (and reported as such), not silently counted in a
-window that was already reported closed.
-
-Partitions are whatever the caller names them (a Kafka partition number,
-``None`` for a memory channel); they are independent, as a Kafka
-partition's order is.
+This module only adapts units (seconds as floats here, microseconds there)
+and remembers which watermark each partition's windows were last closed at.
 """
 from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Dict, Hashable, List, Optional
+from typing import Callable, Dict, List, Optional
 
-__all__ = ["EventClock"]
+from ..windows.watermark import Watermarks
 
+__all__ = ["EventClock", "NO_WATERMARK"]
+
+#: The watermark of a partition before its first event.
 NO_WATERMARK = -math.inf
-
-
-class _Partition:
-    __slots__ = ("max_event_time", "watermark", "last_seen")
-
-    def __init__(self) -> None:
-        self.max_event_time = NO_WATERMARK
-        self.watermark = NO_WATERMARK
-        #: Wall-clock (monotonic) time of the last event, for idleness.
-        self.last_seen = 0.0
+_US = 1_000_000
 
 
 class EventClock:
-    """Watermarks of the partitions of one stream of events."""
+    """Watermarks of the partitions of one windowed table."""
 
     def __init__(self, allowed_lateness: float = 0.0, idle_timeout: Optional[float] = None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.allowed_lateness = allowed_lateness
         self.idle_timeout = idle_timeout
+        self._lateness_us = round(allowed_lateness * _US)
         self._monotonic = monotonic
-        self._partitions: Dict[Hashable, _Partition] = {}
+        self._partitions: Dict[int, Watermarks] = {}
+        #: The watermark each partition had when last observed or advanced.
+        self._last: Dict[int, float] = {}
 
     def __repr__(self) -> str:
-        marks = {p: s.watermark for p, s in self._partitions.items()}
+        marks = {p: self.watermark(p) for p in self._partitions}
         return f"<EventClock lateness={self.allowed_lateness} idle={self.idle_timeout} {marks}>"
 
-    def watermark(self, partition: Hashable) -> float:
-        """The partition's watermark (``-inf`` before its first event)."""
-        state = self._partitions.get(partition)
-        return state.watermark if state is not None else NO_WATERMARK
+    def watermark(self, partition: int) -> float:
+        """The partition's watermark now, idleness included (``-inf`` before its first event)."""
+        marks = self._partitions.get(partition)
+        if marks is None:
+            return NO_WATERMARK
+        current = marks.current()
+        return NO_WATERMARK if current is None else current / _US
 
-    def max_event_time(self, partition: Hashable) -> float:
+    def max_event_time(self, partition: int) -> float:
         """The largest event time seen in the partition (``-inf`` before any)."""
-        state = self._partitions.get(partition)
-        return state.max_event_time if state is not None else NO_WATERMARK
+        marks = self._partitions.get(partition)
+        own = marks.partition_watermark(partition) if marks is not None else None
+        return NO_WATERMARK if own is None else (own + self._lateness_us) / _US
 
     @property
-    def partitions(self) -> List[Hashable]:
+    def partitions(self) -> List[int]:
         """Every partition seen so far."""
         return list(self._partitions)
 
-    def observe(self, partition: Hashable, event_time: float) -> float:
+    def observe(self, partition: int, event_time: float) -> float:
         """Record an event of ``partition``; returns the partition's watermark."""
-        state = self._partitions.get(partition)
-        if state is None:
-            state = self._partitions[partition] = _Partition()
-        state.last_seen = self._monotonic()
-        if event_time > state.max_event_time:
-            state.max_event_time = event_time
-            mark = event_time - self.allowed_lateness
-            if mark > state.watermark:
-                state.watermark = mark
-        return state.watermark
+        marks = self._partitions.get(partition)
+        if marks is None:
+            marks = self._partitions[partition] = Watermarks(
+                self._lateness_us, self.idle_timeout, self._monotonic)
+        marks.observe(partition, round(event_time * _US))
+        mark = self._last[partition] = self.watermark(partition)
+        return mark
 
-    def advance_idle(self) -> List[Hashable]:
-        """Move the watermark of every idle partition; returns those that moved."""
-        timeout = self.idle_timeout
-        if timeout is None:
+    def advance_idle(self) -> List[int]:
+        """The partitions whose watermark moved since last observed (idle ones)."""
+        if self.idle_timeout is None:
             return []
-        now = self._monotonic()
         moved = []
-        for partition, state in self._partitions.items():
-            silent = now - state.last_seen
-            if silent < timeout or state.max_event_time == NO_WATERMARK:
-                continue
-            mark = state.max_event_time + silent - self.allowed_lateness
-            if mark > state.watermark:
-                state.watermark = mark
+        for partition in self._partitions:
+            mark = self.watermark(partition)
+            if mark > self._last.get(partition, NO_WATERMARK):
+                self._last[partition] = mark
                 moved.append(partition)
         return moved
 
-    def forget(self, partition: Hashable) -> None:
+    def forget(self, partition: int) -> None:
         """Drop a partition (revoked: its new owner keeps its own clock)."""
         self._partitions.pop(partition, None)
+        self._last.pop(partition, None)

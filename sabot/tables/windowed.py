@@ -47,7 +47,7 @@ from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping,
 
 from ..exceptions import ConfigurationError, SabotCompatibilityWarning
 from .context import current_event
-from .event_clock import EventClock
+from .event_clock import NO_WATERMARK, EventClock
 from .window_ranges import Seconds, Window, WindowRange, want_seconds
 
 if TYPE_CHECKING:
@@ -210,6 +210,8 @@ class WindowedState:
         self._closing: Dict[int, List[Tuple[float, WindowRange]]] = {}
         self._closed: Dict[int, Dict[WindowRange, Set[Any]]] = {}
         self._expiring: Dict[int, List[Tuple[float, WindowRange]]] = {}
+        #: The watermark each partition's windows were last closed at.
+        self._swept: Dict[int, float] = {}
         #: Start of the latest window closed (Faust's ``last_closed_window``).
         self.last_closed_window = 0.0
         self.windows_closed = 0
@@ -218,7 +220,7 @@ class WindowedState:
         self.late_reasons: Dict[str, int] = {}
         self._callbacks: Set[asyncio.Future[Any]] = set()
         self._outbox = _Outbox()
-        self._idle_task: Optional[asyncio.Task[None]] = None
+        self._start_idle_timer()
 
     # -- writes ------------------------------------------------------------------
     def closes_at(self, window_range: WindowRange) -> float:
@@ -232,6 +234,9 @@ class WindowedState:
         """The ranges of ``timestamp`` still open; reports the event late if any closed."""
         ranges = self.window.ranges(timestamp)
         watermark = self.clock.watermark(partition)
+        if watermark > self._swept.get(partition, NO_WATERMARK):
+            # Idle since the last sweep: close those windows before this event.
+            self.sweep(partition)
         open_ = [r for r in ranges if self.closes_at(r) > watermark]
         if len(open_) < len(ranges):
             closed = [r for r in ranges if self.closes_at(r) <= watermark]
@@ -258,14 +263,13 @@ class WindowedState:
 
     def observed(self, partition: int, timestamp: float) -> None:
         """An event of ``partition`` at ``timestamp`` was applied: move its watermark."""
-        before = self.clock.watermark(partition)
-        if self.clock.observe(partition, timestamp) > before:
+        if self.clock.observe(partition, timestamp) > self._swept.get(partition, NO_WATERMARK):
             self.sweep(partition)
 
     # -- closing and expiring ----------------------------------------------------
     def sweep(self, partition: int) -> None:
         """Close the windows the watermark has passed, then expire stale ones."""
-        watermark = self.clock.watermark(partition)
+        watermark = self._swept[partition] = self.clock.watermark(partition)
         closing = self._closing.get(partition)
         if closing:
             windows = self._open[partition]
@@ -328,35 +332,16 @@ class WindowedState:
             self.sweep(partition)
         return moved
 
-    async def run_idle_timer(self) -> None:
-        """Check for idle partitions until cancelled (a fraction of ``idle_timeout``)."""
+    def _start_idle_timer(self) -> None:
+        # An app timer: it runs while the worker runs and stops with it.
         timeout = self.clock.idle_timeout
-        if timeout is None:
+        if timeout is None or self.app is None:
             return
         interval = min(max(timeout / 4, 0.01), 1.0)
-        while True:
-            await asyncio.sleep(interval)
-            self.advance_idle()
+        self.app.timer(interval, name=f"{self.table.name}: idle windows")(self._idle_tick)
 
-    def ensure_idle_timer(self) -> None:
-        """Start the idle timer in the running loop, once (from the first write)."""
-        if self.clock.idle_timeout is None:
-            return
-        task = self._idle_task
-        if task is not None and not task.done():
-            return
-        try:
-            self._idle_task = asyncio.get_running_loop().create_task(self.run_idle_timer())
-        except RuntimeError:
-            self._idle_task = None
-
-    async def stop(self) -> None:
-        """Stop the idle timer and wait for close callbacks and late events in flight."""
-        task, self._idle_task = self._idle_task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        await self.flush()
+    async def _idle_tick(self) -> None:
+        self.advance_idle()
 
     async def flush(self) -> None:
         """Wait for the close callbacks and late-event sends started so far."""
@@ -403,7 +388,7 @@ class WindowedState:
 
     def forget_partition(self, partition: int) -> None:
         """Stop tracking a partition (revoked: its new owner tracks it)."""
-        for tracked in (self._open, self._closing, self._closed, self._expiring):
+        for tracked in (self._open, self._closing, self._closed, self._expiring, self._swept):
             tracked.pop(partition, None)
         self.clock.forget(partition)
 
@@ -667,7 +652,6 @@ class WindowWrapper:
             table[table_key] = op(table[table_key], value)
             state.track(partition, window_range, key)
         state.observed(partition, timestamp)
-        state.ensure_idle_timer()
 
     def __getitem__(self, key: Any) -> WindowSet:
         return WindowSet(key, self.table, self, current_event())
@@ -731,9 +715,6 @@ class WindowWrapper:
         """Wait for async close callbacks and late-event sends started so far."""
         await self.state.flush()
 
-    async def stop(self) -> None:
-        """Stop the idle timer; wait for callbacks and late events in flight."""
-        await self.state.stop()
 
 
 def _replace(old: Any, new: Any) -> Any:

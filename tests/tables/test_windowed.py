@@ -23,13 +23,7 @@ from tests.tables.windowed_reference import windowed_counts
 
 
 def make_table(app, name, **kwargs):
-    if hasattr(app, "Table"):
-        return app.Table(name, default=int, **kwargs)
-    from sabot.tables.stores.memory import MemoryStore
-    from sabot.tables.table import Table
-    table = Table(app, name, default=int, **kwargs)
-    table.attach(0, MemoryStore(table=name, partition=0))
-    return table
+    return app.Table(name, default=int, **kwargs)
 
 
 def out_of_order_events(n, keys=20, seed=7, spread=60.0, jitter=8.0):
@@ -319,13 +313,13 @@ async def test_now_reads_the_earliest_window_of_the_latest_time():
     async with running(app):
         await source.publish(Batch(["a", "a", "a"], timestamps=[1.0, 6.0, 12.0]))
         await until(lambda: len(got) == 3)
-    # In a stream "now" is the partition's latest event time (Faust's
-    # _relative_now), and now() its earliest window: at 12.0, (5, 14.9) holds 6 and 12.
-    assert got == [1, 2, 2]
-    # Outside a stream "now" is the system clock: no window there.
-    assert windowed["a"].now() == 0
-    assert table["a", (5.0, 14.9)] == 2
-    assert windowed["a"][(5.0, 14.9)] == 2
+        # In a stream "now" is the partition's latest event time (Faust's
+        # _relative_now), and now() its earliest window: at 12.0, (5, 14.9) holds 6 and 12.
+        assert got == [1, 2, 2]
+        # Outside a stream "now" is the system clock: no window there.
+        assert windowed["a"].now() == 0
+        assert table["a", (5.0, 14.9)] == 2
+        assert windowed["a"][(5.0, 14.9)] == 2
 
 
 async def test_relative_to_clones_share_the_windows_and_reject_bad_times():
@@ -355,8 +349,8 @@ async def test_relative_to_clones_share_the_windows_and_reject_bad_times():
                                  {"key": "a", "ts": "yesterday"},
                                  {"key": "a", "ts": None}])
         await until(lambda: len(seen) == 4)
-    start = 1767225600.0  # 2026-01-01T00:00:00Z, a multiple of 10
-    assert table["a", (start, start + 9.9)] == 2
+        start = 1767225600.0  # 2026-01-01T00:00:00Z, a multiple of 10
+        assert table["a", (start, start + 9.9)] == 2
     assert len(errors) == 2
     assert "ISO-8601" in errors[0] and "None" in errors[1]
 
