@@ -19,7 +19,7 @@ try:
 except ImportError:
     HAVE_ROCKSDICT = False
 
-URLS = ["memory://", "lmdb://"]
+URLS = ["memory://", "lmdb://", "rocksdb://"]
 
 
 @pytest.fixture(params=URLS)

@@ -25,6 +25,7 @@ from sabot.nodes import Pipeline
 from sabot.streams import Stream
 from sabot.tables.stores.lmdb import LMDBStore
 from sabot.tables.stores.memory import MemoryStore
+from sabot.tables.stores.rocksdb import RocksDBStore
 from sabot.types import (AgentT, AppT, BatchT, ChannelT, CodecT, CursorT, PipelineT, SinkT,
                          StreamT, SubscriberT, TransportT)
 from sabot.types import StoreT
@@ -83,3 +84,4 @@ def _arrow(c: ArrowCodec) -> CodecT: return c
 # -- table stores -------------------------------------------------------------------
 def _memory_store(s: MemoryStore) -> StoreT: return s
 def _lmdb_store(s: LMDBStore) -> StoreT: return s
+def _rocksdb_store(s: RocksDBStore) -> StoreT: return s
