@@ -11,13 +11,14 @@ from .exceptions import (ConfigurationError, SabotError, SchemaError,
 
 if TYPE_CHECKING:  # what __getattr__ below returns, for mypy
     from .app import App
+    from .tables.context import current_event
     from .types import Event
 
 __version__ = "0.1.0"
 
 __all__ = ["App", "fastpath_enabled", "SabotError", "ConfigurationError",
            "SchemaError", "ChannelClosed", "DecodeError", "AgentError",
-           "Event", "__version__"]
+           "Event", "current_event", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -28,4 +29,7 @@ def __getattr__(name: str) -> Any:
     if name == "Event":
         from .types import Event
         return Event
+    if name == "current_event":
+        from .tables.context import current_event
+        return current_event
     raise AttributeError(f"module 'sabot' has no attribute {name!r}")

@@ -33,6 +33,8 @@ from .exceptions import ConfigurationError, SabotCompatibilityWarning
 from .leader import LeaderElection, election_for
 from .schedules import Crontab, Interval, Schedule, _takes_argument, want_seconds
 from .settings import Settings, redact_url
+from .tables.manager import TableManager
+from .tables.table import GlobalTable, SetGlobalTable, SetTable, Table
 from .types import ChannelT
 
 __all__ = ["App"]
@@ -100,6 +102,8 @@ class App(Service):
         self._futures_running: List["asyncio.Future[Any]"] = []
         self._stop_event: Optional[asyncio.Event] = None
         self.crash_reasons: List[BaseException] = []
+        #: The app's tables by name (Faust's ``app.tables``): recovery, flushes.
+        self.tables = TableManager(self)
         super().__init__()
 
     def __repr__(self) -> str:
@@ -172,6 +176,25 @@ class App(Service):
             if transport.topics.get(channel.name) is channel:
                 return transport.topic(name)
         return self._transport_for("memory://").topic(name)
+
+    # -- tables ------------------------------------------------------------------
+    def Table(self, name: str, *, default: Optional[Callable[[], Any]] = None,
+              **kwargs: Any) -> Table:
+        """A partitioned, changelogged key/value table (Faust's ``app.Table``)."""
+        return self.tables.add(Table(self, name, default=default, **kwargs))  # type: ignore[return-value]
+
+    def GlobalTable(self, name: str, *, default: Optional[Callable[[], Any]] = None,
+                    **kwargs: Any) -> GlobalTable:
+        """A table every worker holds whole (Faust's ``app.GlobalTable``)."""
+        return self.tables.add(GlobalTable(self, name, default=default, **kwargs))  # type: ignore[return-value]
+
+    def SetTable(self, name: str, **kwargs: Any) -> SetTable:
+        """A table of sets: ``table[k].add(x)`` (Faust's ``app.SetTable``)."""
+        return self.tables.add(SetTable(self, name, **kwargs))  # type: ignore[return-value]
+
+    def SetGlobalTable(self, name: str, **kwargs: Any) -> SetGlobalTable:
+        """A SetTable every worker holds whole (Faust's ``app.SetGlobalTable``)."""
+        return self.tables.add(SetGlobalTable(self, name, **kwargs))  # type: ignore[return-value]
 
     # -- agents, tasks, timers ----------------------------------------------
     def agent(self, channel: Union[None, str, Channel, Agent] = None, *,
@@ -293,6 +316,7 @@ class App(Service):
         self._stop_requested()  # bind the event to this loop
         for channel in self.channels:
             await channel.maybe_start()
+        await self.tables.start()  # recovered before any agent reads
         for agent in self.agents.values():
             await agent.maybe_start()
         if self._election is None and any(s.on_leader for s in self.schedules):
@@ -331,6 +355,7 @@ class App(Service):
                 logger.error("%s failed to stop fetching: %r", transport.label, exc)
         for agent in self.agents.values():
             await agent.stop()
+        await self.tables.stop()  # the last changes, while the producers still run
         for transport in self._transports.values():
             await transport.stop()
         for channel in self.channels:

@@ -136,6 +136,21 @@ DEFAULTS: Dict[str, Setting] = {
     "leader_lock_ttl": Setting(10.0, _positive_number,
                                "Seconds the Redis leader lock lives unless renewed (renewed every third "
                                "of it): a dead leader is replaced within this time."),
+    # -- tables (sabot.tables) -------------------------------------------------------
+    "store": Setting(None, _optional_str,
+                     "Default store of tables (Faust's store): memory://, lmdb:// or rocksdb://. "
+                     "None: lmdb:// for Kafka and Redis apps, memory:// for memory:// apps."),
+    "datadir": Setting(None, _optional_str,
+                       "Directory of durable table stores (Faust's datadir); None: '<app id>-data'."),
+    "table_standby_replicas": Setting(0, lambda v: isinstance(v, int) and not isinstance(v, bool)
+                                      and v >= 0,
+                                      "Faust's standby copies of table partitions on other workers: "
+                                      "not kept by Sabot yet (a warning says so when set)."),
+    "table_cleanup_interval": Setting(30.0, _positive_number,
+                                      "Seconds between removals of expired windows of windowed tables."),
+    "table_cache_max_keys": Setting(1_000_000, _positive_int,
+                                    "Keys a table keeps decoded in memory; beyond it the cache is "
+                                    "dropped after a flush and refilled from the store."),
     "web_bind": Setting("127.0.0.1", valid_bind_address,
                         "Address the worker's web server (--web-port) listens on: an IP address "
                         "or host name; 0.0.0.0 for every interface (Faust's default, not Sabot's)."),

@@ -15,16 +15,35 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import (TYPE_CHECKING, Any, AsyncIterator, Callable, List, Optional, Set,
-                    Union)
+from typing import (TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, List, Optional, Set,
+                    Tuple, Union)
 
 from .exceptions import ConfigurationError
 from .types import (AgentT, BatchT, ChannelT, CursorT, PipelineT, SinkT, SubscriberT)
+from .value_dispatch import DispatchedIterator
 
 if TYPE_CHECKING:
     from .value_dispatch import ValueDispatcher
 
-__all__ = ["Stream"]
+__all__ = ["Stream", "current_stream"]
+
+#: The root stream each task iterates (an agent instance's task): how
+#: ``sabot.tables.context.current_event`` finds the value in hand, lazily,
+#: without a cost per value. Bound when iteration starts, dropped with the task.
+_task_streams: Dict["asyncio.Task[Any]", "Stream"] = {}
+
+
+def current_stream() -> Optional["Stream"]:
+    """The root stream the running task iterates (``None`` outside one)."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # no running event loop
+        return None
+    return _task_streams.get(task) if task is not None else None
+
+
+def _unbind_task(task: "asyncio.Future[Any]") -> None:
+    _task_streams.pop(task, None)  # type: ignore[call-overload]
 
 
 class _Empty:
@@ -82,6 +101,7 @@ class Stream:
                 self._values_it = self._values_cursor
         if self._parent is None:
             self._active = self._values_cursor
+        self._bind_task()
         return self._values_it
 
     def events(self) -> CursorT:
@@ -91,6 +111,7 @@ class Stream:
             self._events_it = (self._dispatcher.events() if self._dispatcher is not None
                                else self._sub.events())
         self._active = self._events_it
+        self._bind_task()
         return self._events_it
 
     def batches(self) -> AsyncIterator[Any]:
@@ -99,6 +120,7 @@ class Stream:
         if self._batches_it is None:
             self._batches_it = _PayloadIterator(self._sub.batches())
         self._active = self._batches_it.inner
+        self._bind_task()
         return self._batches_it
 
     def raw_batches(self) -> CursorT:
@@ -107,7 +129,22 @@ class Stream:
         if self._batches_it is None:
             self._batches_it = _PayloadIterator(self._sub.batches())
         self._active = self._batches_it.inner
+        self._bind_task()
         return self._batches_it.inner
+
+    def _bind_task(self) -> None:
+        # The task that starts iterating this stream is the one whose table
+        # writes belong to its values (see current_stream).
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:
+            return
+        if task is None:
+            return
+        root = self._root_stream()
+        if task not in _task_streams:
+            task.add_done_callback(_unbind_task)
+        _task_streams[task] = root
 
     def _require_root(self, what: str) -> None:
         if self._parent is not None:
@@ -136,6 +173,24 @@ class Stream:
         """Transport position (offset or entry id) of the last value read."""
         active = self._root_stream()._active
         return active.current_position() if active is not None else None
+
+    def current_row(self) -> Tuple[Optional[BatchT], int, bool]:
+        """``(batch, index, single)`` of the value in hand (tables read it).
+
+        ``index`` is the last value read in ``batch`` (its last row when
+        the agent iterates whole batches); ``single`` is False when the agent
+        holds more than that value: a whole batch (``batches()``) or a
+        ``take()`` chunk.
+        """
+        root = self._root_stream()
+        active = root._active
+        batch = active.current_batch if active is not None else None
+        if active is None or batch is None:
+            return None, -1, True
+        if root._batches_it is not None and active is root._batches_it.inner:
+            return batch, len(batch) - 1, False
+        index = active.row_index if isinstance(active, DispatchedIterator) else active.current_index
+        return batch, index, root._chunk is None
 
     @property
     def subscriber(self) -> SubscriberT:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Event", "Headers", "Position", "BatchT", "CursorT", "SubscriberT", "SinkT", "CodecT",
     "ChannelT", "StreamT", "PipelineT", "AgentT", "TransportT", "AppT", "ExecutorBridgeT",
-    "NodeExecutorT", "StorePosition", "StoreChanges", "StoreT",
+    "NodeExecutorT", "StorePosition", "StoreChanges", "StoreT", "ChangelogT", "TableT",
 ]
 
 #: Message headers: name -> bytes (Kafka's shape; Redis maps them to fields).
@@ -507,3 +507,51 @@ class StoreT(Protocol):
     def reset(self) -> None: ...
     def drop(self) -> None: ...
     def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------
+# Tables: what the app, the transports' barrier and recovery use (sabot.tables)
+# --------------------------------------------------------------------------
+
+class ChangelogT(Protocol):
+    """A table's changelog on the app's broker (``sabot.tables.changelog``).
+
+    ``write`` returns once the broker acknowledged every entry (``(key,
+    value or None, headers)``), with the position of the last one; ``read``
+    yields lists of entries (``offset``, ``key``, ``value``, ``headers``)
+    after a position (all if ``None``) up to the end.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def partitions(self) -> int: ...
+    async def declare(self) -> None: ...
+    async def write(self, partition: int,
+                    entries: Sequence[Tuple[bytes, Optional[bytes], Headers]]
+                    ) -> Optional[StorePosition]: ...
+    def read(self, partition: int, after: Optional[StorePosition]) -> AsyncIterator[Any]: ...
+
+
+@runtime_checkable
+class TableT(Protocol):
+    """A table (``sabot.tables.Table`` and its kinds): dict-like keyed state.
+
+    ``get_many`` as in ``LookupT``; ``flush`` writes the changes to the
+    changelog (acknowledged) and then to the stores; ``held_partitions`` are
+    the partitions this worker holds.
+    """
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def is_global(self) -> bool: ...
+    def __getitem__(self, key: Any) -> Any: ...
+    def __setitem__(self, key: Any, value: Any) -> None: ...
+    def __delitem__(self, key: Any) -> None: ...
+    def __contains__(self, key: object) -> bool: ...
+    def __len__(self) -> int: ...
+    def get_many(self, keys: Sequence[Any]) -> List[Any]: ...
+    async def flush(self) -> None: ...
+    @property
+    def held_partitions(self) -> List[int]: ...

@@ -241,6 +241,11 @@ class DispatchedIterator:
         """Marks progress: changes with every value taken."""
         return self._taken
 
+    @property
+    def row_index(self) -> int:
+        """Index in ``current_batch`` of the value held (-1 before the first)."""
+        return self._entry[1] if self._entry is not None else -1
+
     def current_value(self) -> Any:
         """The value held (None before the first)."""
         if self._entry is None:

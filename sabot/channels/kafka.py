@@ -334,6 +334,7 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         self.transport.on_assigned(set(assigned))
+        self.transport.notify_assigned(set(assigned))
 
 
 class KafkaTransport(Transport):
@@ -512,14 +513,19 @@ class KafkaTransport(Transport):
                 self._admin = await self._start_client(admin, "admin client")
         return self._admin
 
-    async def declare_topic(self, name: str, partitions: Optional[int] = None) -> None:
-        """Create ``name`` with ``partitions`` (default ``topic_partitions``) if missing."""
+    async def declare_topic(self, name: str, partitions: Optional[int] = None, *,
+                            config: Optional[Dict[str, str]] = None) -> None:
+        """Create ``name`` with ``partitions`` (default ``topic_partitions``) if missing.
+
+        ``config``: topic configs (``{"cleanup.policy": "compact"}`` for changelogs).
+        """
         if name in self._declared:
             return
         admin = await self._admin_client()
         count = partitions or self.conf.topic_partitions
         response = await admin.create_topics(
-            [NewTopic(name, count, self.conf.topic_replication_factor)])
+            [NewTopic(name, count, self.conf.topic_replication_factor,
+                      topic_configs=dict(config or {}))])
         for topic, code, message in _topic_errors(response):
             if code not in (0, TOPIC_ALREADY_EXISTS):
                 raise TransportError(f"cannot create Kafka topic {topic!r}: {message} (error {code})")
@@ -706,6 +712,10 @@ class KafkaTransport(Transport):
                 todo[tp] = offsets.committable
         if not todo:
             return True
+        # What is committed was finished before the barrier: its table
+        # changes are flushed by it (changes made meanwhile are not needed).
+        if not await self.commit_barrier():
+            return False
         try:
             await self.consumer.commit(todo)
         except KafkaError as exc:
@@ -730,6 +740,97 @@ class KafkaTransport(Transport):
         for tp in revoked:
             self._offsets.pop(tp, None)
             self._committed.pop(tp, None)
+        partitions = sorted({tp.partition for tp in revoked})
+        for listener in self._assignment_listeners:
+            await listener.on_revoked(partitions)
+
+    @property
+    def assigns_partitions(self) -> bool:
+        """True: the consumer group assigns partitions to workers."""
+        return True
+
+    def notify_assigned(self, assigned: set) -> None:
+        """Tell the assignment listeners (tables recover) before fetching ``assigned``.
+
+        The partitions are paused meanwhile, so no value of theirs reaches an
+        agent before the tables of those partitions are recovered.
+        """
+        consumer = self.consumer
+        if not self._assignment_listeners or not assigned or consumer is None:
+            return
+        consumer.pause(*assigned)
+        task = asyncio.ensure_future(self._assigned_ready(assigned, self._generation))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _assigned_ready(self, assigned: set, generation: int) -> None:
+        partitions = sorted({tp.partition for tp in assigned})
+        try:
+            for listener in self._assignment_listeners:
+                await listener.on_assigned(partitions)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.error("partitions %s cannot be processed: %s", partitions, exc)
+            self.app.report_crash(exc)
+            return
+        consumer = self.consumer
+        if consumer is not None and generation == self._generation:
+            held = consumer.assignment()
+            consumer.resume(*[tp for tp in assigned if tp in held])
+            self._wake_fetch.set()
+
+    async def read_partition(self, topic: str, partition: int, start: int = 0
+                             ) -> AsyncGenerator[List[Any], None]:
+        """The records of ``topic[partition]`` from offset ``start`` to its end, in fetches.
+
+        Read outside the group (tables recover from their changelog with it).
+        The end is not the end offset the broker reports, which can be short
+        of the true end (seen with tansu): reading goes on until a fetch at
+        or past the reported end comes back empty and the end offset, asked
+        again, is not beyond the position reached.
+        """
+        consumer = AIOKafkaConsumer(
+            group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+            max_partition_fetch_bytes=self.conf.consumer_max_fetch_size,
+            **self._client_options())
+        await self._start_client(consumer, "changelog reader")
+        tp = TopicPartition(topic, partition)
+        try:
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            end = (await consumer.end_offsets([tp]))[tp]
+            position = start
+            empty = stalls = 0
+            while True:
+                past_end = position >= end
+                fetched = await consumer.getmany(tp, timeout_ms=200 if past_end else 1000,
+                                                 max_records=10_000)
+                records = fetched.get(tp, [])
+                if records:
+                    empty = 0
+                    position = records[-1].offset + 1
+                    yield records
+                    continue
+                empty += 1
+                if not (past_end or empty >= 3):
+                    continue
+                # Maybe the end: it is if the broker knows of nothing beyond.
+                end = max(end, (await consumer.end_offsets([tp]))[tp])
+                position = max(position, await consumer.position(tp))
+                if position >= end:
+                    if past_end:
+                        return
+                    continue  # one more fetch past the end decides
+                empty = 0
+                stalls += 1
+                if stalls >= 10:  # a compacted tail: nothing left to fetch there
+                    logger.warning("%s[%d]: nothing more to read at offset %d (end %d)",
+                                   topic, partition, position, end)
+                    return
+        finally:
+            await _close_quietly(consumer)
+
 
     def on_assigned(self, assigned: set) -> None:
         """Resume feeding ``assigned`` (the consumer starts at their commits)."""

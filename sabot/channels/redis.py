@@ -36,7 +36,7 @@ import logging
 import math
 import os
 import socket
-from typing import Any, AsyncGenerator, Callable, Dict, List, Optional, Sequence, Set
+from typing import Any, AsyncGenerator, Callable, Dict, List, Optional, Sequence, Set, Tuple
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
@@ -208,6 +208,30 @@ class RedisTransport(Transport):
                          self.safe_url, reason)
         elif written:
             logger.info("wrote %d sends still pending when the event loop closed", written)
+
+    async def read_stream(self, stream: str, after: Optional[str] = None, count: int = 10_000
+                          ) -> AsyncGenerator[List[Tuple[str, Any, Any, Optional[Dict[str, bytes]]]],
+                                              None]:
+        """Every entry of ``stream`` after the id ``after`` (all if ``None``), to its end.
+
+        Yields lists of ``(entry_id, value, key, headers)`` of up to ``count``
+        entries (``XRANGE``), outside any consumer group (tables recover
+        from their changelog with it).
+        """
+        start = "-" if after is None else f"({after}"
+        while True:
+            reply = (await self.round_trip([("XRANGE", stream, start, "+", "COUNT", count)]))[0]
+            if isinstance(reply, Exception):
+                raise self.translate_error(reply)
+            if not reply:
+                return
+            out = []
+            for entry_id, fields in reply:
+                value, key, headers = _split_fields(fields)
+                out.append((entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+                            value, key, headers))
+            yield out
+            start = f"({out[-1][0]}"
 
     async def round_trip(self, commands: Sequence[Sequence[Any]], size: int = 0) -> List[Any]:
         """Send ``commands`` at once and read their replies (a pipeline).
@@ -841,6 +865,13 @@ class _StreamReader:
                 ids, self._to_ack = self._to_ack, []
                 self._xack_in_flight = True
                 try:
+                    if not await self.transport.commit_barrier():
+                        # Tables could not flush the state behind these
+                        # entries: they stay unacknowledged until they can.
+                        self._to_ack[:0] = ids
+                        attempt += 1
+                        await asyncio.sleep(_RECONNECT.delay(attempt))
+                        continue
                     await self._xack(ids)
                     attempt = 0
                 except _CONNECTION_ERRORS:

@@ -16,7 +16,8 @@ import asyncio
 import contextlib
 import importlib
 import logging
-from typing import Any, AsyncGenerator, Dict, Iterator, Optional, Tuple, Type
+from typing import (Any, AsyncGenerator, Awaitable, Callable, Collection, Dict, Iterator, List,
+                    Optional, Tuple, Type)
 from urllib.parse import urlsplit
 
 from mode import Service
@@ -26,7 +27,7 @@ from ..settings import redact_url
 from ..types import AppT, ChannelT
 from .channel import Channel
 
-__all__ = ["Transport", "TRANSPORTS", "scheme_of", "transport_class", "create_transport"]
+__all__ = ["Transport", "AssignmentListener", "TRANSPORTS", "scheme_of", "transport_class", "create_transport"]
 
 logger = logging.getLogger("sabot.channels")
 
@@ -64,6 +65,16 @@ def transport_class(url: str) -> Type[Transport]:
     return getattr(module, attr)
 
 
+class AssignmentListener:
+    """Told of the partition numbers a worker gets (``on_assigned``) and loses."""
+
+    async def on_assigned(self, partitions: Collection[int]) -> None:
+        """``partitions`` are this worker's now; return when ready to process them."""
+
+    async def on_revoked(self, partitions: Collection[int]) -> None:
+        """``partitions`` are not this worker's any more (already committed)."""
+
+
 def create_transport(app: AppT, url: str) -> Transport:
     """A new Transport service for ``app`` talking to ``url``."""
     return transport_class(url)(app, url)
@@ -96,7 +107,45 @@ class Transport(Service):
         self.topics: Dict[str, Channel] = {}
         self._exit_guard: Optional["asyncio.Future[None]"] = None
         self._exit_armed = False
+        self._commit_barriers: List[Callable[[], Awaitable[None]]] = []
+        self._assignment_listeners: List[AssignmentListener] = []
         super().__init__()
+
+    # -- what tables need: a barrier before commits, news of assignments -------
+    def add_commit_barrier(self, barrier: Callable[[], Awaitable[None]]) -> None:
+        """Await ``barrier()`` before committing (or acknowledging) source positions.
+
+        Tables flush their changelog and store there, so no position is
+        committed before the state that depends on it is durable.
+        """
+        self._commit_barriers.append(barrier)
+
+    async def commit_barrier(self) -> bool:
+        """Run the commit barriers; False (logged) when one failed: do not commit."""
+        for barrier in self._commit_barriers:
+            try:
+                await barrier()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.error("%s: not committing: %s", self.label, exc)
+                return False
+        return True
+
+    def add_assignment_listener(self, listener: "AssignmentListener") -> None:
+        """Tell ``listener`` which partition numbers this worker gets and loses.
+
+        Its ``on_assigned`` is awaited before the assigned partitions are
+        fetched (tables recover there); ``on_revoked`` after the revoked ones
+        were committed. Transports without partitions (memory, Redis) have
+        none to tell.
+        """
+        self._assignment_listeners.append(listener)
+
+    @property
+    def assigns_partitions(self) -> bool:
+        """True when the broker assigns partitions to workers (Kafka's group)."""
+        return False
 
     def topic(self, name: str, **options: Any) -> Channel:
         """The channel called ``name`` (created on first use, then shared)."""

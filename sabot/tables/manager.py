@@ -1,0 +1,219 @@
+"""``app.tables``: the app's tables, their recovery, flushes and commit barrier.
+
+The manager is what the app and the transports see of tables:
+
+* at start (before any agent runs) it declares the changelogs, registers
+  ``flush`` as a commit barrier of every transport (no source position is
+  committed before the table changes it depends on are in the changelog
+  and the store) and recovers the partitions this worker holds: every
+  partition of a GlobalTable; partition 0 on Redis and memory brokers (one
+  partition); on Kafka, the partitions the consumer group assigns, recovered
+  before they are fetched (``AssignmentListener``);
+* every ``broker_commit_interval`` it flushes every table;
+* at stop, after the agents, it flushes once more and closes the stores.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import warnings
+from typing import TYPE_CHECKING, Collection as CollectionT, Dict, Iterator, List, Mapping, Optional
+
+from ..channels.transport import AssignmentListener
+from ..exceptions import ConfigurationError, SabotCompatibilityWarning
+from .changelog import ChangelogEntry, changelog_for
+from .recovery import open_partition_store, recover_partition
+
+if TYPE_CHECKING:
+    from ..app import App
+    from .table import Collection
+
+__all__ = ["TableManager"]
+
+logger = logging.getLogger("sabot.tables")
+
+
+class TableManager(Mapping[str, "Collection"], AssignmentListener):
+    """The tables of one app, by name (Faust's ``app.tables``)."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._tables: Dict[str, Collection] = {}
+        #: memory:// changelogs: kept here, so a restarted app recovers from them.
+        self._memory_logs: Dict[str, Dict[int, List[ChangelogEntry]]] = {}
+        self._flusher: Optional["asyncio.Future[None]"] = None
+        self._started = False
+        self._recovering: Dict[int, "asyncio.Future[None]"] = {}
+        #: Partitions recovered and held (Kafka: assigned), besides global tables'.
+        self.partitions: List[int] = []
+
+    # -- the mapping -----------------------------------------------------------
+    def __getitem__(self, name: str) -> Collection:
+        return self._tables[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tables)
+
+    def __len__(self) -> int:
+        return len(self._tables)
+
+    def __repr__(self) -> str:
+        return f"<TableManager {sorted(self._tables)}>"
+
+    def add(self, table: Collection) -> Collection:
+        """Register ``table`` (``app.Table`` does it)."""
+        if table.name in self._tables:
+            raise ConfigurationError(f"table {table.name!r} is defined twice")
+        if self._started:
+            raise ConfigurationError(f"table {table.name!r} defined after the app started")
+        table.manager = self
+        self._tables[table.name] = table
+        return table
+
+    # -- settings ---------------------------------------------------------------
+    def store_url(self, table: Collection) -> str:
+        """The table's ``store=``, else the ``store`` setting, else by broker."""
+        if table.store_url:
+            return table.store_url
+        conf = self.app.conf
+        if conf.store:
+            return str(conf.store)
+        return "memory://" if not self.app.transport.external else "lmdb://"
+
+    def datadir(self) -> str:
+        """Faust's ``datadir`` (``<app id>-data`` unless set)."""
+        return str(self.app.conf.datadir or f"{self.app.id}-data")
+
+    def _partition_count(self, table: Collection) -> int:
+        if table.partitions is not None:
+            return table.partitions
+        if self.app.transport.assigns_partitions:
+            return int(self.app.conf.topic_partitions)
+        return 1
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self) -> None:
+        """Declare changelogs, register barriers, recover what this worker holds now."""
+        if not self._tables:
+            return
+        self._started = True
+        conf = self.app.conf
+        if conf.table_standby_replicas:
+            # Set explicitly (the default is 0 here): say it does nothing yet.
+            warnings.warn("table_standby_replicas: Sabot keeps no standby copies yet "
+                          "(a table partition is recovered from its store and changelog "
+                          "when assigned)", SabotCompatibilityWarning, stacklevel=2)
+        transport = self.app.transport
+        for table in self._tables.values():
+            count = self._partition_count(table)
+            table.changelog = changelog_for(self.app, transport, table.changelog_topic_name,
+                                            count, self._memory_logs)
+            if not table.partitions:
+                table.partitions = count
+            if conf.topic_allow_declare:
+                await table.changelog.declare()
+        for t in self.app.transports:
+            t.add_commit_barrier(self.flush)
+        if transport.assigns_partitions:
+            transport.add_assignment_listener(self)
+            await self._recover([t for t in self._tables.values() if t.is_global], None)
+        else:
+            await self._recover(list(self._tables.values()), [0])
+            self.partitions = [0]
+        self._flusher = asyncio.ensure_future(self._flush_loop())
+
+    async def stop(self) -> None:
+        """Flush what is left and close the stores (after the agents stopped)."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None
+        for task in list(self._recovering.values()):
+            task.cancel()
+        try:
+            await self.flush()
+        except Exception as exc:
+            logger.error("tables: final flush failed (the changes not flushed are "
+                         "recomputed from the uncommitted input): %s", exc)
+        for table in self._tables.values():
+            for partition in table.held_partitions:
+                store = table.detach(partition)
+                if store is not None:
+                    store.close()
+        self._started = False
+
+    async def _flush_loop(self) -> None:
+        interval = self.app.conf.broker_commit_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # retried at the next interval; commits wait for it
+                logger.error("tables: flush failed: %s", exc)
+
+    async def flush(self) -> None:
+        """Flush every table: changelog acknowledged, then the store (the commit barrier)."""
+        for table in list(self._tables.values()):
+            await table.flush()
+
+    # -- partitions ----------------------------------------------------------------
+    async def _recover(self, tables: List[Collection], partitions: Optional[List[int]]) -> None:
+        url_datadir = self.datadir()
+        jobs = []
+        for table in tables:
+            wanted = partitions if partitions is not None and not table.is_global \
+                else list(range(table.partitions or 1))
+            for partition in wanted:
+                if partition in table.held_partitions:
+                    continue
+                if table.partitions is not None and partition >= table.partitions:
+                    continue
+                jobs.append(self._recover_one(table, partition, url_datadir))
+        if jobs:
+            await asyncio.gather(*jobs)
+        for table in tables:
+            await table.call_recover_callbacks()
+
+    async def _recover_one(self, table: Collection, partition: int, datadir: str) -> None:
+        store = open_partition_store(table, partition, self.store_url(table), datadir)
+        try:
+            await recover_partition(table, partition, store)
+        except BaseException:
+            store.close()
+            raise
+        table.attach(partition, store)
+
+    async def on_assigned(self, partitions: CollectionT[int]) -> None:
+        """Kafka assigned ``partitions``: recover them before they are fetched."""
+        wanted = [p for p in partitions if p not in self.partitions]
+        if not wanted:
+            return
+        logger.info("tables: recovering partitions %s", wanted)
+        await self._recover([t for t in self._tables.values() if not t.is_global], wanted)
+        self.partitions = sorted(set(self.partitions) | set(wanted))
+
+    async def on_revoked(self, partitions: CollectionT[int]) -> None:
+        """Kafka revoked ``partitions`` (committed, so flushed): close their stores."""
+        await self.flush()
+        for table in self._tables.values():
+            if table.is_global:
+                continue
+            for partition in partitions:
+                store = table.detach(partition)
+                if store is not None:
+                    store.close()
+        self.partitions = [p for p in self.partitions if p not in partitions]
+
+    def partition_needed(self, table: Collection, partition: int) -> None:
+        """A write for a partition this worker does not hold: open its store now.
+
+        Happens for input from a channel that is not the broker's (a memory
+        channel in a Kafka app); such a partition is recovered from the
+        store only (its changelog tail is read at the next start).
+        """
+        store = open_partition_store(table, partition, self.store_url(table), self.datadir())
+        logger.warning("table %r: partition %d was not assigned to this worker; opened its "
+                       "store without reading its changelog", table.name, partition)
+        table.attach(partition, store)
