@@ -96,6 +96,8 @@ class TableLike(Protocol):
     def __delitem__(self, key: Any) -> None: ...
     def __contains__(self, key: Any) -> bool: ...
     def expire(self, key: Any, partition: int) -> None: ...
+    @property
+    def held_partitions(self) -> List[int]: ...
 
 
 #: Anything that gives an event's timestamp (Faust's ``RelativeHandler``).
@@ -292,11 +294,9 @@ class WindowedState:
         self.last_closed_window = max(self.last_closed_window, window_range[0])
         for key in keys:
             table_key = (key, window_range)
-            try:
-                value = self.table[table_key]
-            except KeyError:  # deleted while open
+            if table_key not in self.table:  # deleted while open
                 continue
-            self._call_close(table_key, value)
+            self._call_close(table_key, self.table[table_key])
         if self.window.expires is not None:
             if partition not in self._expiring:
                 self._expiring[partition] = []
@@ -327,6 +327,10 @@ class WindowedState:
 
     def advance_idle(self) -> List[Any]:
         """Move idle partitions' watermarks and close what they passed."""
+        held = set(self.table.held_partitions)
+        for partition in self.clock.partitions:
+            if partition not in held:  # revoked: its new owner closes its windows
+                self.forget_partition(partition)
         moved = self.clock.advance_idle()
         for partition in moved:
             self.sweep(partition)
