@@ -53,6 +53,10 @@ def load_app(spec: str) -> AppT:
         kind = type(obj).__name__
         article = "an" if kind[:1].lower() in "aeiou" else "a"
         raise click.ClickException(f"-A {spec}: {attr!r} is {article} {kind}, not a sabot.App")
+    try:
+        obj.maybe_discover()  # autodiscover: agents and commands of other modules
+    except SabotError as exc:
+        raise click.ClickException(f"-A {spec}: {exc}") from None
     return obj
 
 

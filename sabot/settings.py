@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, NamedTuple, Optional
 from urllib.parse import unquote_plus
 
 from .exceptions import ConfigurationError
+from .faust_settings import UNSUPPORTED, warn_unsupported
 
 __all__ = ["Settings", "DEFAULTS", "SECRET_NAMES", "URL_NAMES", "redact_url",
            "valid_bind_address"]
@@ -66,6 +67,11 @@ def _credentials(v: Any) -> bool:
 
 
 _HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
+
+
+def _codec_like(v: Any) -> bool:
+    # A codec name or object; get_codec checks it fully when a topic is made.
+    return _str(v) or (hasattr(v, "encode") and hasattr(v, "decode"))
 
 
 def valid_bind_address(v: Any) -> bool:
@@ -119,6 +125,39 @@ DEFAULTS: Dict[str, Setting] = {
     "consumer_max_fetch_size": Setting(4 * 1024 * 1024, _positive_int, "Bytes a Kafka fetch may return per partition."),
     "producer_max_request_size": Setting(1024 * 1024, _positive_int, "Largest Kafka produce request in bytes (raise it for big Arrow batches)."),
     "broker_revoke_timeout": Setting(10.0, _positive_number, "Seconds a Kafka revoke waits for in-flight batches before committing."),
+    # Kafka client settings with Faust's names; None leaves aiokafka's default.
+    "producer_acks": Setting(-1, lambda v: v in (-1, 0, 1, "all"),
+                             "Broker acknowledgements a send waits for: -1/'all' (every in-sync replica), 1, 0."),
+    "producer_compression_type": Setting(None, lambda v: v in (None, "gzip", "snappy", "lz4", "zstd"),
+                                         "Compression of produced batches: gzip, snappy, lz4, zstd or None."),
+    "producer_linger": Setting(None, lambda v: v is None or _non_negative_number(v),
+                               "Seconds the producer waits to fill a batch (aiokafka's linger_ms)."),
+    "producer_linger_ms": Setting(None, lambda v: v is None or _non_negative_number(v),
+                                  "Deprecated in Faust: producer_linger in milliseconds."),
+    "producer_max_batch_size": Setting(None, lambda v: v is None or _positive_int(v),
+                                       "Largest producer batch per partition in bytes."),
+    "producer_request_timeout": Setting(None, lambda v: v is None or _positive_number(v),
+                                        "Seconds a produce request may take."),
+    "producer_metadata_max_age_ms": Setting(None, lambda v: v is None or _positive_int(v),
+                                            "Producer metadata refresh interval in milliseconds."),
+    "producer_connections_max_idle_ms": Setting(None, lambda v: v is None or _positive_int(v),
+                                                "Producer idle connections close after this many ms."),
+    "broker_client_id": Setting(None, _optional_str, "Client id the Kafka clients send."),
+    "broker_request_timeout": Setting(None, lambda v: v is None or _positive_number(v),
+                                      "Seconds a Kafka consumer request may take."),
+    "broker_max_poll_records": Setting(None, lambda v: v is None or _positive_int(v),
+                                       "Most records one Kafka fetch returns."),
+    "broker_max_poll_interval": Setting(None, lambda v: v is None or _positive_number(v),
+                                        "Seconds between fetches before Kafka drops a worker from the group."),
+    "broker_rebalance_timeout": Setting(None, lambda v: v is None or _positive_number(v),
+                                        "Seconds members have to rejoin the group in a rebalance."),
+    "broker_check_crcs": Setting(True, _bool, "Check the CRC of fetched Kafka records."),
+    "consumer_group_instance_id": Setting(None, _optional_str,
+                                          "Static group membership id of this worker (KIP-345)."),
+    "consumer_metadata_max_age_ms": Setting(None, lambda v: v is None or _positive_int(v),
+                                            "Consumer metadata refresh interval in milliseconds."),
+    "consumer_connections_max_idle_ms": Setting(None, lambda v: v is None or _positive_int(v),
+                                                "Consumer idle connections close after this many ms."),
     "topic_partitions": Setting(4, _positive_int, "Partitions of topics the app creates."),
     "consumer_auto_offset_reset": Setting("earliest", lambda v: v in ("earliest", "latest"),
                                           "Where a consumer group with no committed position starts."),
@@ -131,11 +170,6 @@ DEFAULTS: Dict[str, Setting] = {
     "status_interval": Setting(10.0, _positive_number, "Seconds between worker status lines."),
     "agent_restart_backoff": Setting(0.1, _non_negative_number,
                                      "First delay before restarting an agent that crashed without progress."),
-    "timezone": Setting(datetime.timezone.utc, lambda v: isinstance(v, datetime.tzinfo),
-                        "Time zone of app.crontab schedules that name none (a tzinfo; Faust's default, UTC)."),
-    "leader_lock_ttl": Setting(10.0, _positive_number,
-                               "Seconds the Redis leader lock lives unless renewed (renewed every third "
-                               "of it): a dead leader is replaced within this time."),
     # -- tables (sabot.tables) -------------------------------------------------------
     "store": Setting(None, _optional_str,
                      "Default store of tables (Faust's store): memory://, lmdb:// or rocksdb://. "
@@ -151,6 +185,36 @@ DEFAULTS: Dict[str, Setting] = {
     "table_cache_max_keys": Setting(1_000_000, _positive_int,
                                     "Keys a table keeps decoded in memory; beyond it the cache is "
                                     "dropped after a flush and refilled from the store."),
+    # -- Faust's app settings, with Faust's meaning --------------------------------
+    "version": Setting(1, _positive_int,
+                       "Version of the app: a version above 1 is a new, isolated app "
+                       "named '<id>-v<version>' (its own consumer group, tables and leader)."),
+    "origin": Setting(None, _optional_str,
+                      "The app's package, scanned by autodiscover (default: the module that made the App)."),
+    "autodiscover": Setting(False, lambda v: isinstance(v, bool) or callable(v) or (
+                                isinstance(v, (list, tuple)) and all(_str(m) for m in v)),
+                            "Import the app's modules at worker start so their agents register: "
+                            "True (every module of origin), a list of packages, or a callable giving one."),
+    "web_enabled": Setting(None, lambda v: v is None or isinstance(v, bool),
+                           "Serve the worker's web pages. None: when web_port (or --web-port) is "
+                           "given; True without web_port serves Faust's port 6066; False never."),
+    "web_port": Setting(None, lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
+                                                      and 0 <= v <= 65535),
+                        "Port of the worker's web server (0: a free port); --web-port overrides it."),
+    "key_serializer": Setting(None, lambda v: v is None or _codec_like(v),
+                              "Codec of keys of the app's topics that name none (None: str as UTF-8, "
+                              "others as JSON)."),
+    "value_serializer": Setting("json", _codec_like,
+                                "Codec of values of the app's topics that name none (Faust's default: json)."),
+    "processing_guarantee": Setting("at_least_once",
+                                    lambda v: getattr(v, "value", v) in ("at_least_once", "exactly_once"),
+                                    "at_least_once (every value processed, some twice after a crash) "
+                                    "or exactly_once."),
+    "timezone": Setting(datetime.timezone.utc, lambda v: isinstance(v, datetime.tzinfo),
+                        "Time zone of app.crontab schedules that name none (a tzinfo; Faust's default, UTC)."),
+    "leader_lock_ttl": Setting(10.0, _positive_number,
+                               "Seconds the Redis leader lock lives unless renewed (renewed every third "
+                               "of it): a dead leader is replaced within this time."),
     "web_bind": Setting("127.0.0.1", valid_bind_address,
                         "Address the worker's web server (--web-port) listens on: an IP address "
                         "or host name; 0.0.0.0 for every interface (Faust's default, not Sabot's)."),
@@ -233,9 +297,12 @@ class Settings:
     @staticmethod
     def _checked(name: str, value: Any) -> Any:
         spec = DEFAULTS.get(name)
+        if spec is None and name in UNSUPPORTED:
+            warn_unsupported(name)
+            return value
         if spec is None:
             import difflib
-            close = difflib.get_close_matches(name, DEFAULTS, n=1)
+            close = difflib.get_close_matches(name, list(DEFAULTS) + list(UNSUPPORTED), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigurationError(f"unknown setting {name!r}{hint}")
         if spec.check is not None and not spec.check(value):

@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import time
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from .exceptions import SabotError
 from .monitor import AgentFigures, Snapshot, WorkerMonitor, format_status
@@ -59,6 +59,19 @@ def setup_logging(loglevel: str = "info", json_logs: bool = False) -> None:
     logging.getLogger("mode").setLevel(max(level, logging.WARNING))
 
 
+#: Faust's web port, served when ``web_enabled=True`` names no ``web_port``.
+FAUST_WEB_PORT = 6066
+
+
+def web_port_of(conf: Any) -> Optional[int]:
+    """The port the app's settings ask the worker's web server to listen on (None: off)."""
+    if conf.web_enabled is False:
+        return None
+    if conf.web_port is not None:
+        return int(conf.web_port)
+    return FAUST_WEB_PORT if conf.web_enabled else None
+
+
 class Worker:
     """Run ``app`` until a signal or ``app.request_stop()``; return an exit code."""
 
@@ -68,7 +81,8 @@ class Worker:
         self.app = app
         self.loglevel = loglevel
         self.json_logs = json_logs
-        self.web_port = web_port
+        app.maybe_discover()  # autodiscover: the agents of other modules register first
+        self.web_port = web_port if web_port is not None else web_port_of(app.conf)
         #: Where /metrics and /health listen: ``web_bind`` overrides the app's setting.
         self.web_bind = web_bind if web_bind is not None else app.conf.web_bind
         self.configure_logging = configure_logging

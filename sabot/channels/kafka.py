@@ -25,7 +25,7 @@ import ssl
 import time
 from collections import deque
 from typing import (Any, AsyncGenerator, Awaitable, Callable, Dict, Iterable, Iterator, List,
-                    Mapping, Optional, Sequence, Union, overload)
+                    Mapping, Optional, Sequence, Tuple, Union, overload)
 
 from aiokafka import (AIOKafkaConsumer, AIOKafkaProducer,
                       ConsumerRebalanceListener, TopicPartition)
@@ -277,6 +277,42 @@ def kafka_client_options(conf: Any) -> Dict[str, Any]:
     return options
 
 
+#: Faust's Kafka settings -> (aiokafka keyword, conversion); None values are left out.
+_PRODUCER_SETTINGS: Dict[str, Tuple[str, Callable[[Any], Any]]] = {
+    "producer_acks": ("acks", lambda v: "all" if v in (-1, "all") else v),
+    "producer_compression_type": ("compression_type", lambda v: v),
+    "producer_linger_ms": ("linger_ms", int),
+    "producer_linger": ("linger_ms", lambda v: int(v * 1000)),
+    "producer_max_batch_size": ("max_batch_size", int),
+    "producer_request_timeout": ("request_timeout_ms", lambda v: int(v * 1000)),
+    "producer_metadata_max_age_ms": ("metadata_max_age_ms", int),
+    "producer_connections_max_idle_ms": ("connections_max_idle_ms", int),
+    "broker_client_id": ("client_id", str),
+}
+_CONSUMER_SETTINGS: Dict[str, Tuple[str, Callable[[Any], Any]]] = {
+    "broker_request_timeout": ("request_timeout_ms", lambda v: int(v * 1000)),
+    "broker_max_poll_records": ("max_poll_records", int),
+    "broker_max_poll_interval": ("max_poll_interval_ms", lambda v: int(v * 1000)),
+    "broker_rebalance_timeout": ("rebalance_timeout_ms", lambda v: int(v * 1000)),
+    "broker_check_crcs": ("check_crcs", bool),
+    "consumer_group_instance_id": ("group_instance_id", str),
+    "consumer_metadata_max_age_ms": ("metadata_max_age_ms", int),
+    "consumer_connections_max_idle_ms": ("connections_max_idle_ms", int),
+    "broker_client_id": ("client_id", str),
+}
+
+
+def client_settings(conf: Any, kind: str) -> Dict[str, Any]:
+    """aiokafka keyword arguments of the ``producer`` or ``consumer`` from Faust-named settings."""
+    table = _PRODUCER_SETTINGS if kind == "producer" else _CONSUMER_SETTINGS
+    options: Dict[str, Any] = {}
+    for name, (keyword, convert) in table.items():
+        value = conf.get(name)
+        if value is not None:
+            options[keyword] = convert(value)
+    return options
+
+
 def bootstrap_servers(url: str) -> List[str]:
     """``kafka://h1:p1,h2:p2`` -> ``["h1:p1", "h2:p2"]`` (port 9092 by default)."""
     rest = url.split("://", 1)[1] if "://" in url else url
@@ -436,8 +472,8 @@ class KafkaTransport(Transport):
         async with self._producer_lock:
             if self.producer is None:
                 producer = AIOKafkaProducer(
-                    acks="all", max_request_size=self.conf.producer_max_request_size,
-                    **self._client_options())
+                    max_request_size=self.conf.producer_max_request_size,
+                    **client_settings(self.conf, "producer"), **self._client_options())
                 self.producer = await self._start_client(producer, "producer")
                 if standalone and not self._fetching:
                     self.pending = _PendingSends()
@@ -554,7 +590,7 @@ class KafkaTransport(Transport):
             session_timeout_ms=int(self.conf.broker_session_timeout * 1000),
             heartbeat_interval_ms=int(self.conf.broker_heartbeat_interval * 1000),
             max_partition_fetch_bytes=self.conf.consumer_max_fetch_size,
-            **self._client_options())
+            **client_settings(self.conf, "consumer"), **self._client_options())
         self.consumer = await self._start_client(consumer, "consumer")
 
     def subscribe_channel(self, channel: ChannelT) -> None:
@@ -830,7 +866,6 @@ class KafkaTransport(Transport):
                     return
         finally:
             await _close_quietly(consumer)
-
 
     def on_assigned(self, assigned: set) -> None:
         """Resume feeding ``assigned`` (the consumer starts at their commits)."""
