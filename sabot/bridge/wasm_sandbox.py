@@ -144,9 +144,9 @@ class Capabilities:
     def wasi_config(self, node_type: str) -> wasmtime.WasiConfig:
         """A fresh WASI configuration holding exactly what was granted."""
         config = wasmtime.WasiConfig()
-        config.argv([node_type])
+        config.argv = [node_type]
         pairs: Dict[str, str] = {n: os.environ[n] for n in self.env if n in os.environ}
-        config.env(list(pairs.items()))
+        config.env = list(pairs.items())
         if self.stdio:
             config.inherit_stdout()
             config.inherit_stderr()

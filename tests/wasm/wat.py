@@ -240,3 +240,18 @@ OPEN_FILE = module(r"""
   (import "wasi_snapshot_preview1" "path_open"
     (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
 """)
+
+#: The number of environment variables the node sees (WASI
+#: environ_sizes_get), as one int32 value named after column 0.
+ENV_COUNT = module(r"""
+  (func (export "sabot_run") (param $b i32) (param $p i32) (param $pl i32) (result i32)
+    (local $counts i32)
+    (local.set $counts (call $alloc (i32.const 8)))
+    (drop (call $environ_sizes_get (local.get $counts)
+                                   (i32.add (local.get $counts) (i32.const 4))))
+    (call $out1 (local.get $b) (i32.const 1) (i32.const 4) (i32.const 0) (i32.const 0)
+                (local.get $counts) (i32.const 4) (i32.const 0) (i32.const 0)))
+""", imports=r"""
+  (import "wasi_snapshot_preview1" "environ_sizes_get"
+    (func $environ_sizes_get (param i32 i32) (result i32)))
+""")
