@@ -25,9 +25,10 @@ What Sabot adds, where Faust's windows hurt:
   closed once.
 * **Late events are reported, never dropped silently**: an event whose
   window has closed is counted (``late_events``, ``late_reasons``) and sent
-  to the late channel (``<table>.late`` on the app's broker unless
-  ``late_channel=`` names another) with the reason in the ``sabot-late-reason``
-  header. Its other, still open, windows (hopping) are updated.
+  with the reason in the ``sabot-error`` header to its source's dead-letter
+  channel (``<topic>.dlq``, as the Arrow windows do), or to ``late_channel=``;
+  its input is acknowledged only once that is stored (``sabot.tables.late``).
+  Its other, still open, windows (hopping) are updated.
 * **``expires`` removes old windows on event time**: a closed window's keys are
   deleted from the table (and the changelog) once Faust's ``stale`` test
   holds against the partition's watermark instead of ``time.time()``.
@@ -46,8 +47,9 @@ from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping,
                     NoReturn, Optional, Protocol, Set, Tuple, Union, runtime_checkable)
 
 from ..exceptions import ConfigurationError, SabotCompatibilityWarning
-from .context import current_event
+from .context import current_event, current_row
 from .event_clock import NO_WATERMARK, EventClock
+from .late import REASON_HEADER, LateEvent, LateWriter
 from .window_ranges import Seconds, Window, WindowRange, want_seconds
 
 if TYPE_CHECKING:
@@ -60,8 +62,8 @@ logger = logging.getLogger("sabot.tables")
 
 #: Seconds without an event after which a partition's event time follows the wall clock.
 DEFAULT_IDLE_TIMEOUT = 5.0
-#: Header of a late event: why it was not counted.
-LATE_REASON_HEADER = "sabot-late-reason"
+#: Header of a late event: why it was not counted (the dead letters' ``sabot-error``).
+LATE_REASON_HEADER = REASON_HEADER
 
 #: ``on_window_close(key, value)``: ``key`` is ``(key, (start, end))``; may be async.
 WindowCloseCallback = Callable[[Any, Any], Any]
@@ -78,6 +80,10 @@ class EventLike(Protocol):
     def timestamp(self) -> float: ...
     @property
     def partition(self) -> int: ...
+    @property
+    def position(self) -> Any: ...
+    @property
+    def channel(self) -> Optional[ChannelT]: ...
 
 
 class TableLike(Protocol):
@@ -150,44 +156,6 @@ def _field_reader(field: Union[str, FieldLike]) -> RelativeHandler:
                              f"got {field!r}")
 
 
-class _Outbox:
-    """Sends late events in order from a task, so the sync ``+=`` path never waits."""
-
-    def __init__(self) -> None:
-        self._queue: List[Tuple[ChannelT, Any, Any, Dict[str, bytes]]] = []
-        self._task: Optional[asyncio.Task[None]] = None
-        self.sent = 0
-        self.failed = 0
-
-    def put(self, channel: ChannelT, key: Any, value: Any, headers: Dict[str, bytes]) -> None:
-        self._queue.append((channel, key, value, headers))
-        if self._task is None or self._task.done():
-            try:
-                self._task = asyncio.get_running_loop().create_task(self._drain())
-            except RuntimeError:  # no loop: flush() sends them
-                self._task = None
-
-    async def _drain(self) -> None:
-        while self._queue:
-            channel, key, value, headers = self._queue.pop(0)
-            try:
-                await channel.send(key=key, value=value, headers=headers)
-                self.sent += 1
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.failed += 1
-                logger.error("late event of %r could not be sent to %s: %r (reason: %s)",
-                             key, channel.name, exc, headers.get(LATE_REASON_HEADER, b"").decode())
-
-    async def flush(self) -> None:
-        """Wait until every queued late event was handed to its channel."""
-        if self._task is not None and not self._task.done():
-            await self._task
-        if self._queue:
-            await self._drain()
-
-
 class WindowedState:
     """What the clones of one windowed table share: window, clocks, open windows.
 
@@ -221,7 +189,7 @@ class WindowedState:
         self.late_events = 0
         self.late_reasons: Dict[str, int] = {}
         self._callbacks: Set[asyncio.Future[Any]] = set()
-        self._outbox = _Outbox()
+        self._late = LateWriter(table.name)
         self._start_idle_timer()
 
     # -- writes ------------------------------------------------------------------
@@ -351,44 +319,39 @@ class WindowedState:
         """Wait for the close callbacks and late-event sends started so far."""
         while self._callbacks:
             await asyncio.gather(*list(self._callbacks), return_exceptions=True)
-        await self._outbox.flush()
+        await self._late.flush()
 
     # -- late events ---------------------------------------------------------------
     def late_channel(self) -> Optional[ChannelT]:
+        """Where late events go: ``late_channel=``, else ``None`` (the source's dead letters)."""
         channel = self._late_channel
-        if isinstance(channel, str) or channel is None:
-            if self.app is None:
-                return None
-            name = channel if isinstance(channel, str) else f"{self.table.name}.late"
-            channel = self._late_channel = self.app.topic(name)
+        if isinstance(channel, str):
+            channel = self._late_channel = self.app.topic(channel)
         return channel
 
     def _report_late(self, key: Any, timestamp: float, partition: int,
                      event: Optional[EventLike], closed: List[WindowRange],
                      watermark: float) -> None:
         first = closed[0]
-        reason = (f"window closed: event time {timestamp} is in window {list(first)} of "
-                  f"table {self.table.name!r}, closed at {self.closes_at(first)} "
-                  f"(end + grace {self.grace}); the watermark of partition {partition} "
-                  f"is {watermark}")
+        reason = (f"late for table {self.table.name!r}: event time {timestamp} is in window "
+                  f"{list(first)}, closed at {self.closes_at(first)} (its end plus grace "
+                  f"{self.grace}) by the watermark {watermark} of partition {partition}")
         kind = "window closed"
         self.late_events += 1
         self.late_reasons[kind] = self.late_reasons.get(kind, 0) + 1
-        if self.late_events == 1:
-            logger.warning("late event for table %r: %s", self.table.name, reason)
-        channel = self.late_channel()
-        if channel is None:
-            return
         headers = {
-            LATE_REASON_HEADER: reason.encode(),
             "sabot-table": self.table.name.encode(),
             "sabot-event-time": repr(timestamp).encode(),
             "sabot-watermark": repr(watermark).encode(),
-            "sabot-partition": str(partition).encode(),
+            "sabot-window": repr(list(first)).encode(),
         }
-        value = event.value if event is not None else key
-        event_key = event.key if event is not None else key
-        self._outbox.put(channel, event_key, value, headers)
+        batch, _, _ = current_row()
+        if event is not None:
+            late = LateEvent(event.key, event.value, reason, headers, event.channel,
+                             event.position, batch)
+        else:
+            late = LateEvent(key, key, reason, headers, None, None, batch)
+        self._late.put(late, self.late_channel())
 
     def forget_partition(self, partition: int) -> None:
         """Stop tracking a partition (revoked: its new owner tracks it)."""

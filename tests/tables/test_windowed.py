@@ -67,9 +67,8 @@ async def test_counts_over_out_of_order_input_equal_the_pyarrow_reference(kind, 
                 else table.hopping(size, step, **options))
     if field:
         windowed = windowed.relative_to_field("ts")
-    late_channel = app.channel(name="counts.late")
-    late = collector(app, late_channel, kind="events")
-    windowed.state._late_channel = late_channel
+    # Late events go to the source's dead-letter channel unless late_channel= is given.
+    late = collector(app, source.dead_letter_channel(), kind="events")
     seen = []
 
     @app.agent(source)
@@ -90,7 +89,7 @@ async def test_counts_over_out_of_order_input_equal_the_pyarrow_reference(kind, 
         await windowed.flush()
         await until(lambda: len(late) == late_count, what="every late event on the late channel")
         for event in late:
-            assert event.headers[LATE_REASON_HEADER].startswith(b"window closed")
+            assert event.headers[LATE_REASON_HEADER].startswith(b"late for table 'counts'")
             assert float(event.headers["sabot-event-time"]) == event.value["ts"]
 
 
@@ -371,3 +370,34 @@ def test_bad_window_settings_are_clear_errors():
         table.tumbling(10, key_index=True)
     assert any(issubclass(w.category, SabotCompatibilityWarning) and "key_index" in str(w.message)
                for w in caught)
+
+
+async def test_late_events_go_to_late_channel_when_given():
+    app = sabot.App(unique("win"))
+    source = app.channel()
+    late_channel = app.channel(name="late-clicks")
+    late = collector(app, late_channel, kind="events")
+    dead = collector(app, source.dead_letter_channel(), kind="events")
+    windowed = make_table(app, "l").tumbling(10, grace=1, idle_timeout=None,
+                                             late_channel=late_channel)
+    seen = []
+
+    @app.agent(source)
+    async def count(stream):
+        async for value in stream:
+            windowed[value] += 1
+            seen.append(value)
+
+    async with running(app):
+        # 12.0 closes (0, 9.9): its end 10 plus grace 1 is behind the watermark 12.
+        await source.publish(Batch(["a", "a", "b", "a"], keys=["a", "a", "b", "a"],
+                                   timestamps=[1.0, 12.0, 3.0, 10.5]))
+        await until(lambda: len(seen) == 4)
+        await until(lambda: len(late) == 1, what="the late event on the late channel")
+        assert windowed.late_events == 1 and dead == []
+        (event,) = late
+        assert event.key == "b" and event.value == "b"
+        assert event.headers["sabot-error"].startswith(b"late for table 'l': event time 3.0")
+        assert event.headers["sabot-source"] == source.name.encode()
+        assert event.headers["sabot-window"] == b"[0.0, 9.9]"
+        assert windowed["a"][(10.0, 19.9)] == 2

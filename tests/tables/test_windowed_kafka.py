@@ -2,7 +2,7 @@
 
 Out-of-order events over three partitions; the counts must equal the pyarrow
 reference computed per partition, and every late event must be on the late
-topic (``<table>.late`` on the app's broker) with its reason.
+dead-letter topic of the source (``<topic>.dlq``) with its reason.
 """
 import json
 
@@ -53,9 +53,9 @@ async def test_counts_from_kafka_equal_the_pyarrow_reference(kafka_broker, kind)
         assert by_start(table) == expected
         assert windowed.late_events == late_count
         await windowed.flush()
-        late = await read_all(kafka_broker, f"{name}.late", late_count)
+        late = await read_all(kafka_broker, f"{source.name}.dlq", late_count)
         assert len(late) == late_count
         for record in late:
             headers = dict(record.headers)
-            assert headers[LATE_REASON_HEADER].startswith(b"window closed")
+            assert headers[LATE_REASON_HEADER].startswith(b"late for table")
             assert float(headers["sabot-event-time"]) == json.loads(record.value)["ms"] / 1000
