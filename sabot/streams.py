@@ -24,6 +24,8 @@ from .value_dispatch import DispatchedIterator
 
 if TYPE_CHECKING:
     from .value_dispatch import ValueDispatcher
+    from .windows.operator import WindowedStream
+    from .windows.specs import Seconds, WindowSpec
 
 __all__ = ["Stream", "current_stream"]
 
@@ -232,6 +234,25 @@ class Stream:
         if within is not None and not (isinstance(within, (int, float)) and within > 0):
             raise ConfigurationError(f"take(within=): must be a positive number of seconds, got {within!r}")
         return self._derive(lambda parent: _Take(parent, n, within))
+
+    def window(self, spec: "WindowSpec", *, key: Optional[str] = None,
+               time: Optional[str] = None, grace: "Seconds" = 0.0, lateness: "Seconds" = 0.0,
+               idle_timeout: Optional["Seconds"] = None,
+               late: Optional[ChannelT] = None) -> "WindowedStream":
+        """Arrow-native windows over this stream's batches (``sabot.windows``).
+
+        ``stream.window(tumbling(60), key="user", time="ts", grace=5)
+        .agg(n=count(), total=sum("amount")).final()`` yields a RecordBatch of
+        closed windows per watermark advance. ``key``/``time`` are column
+        names (``None``: the message key / timestamp); late events go to
+        ``late`` (default: this channel's dead-letter channel). See
+        docs/windows.md.
+        """
+        self._require_root("window")
+        from .windows.operator import WindowedStream
+        return WindowedStream(self.raw_batches, self.channel, spec, key=key, time=time,
+                              grace=grace, lateness=lateness, idle_timeout=idle_timeout,
+                              late=late)
 
     # -- what an agent needs to acknowledge or dead-letter the current item ----
     def sources(self) -> List[BatchT]:

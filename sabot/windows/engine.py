@@ -1,0 +1,78 @@
+"""The contract between the window operator and the state of one kind of window.
+
+An engine owns the open windows of one ``stream.window(...).agg(...)``:
+partial aggregates, columnar, in memory. It is the seam where a durable
+store would hold them (the stateful core's job): ``add`` is the only way
+state changes with input, and the operator releases (acknowledges) a batch
+only after ``add`` returned. State is **in memory**: a crash loses the open
+windows, and since their input was acknowledged, it is not delivered again.
+
+Every table an engine returns has the columns ``__k`` (the key),
+``window_start`` and ``window_end`` (int64 microseconds of event time) and
+then one column per aggregation, in the order of ``.agg(...)``.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, Optional
+
+import pyarrow as pa
+
+from .aggregations import AggregationPlan
+from .columns import Frame
+
+__all__ = ["WindowEngine", "finish_windows"]
+
+
+class WindowEngine(abc.ABC):
+    """Open windows of one kind; see the module docstring."""
+
+    def __init__(self, plan: AggregationPlan, grace_us: int) -> None:
+        self.plan = plan
+        self.grace_us = grace_us
+
+    @abc.abstractmethod
+    def late_mask(self, frame: Frame) -> Optional[pa.Array]:
+        """Rows whose window is already closed (``None``: none can be)."""
+
+    @abc.abstractmethod
+    def late_reason(self, time_us: int, watermark_us: Optional[int]) -> str:
+        """Why a row at ``time_us`` is late, for the late channel."""
+
+    @abc.abstractmethod
+    def add(self, frame: Frame) -> Any:
+        """Fold the (not late) rows into the state; returns what ``current`` needs."""
+
+    @abc.abstractmethod
+    def current(self, touched: Any) -> Optional[pa.Table]:
+        """The current aggregates of the windows ``add`` just updated."""
+
+    @abc.abstractmethod
+    def close(self, watermark_us: Optional[int]) -> Optional[pa.Table]:
+        """Remove and return the windows the watermark closed (``None``: none)."""
+
+    @abc.abstractmethod
+    def flush(self) -> Optional[pa.Table]:
+        """Remove and return every open window (the stream ended)."""
+
+    @abc.abstractmethod
+    def next_close_us(self) -> Optional[int]:
+        """The watermark at which the next window would close (``None``: none open)."""
+
+    @property
+    @abc.abstractmethod
+    def open_rows(self) -> int:
+        """Rows of partial state held (panes, sessions or count windows)."""
+
+
+def finish_windows(plan: AggregationPlan, table: pa.Table, keys: pa.Array,
+                   start: pa.Array, end: pa.Array) -> Optional[pa.Table]:
+    """The output table from merged partials ``s<i>`` and the window bounds."""
+    if table.num_rows == 0:
+        return None
+    results = plan.finish(table)
+    columns = {"__k": keys, "window_start": start, "window_end": end}
+    columns.update(results)
+    out = pa.table(columns)
+    return out.sort_by([("window_start", "ascending"), ("window_end", "ascending"),
+                        ("__k", "ascending")])

@@ -1,0 +1,284 @@
+"""Tumbling, hopping and sliding windows: partial aggregates per (key, pane).
+
+Each batch is aggregated once with ``group_by([key, pane])`` into partials
+(one row per key and pane in the batch), whatever the number of windows a
+pane belongs to. The partials are kept as a list of Arrow tables
+(``PaneStore``) and compacted (merged by key and pane) when the pending ones
+outgrow the compacted state, so the cost per row stays constant.
+
+When the watermark passes a window's end plus grace, the panes of the
+windows that closed are expanded into those windows (a pane belongs to
+``ceil(width/stride)`` windows: one copy per window, per pane, not per row),
+grouped by (key, window), merged, and finished. Window ``w`` covers panes
+``[w*stride, w*stride + width)``; windows up to ``closed`` (exclusive) have
+been emitted, so panes below ``closed*stride`` are dropped, and a row whose
+earliest window is already emitted is late: it goes whole to the late
+channel rather than into some of its windows only (no emitted window ever
+misses an event silently).
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .aggregations import AggregationPlan
+from .arrow_ops import concat, flat, floor_div, group_merge
+from .columns import Frame
+from .engine import WindowEngine, finish_windows
+from .specs import TimeWindowSpec
+
+__all__ = ["PaneStore", "PaneWindows"]
+
+_KEYS = ["__k", "__p"]
+#: Compact when this many pending partial rows are waiting (or more than the state holds).
+_COMPACT_AT = 131_072
+
+
+class PaneStore:
+    """Partials per (key, pane) in memory, as Arrow tables: ``__k``, ``__p``, ``s<i>``.
+
+    Appending is O(1); ``compact`` merges everything into one row per key
+    and pane. The seam for a durable store: the operator calls ``add`` before
+    it releases the batch.
+    """
+
+    def __init__(self, plan: AggregationPlan) -> None:
+        self.plan = plan
+        self._compacted: Optional[pa.Table] = None
+        self._pending: List[pa.Table] = []
+        self._pending_rows = 0
+        self._min_pane: Optional[int] = None
+        self._max_pane: Optional[int] = None
+
+    @property
+    def rows(self) -> int:
+        """Partial rows held (compacted and pending)."""
+        compacted = 0 if self._compacted is None else self._compacted.num_rows
+        return compacted + self._pending_rows
+
+    @property
+    def min_pane(self) -> Optional[int]:
+        """The lowest pane held."""
+        return self._min_pane
+
+    @property
+    def max_pane(self) -> Optional[int]:
+        """The highest pane held."""
+        return self._max_pane
+
+    def add(self, partials: pa.Table, low: int, high: int) -> None:
+        """Append partials whose panes lie in ``[low, high]``."""
+        self._pending.append(partials)
+        self._pending_rows += partials.num_rows
+        if self._min_pane is None or low < self._min_pane:
+            self._min_pane = low
+        if self._max_pane is None or high > self._max_pane:
+            self._max_pane = high
+        compacted = 0 if self._compacted is None else self._compacted.num_rows
+        if self._pending_rows >= max(_COMPACT_AT, compacted):
+            self.compact()
+
+    def table(self) -> Optional[pa.Table]:
+        """Every partial row held (not merged)."""
+        parts = ([] if self._compacted is None else [self._compacted]) + self._pending
+        return concat(parts) if parts else None
+
+    def compact(self) -> None:
+        """Merge every partial into one row per (key, pane)."""
+        table = self.table()
+        if table is None:
+            return
+        plan = self.plan
+        self._compacted = group_merge(table, _KEYS, plan.merge_aggregates(),
+                                      plan.merge_output_names(), plan.partial_names)
+        self._pending = []
+        self._pending_rows = 0
+
+    def split(self, pane: int) -> Optional[pa.Table]:
+        """Keep the panes from ``pane`` on; return nothing (see ``below``)."""
+        table = self.table()
+        if table is None:
+            return None
+        keep = pc.greater_equal(table.column("__p"), pane)
+        kept = table.filter(keep)
+        self._compacted = kept if kept.num_rows else None
+        self._pending = []
+        self._pending_rows = 0
+        if kept.num_rows == 0:
+            self._min_pane = self._max_pane = None
+        else:
+            self._min_pane = pc.min(kept.column("__p")).as_py()
+        return kept
+
+    def below(self, pane: int) -> Optional[pa.Table]:
+        """The partial rows of panes below ``pane`` (not removed)."""
+        table = self.table()
+        if table is None:
+            return None
+        return table.filter(pc.less(table.column("__p"), pane))
+
+
+class PaneWindows(WindowEngine):
+    """Tumbling, hopping and sliding windows over panes; see the module docstring."""
+
+    def __init__(self, spec: TimeWindowSpec, plan: AggregationPlan, grace_us: int) -> None:
+        super().__init__(plan, grace_us)
+        self.spec = spec
+        self.pane_us = spec.pane_us
+        self.size_us = spec.size_us
+        self.stride = spec.stride
+        self.width = spec.width
+        self.per_pane = spec.windows_per_pane
+        self.anchored = spec.anchored
+        self.store = PaneStore(plan)
+        #: Windows below this index have been emitted (None: none yet).
+        self.closed: Optional[int] = None
+
+    # -- lateness ------------------------------------------------------------------
+    def _late_pane(self) -> Optional[int]:
+        # A row is late when the earliest window holding it was emitted: its
+        # pane is below the end pane of the last emitted window.
+        if self.closed is None:
+            return None
+        return (self.closed - 1) * self.stride + self.width
+
+    def late_mask(self, frame: Frame) -> Optional[pa.Array]:
+        bound = self._late_pane()
+        if bound is None:
+            return None
+        return pc.less(frame.times, bound * self.pane_us)
+
+    def late_reason(self, time_us: int, watermark_us: Optional[int]) -> str:
+        pane = time_us // self.pane_us
+        if self.anchored:
+            window = pane - self.width + 1
+        else:
+            window = (pane - self.width) // self.stride + 1
+        start = window * self.stride * self.pane_us
+        return (f"late: event time {_s(time_us)} < watermark {_s(watermark_us)} for "
+                f"{self.spec.kind} window [{_s(start)}, {_s(start + self.size_us)}) "
+                f"(closed at its end plus grace {_s(self.grace_us)})")
+
+    # -- input -----------------------------------------------------------------------
+    def add(self, frame: Frame) -> Optional[pa.Table]:
+        plan = self.plan
+        panes = floor_div(frame.times, self.pane_us)
+        columns = {"__k": frame.keys, "__p": panes}
+        columns.update(frame.values)
+        partials = group_merge(pa.table(columns), _KEYS, plan.raw_aggregates(),
+                               plan.raw_output_names(), plan.partial_names)
+        low, high = pc.min_max(panes).values()
+        self.store.add(partials, low.as_py(), high.as_py())
+        return partials
+
+    # -- output ----------------------------------------------------------------------
+    def _expand(self, table: pa.Table, low: Optional[int], high: Optional[int],
+                marker: Optional[int] = None) -> pa.Table:
+        """One row per (pane, window holding it) for windows in ``[low, high)``."""
+        panes = flat(table.column("__p"))
+        base = floor_div(panes, self.stride)
+        parts = []
+        for j in range(self.per_pane):
+            window = pc.subtract(base, j) if j else base
+            mask = pc.greater(pc.add(pc.multiply(window, self.stride), self.width), panes)
+            if low is not None:
+                mask = pc.and_(mask, pc.greater_equal(window, low))
+            if high is not None:
+                mask = pc.and_(mask, pc.less(window, high))
+            part = table.filter(mask).append_column("__w", window.filter(mask))
+            if self.anchored:
+                anchor = pc.equal(panes.filter(mask),
+                                  pc.add(window.filter(mask), self.width - 1))
+                part = part.append_column("__a", pc.cast(anchor, pa.int8()))
+            if marker is not None:
+                part = part.append_column("__t", pa.repeat(pa.scalar(marker, pa.int8()),
+                                                           part.num_rows))
+            parts.append(part)
+        return concat(parts)
+
+    def _windows(self, expanded: pa.Table, touched_only: bool = False) -> Optional[pa.Table]:
+        plan = self.plan
+        aggregates = plan.merge_aggregates()
+        outputs = plan.merge_output_names()
+        names = list(plan.partial_names)
+        if self.anchored:
+            aggregates.append(("__a", "max"))
+            outputs.append("__a_max")
+            names.append("__a")
+        if touched_only:
+            aggregates.append(("__t", "max"))
+            outputs.append("__t_max")
+            names.append("__t")
+        grouped = group_merge(expanded.select(["__k", "__w"] + [a[0] for a in aggregates]),
+                              ["__k", "__w"], aggregates, outputs, names)
+        if self.anchored:
+            grouped = grouped.filter(pc.equal(grouped.column("__a"), 1))
+        if touched_only:
+            grouped = grouped.filter(pc.equal(grouped.column("__t"), 1))
+        start = pc.multiply(flat(grouped.column("__w")), self.stride * self.pane_us)
+        return finish_windows(plan, grouped, flat(grouped.column("__k")), start,
+                              pc.add(start, self.size_us))
+
+    def current(self, touched: Optional[pa.Table]) -> Optional[pa.Table]:
+        if touched is None or touched.num_rows == 0:
+            return None
+        table = self.store.table()
+        assert table is not None
+        keys = pc.unique(flat(touched.column("__k")))
+        mine = table.filter(pc.is_in(table.column("__k"), value_set=keys, skip_nulls=False))
+        nulls = touched.select(["__k", "__p"])
+        for name in self.plan.partial_names:
+            nulls = nulls.append_column(name, pa.nulls(nulls.num_rows,
+                                                       table.schema.field(name).type))
+        expanded = concat([self._expand(nulls, self.closed, None, marker=1),
+                           self._expand(mine, self.closed, None, marker=0)])
+        return self._windows(expanded, touched_only=True)
+
+    def close(self, watermark_us: Optional[int]) -> Optional[pa.Table]:
+        if watermark_us is None:
+            return None
+        bound_pane = (watermark_us - self.grace_us) // self.pane_us
+        # Window w ends at pane w*stride + width: closed when that is <= bound_pane.
+        upto = (bound_pane - self.width) // self.stride + 1
+        return self._close_until(upto)
+
+    def _close_until(self, upto: int) -> Optional[pa.Table]:
+        if self.closed is not None and upto <= self.closed:
+            return None
+        store = self.store
+        out = None
+        if store.min_pane is not None and store.min_pane < (upto - 1) * self.stride + self.width:
+            rows = store.below((upto - 1) * self.stride + self.width)
+            if rows is not None and rows.num_rows:
+                out = self._windows(self._expand(rows, self.closed, upto))
+            store.split(upto * self.stride)
+        self.closed = upto
+        return out
+
+    def flush(self) -> Optional[pa.Table]:
+        top = self.store.max_pane
+        if top is None:
+            return None
+        return self._close_until(top // self.stride + 1)
+
+    def next_close_us(self) -> Optional[int]:
+        low = self.store.min_pane
+        if low is None:
+            return None
+        window = (low - self.width) // self.stride + 1
+        if self.closed is not None and window < self.closed:
+            window = self.closed
+        return (window * self.stride + self.width) * self.pane_us + self.grace_us
+
+    @property
+    def open_rows(self) -> int:
+        return self.store.rows
+
+
+def _s(micros: Optional[int]) -> str:
+    """Microseconds as seconds, for messages."""
+    if micros is None:
+        return "none"
+    return f"{micros / 1_000_000:.6f}".rstrip("0").rstrip(".")
