@@ -23,6 +23,7 @@ from .types import (AgentT, BatchT, ChannelT, CursorT, PipelineT, SinkT, Subscri
 from .value_dispatch import DispatchedIterator
 
 if TYPE_CHECKING:
+    from .types import LookupT
     from .value_dispatch import ValueDispatcher
     from .windows.operator import WindowedStream
     from .windows.specs import Seconds, WindowSpec
@@ -321,6 +322,70 @@ class Stream:
             task.cancel()
         if self._parent is None:
             self._sub.close()
+
+    # -- joins (sabot.joins) ---------------------------------------------------
+    def join(self, table: LookupT, on: Any = None, how: str = "left", *, prefix: str = "",
+             value_schema: Any = None) -> "Stream":
+        """Each batch with ``table``'s values added as columns (``pyarrow.RecordBatch``).
+
+        ``on`` is the key: a column or field name, a callable on each dict
+        value, or ``None`` for the message key. ``how="left"`` keeps rows the
+        table has no value for (null columns), ``"inner"`` drops them. One
+        ``table.get_many`` per batch over its unique keys; see
+        ``sabot.joins.table_join`` and docs/joins.md.
+        """
+        from .joins.table_join import StreamTableJoin
+        self._require_root("join")
+        joiner = StreamTableJoin(table, on=on, how=how, prefix=prefix,
+                                 value_schema=value_schema, schema=self.channel.schema)
+        return self._derive(lambda parent: joiner.iterate(parent.raw_batches(), parent.channel))
+
+    def join_within(self, other: Union["Stream", ChannelT], within: Any, on: Any = None, *,
+                    time: Any = None, how: str = "inner", grace: Any = 0.0,
+                    prefix: str = "") -> "Stream":
+        """Interval join with ``other``: rows with equal keys and event times ``within`` seconds.
+
+        Yields RecordBatches of the left (this stream's) columns and the
+        right ones (``prefix`` + name). ``time`` is a column or field name,
+        or ``None`` for the message timestamp; ``grace`` the lateness allowed.
+        State is in memory; see ``sabot.joins.interval`` and docs/joins.md.
+        """
+        from .joins.interval import IntervalJoin
+        from .joins.interval_stream import IntervalJoinedBatches
+        self._require_root("join_within")
+        owns_other = not isinstance(other, Stream)
+        if owns_other and not isinstance(other, ChannelT):
+            raise ConfigurationError(
+                f"join_within joins a stream or a channel, got {type(other).__name__}")
+        joiner: IntervalJoin[BatchT] = IntervalJoin(
+            within=within, on=on, time=time, how=how, grace=grace, prefix=prefix,
+            left_schema=self.channel.schema, right_schema=other.channel.schema
+            if isinstance(other, Stream) else other.schema)
+        # Subscribed now, not when iteration starts: the agent reads what is
+        # sent to the other channel from the moment it asked for the join.
+        right = other if isinstance(other, Stream) else Stream(other)
+        right._require_root("join_within")
+        return self._derive(lambda parent: IntervalJoinedBatches(joiner, parent, right,
+                                                                 owns_right=owns_other))
+
+    def hold_item(self, item: Any, sources: List[BatchT]) -> None:
+        """An operator hands the agent ``item``, made of rows of ``sources``.
+
+        Until ``settle()`` (the operator calls it before its next item, the
+        agent after a failure) ``sources()`` returns them, so sinks keep them
+        unacknowledged until the agent's results are delivered. The caller
+        acquired each once; ``settle()`` releases them.
+        """
+        root = self._root_stream()
+        root._chunk = item
+        root._chunk_sources = list(sources)
+
+    def track_read(self, task: "asyncio.Future[Any]") -> None:
+        """An operator reads this stream in ``task``: ``cancel_pending_reads`` cancels it."""
+        reads = self._root_stream()._pending_reads
+        reads.add(task)
+        task.add_done_callback(reads.discard)
+
 
 
 class _PayloadIterator:

@@ -555,3 +555,24 @@ class TableT(Protocol):
     async def flush(self) -> None: ...
     @property
     def held_partitions(self) -> List[int]: ...
+
+
+# --------------------------------------------------------------------------
+# Joins: what a stream-table join reads of a table (sabot.joins)
+# --------------------------------------------------------------------------
+
+@runtime_checkable
+class LookupT(Protocol):
+    """What ``stream.join(table, ...)`` reads of a table: many values at once.
+
+    ``sabot.tables`` ``Table`` and ``GlobalTable`` implement it.
+    ``get_many(keys)`` returns one entry per key, in order: the value, or
+    ``None`` where the table holds no value for the key (never the table's
+    ``default``, and a lookup never creates an entry). It raises for a key
+    the table cannot hold (unhashable, wrong type); the join then looks the
+    keys up one by one and dead-letters the rows of the keys that fail.
+    """
+
+    @property
+    def name(self) -> str: ...
+    def get_many(self, keys: Sequence[Any]) -> List[Any]: ...

@@ -1,0 +1,215 @@
+"""``stream.join_within(other, within=, on=)``: the interval join of two streams.
+
+The joined pairs equal a brute-force reference (every left row against every
+right row: equal keys, ``|t_left - t_right| <= within``) over out-of-order
+input with random interleaving of the two sides; the left join adds each
+left row that met nothing. Late rows go to the dead-letter channel with the
+reason; a buffered batch is acknowledged only once its rows left the buffer.
+"""
+import asyncio
+import datetime
+import random
+
+import pyarrow as pa
+import pytest
+
+import sabot
+from sabot._fastpath import Batch
+from sabot.exceptions import ConfigurationError, SchemaError
+from sabot.joins.interval import LEFT, RIGHT, IntervalJoin
+from tests.helpers import running, unique, until
+
+pytestmark = pytest.mark.usefixtures("quiet_sabot_logs")
+
+WITHIN = 2.0
+GRACE = 5.0
+
+
+def side_rows(n, name, seed, keys=8, span=200.0, disorder=3.0):
+    """Rows ``{k, t, <name>}`` in arrival order: out of order by less than ``disorder`` s."""
+    rng = random.Random(seed)
+    rows = [{"k": rng.randrange(keys), "t": round(rng.uniform(0, span), 3), name: i}
+            for i in range(n)]
+    rows.sort(key=lambda r: r["t"] + rng.uniform(0, disorder))
+    return rows
+
+
+def brute_force(left, right, how="inner", within=WITHIN):
+    pairs = [(l["l"], r["r"]) for l in left for r in right
+             if l["k"] == r["k"] and abs(l["t"] - r["t"]) <= within]
+    if how == "left":
+        met = {p[0] for p in pairs}
+        pairs += [(l["l"], None) for l in left if l["l"] not in met]
+    return sorted(pairs, key=lambda p: (p[0], -1 if p[1] is None else p[1]))
+
+
+def interval_app(**options):
+    app = sabot.App(unique("interval"), agent_restart_backoff=0.01)
+    left = app.channel(name="orders")
+    right = app.channel(name="payments")
+    # Made now, so it holds what is sent to payments from now on (a channel
+    # given to join_within is subscribed when the agent asks for the join).
+    payments = right.stream()
+    out = []
+
+    @app.agent(left, name="match")
+    async def match(stream):
+        async for batch in stream.join_within(payments, **options):
+            out.append(batch)
+
+    return app, left, right, match, out
+
+
+async def send_interleaved(left, right, lrows, rrows, seed, size=(5, 40)):
+    rng = random.Random(seed)
+    li = ri = 0
+    while li < len(lrows) or ri < len(rrows):
+        n = rng.randrange(*size)
+        if ri >= len(rrows) or (li < len(lrows) and rng.random() < 0.5):
+            await left.send_batch(pa.RecordBatch.from_pylist(lrows[li:li + n]))
+            li += n
+        else:
+            await right.send_batch(pa.RecordBatch.from_pylist(rrows[ri:ri + n]))
+            ri += n
+
+
+@pytest.mark.parametrize("how", ["inner", "left"])
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_interval_join_equals_the_brute_force_reference(how, seed):
+    app, left, right, match, out = interval_app(
+        within=WITHIN, on="k", time="t", grace=GRACE, how=how, prefix="p_")
+    lrows = side_rows(600, "l", seed)
+    rrows = side_rows(500, "r", seed + 100)
+    async with running(app):
+        await send_interleaved(left, right, lrows, rrows, seed)
+        await left.close()
+        await right.close()
+        await match.join(20)
+    got = pa.Table.from_batches(out).to_pylist()
+    assert list(got[0]) == ["k", "t", "l", "p_t", "p_r"]
+    pairs = sorted(((row["l"], row["p_r"]) for row in got),
+                   key=lambda p: (p[0], -1 if p[1] is None else p[1]))
+    expected = brute_force(lrows, rrows, how)
+    assert len(expected) > 500
+    assert pairs == expected
+    for row in got:  # every pair is within the interval, on equal keys
+        if row["p_r"] is not None:
+            assert abs(row["t"] - row["p_t"]) <= WITHIN
+
+
+def test_the_state_machine_alone_equals_the_reference_and_empties_its_buffers():
+    lrows = side_rows(400, "l", 5)
+    rrows = side_rows(400, "r", 6)
+    join = IntervalJoin(within=WITHIN, on="k", time="t", grace=GRACE, prefix="p_")
+    rng = random.Random(9)
+    out, li, ri, peak = [], 0, 0, 0
+    while li < len(lrows) or ri < len(rrows):
+        if ri >= len(rrows) or (li < len(lrows) and rng.random() < 0.5):
+            side, chunk, li = LEFT, lrows[li:li + 10], li + 10
+        else:
+            side, chunk, ri = RIGHT, rrows[ri:ri + 10], ri + 10
+        step = join.add(side, object(), join.read(side, pa.RecordBatch.from_pylist(chunk)))
+        assert step.rejects == []
+        if step.output is not None:
+            out += step.output.to_pylist()
+        peak = max(peak, join.buffered_rows)
+    assert peak < 200  # the watermarks keep the buffers to the interval, not the input
+    for side in (LEFT, RIGHT):
+        join.end(side)
+    assert join.buffered_rows == 0
+    assert sorted((r["l"], r["p_r"]) for r in out) == brute_force(lrows, rrows)
+
+
+async def test_dict_values_message_keys_and_message_timestamps():
+    app, left, right, match, out = interval_app(within=datetime.timedelta(seconds=1))
+    async with running(app):
+        for side, key, value, ts in [(left, "a", {"order": 1}, 100.0),
+                                     (right, "a", {"paid": 10}, 100.5),
+                                     (right, "b", {"paid": 11}, 100.5),
+                                     (right, "a", {"paid": 12}, 103.0),
+                                     (left, "a", {"order": 2}, 102.5)]:
+            await side.publish(Batch([value], keys=[key], timestamps=[ts]))
+        await until(lambda: sum(b.num_rows for b in out) >= 2, what="two pairs")
+    assert pa.Table.from_batches(out).to_pylist() == [{"order": 1, "paid": 10},
+                                                      {"order": 2, "paid": 12}]
+
+
+async def test_late_rows_go_to_the_dead_letter_channel_with_the_reason():
+    app, left, right, match, out = interval_app(within=1.0, on="k", time="t", grace=2.0,
+                                                prefix="r_")
+    dead = left.dead_letter_channel().stream()
+    async with running(app):
+        await left.send_batch(pa.RecordBatch.from_pylist([{"k": 1, "t": 50.0}]))
+        await left.send_batch(pa.RecordBatch.from_pylist([{"k": 1, "t": 47.5},    # late
+                                                          {"k": 1, "t": 48.5}]))  # in grace
+        letter = await dead.events().__anext__()
+        await right.send_batch(pa.RecordBatch.from_pylist([{"k": 1, "t": 48.0}]))
+        await until(lambda: out, what="the pair")
+    assert letter.value.to_pylist() == [{"k": 1, "t": 47.5}]
+    reason = letter.headers["sabot-error"].decode()
+    assert "late: event time 47.5 is behind the left watermark 48.0" in reason
+    assert out[0].to_pylist() == [{"k": 1, "t": 48.5, "r_t": 48.0}]
+    assert match.crash_count == 0
+
+
+async def test_a_buffered_batch_is_acknowledged_only_when_its_rows_left_the_buffer():
+    app = sabot.App(unique("interval"))
+    left, right = app.channel(), app.channel()
+    done = []
+    stream = left.stream()
+    joined = stream.join_within(right, within=1.0, on="k", time="t", prefix="r_").__aiter__()
+    await left.publish(Batch(pa.RecordBatch.from_pylist([{"k": 1, "t": 10.0}]),
+                             on_done=lambda b: done.append("left@10")))
+    await right.publish(Batch(pa.RecordBatch.from_pylist([{"k": 1, "t": 10.5}]),
+                              on_done=lambda b: done.append("right@10.5")))
+    first = await asyncio.wait_for(joined.__anext__(), 5)
+    assert first.to_pylist() == [{"k": 1, "t": 10.0, "r_t": 10.5}]
+    assert stream.sources()[:2] and not done
+    # The right side moves to 20: the left row (10 + 1 < 20) can meet nothing more.
+    await right.publish(Batch(pa.RecordBatch.from_pylist([{"k": 2, "t": 20.0}])))
+    task = asyncio.ensure_future(joined.__anext__())
+    await until(lambda: "left@10" in done, what="the left batch acknowledged")
+    assert "right@10.5" not in done  # the left watermark is still 10
+    await left.publish(Batch(pa.RecordBatch.from_pylist([{"k": 3, "t": 30.0}])))
+    await until(lambda: "right@10.5" in done, what="the right batch acknowledged")
+    task.cancel()
+
+
+async def test_a_missing_key_column_on_the_other_side_dead_letters_its_rows():
+    app, left, right, match, out = interval_app(within=1.0, on="k", time="t", prefix="r_")
+    dead = right.dead_letter_channel().stream()
+    async with running(app):
+        await right.send_batch(pa.RecordBatch.from_pylist([{"key": 1, "t": 1.0}]))
+        letter = await dead.events().__anext__()
+    assert "join key column 'k' is missing" in letter.headers["sabot-error"].decode()
+
+
+async def test_a_missing_key_column_on_the_agents_side_is_an_error_naming_it():
+    app, left, right, match, out = interval_app(within=1.0, on="k", time="t", prefix="r_")
+    dead = left.dead_letter_channel().stream()
+    async with running(app):
+        await left.send_batch(pa.RecordBatch.from_pylist([{"key": 1, "t": 1.0}]))
+        letter = await dead.events().__anext__()
+    assert "SchemaError" in letter.headers["sabot-error"].decode()
+    assert "join key column 'k' is missing" in letter.headers["sabot-error"].decode()
+    assert match.crash_count == 1
+
+
+def test_a_column_on_both_sides_asks_for_a_prefix():
+    join = IntervalJoin(within=1.0, on="k", time="t")
+    join.add(LEFT, "a", join.read(LEFT, pa.RecordBatch.from_pylist([{"k": 1, "t": 1.0}])))
+    with pytest.raises(SchemaError, match="column 't' is on both sides; give prefix="):
+        join.add(RIGHT, "b", join.read(RIGHT, pa.RecordBatch.from_pylist([{"k": 1, "t": 1.0}])))
+
+
+def test_bad_arguments_are_refused_at_once():
+    app = sabot.App(unique("interval"))
+    stream, other = app.channel().stream(), app.channel()
+    with pytest.raises(ConfigurationError, match="within= must be"):
+        stream.join_within(other, within=-1)
+    with pytest.raises(ConfigurationError, match="within= must be"):
+        stream.join_within(other, within="5s")
+    with pytest.raises(ConfigurationError, match="how= must be one of inner, left"):
+        stream.join_within(other, within=1, how="outer")
+    with pytest.raises(ConfigurationError, match="joins a stream or a channel"):
+        stream.join_within([1, 2], within=1)
