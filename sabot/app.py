@@ -30,6 +30,7 @@ from .channels import (Channel, MemoryChannel, Transport, create_transport, sche
                        transport_class)
 from .commands import AppCommand
 from .exceptions import ConfigurationError, SabotCompatibilityWarning
+from .models.codec import warn_if_types_differ
 from .leader import LeaderElection, election_for
 from .schedules import Crontab, Interval, Schedule, _takes_argument, want_seconds
 from .settings import Settings, redact_url
@@ -201,11 +202,13 @@ class App(Service):
               name: Optional[str] = None, concurrency: int = 1,
               sink: Optional[Sequence[SinkTarget]] = None, executor: str = "native",
               on_error: str = "dead_letter",
-              node: Any = None) -> Callable[[Callable[..., Any]], Agent]:
+              node: Any = None, key_type: Any = None,
+              value_type: Any = None) -> Callable[[Callable[..., Any]], Agent]:
         """Decorate an async function to run it over ``channel``.
 
         ``channel`` is a channel, a topic name, another agent (its input) or
-        ``None`` for a new in-memory channel. ``executor="wasm"`` runs the
+        ``None`` for a new in-memory channel. ``key_type``/``value_type``
+        (Faust's) type the channel the agent makes. ``executor="wasm"`` runs the
         WebAssembly ``node`` (a path, bytes, text or ``WasmModule``) on
         every batch; the function iterates the node's outputs.
         """
@@ -214,10 +217,11 @@ class App(Service):
             if agent_name in self.agents:
                 raise ConfigurationError(f"agent {agent_name!r} is defined twice")
             source: ChannelT
+            types = dict(key_type=key_type, value_type=value_type)
             if channel is None:
-                source = self.channel(name=f"{agent_name}-in")
+                source = self.channel(name=f"{agent_name}-in", **types)
             elif isinstance(channel, str):
-                source = self.topic(channel)
+                source = self.topic(channel, **types)
             elif isinstance(channel, Agent):
                 source = channel.channel
             elif isinstance(channel, Channel):
@@ -226,6 +230,7 @@ class App(Service):
                 raise ConfigurationError(
                     f"agent {agent_name!r}: channel must be a channel, a topic name or an agent, "
                     f"got {type(channel).__name__}")
+            warn_if_types_differ(agent_name, source, key_type, value_type)
             agent = Agent(fun, app=self, channel=source, name=agent_name,
                           concurrency=concurrency, sink=sink, executor=executor,
                           on_error=on_error, node=node)

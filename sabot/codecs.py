@@ -97,6 +97,9 @@ def _json_default(value: Any) -> Any:
         return bytes(value).decode("utf-8", "backslashreplace")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
+    from .models.record import Record  # here: models import this module
+    if isinstance(value, Record):  # Faust's layout, __faust namespace included
+        return value.to_representation()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 

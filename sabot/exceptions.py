@@ -19,6 +19,7 @@ __all__ = [
     "CodecError",
     "DecodeError",
     "EncodeError",
+    "ValidationError",
     "AgentError",
     "TransportError",
     "BrokerUnavailable",
@@ -92,6 +93,19 @@ class DecodeError(CodecError):
 
 class EncodeError(CodecError):
     """A value that the codec cannot serialize."""
+
+
+class ValidationError(SabotError, ValueError):
+    """A value that does not fit a ``Record`` field (as Faust's ``ValidationError``).
+
+    ``field`` is the field's name and ``reason`` says what is wrong with it.
+    """
+
+    def __init__(self, reason: str, *, field: Optional[str] = None, model: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+        self.model = model
 
 
 class AgentError(SabotError, RuntimeError):

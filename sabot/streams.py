@@ -88,6 +88,10 @@ class Stream:
         self._chunk: Optional[List[Any]] = None
         self._chunk_sources: List[BatchT] = []
         self._pending_reads: Set["asyncio.Future[Any]"] = set()
+        #: Faust's stream prefix: the agent's name, in repartition topic names.
+        self.prefix: str = parent.prefix if parent is not None else ""
+        #: group_by() streams made from this one, by name (sabot.group_by).
+        self._grouped: Dict[str, "Stream"] = {}
 
     def __repr__(self) -> str:
         kind = "derived " if self._parent is not None else ""
@@ -124,7 +128,7 @@ class Stream:
             self._batches_it = _PayloadIterator(self._sub.batches())
         self._active = self._batches_it.inner
         self._bind_task()
-        return self._batches_it
+        return self._batches_it.of_records(self.channel)
 
     def raw_batches(self) -> CursorT:
         """Iterate ``Batch`` objects with their envelope (keys, positions, ...)."""
@@ -316,6 +320,23 @@ class Stream:
         out._tasks.append(task)
         return out
 
+    def group_by(self, key: Any, *, name: Optional[str] = None, topic: Optional[ChannelT] = None,
+                 partitions: Optional[int] = None) -> "Stream":
+        """The values again, keyed by ``key`` through a repartition topic (Faust's ``group_by``).
+
+        ``key`` is a field name, a Record field or a callable (then ``name=``
+        is needed). See ``sabot.group_by``.
+        """
+        from .group_by import group_by
+        return group_by(self, key, name=name, topic=topic, partitions=partitions)
+
+    async def items(self) -> AsyncIterator[Tuple[Any, Any]]:
+        """``(key, value)`` pairs (Faust's ``stream.items()``)."""
+        async for value in self:
+            batch, index, _ = self.current_row()
+            keys = batch.keys if batch is not None else None
+            yield (keys[index] if keys is not None and index >= 0 else None), value
+
     def close(self) -> None:
         """Unsubscribe and stop receiving; what is held is abandoned, not acked."""
         for task in self._tasks:
@@ -387,14 +408,25 @@ class Stream:
         task.add_done_callback(reads.discard)
 
 
-
 class _PayloadIterator:
     """``stream.batches()``: yields each batch's payload (list or RecordBatch)."""
 
-    __slots__ = ("inner",)
+    __slots__ = ("inner", "records")
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
+        self.records: Optional[AsyncIterator[Any]] = None
+
+    def of_records(self, channel: ChannelT) -> AsyncIterator[Any]:
+        """This iterator; for a channel whose ``value_type`` is a Record, one
+        that yields each batch as a RecordBatch (``sabot.models.batches``)."""
+        from .models.conversion import is_record_type
+        if not is_record_type(channel.value_type):
+            return self
+        if self.records is None:
+            from .models.batches import RecordBatches
+            self.records = RecordBatches(self.inner, channel.value_type, channel)
+        return self.records
 
     def __aiter__(self) -> "_PayloadIterator":
         return self

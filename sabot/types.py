@@ -196,6 +196,11 @@ class ChannelT(Protocol):
     #: Name of the transport (``memory``, ``kafka``, ``redis``), for display.
     @property
     def transport_name(self) -> str: ...
+    #: Faust's ``key_type``/``value_type`` (a Record class, int, str, ...; or None).
+    @property
+    def key_type(self) -> Any: ...
+    @property
+    def value_type(self) -> Any: ...
 
     # producing
     async def send(self, key: Any = None, value: Any = None,
@@ -367,6 +372,7 @@ class AppT(Protocol):
     def quieted(self) -> ContextManager[None]: ...
     def report_crash(self, error: BaseException) -> None: ...
     def request_stop(self) -> None: ...
+    def maybe_discover(self) -> None: ...
     async def wait_for_stop_request(self) -> None: ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
@@ -510,6 +516,27 @@ class StoreT(Protocol):
 
 
 # --------------------------------------------------------------------------
+# Joins: what a stream-table join reads of a table (sabot.joins)
+# --------------------------------------------------------------------------
+
+@runtime_checkable
+class LookupT(Protocol):
+    """What ``stream.join(table, ...)`` reads of a table: many values at once.
+
+    ``sabot.tables`` ``Table`` and ``GlobalTable`` implement it.
+    ``get_many(keys)`` returns one entry per key, in order: the value, or
+    ``None`` where the table holds no value for the key (never the table's
+    ``default``, and a lookup never creates an entry). It raises for a key
+    the table cannot hold (unhashable, wrong type); the join then looks the
+    keys up one by one and dead-letters the rows of the keys that fail.
+    """
+
+    @property
+    def name(self) -> str: ...
+    def get_many(self, keys: Sequence[Any]) -> List[Any]: ...
+
+
+# --------------------------------------------------------------------------
 # Tables: what the app, the transports' barrier and recovery use (sabot.tables)
 # --------------------------------------------------------------------------
 
@@ -555,24 +582,3 @@ class TableT(Protocol):
     async def flush(self) -> None: ...
     @property
     def held_partitions(self) -> List[int]: ...
-
-
-# --------------------------------------------------------------------------
-# Joins: what a stream-table join reads of a table (sabot.joins)
-# --------------------------------------------------------------------------
-
-@runtime_checkable
-class LookupT(Protocol):
-    """What ``stream.join(table, ...)`` reads of a table: many values at once.
-
-    ``sabot.tables`` ``Table`` and ``GlobalTable`` implement it.
-    ``get_many(keys)`` returns one entry per key, in order: the value, or
-    ``None`` where the table holds no value for the key (never the table's
-    ``default``, and a lookup never creates an entry). It raises for a key
-    the table cannot hold (unhashable, wrong type); the join then looks the
-    keys up one by one and dead-letters the rows of the keys that fail.
-    """
-
-    @property
-    def name(self) -> str: ...
-    def get_many(self, keys: Sequence[Any]) -> List[Any]: ...

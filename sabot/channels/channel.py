@@ -21,6 +21,7 @@ from .._fastpath import Batch, FanOut
 from ..exceptions import ChannelClosed, ConfigurationError, TailUnsupported
 from ..schema import RowChecker, check_batch, rows_to_batch
 from ..types import AppT, ChannelT, CodecT, Headers, SubscriberT
+from ..models.codec import check_types
 from .dead_letters import DeadLetterWriter
 
 if TYPE_CHECKING:
@@ -65,6 +66,8 @@ class Channel(Service):
                  batch_size: Optional[int] = None,
                  linger: Optional[float] = None,
                  root: Optional[Self] = None,
+                 key_type: Any = None,
+                 value_type: Any = None,
                  **kwargs: Any) -> None:
         conf = app.conf if app is not None else None
         self.app = app
@@ -73,6 +76,12 @@ class Channel(Service):
             raise ConfigurationError(
                 f"channel {self.name!r}: schema must be a pyarrow.Schema, got {type(schema).__name__}")
         self.schema = schema
+        #: Faust's ``key_type``/``value_type``: a broker's channel decodes its
+        #: keys and values into them (``sabot.models.codec``); in memory,
+        #: values travel as sent, as in Faust.
+        self.key_type: Any = key_type
+        self.value_type: Any = value_type
+        check_types(self.name, schema, key_type, value_type)
         self.maxsize: int = self._setting(maxsize, conf, "stream_buffer_maxsize", 4096)
         # A batch holds at least one value: by default the batch bound is
         # the value bound, and binds only when set lower.
@@ -355,7 +364,8 @@ class Channel(Service):
         return dict(app=self.app, name=self.name, schema=self.schema,
                     maxsize=self.maxsize, max_batches=self.max_batches,
                     max_bytes=self.max_bytes, batch_size=self.batch_size,
-                    linger=self.linger, **self._extra)
+                    linger=self.linger, key_type=self.key_type,
+                    value_type=self.value_type, **self._extra)
 
     def tail(self, *, from_beginning: bool = False) -> AsyncGenerator[Any, None]:
         """The raw values of this channel as they arrive, read from outside (``sabot tail``).

@@ -22,8 +22,10 @@ from typing import (Any, AsyncGenerator, Awaitable, Callable, Dict, List, NamedT
 import pyarrow as pa
 
 from .._fastpath import Batch
-from ..codecs import decode_many, get_codec
+from ..codecs import TOMBSTONE, RawCodec, decode_many, get_codec
 from ..exceptions import DecodeError
+from ..models.codec import check_types, typed_codec
+from ..models.conversion import is_record_type
 from ..schema import check_batch, rows_to_batch
 from ..types import AppT, ChannelT, CodecT, Headers, TransportT
 from .channel import Channel
@@ -88,13 +90,25 @@ class TransportChannel(Channel):
     def __init__(self, app: Optional[AppT] = None, name: Optional[str] = None, *,
                  transport: TransportT,
                  key_serializer: Union[None, str, CodecT] = None,
-                 value_serializer: Union[str, CodecT] = "json",
+                 value_serializer: Union[None, str, CodecT] = None,
+                 key_type: Any = None, value_type: Any = None,
+                 allow_empty: bool = False,
                  **kwargs: Any) -> None:
         self.transport = transport
-        self.codec = get_codec(value_serializer)
-        self.key_codec = get_codec(key_serializer) if key_serializer is not None else None
+        check_types(name or "?", kwargs.get("schema"), key_type, value_type)  # before the codecs
+        # Typed keys and values decode into their types (a value that does
+        # not fit is a DecodeError, so a dead letter); the codec follows
+        # Faust: the serializer given, else the record's, else json.
+        value_codec = typed_codec(value_type, value_serializer, key=False)
+        assert value_codec is not None  # values always have a codec
+        self.codec = value_codec
+        self.key_codec = typed_codec(key_type, key_serializer, key=True)
+        #: Faust's ``allow_empty``: a null value (tombstone) reaches the agent
+        #: as ``None`` even on a record topic, instead of being a dead letter.
+        self.allow_empty = allow_empty
         super().__init__(app, name, transport=transport, key_serializer=key_serializer,
-                         value_serializer=value_serializer, **kwargs)
+                         value_serializer=value_serializer, key_type=key_type,
+                         value_type=value_type, allow_empty=allow_empty, **kwargs)
 
     def __repr__(self) -> str:
         schema = f" schema={self.schema.names}" if self.schema is not None else ""
@@ -192,6 +206,8 @@ class TransportChannel(Channel):
         """
         payloads = fetched.payloads
         keys, failures = self._decode_keys(fetched)
+        if self._refuses_tombstones:
+            failures = _with_tombstones(failures, payloads, self.value_type)
         if failures:
             bad_keys = {j for j, _ in failures}
             good = [i for i in range(len(payloads)) if i not in bad_keys]
@@ -209,9 +225,14 @@ class TransportChannel(Channel):
             await self.publish(batch)
         return batches
 
+    @property
+    def _refuses_tombstones(self) -> bool:
+        # Faust: a record type needs a value; None only with allow_empty.
+        return not self.allow_empty and is_record_type(self.value_type)
+
     def _decode_keys(self, fetched: Fetched) -> Tuple[Optional[Sequence[Any]], _Failures]:
         codec = self.key_codec
-        if codec is None or fetched.keys is None or codec.name == "raw":
+        if codec is None or fetched.keys is None or isinstance(codec, RawCodec):
             return fetched.keys, []
         keys: List[Any] = []
         failures: _Failures = []
@@ -312,6 +333,18 @@ class TransportChannel(Channel):
     def stopping(self) -> bool:
         """True once the transport is stopping: it writes nothing more."""
         return self.transport.stopping
+
+
+def _with_tombstones(failures: _Failures, payloads: Sequence[Optional[bytes]],
+                     value_type: Any) -> _Failures:
+    """``failures`` plus every null value not failed already, in fetch order."""
+    failed = {i for i, _ in failures}
+    extra = [(i, DecodeError(f"{TOMBSTONE}: value_type {value_type.__name__} needs a value "
+                             f"(allow_empty=True lets it through as None)", payload=None))
+             for i, data in enumerate(payloads) if data is None and i not in failed]
+    if not extra:
+        return failures
+    return sorted(failures + extra, key=lambda f: f[0])
 
 
 def _pick(values: Optional[Sequence[Any]], index: Optional[List[int]]) -> Any:
