@@ -290,6 +290,7 @@ class Agent(Service):
             await self._run_in_child(runner, subscriber, index)
             return
         stream = Stream(self.channel, subscriber=self._subscriber, dispatcher=self._dispatcher)
+        stream.prefix = self.name  # as Faust: names the topics of stream.group_by
         policy = self._restart_policy()
         idle = 0  # restarts in a row without reading anything new
         while True:
