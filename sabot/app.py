@@ -29,6 +29,7 @@ from .agents.sinks import SinkTarget
 from .channels import (Channel, MemoryChannel, Transport, create_transport, scheme_of,
                        transport_class)
 from .commands import AppCommand
+from .discovery import import_modules
 from .exceptions import ConfigurationError, SabotCompatibilityWarning
 from .models.codec import warn_if_types_differ
 from .leader import LeaderElection, election_for
@@ -87,8 +88,23 @@ class App(Service):
     def __init__(self, id: str, broker: str = "memory://", **settings: Any) -> None:
         if not isinstance(id, str) or not id:
             raise ConfigurationError(f"app id must be a non-empty string, got {id!r}")
-        self.id = id
         self.conf = Settings(broker=broker, **settings)
+        #: As Faust's default ``id_format``: a new version is a new, isolated app.
+        self.id = id if self.conf.version == 1 else f"{id}-v{self.conf.version}"
+        # Faust's ProcessingGuarantee enum or its value: kept as the value.
+        self.conf.processing_guarantee = getattr(self.conf.processing_guarantee, "value",
+                                                 self.conf.processing_guarantee)
+        if self.conf.processing_guarantee == "exactly_once":
+            warnings.warn("processing_guarantee='exactly_once' is not available yet: this app "
+                          "processes at least once (every value, some twice after a crash)",
+                          SabotCompatibilityWarning, stacklevel=2)
+        if self.conf.origin is None:
+            # Faust's origin: the module that made the app, for autodiscover.
+            caller = sys._getframe(1).f_globals.get("__name__")
+            self._origin: Optional[str] = caller if caller != "__main__" else None
+        else:
+            self._origin = self.conf.origin
+        self._discovered = False
         scheme_of(self.conf.broker)  # an unknown scheme fails here, not at start
         self.agents: Dict[str, Agent] = {}
         self.channels: List[Channel] = []
@@ -155,13 +171,51 @@ class App(Service):
         """The broker's channel called ``name`` (a Kafka topic on ``kafka://``)."""
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"topic name must be a non-empty string, got {name!r}")
-        return self.transport.topic(name, **options)
+        return self.transport.topic(name, **self._serializers(options))
 
     def redis_channel(self, name: str, **options: Any) -> Channel:
         """A channel over the Redis Stream ``name`` (``conf.redis_url``)."""
         # With a redis:// broker the broker's transport serves it.
         self.transport  # noqa: B018 - created first, so it is the one kept
-        return self._transport_for(self.conf.redis_url).topic(name, **options)
+        return self._transport_for(self.conf.redis_url).topic(name, **self._serializers(options))
+
+    def _serializers(self, options: Dict[str, Any]) -> Dict[str, Any]:
+        # The app's key_serializer and value_serializer, where the topic names none.
+        for name in ("key_serializer", "value_serializer"):
+            if options.get(name) is None and self.conf.get(name) is not None:
+                options[name] = self.conf.get(name)
+        return options
+
+    def discover(self, *packages: str) -> List[str]:
+        """Import the app's modules so that their agents, tasks and commands register.
+
+        Faust's ``autodiscover``: with no argument, the packages of the
+        ``autodiscover`` setting (True: ``origin``, the package that made
+        the app). Every module of each package is imported once; the names
+        imported are returned. A module that fails to import fails with its
+        name.
+        """
+        if not packages:
+            setting = self.conf.autodiscover
+            if setting is False:
+                return []
+            if callable(setting):
+                setting = setting()
+            if setting is True:
+                if not self._origin:
+                    raise ConfigurationError(
+                        "autodiscover=True needs origin= (the package to scan): the app was "
+                        "made in __main__")
+                packages = (self._origin.split(".")[0],)
+            else:
+                packages = tuple(setting)
+        return import_modules(packages)
+
+    def maybe_discover(self) -> None:
+        """``discover()`` once, if the ``autodiscover`` setting asks for it."""
+        if not self._discovered and self.conf.autodiscover is not False:
+            self._discovered = True
+            self.discover()
 
     def all_channels(self) -> List[Channel]:
         """Every channel the app made: ``app.channel()`` ones and every topic."""
@@ -387,5 +441,9 @@ class App(Service):
     def main(self, argv: Optional[List[str]] = None) -> None:
         """Command line for a script: ``python myapp.py worker -l info``."""
         from .cli import main
+        try:
+            self.maybe_discover()  # as Faust: commands may live in other modules
+        except ConfigurationError as exc:
+            sys.exit(f"Error: {exc}")
         main(argv if argv is not None else sys.argv[1:], app=self)
 
