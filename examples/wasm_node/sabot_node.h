@@ -1,11 +1,13 @@
 /* The Sabot WASM node ABI, version 1, for C compiled with clang --target=wasm32.
  *
- * A node exports its memory (the linker does: "memory") and four functions:
- *   void *sabot_alloc(uint32_t size)   memory for the host's input, 8-byte aligned (0: none)
- *   void  sabot_reset(void)            called before each batch: forget the last one
+ * A node exports its memory (the linker does: "memory") and two functions:
+ *   void *sabot_alloc(uint32_t size)   memory for the next batch's input, 8-byte
+ *                                      aligned (0: none); the memory of the previous
+ *                                      batch (its input and output) may be reused
  *   const sabot_batch *sabot_run(const sabot_batch *in, const char *params_json,
  *                                uint32_t params_len)    the output batch (0: failure)
- *   const char *sabot_error(void)      optional: a message about the last failure
+ * and optionally
+ *   const char *sabot_error(void)      a message about the last failure
  * Buffers are Arrow's: a validity bitmap (bit i of byte i/8 set = row i valid;
  * a 0 pointer = every row valid), fixed-width values, or for strings int32
  * offsets (rows + 1) and the bytes. Output pointers may point at the input.
@@ -44,21 +46,14 @@ static inline int sabot_valid(const sabot_column *c, uint32_t i) {
     return !c->validity || ((c->validity[i >> 3] >> (i & 7)) & 1);
 }
 
-/* A bump allocator over the memory above the program's data: sabot_reset
- * frees everything at once, which is all a node needs between batches. */
+/* A bump allocator over the memory above the program's data: a new batch
+ * (sabot_alloc) frees everything at once, which is all a node needs. */
 extern unsigned char __heap_base;
 static unsigned long sabot_heap_top;
 
-SABOT_EXPORT("sabot_reset") void sabot_reset(void) {
-    sabot_heap_top = (unsigned long)&__heap_base;
-}
-
-SABOT_EXPORT("sabot_alloc") void *sabot_alloc(uint32_t size) {
-    unsigned long start, end, have;
-    if (!sabot_heap_top)
-        sabot_reset();
-    start = (sabot_heap_top + 7) & ~7UL;
-    end = start + size;
+/* Memory for the node's own use (its outputs) while it handles a batch. */
+static void *sabot_heap_alloc(uint32_t size) {
+    unsigned long start = (sabot_heap_top + 7) & ~7UL, end = start + size, have;
     if (end < start)
         return 0;
     have = __builtin_wasm_memory_size(0) * 65536UL;
@@ -66,6 +61,11 @@ SABOT_EXPORT("sabot_alloc") void *sabot_alloc(uint32_t size) {
         return 0;
     sabot_heap_top = end;
     return (void *)start;
+}
+
+SABOT_EXPORT("sabot_alloc") void *sabot_alloc(uint32_t size) {
+    sabot_heap_top = (unsigned long)&__heap_base;
+    return sabot_heap_alloc(size);
 }
 
 #endif

@@ -43,9 +43,9 @@ static double sum_float64(const sabot_column *c, uint32_t rows, int *seen) {
 SABOT_EXPORT("sabot_run")
 const sabot_batch *sabot_run(const sabot_batch *in, const char *params, uint32_t params_len) {
     uint32_t n = in->num_columns, i;
-    sabot_batch *out = sabot_alloc(sizeof(sabot_batch) + n * sizeof(sabot_column));
-    int64_t *sums = sabot_alloc(8 * n);
-    uint8_t *valid = sabot_alloc(n);
+    sabot_batch *out = sabot_heap_alloc(sizeof(sabot_batch) + n * sizeof(sabot_column));
+    int64_t *sums = sabot_heap_alloc(8 * n);
+    uint8_t *valid = sabot_heap_alloc(n);
     (void)params; (void)params_len;
     if (!out || !sums || !valid) {
         last_error = "out of memory";

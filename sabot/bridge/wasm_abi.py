@@ -16,10 +16,13 @@ integers little-endian ``u32``::
 
 Buffers are Arrow's own (validity bitmaps least significant bit first, 1 =
 valid), so each crosses with one ``memmove`` in and one out: no Python object
-is made per value. The host asks the module for one block (``sabot_alloc``)
-holding the descriptor, the names, every buffer (8-byte aligned) and the
-parameters' JSON; the node allocates its output the same way and returns
-the address of its descriptor. Everything a module hands back is checked
+is made per value. Per batch the host makes two calls: ``sabot_alloc(size)``
+asks the module for one block holding the descriptor, the names, every
+buffer (8-byte aligned) and the parameters' JSON (the module may then reuse
+whatever it handed out for the previous batch, which the host has read);
+``sabot_run(batch, params, params_len)`` returns the address of the output's
+descriptor, which the node allocated in its own memory (0: it failed, and
+the optional ``sabot_error()`` points at a NUL-terminated message). Everything a module hands back is checked
 against the size of its memory before it is read: a module is hostile input.
 """
 from __future__ import annotations

@@ -39,7 +39,6 @@ _Signature = Tuple[Tuple[str, ...], Tuple[str, ...]]
 #: Function exports of the ABI: name -> (params, results).
 REQUIRED_EXPORTS: Dict[str, _Signature] = {
     "sabot_alloc": ((_I32,), (_I32,)),
-    "sabot_reset": ((), ()),
     "sabot_run": ((_I32, _I32, _I32), (_I32,)),
 }
 #: Optional: a pointer to a NUL-terminated message about the last failure.

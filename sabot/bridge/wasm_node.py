@@ -37,14 +37,13 @@ THREAD_THRESHOLD = 1 << 20
 class _Live:
     """A store, its instance and the exports a call uses."""
 
-    __slots__ = ("store", "memory", "alloc", "reset", "run", "error")
+    __slots__ = ("store", "memory", "alloc", "run", "error")
 
     def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance) -> None:
         exports = instance.exports(store)
         self.store = store
         self.memory: wasmtime.Memory = exports["memory"]  # type: ignore[assignment]
         self.alloc: wasmtime.Func = exports["sabot_alloc"]  # type: ignore[assignment]
-        self.reset: wasmtime.Func = exports["sabot_reset"]  # type: ignore[assignment]
         self.run: wasmtime.Func = exports["sabot_run"]  # type: ignore[assignment]
         self.error: Optional[wasmtime.Func] = exports.get("sabot_error")  # type: ignore[assignment]
 
@@ -122,7 +121,6 @@ class WasmNode(NodeExecutorT):
     def _call(self, live: _Live, layout: InputLayout) -> pa.RecordBatch:
         store = live.store
         store.set_fuel(self.module.fuel)
-        live.reset(store)
         block = live.alloc(store, layout.size) & 0xFFFFFFFF
         base, size = live.memory_span()
         if block == 0 or block + layout.size > size:

@@ -1,8 +1,8 @@
 """WASM nodes of the tests, written as WebAssembly text (compiled by wat2wasm at test time).
 
-Every node shares ``RUNTIME``: a bump allocator (``sabot_alloc``, reset by
-``sabot_reset``), helpers that read the ABI's batch descriptor, and
-``sabot_error`` pointing at the last message. ``module(body)`` wraps a
+Every node shares ``RUNTIME``: a bump allocator (``$alloc``; the exported
+``sabot_alloc`` starts a new batch by resetting it first), helpers that read
+the ABI's batch descriptor, and ``sabot_error`` pointing at the last message. ``module(body)`` wraps a
 node's ``sabot_run`` (and whatever else it defines) with it.
 """
 
@@ -10,9 +10,12 @@ RUNTIME = r"""
   (memory (export "memory") 2)
   (global $heap (mut i32) (i32.const 4096))
   (global $err (mut i32) (i32.const 0))
-  (func (export "sabot_reset") (global.set $heap (i32.const 4096)) (global.set $err (i32.const 0)))
   (func (export "sabot_error") (result i32) (global.get $err))
-  (func $alloc (export "sabot_alloc") (param $n i32) (result i32)
+  (func (export "sabot_alloc") (param $n i32) (result i32)
+    (global.set $heap (i32.const 4096))
+    (global.set $err (i32.const 0))
+    (call $alloc (local.get $n)))
+  (func $alloc (param $n i32) (result i32)
     (local $p i32) (local $end i32) (local $need i32)
     (local.set $p (i32.and (i32.add (global.get $heap) (i32.const 7)) (i32.const -8)))
     (local.set $end (i32.add (local.get $p) (local.get $n)))
