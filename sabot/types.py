@@ -383,7 +383,7 @@ class AppT(Protocol):
 # --------------------------------------------------------------------------
 
 class ExecutorBridgeT(abc.ABC):
-    """Runs nodes somewhere (this process, worker processes); seed 001.
+    """Runs nodes somewhere (this process, worker processes, a WASM sandbox); seed 001.
 
     ``data`` given to ``execute_node`` is either a mapping of input names to
     values (the result is the node's whole output mapping) or one value,
@@ -394,7 +394,7 @@ class ExecutorBridgeT(abc.ABC):
     @property
     @abc.abstractmethod
     def executor_type(self) -> str:
-        """``"native"`` or ``"process"``."""
+        """``"native"``, ``"process"`` or ``"wasm"``."""
 
     @abc.abstractmethod
     async def initialize_node(self, node_id: str, node_type: str,
@@ -427,7 +427,7 @@ class NodeExecutorT(abc.ABC):
     @property
     @abc.abstractmethod
     def runtime(self) -> str:
-        """The runtime the node was written for (``"native"``, ``"process"``)."""
+        """The runtime the node was written for (``"native"``, ``"process"``, ``"wasm"``)."""
 
     @property
     def input_keys(self) -> Sequence[str]:

@@ -21,6 +21,7 @@ from sabot.channels import Channel, MemoryChannel, MemoryTransport
 from sabot.channels.kafka import KafkaTopic, KafkaTransport
 from sabot.channels.redis import RedisStreamChannel, RedisTransport
 from sabot.codecs import ArrowCodec, Codec, JsonCodec, RawCodec
+from sabot.bridge.wasm import BatchRunner, WasmBridge, WasmNode
 from sabot.nodes import Pipeline
 from sabot.streams import Stream
 from sabot.tables.stores.lmdb import LMDBStore
@@ -29,6 +30,7 @@ from sabot.tables.stores.rocksdb import RocksDBStore
 from sabot.types import (AgentT, AppT, BatchT, ChannelT, CodecT, CursorT, PipelineT, SinkT,
                          StreamT, SubscriberT, TransportT)
 from sabot.types import StoreT
+from sabot.types import ExecutorBridgeT, NodeExecutorT
 from sabot.value_dispatch import DispatchedIterator
 
 
@@ -59,6 +61,12 @@ def _stream(s: Stream) -> StreamT: return s
 def _agent(a: Agent) -> AgentT: return a
 def _agent_sink(a: Agent) -> SinkT: return a
 def _pipeline(p: Pipeline) -> PipelineT: return p
+def _batch_runner(r: BatchRunner) -> PipelineT: return r
+
+
+# -- the WASM executor: a bridge and a node like the others ------------------------
+def _wasm_bridge(b: WasmBridge) -> ExecutorBridgeT: return b
+def _wasm_node(n: WasmNode) -> NodeExecutorT: return n
 
 
 # -- transports and the app -------------------------------------------------------
