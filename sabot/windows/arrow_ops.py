@@ -9,10 +9,14 @@ import pyarrow.compute as pc
 __all__ = ["floor_div", "concat", "group_merge", "flat", "empty_like"]
 
 
-def floor_div(values: pa.Array, divisor: int) -> pa.Array:
-    """``floor(values / divisor)`` for int64 ``values`` (Arrow's divide truncates)."""
+def floor_div(values: pa.Array, divisor: int, low: Optional[int] = None) -> pa.Array:
+    """``floor(values / divisor)`` for int64 ``values`` (Arrow's divide truncates).
+
+    ``low``, the smallest value when the caller knows it, saves a pass.
+    """
     quotient = pc.divide(values, divisor)
-    low = pc.min(values).as_py()
+    if low is None:
+        low = pc.min(values).as_py()
     if low is None or low >= 0:
         return quotient
     # Negative times (before 1970): truncation rounds toward zero; step back.

@@ -44,6 +44,15 @@ class Frame:
     invalid: List[Tuple[int, str]] = field(default_factory=list)
     #: The time column's type when it is a timestamp (windows are reported in it).
     time_type: Optional[pa.DataType] = None
+    #: Smallest and largest event time (µs), set by ``bounds()``.
+    low: int = 0
+    high: int = 0
+
+    def bounds(self) -> "Frame":
+        """Compute ``low`` and ``high`` (the frame must not be empty)."""
+        low, high = pc.min_max(self.times).values()
+        self.low, self.high = low.as_py(), high.as_py()
+        return self
 
     def __len__(self) -> int:
         return len(self.times)
@@ -157,13 +166,19 @@ class ColumnReader:
 
 
 def _micros(seconds: pa.Array) -> pa.Array:
+    """Seconds as int64 microseconds; NaN, infinite and out-of-range times become null."""
     if pa.types.is_integer(seconds.type):
-        return pc.multiply_checked(pc.cast(seconds, pa.int64()), 1_000_000)
-    scaled = pc.round(pc.multiply(pc.cast(seconds, pa.float64()), 1_000_000.0))
-    # NaN and infinities are no time at all.
-    finite = pc.is_finite(scaled)
-    scaled = pc.if_else(finite, scaled, pa.scalar(None, pa.float64()))
-    return pc.cast(scaled, pa.int64())
+        try:
+            return pc.multiply_checked(pc.cast(seconds, pa.int64()), 1_000_000)
+        except pa.ArrowInvalid:  # overflow: seconds beyond year 292,277
+            seconds = pc.cast(seconds, pa.float64())
+    scaled = pc.round(pc.multiply(seconds, 1_000_000.0))
+    try:
+        return pc.cast(scaled, pa.int64())
+    except pa.ArrowInvalid:
+        # The rare batch with a NaN or infinite time: those rows have none.
+        fits = pc.and_(pc.is_finite(scaled), pc.less(pc.abs(scaled), 9.2e18))
+        return pc.cast(pc.if_else(fits, scaled, pa.scalar(None, pa.float64())), pa.int64())
 
 
 def _is_numeric(kind: pa.DataType) -> bool:

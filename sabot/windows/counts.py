@@ -43,7 +43,7 @@ class CountWindows(WindowEngine):
     def late_reason(self, time_us: int, watermark_us: Optional[int]) -> str:
         raise AssertionError("count windows have no late events")
 
-    def add(self, frame: Frame) -> pa.Table:
+    def add(self, frame: Frame, touched: bool = False) -> pa.Table:
         plan = self.plan
         m = len(frame)
         one = pa.repeat(pa.scalar(1, pa.int64()), m)

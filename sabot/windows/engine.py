@@ -33,15 +33,24 @@ class WindowEngine(abc.ABC):
 
     @abc.abstractmethod
     def late_mask(self, frame: Frame) -> Optional[pa.Array]:
-        """Rows whose window is already closed (``None``: none can be)."""
+        """Rows whose window is already closed (``None``: none are).
+
+        ``frame.low``/``frame.high`` are set: a frame whose earliest row is
+        not late is answered without a pass over it.
+        """
 
     @abc.abstractmethod
     def late_reason(self, time_us: int, watermark_us: Optional[int]) -> str:
         """Why a row at ``time_us`` is late, for the late channel."""
 
     @abc.abstractmethod
-    def add(self, frame: Frame) -> Any:
-        """Fold the (not late) rows into the state; returns what ``current`` needs."""
+    def add(self, frame: Frame, touched: bool = False) -> Any:
+        """Fold the (not late) rows into the state.
+
+        With ``touched``, returns what ``current`` needs to report the
+        windows these rows updated (an engine may fold rows more cheaply
+        when nobody asks).
+        """
 
     @abc.abstractmethod
     def current(self, touched: Any) -> Optional[pa.Table]:

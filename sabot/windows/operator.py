@@ -180,15 +180,18 @@ class WindowOperator:
         if len(frame):
             if self._time_type is None and frame.time_type is not None:
                 self._time_type = frame.time_type
-            low, high = pc.min_max(frame.times).values()
+            frame.bounds()
+            high = frame.high
             late = self.engine.late_mask(frame)
             if late is not None and pc.any(late).as_py():
                 held.extend(await self._send_late(batch, frame, late))
                 frame = frame.filter(pc.invert(late))
-            self.watermarks.observe(partition_of(batch), high.as_py())
+                if len(frame):
+                    frame.bounds()
+            self.watermarks.observe(partition_of(batch), high)
             if len(frame):
                 self.rows_in += len(frame)
-                touched = self.engine.add(frame)
+                touched = self.engine.add(frame, current)
                 if current:
                     self._emit(self.engine.current(touched), out, count=False)
         self._hold(batch, held)

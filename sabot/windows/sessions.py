@@ -43,7 +43,7 @@ class SessionWindows(WindowEngine):
         self.closed_to: Optional[int] = None
 
     def late_mask(self, frame: Frame) -> Optional[pa.Array]:
-        if self.closed_to is None:
+        if self.closed_to is None or frame.low >= self.closed_to:
             return None
         return pc.less(frame.times, self.closed_to)
 
@@ -52,7 +52,7 @@ class SessionWindows(WindowEngine):
                 f"session windows closed up to {_s(self.closed_to)} "
                 f"(gap {_s(self.gap_us)}, grace {_s(self.grace_us)})")
 
-    def add(self, frame: Frame) -> Optional[pa.Table]:
+    def add(self, frame: Frame, touched: bool = False) -> Optional[pa.Table]:
         plan = self.plan
         n = len(frame)
         columns = {"__k": frame.keys, "__s": frame.times,
