@@ -43,7 +43,7 @@ async def feed():
         customer = i % CUSTOMERS
         await orders.send(key=customer, value={"order": i})
     await orders.close()
-    await enrich.join()
+    await enrich.wait_done()
     elapsed = time.perf_counter() - start
     per_customer = {}
     for row in enriched:

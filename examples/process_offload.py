@@ -72,7 +72,7 @@ async def feed():
             "qty": [rng.randint(1, 500) for _ in range(size)],
         }, schema=TRADES))
     await trades.close()
-    await vwap.join()
+    await vwap.wait_done()
     elapsed = time.perf_counter() - start
     total = sum(r["trades"] for r in results)
     print(f"{total:,} trades in {n_batches} batches through 2 worker processes "

@@ -60,9 +60,9 @@ async def feed():
             await lines.send(value=line)
             sent += 1
     await lines.close()          # end of input: `split` drains and finishes
-    await split.join()
+    await split.wait_done()
     await words.close()          # then `count` drains and finishes
-    await count.join()
+    await count.wait_done()
     elapsed = time.perf_counter() - start
     total = sum(counts.values())
     print(f"processed {sent:,} lines, {total:,} words in {elapsed:.2f}s "

@@ -25,6 +25,7 @@ from typing import (Any, Callable, Concatenate, Dict, Generic, Iterator, List, O
 from mode import Service
 
 from .agents import Agent
+from .agents.rpc import ReplyConsumer
 from .agents.sinks import SinkTarget
 from .channels import (Channel, MemoryChannel, Transport, create_transport, scheme_of,
                        transport_class)
@@ -116,6 +117,7 @@ class App(Service):
         #: ``@app.command`` subcommands by name (sabot.commands).
         self.commands: Dict[str, AppCommand] = {}
         self._election: Optional[LeaderElection] = None
+        self._replies: Optional[ReplyConsumer] = None
         self._futures_running: List["asyncio.Future[Any]"] = []
         self._stop_event: Optional[asyncio.Event] = None
         self.crash_reasons: List[BaseException] = []
@@ -330,6 +332,13 @@ class App(Service):
             return f
         return decorator
 
+    @property
+    def replies(self) -> ReplyConsumer:
+        """Where ``agent.ask`` replies arrive (``sabot.agents.rpc``)."""
+        if self._replies is None:
+            self._replies = ReplyConsumer(self)
+        return self._replies
+
     def is_leader(self) -> bool:
         """True on the worker that leads the app (``sabot.leader``: Kafka's group, a Redis lock)."""
         if self._election is None:
@@ -406,6 +415,8 @@ class App(Service):
         self._futures_running.clear()
         if self._election is not None:
             await self._election.stop()
+        if self._replies is not None:
+            await self._replies.stop()
         timeout = self.conf.shutdown_timeout
         for transport in self._transports.values():
             try:

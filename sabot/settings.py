@@ -210,6 +210,10 @@ DEFAULTS: Dict[str, Setting] = {
                                     lambda v: getattr(v, "value", v) in ("at_least_once", "exactly_once"),
                                     "at_least_once (every value processed, some twice after a crash) "
                                     "or exactly_once."),
+    "reply_to": Setting(None, _optional_str,
+                        "Topic this app reads agent.ask() replies on (None: reply_to_prefix "
+                        "and a new uuid per app instance, as Faust)."),
+    "reply_to_prefix": Setting("f-reply-", _str, "Prefix of the generated reply topic (Faust's)."),
     "timezone": Setting(datetime.timezone.utc, lambda v: isinstance(v, datetime.tzinfo),
                         "Time zone of app.crontab schedules that name none (a tzinfo; Faust's default, UTC)."),
     "leader_lock_ttl": Setting(10.0, _positive_number,

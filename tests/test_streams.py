@@ -338,7 +338,7 @@ async def test_take_does_not_lose_its_buffer_when_the_parent_raises(app):
     try:
         await ch.publish(Batch(list(range(1, 10)), on_done=lambda b: done.append(1)))
         await ch.close()
-        await chunked.join(1)
+        await chunked.wait_done(1)
         dead = []
         while (v := dlq.poll("none")) != "none":
             dead.append(v)

@@ -35,7 +35,7 @@ async def test_keyed_values_end_when_the_channel_closes():
         for i in range(200):
             await ch.send(key=i % 3, value=i)
         await ch.close()
-        await asyncio.wait_for(keyed.join(), 10)
+        await asyncio.wait_for(keyed.wait_done(), 10)
     finally:
         await app.stop()
     assert sorted(v for _, v in seen) == list(range(200))
@@ -60,7 +60,7 @@ async def test_unhashable_keys_keep_their_order_by_repr():
         for i in range(40):
             await ch.send(key={"k": i % 2}, value=i)
         await ch.close()
-        await asyncio.wait_for(keyed.join(), 10)
+        await asyncio.wait_for(keyed.wait_done(), 10)
     finally:
         await app.stop()
     for key in (0, 1):

@@ -40,6 +40,7 @@ from ..retry import RetryPolicy
 from ..streams import Stream
 from ..types import AppT, BatchT, ChannelT, Headers, SubscriberT
 from ..value_dispatch import ValueDispatcher
+from .rpc import AgentRPC, reply_target, response
 from .sinks import Sink, SinkTarget, hold_until_done
 from .testing import AgentTestContext
 
@@ -69,7 +70,7 @@ class AgentFailure(NamedTuple):
     sources: List[BatchT]
 
 
-class Agent(Service):
+class Agent(AgentRPC, Service):
     """A user function bound to an input channel, sinks and an executor."""
 
     #: mode logs every start/stop at this level; a worker has many services.
@@ -253,8 +254,11 @@ class Agent(Service):
         await asyncio.gather(*tasks, return_exceptions=True)
         self._done.set()
 
-    async def join(self, timeout: Optional[float] = None) -> None:
-        """Wait until every instance finished (its input closed and drained)."""
+    async def wait_done(self, timeout: Optional[float] = None) -> None:
+        """Wait until every instance finished (its input closed and drained).
+
+        (Faust's ``join`` is agent RPC: ``sabot.agents.rpc``.)
+        """
         await asyncio.wait_for(self._done.wait(), timeout)
 
     @property
@@ -339,6 +343,9 @@ class Agent(Service):
             sinks = self._sinks
             async for value in result:
                 self.events_out += 1
+                batch = stream.current_batch
+                if batch is not None and batch.headers is not None:
+                    await self._maybe_reply(stream, value)
                 if sinks:
                     sources = stream.sources()
                     for sink in sinks:
@@ -348,6 +355,19 @@ class Agent(Service):
         else:
             raise AgentError(f"agent {self.name} returned {type(result).__name__}, "
                              f"expected a coroutine or an async generator", agent=self.name)
+
+    async def _maybe_reply(self, stream: Stream, value: Any) -> None:
+        # The value in hand was asked for (agent.ask): send what it yielded back.
+        batch, index, _ = stream.current_row()
+        if batch is None or batch.headers is None or index < 0:
+            return
+        target = reply_target(batch.headers[index])
+        if target is None:
+            return
+        reply_to, cid = target
+        key = batch.keys[index] if batch.keys is not None else None
+        topic = self.reply_topic(reply_to)
+        hold_until_done(stream.sources(), await topic.send(key=cid, value=response(key, value, cid)))
 
     async def forward(self, value: Any, sources: Sequence[BatchT] = ()) -> None:
         """Send one result to every sink, holding ``sources`` until it is durable."""

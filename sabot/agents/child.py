@@ -194,7 +194,7 @@ class _Child:
 
     async def _watch_end(self, agent: Agent) -> None:
         # The agent function returning is news too (the answer says "ended").
-        await agent.join()
+        await agent.wait_done()
         self.changed.set()
 
     def _read_batch(self, header: Dict[str, Any], body: Any) -> Batch:

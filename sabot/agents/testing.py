@@ -80,7 +80,7 @@ class AgentTestContext:
                 done.set_result(None)
         batch.on_done = finished
         await self.channel.publish(batch)
-        ended = asyncio.ensure_future(self._clone.join())
+        ended = asyncio.ensure_future(self._clone.wait_done())
         try:
             await asyncio.wait({done, ended}, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -374,7 +374,7 @@ async def test_agent_finishes_when_its_channel_closes_and_drains(app):
         for i in range(50, 60):
             await count.send(value=i)
         await count.channel.close()
-        await count.join(2)
+        await count.wait_done(2)
         assert not count.running
         assert sorted(seen) == list(range(60))
     finally:

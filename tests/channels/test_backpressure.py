@@ -363,7 +363,7 @@ async def test_no_deadlock_schema_channel_small_maxsize_and_concurrent_agent(app
             await ch.send_batch([{"sym": "B", "px": -1.0}] * 9)
             await ch.close()
         await asyncio.wait_for(produce(), 5)
-        await consume.join(5)
+        await consume.wait_done(5)
         assert sorted(seen) == [-1.0] * 9 + [float(i) for i in range(203)]
     finally:
         await app.stop()
