@@ -94,3 +94,22 @@ def test_a_node_that_misses_the_abi_is_refused_when_the_agent_is_defined(app):
     broken = wat.SUM.replace('(export "sabot_run")', "", 1)
     with pytest.raises(ConfigurationError, match="missing export sabot_run"):
         app.agent(app.channel(), executor="wasm", node=broken, name="c")(fun)
+
+
+async def test_instances_of_a_wasm_agent_share_its_node(app):
+    totals = []
+    ch = app.channel(schema=SCHEMA)
+
+    @app.agent(ch, executor="wasm", node=wat.SUM, concurrency=3)
+    async def summed(stream):
+        async for out in stream:
+            totals.append(out.column(0)[0].as_py())
+
+    await app.start()
+    try:
+        for i in range(12):
+            await ch.send_batch(batch(i, 1))
+        await until(lambda: len(totals) == 12)
+        assert sorted(totals) == [i + 1 for i in range(12)]
+    finally:
+        await app.stop()

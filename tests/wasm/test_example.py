@@ -62,6 +62,17 @@ async def test_the_c_example_reports_an_unsupported_column(example_wasm):
         await bridge.execute_node("c", "csum", pa.record_batch({"s": ["a"]}), {})
 
 
+def test_the_agent_example_runs_and_matches_python(example_wasm):
+    """examples/wasm_node/totals.py: a worker with executor="wasm" that stops by itself."""
+    import sys
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "wasm_node",
+                                                        "totals.py"), "worker", "-l", "warning"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stderr
+    assert "50 batches summed by the WASM node" in done.stdout
+    assert "matches Python's" in done.stdout
+
+
 def test_the_built_module_is_not_committed():
     ignored = subprocess.run(["git", "check-ignore", "-q", EXAMPLE], cwd=ROOT)
     assert ignored.returncode == 0, "examples/wasm_node/sum.wasm must be ignored by git"

@@ -177,3 +177,19 @@ def test_the_example_header_documents_the_same_abi():
                                "wasm_node", "sabot_node.h")).read()
     assert "SABOT_BOOL = 1" in header and max(TYPE_CODES.values()) == 13
     assert "SABOT_BINARY" in header
+
+
+def test_fd_write_needs_stdio_or_a_directory(tmp_path):
+    text = wat.module(ECHO_RUN, imports='(import "wasi_snapshot_preview1" "fd_write" '
+                                        '(func (param i32 i32 i32 i32) (result i32)))')
+    with pytest.raises(RegistryError, match="fd_write, which needs capability 'stdio\\|fs'"):
+        register(text)
+    assert "node" in register(text, capabilities=["stdio"])
+    assert "node" in register(text, capabilities=[f"fs:{tmp_path}"])
+
+
+def test_a_module_without_imports_gets_no_wasi_at_all():
+    """Even with capabilities granted: WASI is linked only for a module that imports it."""
+    module = WasmModule.load("n", MINIMAL, capabilities=["clock", "stdio"])
+    assert module.uses_wasi is False
+    assert WasmModule.load("o", wat.OPEN_FILE, capabilities=["fs:/tmp"]).uses_wasi
