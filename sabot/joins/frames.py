@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import Any, Callable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from collections.abc import Mapping
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..exceptions import SchemaError
+from ..models import Record
 
 __all__ = ["Frame", "Reject", "KeySpec", "TimeSpec", "read_frame", "rows_to_batch", "conform", "key_column",
            "time_column", "plain_value", "ARROW_ERRORS"]
@@ -39,6 +41,8 @@ ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError,
                 ValueError, OverflowError)
 
 _NO_VALUE = object()
+#: Types ``plain_value`` hands back untouched (dicts are not copied).
+_AS_THEY_ARE = frozenset({dict, str, int, float, bool, bytes, type(None)})
 
 
 class Frame(NamedTuple):
@@ -57,7 +61,14 @@ class Frame(NamedTuple):
 
 
 def plain_value(value: Any) -> Any:
-    """A dict for a mapping or a dataclass (they become columns); other values as they are."""
+    """A dict for a mapping, a ``Record`` or a dataclass (they become columns); others as they are.
+
+    A nested record becomes a nested dict (a struct column).
+    """
+    if type(value) in _AS_THEY_ARE:  # the common case, without the ABC checks
+        return value
+    if isinstance(value, Record):
+        return {name: plain_value(field) for name, field in value.asdict().items()}
     if isinstance(value, Mapping):
         return dict(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

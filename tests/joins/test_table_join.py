@@ -270,3 +270,20 @@ class _Lookup:
 
     def get_many(self, keys):
         return [self.data.get(k) for k in keys]
+
+
+def test_record_values_become_columns():
+    class Address(sabot.Record):
+        city: str
+
+    class Customer(sabot.Record):
+        tier: str
+        limit: int
+        address: Address
+
+    table = _Lookup({"c1": Customer(tier="gold", limit=5, address=Address(city="Oslo"))})
+    result = StreamTableJoin(table, on="customer", how="inner").join_batch(
+        [{"customer": "c1", "amount": 2.0}, {"customer": "c2", "amount": 3.0}])
+    assert result.batch.to_pylist() == [
+        {"customer": "c1", "amount": 2.0, "tier": "gold", "limit": 5,
+         "address": {"city": "Oslo"}}]
