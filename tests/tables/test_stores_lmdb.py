@@ -268,7 +268,9 @@ def test_a_file_size_limit_fails_the_write_and_keeps_the_last_commit(tmp_path):
     result = subprocess.run([sys.executable, "-c", _FULL_DISK_CHILD, str(tmp_path), str(1 << 20)],
                             capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 0, result.stderr
-    check_full_disk_outcome(tmp_path, json.loads(result.stdout.splitlines()[-1]))
+    outcome = json.loads(result.stdout.splitlines()[-1])
+    check_full_disk_outcome(tmp_path, outcome)
+    assert "short write" in outcome["message"] or outcome["type"] == "StoreFull"
 
 
 def test_a_full_disk(tmp_path):
@@ -282,7 +284,7 @@ def test_a_full_disk(tmp_path):
     checker = textwrap.dedent("""
         import json, os, sys
         from tests.tables.store_faults import check_full_disk_outcome
-        check_full_disk_outcome(sys.argv[1], json.loads(os.environ["OUTCOME"]))
+        check_full_disk_outcome(sys.argv[1], json.loads(os.environ["OUTCOME"]), full=True)
         print("checked")
     """)
     script = (f"mount -t tmpfs -o size=2m tmpfs {mount_point} && "
@@ -361,3 +363,16 @@ def test_store_errors_are_store_errors():
     assert issubclass(StoreCorrupt, StoreUntrusted) and issubclass(StoreVersionMismatch,
                                                                    StoreUntrusted)
     assert not issubclass(StoreFull, StoreUntrusted)
+
+
+def test_the_same_store_cannot_be_opened_twice_in_a_process(tmp_path):
+    store = _store(tmp_path)
+    try:
+        with pytest.raises(StoreError, match="'counts' partition 3.*already open"):
+            _store(tmp_path)
+        store.apply({b"a": b"1"})
+    finally:
+        store.close()
+    again = _store(tmp_path)  # once closed, it opens
+    assert again.get(b"a") == b"1"
+    again.close()

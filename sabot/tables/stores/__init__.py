@@ -50,7 +50,8 @@ The contract every store keeps (the table relies on it):
   (``wipe_store``) and restore it from the changelog. Every other failure is
   a ``StoreError`` that names them too.
 - Opening reads metadata only: no scan, whatever the size.
-- A store is used from one thread at a time (the table's).
+- A store is used from one thread at a time (the table's): not one thread
+  applying while another reads (LMDB's map may move when it grows).
 
 Crash guarantees per store: ``sabot.tables.stores.lmdb`` and ``.rocksdb``.
 """

@@ -34,12 +34,31 @@ retried after growing) up to ``max_map_size`` (default: no limit but the
 disk); past it, ``StoreFull``. Opening reads only LMDB's meta page and
 Sabot's small metadata record: no scan, whatever the store's size.
 
-Errors: files LMDB finds damaged or not LMDB's, or a metadata record that
-does not check out, raise ``StoreCorrupt`` (on open, and on a read that
-finds a damaged page); another format version ``StoreVersionMismatch``; both
-are ``StoreUntrusted``: wipe and restore from the changelog. A key longer
-than ``max_key_size`` (511 bytes) or empty refuses the whole ``apply``
-(``StoreKeyRejected``). A store is used from one thread at a time.
+Errors: files LMDB finds damaged or not LMDB's, a truncated data file, or a
+metadata record that does not check out, raise ``StoreCorrupt`` (on open,
+and on a read that meets a damaged page); another format version
+``StoreVersionMismatch``; both are ``StoreUntrusted``: wipe and restore from
+the changelog. A key longer than ``max_key_size`` (511 bytes) or empty
+refuses the whole ``apply`` (``StoreKeyRejected``).
+
+Verification: LMDB trusts its pages (no checksums), and walking a damaged
+page may abort the process rather than raise. A file marker
+(``sabot-open``, holding the machine's boot id) is written on open and removed
+on close; if it is found on open from another boot, the machine went down
+with the store open (the one case where LMDB without ``sync`` may be damaged)
+and the file is first walked by py-lmdb's offline verifier (pure Python,
+O(size); ``verify=auto``, the default). ``verify=true`` always verifies,
+``verify=false`` never. A process killed with the store open leaves the
+marker with this boot's id: no verification, LMDB survives process crashes.
+
+Other options: ``readahead`` (default true, LMDB's default; false helps
+random reads of a store larger than RAM). The same environment cannot be
+opened twice in one process (``StoreError``; LMDB's locks would not see each
+other).
+
+Threads: use a store from one thread at a time. In particular, do not
+``apply`` in an executor thread while another thread reads: growing the map
+moves it under a concurrent reader.
 """
 from __future__ import annotations
 
@@ -81,6 +100,7 @@ OPTIONS: Dict[str, Callable[[Any], Any]] = {
     "metasync": parse_bool,
     "writemap": parse_bool,
     "verify": parse_verify,
+    "readahead": parse_bool,
 }
 
 _DATA_DB = b"sabot.data"
@@ -112,7 +132,7 @@ class LMDBStore(Store):
     def __init__(self, *, url: str, table: str, partition: int, path: str,
                  map_size: int = DEFAULT_MAP_SIZE, max_map_size: Optional[int] = None,
                  sync: bool = False, metasync: bool = False, writemap: bool = False,
-                 verify: Union[bool, str] = "auto") -> None:
+                 verify: Union[bool, str] = "auto", readahead: bool = True) -> None:
         super().__init__(url=url, table=table, partition=partition, path=path)
         self._max_map_size = max_map_size
         self._changelog_offset: Optional[StorePosition] = None
@@ -137,7 +157,7 @@ class LMDBStore(Store):
         try:
             self._env = lmdb.open(path, map_size=max(map_size, file_size), subdir=True,
                                   max_dbs=2, sync=sync, metasync=metasync,
-                                  writemap=writemap, readahead=False, meminit=False)
+                                  writemap=writemap, readahead=readahead, meminit=False)
         except lmdb.Error as exc:
             raise self._lmdb_error(exc, "cannot open") from exc
         try:
@@ -490,6 +510,9 @@ class LMDBStore(Store):
                 marker in str(exc) for marker in _NO_ROOM) or self._disk_nearly_full():
             return self.error(StoreFull, f"{text} (disk full?{self._free_space()}); "
                                          "the last commit is intact, reopen once there is room")
+        if "Input/output error" in str(exc):
+            text += (" (LMDB reports a short write as an I/O error: a full disk, a file size "
+                     f"limit or a failing device;{self._free_space()})")
         return self.error(StoreError, text)
 
     def _os_error(self, exc: OSError, doing: str) -> StoreError:
