@@ -42,6 +42,7 @@ HOW_TO_RUN = {
     "redis_pipeline.py": (redis_pipeline_env, False),
     "process_offload.py": (lambda request: {}, True),
     "concurrent_lookups.py": (lambda request: {"SABOT_DEMO_ORDERS": "2000"}, True),
+    "enrichment_join.py": (lambda request: {"SABOT_DEMO_ORDERS": "20000"}, True),
     "windowed_fraud.py": (lambda request: {"SABOT_DEMO_TRANSACTIONS": "2000"}, True),
 }
 

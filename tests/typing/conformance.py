@@ -32,6 +32,8 @@ from sabot.types import (AgentT, AppT, BatchT, ChannelT, CodecT, CursorT, Pipeli
 from sabot.types import StoreT
 from sabot.types import ExecutorBridgeT, NodeExecutorT
 from sabot.value_dispatch import DispatchedIterator
+from sabot.tables.table import GlobalTable, Table
+from sabot.types import LookupT
 
 
 # -- the fast path: the compiled classes (as the stub says) and their twins ------
@@ -93,3 +95,8 @@ def _arrow(c: ArrowCodec) -> CodecT: return c
 def _memory_store(s: MemoryStore) -> StoreT: return s
 def _lmdb_store(s: LMDBStore) -> StoreT: return s
 def _rocksdb_store(s: RocksDBStore) -> StoreT: return s
+
+
+# -- joins: what stream.join reads of a table -------------------------------------
+def _table_lookup(t: Table) -> LookupT: return t
+def _global_table_lookup(t: GlobalTable) -> LookupT: return t
