@@ -255,6 +255,94 @@ def tail(state: _State, topic: str, app_spec: Optional[str], from_beginning: boo
         pass
 
 
+#: Faust's text for a table made without ``help=``.
+DEFAULT_TABLE_HELP = 'Missing description: use Table(.., help="str")'
+
+
+def tabulate(rows: List[List[str]], headers: List[str], title: str) -> str:
+    """A plain text table: a title line, the headers, the rows (columns aligned)."""
+    table = [headers] + rows
+    widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
+    lines = [title, "  ".join(h.upper().ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("-A", "--app", "app_spec", default=None, help="The app: module:attribute.")
+@click.pass_obj
+def tables(state: _State, app_spec: Optional[str]) -> None:
+    """List the app's tables (Faust's ``tables``)."""
+    app = state.get_app(app_spec)
+    found = getattr(app, "tables", {}) or {}
+    rows = [[t.name, getattr(t, "help", "") or DEFAULT_TABLE_HELP] for t in found.values()]
+    click.echo(tabulate(rows, ["name", "help"], "Tables"))
+
+
+def _models(builtins: bool) -> List[Any]:
+    from .models import registry
+    return [m for _, m in sorted(registry.items())
+            if builtins or not m._options.namespace.startswith("@")]
+
+
+def _first_line(text: Optional[str]) -> str:
+    return (text or "<N/A>").strip().splitlines()[0] if (text or "").strip() else "<N/A>"
+
+
+@cli.command()
+@click.option("-A", "--app", "app_spec", default=None, help="The app: module:attribute.")
+@click.option("--builtins/--no-builtins", default=False, help="Include Sabot's own models.")
+@click.pass_obj
+def models(state: _State, app_spec: Optional[str], builtins: bool) -> None:
+    """List the Record models the app defines (Faust's ``models``)."""
+    state.get_app(app_spec)  # importing the app defines its models
+    rows = [[m._options.namespace, _first_line(m.__doc__)] for m in _models(builtins)]
+    click.echo(tabulate(rows, ["name", "help"], "Models"))
+
+
+@cli.command()
+@click.argument("name")
+@click.option("-A", "--app", "app_spec", default=None, help="The app: module:attribute.")
+@click.pass_obj
+def model(state: _State, name: str, app_spec: Optional[str]) -> None:
+    """Show the fields of the model NAME (Faust's ``model``)."""
+    import difflib
+    state.get_app(app_spec)
+    found = {m._options.namespace: m for m in _models(True)}
+    short = {ns.rsplit(".", 1)[-1]: m for ns, m in found.items()}
+    chosen = found.get(name) or short.get(name)
+    if chosen is None:
+        close = difflib.get_close_matches(name, list(found) + list(short), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise click.UsageError(f"No model {name!r}.{hint}")
+    options = chosen._options
+    rows = []
+    for field, typ in options.fields.items():
+        shown = getattr(typ, "__name__", None) if isinstance(typ, type) else None
+        default = options.defaults.get(field, "*")
+        rows.append([field, shown or repr(typ), "*" if default == "*" else repr(default)])
+    click.echo(tabulate(rows, ["field", "type", "default"], options.namespace))
+
+
+@cli.command()
+@click.option("-A", "--app", "app_spec", default=None, help="The app: module:attribute.")
+@click.pass_obj
+def reset(state: _State, app_spec: Optional[str]) -> None:
+    """Delete the local state of every table (Faust's ``reset``).
+
+    The tables' changelogs are kept: a worker restores them from there.
+    Run it while no worker of the app runs.
+    """
+    app = state.get_app(app_spec)
+    found = getattr(app, "tables", None)
+    if not found:
+        click.echo("no tables")
+        return
+    for table in found.values():
+        click.echo(f"Removing database for table {table.name}...")
+        found.reset_state(table)
+
+
 def find_channel(app: AppT, name: str) -> ChannelT:
     """The app's topic or channel called ``name`` (or its dead-letter channel)."""
     known: Dict[str, ChannelT] = {}

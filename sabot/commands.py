@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["AppCommand"]
 
 #: Subcommands of ``sabot`` itself: an app command may not take these names.
-RESERVED = frozenset({"worker", "agents", "send", "tail"})
+RESERVED = frozenset({"worker", "agents", "send", "tail", "tables", "models", "model", "reset"})
 
 
 class AppCommand:
