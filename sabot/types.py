@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 #: Message headers: name -> bytes (Kafka's shape; Redis maps them to fields).
+    "WebT",
 Headers = Mapping[str, bytes]
 #: Where an event came from: ``(topic, partition, offset)`` for Kafka,
 #: ``(stream, entry_id)`` for Redis, ``None`` in memory.
@@ -346,6 +347,7 @@ class TransportT(Protocol):
     async def stop(self) -> None: ...
 
 
+    async def partition_lag(self) -> Dict[Tuple[str, int], int]: ...
 @runtime_checkable
 class AppT(Protocol):
     """The registry of channels, topics and agents; see ``sabot.app.App``.
@@ -557,7 +559,8 @@ class ChangelogT(Protocol):
     async def write(self, partition: int,
                     entries: Sequence[Tuple[bytes, Optional[bytes], Headers]]
                     ) -> Optional[StorePosition]: ...
-    def read(self, partition: int, after: Optional[StorePosition]) -> AsyncIterator[Any]: ...
+    def read(self, partition: int, after: Optional[StorePosition],
+             count: int = ...) -> AsyncIterator[Any]: ...
 
 
 @runtime_checkable
@@ -582,3 +585,13 @@ class TableT(Protocol):
     async def flush(self) -> None: ...
     @property
     def held_partitions(self) -> List[int]: ...
+
+
+class WebT(Protocol):
+    """What serves an app's web views (``sabot.web.WebServer``, ``sabot.contrib.asgi``).
+
+    A view reaches it as ``self.web``: ``url_for`` gives the path of a view
+    by its name, placeholders filled from ``kwargs``.
+    """
+
+    def url_for(self, view_name: str, **kwargs: Any) -> str: ...

@@ -875,15 +875,22 @@ class KafkaTransport(Transport):
 
     async def lag(self) -> Dict[str, int]:
         """High watermark minus the consumer's position, over the partitions held."""
+        out: Dict[str, int] = {}
+        for (topic, _), n in (await self.partition_lag()).items():
+            out[topic] = out.get(topic, 0) + n
+        return out
+
+    async def partition_lag(self) -> Dict[Tuple[str, int], int]:
+        """High watermark minus the consumer's position, per partition held."""
         consumer = self.consumer
         if consumer is None:
             return {}
-        out: Dict[str, int] = {}
+        out: Dict[Tuple[str, int], int] = {}
         for tp in consumer.assignment():
             high = consumer.highwater(tp)
             if high is None:  # nothing fetched from it yet
                 continue
-            out[tp.topic] = out.get(tp.topic, 0) + max(0, high - await consumer.position(tp))
+            out[(tp.topic, tp.partition)] = max(0, high - await consumer.position(tp))
         return out
 
     async def tail(self, channel: ChannelT, *,

@@ -183,6 +183,10 @@ class Transport(Service):
         """Messages per topic not yet read by this app's consumer (``{}`` if unknown)."""
         return {}
 
+    async def partition_lag(self) -> Dict[Tuple[str, int], int]:
+        """Messages per ``(topic, partition)`` held here not yet read (``{}`` if unknown)."""
+        return {}
+
     def tail(self, channel: ChannelT, *,
              from_beginning: bool = False) -> AsyncGenerator[bytes, None]:
         """The raw payloads of ``channel`` as they arrive, read outside the app's group.
