@@ -27,7 +27,7 @@ import asyncio
 from typing import (TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Callable, ContextManager,
                     Dict, List, Mapping, NamedTuple, Optional, Protocol, Sequence, Union,
                     runtime_checkable)
-from typing import Iterable, Iterator, Tuple
+from typing import Iterable, Iterator, Tuple, TypeVar
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -35,14 +35,17 @@ if TYPE_CHECKING:
     from .bridge.metrics import BridgeMetrics
     from .settings import Settings
 
+#: What a channel or stream carries, for ``ChannelT[T]`` and ``StreamT[T]``.
+_T_co = TypeVar("_T_co", covariant=True)
+
 __all__ = [
     "Event", "Headers", "Position", "BatchT", "CursorT", "SubscriberT", "SinkT", "CodecT",
     "ChannelT", "StreamT", "PipelineT", "AgentT", "TransportT", "AppT", "ExecutorBridgeT",
     "NodeExecutorT", "StorePosition", "StoreChanges", "StoreT", "ChangelogT", "TableT",
+    "WebT",
 ]
 
 #: Message headers: name -> bytes (Kafka's shape; Redis maps them to fields).
-    "WebT",
 Headers = Mapping[str, bytes]
 #: Where an event came from: ``(topic, partition, offset)`` for Kafka,
 #: ``(stream, entry_id)`` for Redis, ``None`` in memory.
@@ -182,8 +185,11 @@ class CodecT(Protocol):
 
 
 @runtime_checkable
-class ChannelT(Protocol):
+class ChannelT(Protocol[_T_co]):
     """A channel: memory, Kafka topic or Redis stream, one interface.
+
+    Subscriptable as in Faust (``ChannelT[Order]``: a channel of Orders), for
+    annotations; the type argument is not checked at run time.
 
     What agents, streams, sinks, the dead-letter writer, transports, the
     monitor and the command line use of a channel (``sabot.channels.Channel``
@@ -246,8 +252,10 @@ class ChannelT(Protocol):
 # Streams and agents
 # --------------------------------------------------------------------------
 
-class StreamT(Protocol):
+class StreamT(Protocol[_T_co]):
     """What an agent function is given: values, events or batches of one subscription.
+
+    Subscriptable as in Faust (``async def f(stream: StreamT[Order])``).
 
     For annotating agent functions (``async def f(stream: StreamT)``, as in
     Faust); ``sabot.streams.Stream`` implements it.
@@ -339,6 +347,7 @@ class TransportT(Protocol):
     def topic(self, name: str, **options: Any) -> ChannelT: ...
     def subscribe_channel(self, channel: ChannelT) -> None: ...
     async def lag(self) -> Dict[str, int]: ...
+    async def partition_lag(self) -> Dict[Tuple[str, int], int]: ...
     def tail(self, channel: ChannelT, *,
              from_beginning: bool = False) -> AsyncGenerator[bytes, None]: ...
     def status(self) -> Dict[str, Any]: ...
@@ -347,7 +356,6 @@ class TransportT(Protocol):
     async def stop(self) -> None: ...
 
 
-    async def partition_lag(self) -> Dict[Tuple[str, int], int]: ...
 @runtime_checkable
 class AppT(Protocol):
     """The registry of channels, topics and agents; see ``sabot.app.App``.
