@@ -19,8 +19,8 @@ import logging
 import sys
 import types
 import warnings
-from typing import (Any, Callable, Concatenate, Dict, Generic, Iterator, List, Optional,
-                    ParamSpec, Sequence, TypeVar, Union, overload)
+from typing import (TYPE_CHECKING, Any, Callable, Concatenate, Dict, Generic, Iterator, List,
+                    Mapping, Optional, ParamSpec, Sequence, Type, TypeVar, Union, overload)
 
 from mode import Service
 
@@ -39,6 +39,10 @@ from .settings import Settings, redact_url
 from .tables.manager import TableManager
 from .tables.table import GlobalTable, SetGlobalTable, SetTable, Table
 from .types import ChannelT
+
+if TYPE_CHECKING:
+    from .web.routes import Route
+    from .web.views import View
 
 __all__ = ["App"]
 
@@ -123,6 +127,8 @@ class App(Service):
         self.crash_reasons: List[BaseException] = []
         #: The app's tables by name (Faust's ``app.tables``): recovery, flushes.
         self.tables = TableManager(self)
+        #: ``@app.page`` views, served by the worker's web server (``sabot.web``).
+        self.web_routes: List["Route"] = []
         super().__init__()
 
     def __repr__(self) -> str:
@@ -366,6 +372,32 @@ class App(Service):
             self.commands[command.name] = command
             return command
         return decorator
+
+    # -- web ---------------------------------------------------------------------
+    def page(self, path: str, *, base: Optional[Type["View"]] = None,
+             cors_options: Optional[Mapping[str, Any]] = None,
+             name: Optional[str] = None) -> Callable[[Any], Type["View"]]:
+        """Serve the decorated ``web.View`` class or ``async def`` handler at ``path`` (Faust's ``app.page``)."""
+        from .web.routes import page_decorator
+        from .web.views import View
+        return page_decorator(self.web_routes, path, base=base or View, name=name,
+                              cors_options=cors_options)
+
+    def table_route(self, table: Any, shard_param: Optional[str] = None, *,
+                    query_param: Optional[str] = None, match_info: Optional[str] = None,
+                    exact_key: Optional[str] = None) -> Callable[[Any], Any]:
+        """Decorate a view method to answer where ``table`` holds the key (``sabot.web.routing``)."""
+        from .web.routing import route_decorator
+        return route_decorator(self, table, "table", shard_param, query_param, match_info,
+                               exact_key)
+
+    def topic_route(self, topic: Any, shard_param: Optional[str] = None, *,
+                    query_param: Optional[str] = None, match_info: Optional[str] = None,
+                    exact_key: Optional[str] = None) -> Callable[[Any], Any]:
+        """Decorate a view method to answer where ``topic``'s key partition is read (``sabot.web.routing``)."""
+        from .web.routing import route_decorator
+        return route_decorator(self, topic, "topic", shard_param, query_param, match_info,
+                               exact_key)
 
     #: ``@app.task``: run the function once the worker has started (Faust's API).
     task = _AppDecorator(Service.task, _task)

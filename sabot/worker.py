@@ -22,7 +22,7 @@ from .exceptions import SabotError
 from .monitor import AgentFigures, Snapshot, WorkerMonitor, format_status
 from .settings import redact_url, valid_bind_address
 from .types import AppT
-from .web import MetricsServer, WorkerMetrics, host_port
+from .web import WebServer, WorkerMetrics, host_port
 
 __all__ = ["Worker", "setup_logging"]
 
@@ -89,7 +89,7 @@ class Worker:
         self._signals = 0
         self.monitor = WorkerMonitor(app)
         self.metrics: Optional[WorkerMetrics] = None
-        self.web: Optional[MetricsServer] = None
+        self.web: Optional[WebServer] = None
         if concurrency is not None:
             for agent in app.agents.values():
                 agent.concurrency = concurrency
@@ -179,14 +179,14 @@ class Worker:
         if not valid_bind_address(self.web_bind):
             raise SabotError(f"web_bind {self.web_bind!r} is not an IP address or host name")
         self.metrics = WorkerMetrics(self.monitor)
-        web = MetricsServer(self.metrics, self.web_port, host=self.web_bind)
+        web = WebServer(self.metrics, self.web_port, host=self.web_bind)
         try:
             await web.start()
         except OSError as exc:
             raise SabotError(f"cannot serve metrics on port {self.web_port} of {self.web_bind}: "
                              f"{exc.strerror or exc}") from None
         self.web = web
-        logger.info("metrics on %s, health on /health",
+        logger.info("metrics on %s, health on /health, status page on /",
                     " and ".join(f"{url}/metrics" for url in web.urls))
 
     async def _status_loop(self, last: Snapshot) -> None:

@@ -1,30 +1,18 @@
-"""The worker's HTTP endpoint (``sabot worker --web-port N``): ``/metrics`` and ``/health``.
+"""``WorkerMetrics``: the Prometheus text of ``/metrics``.
 
-It listens on ``web_bind`` (``--web-bind``), the loopback address unless told
-otherwise.
-
-``/metrics`` is Prometheus text built by prometheus-client from a fresh
-``WorkerMonitor`` snapshot at each scrape; ``/health`` answers 200 while every
-agent runs and 503 otherwise. The server is a few lines of asyncio on the
-worker's own loop (no web framework, no thread): a scrape never races the
-agents it reads.
+Built by prometheus-client from a fresh ``WorkerMonitor`` snapshot at each
+scrape, on the worker's own loop: a scrape never races the agents it reads.
 """
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .monitor import Snapshot, WorkerMonitor, delays
+from ..monitor import Snapshot, WorkerMonitor, delays
 
-__all__ = ["MetricsServer", "WorkerMetrics", "host_port"]
-
-logger = logging.getLogger("sabot.web")
+__all__ = ["WorkerMetrics", "host_port"]
 
 #: Bridge counters exported per process agent: metric name -> (as_dict key, help).
 _BRIDGE_COUNTERS = {
@@ -132,79 +120,3 @@ def _bridge_families(bridges: Dict[str, Dict[str, Any]]) -> Iterable[Metric]:
 def host_port(host: str, port: int) -> str:
     """``host:port``, with an IPv6 address in brackets (``[::1]:9100``)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-class MetricsServer:
-    """Serves ``WorkerMetrics`` over HTTP/1.0 on ``host:port`` (port 0: any free port).
-
-    ``host`` is the address to listen on (the ``web_bind`` setting): the
-    loopback interface by default, ``0.0.0.0`` for every IPv4 interface, or
-    a host name (every address it resolves to).
-    """
-
-    def __init__(self, metrics: WorkerMetrics, port: int, host: str = "127.0.0.1") -> None:
-        self.metrics = metrics
-        self.host = host
-        self.port = port
-        self._server: Optional[asyncio.Server] = None
-
-    async def start(self) -> None:
-        """Listen; ``port`` then holds the bound port and ``addresses`` every bound address."""
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    @property
-    def addresses(self) -> list[tuple[str, int]]:
-        """``(address, port)`` of every listening socket (empty before ``start``)."""
-        if self._server is None:
-            return []
-        out = []
-        for sock in self._server.sockets:
-            host, port = sock.getsockname()[:2]  # IPv6 adds flow info and scope id
-            out.append((host, port))
-        return out
-
-    @property
-    def urls(self) -> list[str]:
-        """``http://address:port`` of every listening socket."""
-        return [f"http://{host_port(host, port)}" for host, port in self.addresses]
-
-    async def stop(self) -> None:
-        """Stop listening and close the socket."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await asyncio.wait_for(reader.readline(), 5.0)
-            while (await asyncio.wait_for(reader.readline(), 5.0)) not in (b"\r\n", b"\n", b""):
-                pass  # headers: nothing here depends on them
-            status, content_type, body = await self._respond(request)
-            writer.write(b"HTTP/1.0 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
-                         b"Connection: close\r\n\r\n" % (status, content_type.encode(), len(body)))
-            if not request.startswith(b"HEAD "):
-                writer.write(body)
-            await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError):
-            pass  # a client that went away
-        except Exception as exc:  # never let a scrape hurt the worker
-            logger.warning("metrics request failed: %r", exc)
-        finally:
-            writer.close()
-
-    async def _respond(self, request: bytes) -> Tuple[bytes, str, bytes]:
-        parts = request.decode("latin-1").split()
-        if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
-            return b"405 Method Not Allowed", "text/plain", b"GET /metrics or /health\n"
-        path = parts[1].split("?", 1)[0]
-        if path == "/metrics":
-            return b"200 OK", CONTENT_TYPE_LATEST, await self.metrics.render()
-        if path == "/health":
-            agents = self.metrics.monitor.agents()
-            ok = all(a.running for a in agents)
-            body = json.dumps({"status": "ok" if ok else "unhealthy",
-                               "agents": {a.name: a.running for a in agents}}).encode() + b"\n"
-            return (b"200 OK" if ok else b"503 Service Unavailable"), "application/json", body
-        return b"404 Not Found", "text/plain", b"try /metrics or /health\n"
