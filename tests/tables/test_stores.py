@@ -54,6 +54,7 @@ def test_round_trip(opener):
                 source_positions={"orders/0": 41})
     assert store.get(b"a") == b"1"
     assert store.get_many([b"c", b"zz", b"a"]) == [b"3", None, b"1"]
+    assert store.get_many(k for k in (b"a", b"", b"x" * 600, b"b")) == [b"1", None, None, b"2"]
     assert b"b" in store and b"zz" not in store and "b" not in store
     assert len(store) == 3
     assert sorted(store.items()) == [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")]
