@@ -24,6 +24,7 @@ from .arrow_ops import concat, flat, group_merge
 from .columns import Frame
 from .engine import WindowEngine, finish_windows
 from .specs import Count
+from .watermark import BatchWatermarks
 
 __all__ = ["CountWindows"]
 
@@ -37,7 +38,7 @@ class CountWindows(WindowEngine):
         self._state: Optional[pa.Table] = None
         self._complete: List[pa.Table] = []
 
-    def late_mask(self, frame: Frame) -> Optional[pa.Array]:
+    def late_mask(self, frame: Frame, marks: BatchWatermarks) -> Optional[pa.Array]:
         return None
 
     def late_reason(self, time_us: int, watermark_us: Optional[int]) -> str:

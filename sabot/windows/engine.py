@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from .aggregations import AggregationPlan
 from .columns import Frame
+from .watermark import BatchWatermarks
 
 __all__ = ["WindowEngine", "finish_windows"]
 
@@ -32,11 +33,11 @@ class WindowEngine(abc.ABC):
         self.grace_us = grace_us
 
     @abc.abstractmethod
-    def late_mask(self, frame: Frame) -> Optional[pa.Array]:
-        """Rows whose window is already closed (``None``: none are).
+    def late_mask(self, frame: Frame, marks: BatchWatermarks) -> Optional[pa.Array]:
+        """Rows whose window the watermark they found had closed (``None``: none).
 
-        ``frame.low``/``frame.high`` are set: a frame whose earliest row is
-        not late is answered without a pass over it.
+        ``marks.upper`` bounds every row's watermark and ``frame.low`` is the
+        earliest time: a frame with no late row is answered without a pass.
         """
 
     @abc.abstractmethod

@@ -182,25 +182,24 @@ class WindowOperator:
                 self._time_type = frame.time_type
             frame.bounds()
             high = frame.high
-            late = self.engine.late_mask(frame)
+            partition = partition_of(batch)
+            marks = self.watermarks.for_batch(partition, frame.times, high)
+            late = self.engine.late_mask(frame, marks)
             if late is not None and pc.any(late).as_py():
-                held.extend(await self._send_late(batch, frame, late))
+                held.extend(await self._send_late(batch, frame, late, marks.rows()))
                 frame = frame.filter(pc.invert(late))
                 if len(frame):
                     frame.bounds()
-            self.watermarks.observe(partition_of(batch), high)
+            self.watermarks.observe(partition, high)
             if len(frame):
                 self.rows_in += len(frame)
                 touched = self.engine.add(frame, current)
                 if current:
                     self._emit(self.engine.current(touched), out, count=False)
         self._hold(batch, held)
-        closed = self.engine.close(self.watermarks.current())
-        if not current:
-            self._emit(closed, out)
 
-    def tick(self, out: Deque[pa.RecordBatch], current: bool) -> None:
-        """No batch came in time: close what the clock-advanced watermark closes."""
+    def close_windows(self, out: Deque[pa.RecordBatch], current: bool) -> None:
+        """Close what the watermark (moved by batches or by the clock) closes."""
         closed = self.engine.close(self.watermarks.current())
         if not current:
             self._emit(closed, out)
@@ -279,15 +278,16 @@ class WindowOperator:
             written.append(await channel.dead_letter(value, reason, position=position))
         return written
 
-    async def _send_late(self, batch: BatchT, frame: Frame, late: pa.Array) -> List[Any]:
+    async def _send_late(self, batch: BatchT, frame: Frame, late: pa.Array,
+                         marks: pa.Array) -> List[Any]:
         late_rows = pc.indices_nonzero(late)
         rows = frame.batch_rows(late_rows)
         times = frame.times.take(late_rows).to_pylist()
+        watermarks = marks.take(late_rows).to_pylist()
         values = _values_of(batch, rows)
-        watermark = self.watermarks.current()
         windowed = self.windowed
         sent = []
-        for i, time_us, value in zip(rows, times, values):
+        for i, time_us, watermark, value in zip(rows, times, watermarks, values):
             reason = self.engine.late_reason(time_us, watermark)
             position = batch.positions[i] if batch.positions is not None else None
             self.late_count += 1
@@ -365,12 +365,13 @@ class _WindowIterator:
             timeout = operator.seconds_to_next_close()
             batch = await self._read(timeout)
             if batch is None:
-                operator.tick(out, self._current)
+                operator.close_windows(out, self._current)
             elif batch is _END:
                 self._ended = True
                 operator.finish(out, self._current)
             else:
                 await operator.process(batch, self._current, out)
+                operator.close_windows(out, self._current)
 
     async def _read(self, timeout: Optional[float]) -> Any:
         try:

@@ -18,7 +18,7 @@ misses an event silently).
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,6 +27,7 @@ from .aggregations import AggregationPlan
 from .arrow_ops import concat, flat, floor_div, group_merge
 from .columns import Frame
 from .engine import WindowEngine, finish_windows
+from .watermark import BatchWatermarks
 from .specs import TimeWindowSpec
 
 __all__ = ["PaneStore", "PaneWindows"]
@@ -172,18 +173,28 @@ class PaneWindows(WindowEngine):
         self.closed: Optional[int] = None
 
     # -- lateness ------------------------------------------------------------------
-    def _late_pane(self) -> Optional[int]:
-        # A row is late when the earliest window holding it was emitted: its
-        # pane is below the end pane of the last emitted window.
-        if self.closed is None:
-            return None
-        return (self.closed - 1) * self.stride + self.width
+    def _first_end(self, panes: Any) -> Any:
+        """End (in panes) of the earliest window holding each pane (ints or an array)."""
+        if self.anchored or self.stride == self.width:
+            return panes + 1 if isinstance(panes, int) else pc.add(panes, 1)
+        if isinstance(panes, int):
+            return ((panes - self.width) // self.stride + 1) * self.stride + self.width
+        windows = pc.add(floor_div(pc.subtract(panes, self.width), self.stride), 1)
+        return pc.add(pc.multiply(windows, self.stride), self.width)
 
-    def late_mask(self, frame: Frame) -> Optional[pa.Array]:
-        bound = self._late_pane()
-        if bound is None or frame.low >= bound * self.pane_us:
+    def late_mask(self, frame: Frame, marks: BatchWatermarks) -> Optional[pa.Array]:
+        # A row is late when the earliest window holding it had closed (its
+        # end plus grace reached by the watermark the row found): it goes
+        # whole to the late channel, never into only some of its windows.
+        upper = marks.upper
+        if upper is None:
             return None
-        return pc.less(frame.times, bound * self.pane_us)
+        pane_us = self.pane_us
+        if self._first_end(frame.low // pane_us) * pane_us + self.grace_us > upper:
+            return None
+        ends = self._first_end(floor_div(frame.times, pane_us, frame.low))
+        closes = pc.add(pc.multiply(ends, pane_us), self.grace_us)
+        return pc.less_equal(closes, marks.rows())
 
     def late_reason(self, time_us: int, watermark_us: Optional[int]) -> str:
         pane = time_us // self.pane_us

@@ -11,8 +11,8 @@ at the end of each key, so keys never bleed into each other.) An
 out-of-order event that bridges two sessions merges them.
 
 A session closes when the watermark passes its end plus grace. An event is
-late when its time is below the watermark minus grace at the last close: it
-could belong to a session already emitted, so it goes to the late channel.
+late when its time is below the watermark it finds minus grace: it could
+belong to a session already emitted, so it goes to the late channel.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from .columns import Frame
 from .engine import WindowEngine, finish_windows
 from .panes import _s
 from .specs import Session
+from .watermark import BatchWatermarks
 
 __all__ = ["SessionWindows"]
 
@@ -39,17 +40,18 @@ class SessionWindows(WindowEngine):
         self.spec = spec
         self.gap_us = spec.gap_us
         self._state: Optional[pa.Table] = None
-        #: Event times below this were closed (watermark minus grace at the last close).
-        self.closed_to: Optional[int] = None
 
-    def late_mask(self, frame: Frame) -> Optional[pa.Array]:
-        if self.closed_to is None or frame.low >= self.closed_to:
+    def late_mask(self, frame: Frame, marks: BatchWatermarks) -> Optional[pa.Array]:
+        # Below the watermark minus grace, a row could belong to a session
+        # already closed: late.
+        if marks.upper is None or frame.low >= marks.upper - self.grace_us:
             return None
-        return pc.less(frame.times, self.closed_to)
+        return pc.less(pc.add(frame.times, self.grace_us), marks.rows())
 
     def late_reason(self, time_us: int, watermark_us: Optional[int]) -> str:
+        bound = None if watermark_us is None else watermark_us - self.grace_us
         return (f"late: event time {_s(time_us)} < watermark {_s(watermark_us)} for "
-                f"session windows closed up to {_s(self.closed_to)} "
+                f"session windows closed up to {_s(bound)} "
                 f"(gap {_s(self.gap_us)}, grace {_s(self.grace_us)})")
 
     def add(self, frame: Frame, touched: bool = False) -> Optional[pa.Table]:
@@ -114,8 +116,6 @@ class SessionWindows(WindowEngine):
         if watermark_us is None:
             return None
         bound = watermark_us - self.grace_us
-        if self.closed_to is None or bound > self.closed_to:
-            self.closed_to = bound
         state = self._state
         if state is None:
             return None

@@ -34,9 +34,16 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Dict, Hashable, Optional
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from ..types import BatchT
 
-__all__ = ["Watermarks", "partition_of"]
+__all__ = ["Watermarks", "BatchWatermarks", "partition_of", "NO_WATERMARK"]
+
+#: Stands for "no watermark yet" in per-row arrays (far below any event time,
+#: and far enough from int64's end that subtracting a lateness cannot wrap).
+NO_WATERMARK = -(1 << 62)
 
 
 def partition_of(batch: BatchT) -> Hashable:
@@ -109,6 +116,29 @@ class Watermarks:
             self._current = value
         return self._current
 
+    def for_batch(self, partition: Hashable, times: pa.Array, high: int) -> "BatchWatermarks":
+        """The watermark each row of a batch from ``partition`` finds as it arrives.
+
+        Row ``i`` finds the watermark moved by the rows before it (its own
+        partition's largest time so far, with the other partitions'), so a
+        row is late or not whatever the batch boundaries: the same input
+        gives the same windows however it was fetched. Call before
+        ``observe``.
+        """
+        now = self.clock()
+        current = self.current()
+        state = self._partitions.get(partition)
+        own = None if state is None else state.max_event
+        others = [s.max_event for p, s in self._partitions.items()
+                  if p != partition and not self._idle(s, now)]
+        others_min = min(others) if others else None
+        top = high if own is None or high > own else own
+        upper = top if others_min is None or others_min > top else others_min
+        upper -= self.lateness_us
+        if current is not None and current > upper:
+            upper = current
+        return BatchWatermarks(upper, times, own, others_min, current, self.lateness_us)
+
     def seconds_until(self, event_us: int) -> Optional[float]:
         """Wall-clock seconds until the watermark may reach ``event_us`` without events.
 
@@ -128,3 +158,43 @@ class Watermarks:
         assert current is not None
         return max(0.0, (event_us - current) / 1_000_000)
 
+
+
+class BatchWatermarks:
+    """The watermarks the rows of one batch find (see ``Watermarks.for_batch``).
+
+    ``upper`` bounds them all (None: no watermark yet), so an engine can tell
+    that no row is late without a pass over the batch; ``rows()`` computes
+    the per-row array (``NO_WATERMARK`` where there is none) when needed.
+    """
+
+    def __init__(self, upper: Optional[int], times: pa.Array, own: Optional[int],
+                 others_min: Optional[int], current: Optional[int], lateness_us: int) -> None:
+        self.upper = upper
+        self._times = times
+        self._own = own
+        self._others_min = others_min
+        self._current = current
+        self._lateness_us = lateness_us
+        self._rows: Optional[pa.Array] = None
+
+    def rows(self) -> pa.Array:
+        """Row ``i``: the watermark after the rows before it (int64 µs)."""
+        if self._rows is not None:
+            return self._rows
+        times = self._times
+        n = len(times)
+        first = NO_WATERMARK if self._own is None else self._own
+        before = pa.concat_arrays([pa.array([first], pa.int64()),
+                                   pc.cumulative_max(times).slice(0, n - 1)])
+        if self._own is not None:
+            before = pc.max_element_wise(before, self._own)
+        if self._others_min is not None:
+            before = pc.min_element_wise(before, self._others_min)
+        marks = pc.subtract(before, self._lateness_us)
+        if self._current is not None:
+            marks = pc.max_element_wise(marks, self._current)
+        # A row with no watermark before it stays at NO_WATERMARK.
+        marks = pc.max_element_wise(marks, NO_WATERMARK)
+        self._rows = marks
+        return marks

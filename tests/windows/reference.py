@@ -1,10 +1,10 @@
 """What the window tests compare with: the same windows computed another way.
 
-The input is replayed batch by batch to find which rows are late (the
-watermark is the largest event time of the batches before, one partition,
+The input is replayed row by row to find which rows are late (the watermark
+a row finds is the largest event time of the rows before it, one partition,
 and a row is late when a window it belongs to ended, plus grace, at or
 before that watermark: the documented rule, written here in plain integer
-milliseconds). The windows of the rows that are not late are then computed
+milliseconds; batch boundaries do not matter). The windows of the rows that are not late are then computed
 with pyarrow over the whole input at once: ``group_by`` over
 ``floor(ts / size)`` for tumbling windows, over each window a row falls in
 for hopping and sliding windows, and plainly in Python for sessions and
@@ -41,24 +41,26 @@ def _ms(ts):
 
 
 def late_rows(batches, first_window_end, grace=0.0):
-    """Ids of the late rows. ``first_window_end(ts_ms)``: end (ms) of the earliest
-    window the row belongs to (its closing time minus grace); None for sessions,
-    whose rows are late below the watermark minus grace."""
+    """Ids of the late rows, one partition, row by row: a row finds the watermark
+    left by the rows before it (their largest time), whatever the batches.
+
+    ``first_window_end(ts_ms)``: end (ms) of the earliest window the row
+    belongs to; ``None`` for sessions, whose rows are late below the
+    watermark minus grace.
+    """
     grace_ms = _ms(grace)
     watermark = None
     late = set()
     for batch in batches:
         for row in batch.to_pylist():
-            if watermark is None:
-                continue
             t = _ms(row["ts"])
-            if first_window_end is None:
-                if t < watermark - grace_ms:
+            if watermark is not None:
+                if first_window_end is None:
+                    if t < watermark - grace_ms:
+                        late.add(row["id"])
+                elif first_window_end(t) + grace_ms <= watermark:
                     late.add(row["id"])
-            elif first_window_end(t) + grace_ms <= watermark:
-                late.add(row["id"])
-        top = max(_ms(t) for t in batch.column("ts").to_pylist())
-        watermark = top if watermark is None else max(watermark, top)
+            watermark = t if watermark is None else max(watermark, t)
     return late
 
 
