@@ -40,6 +40,7 @@ them, then by left row, then by right row.
 """
 from __future__ import annotations
 
+import bisect
 import datetime
 import math
 from typing import Any, Generic, List, NamedTuple, Optional, Sequence, Tuple, TypeVar, Union
@@ -352,15 +353,11 @@ class IntervalJoin(Generic[Token]):
         if key_type is None or pa.types.is_null(key_type):
             return None  # no key seen yet but nulls: nothing can match
         n = incoming.rows.num_rows
-        seg_ids: List[int] = []
-        for s, segment in enumerate(segments):
-            seg_ids.extend([s] * segment.rows.num_rows)
         new = pa.table({"k": _as_type(incoming.keys, key_type), "t": incoming.times,
-                        "i": pa.array(range(n), pa.int64())})
+                        "i": _iota(n)})
         old_keys = pa.chunked_array([_as_type(s.keys, key_type) for s in segments], type=key_type)
         old_times = pa.chunked_array([s.times for s in segments], type=pa.float64())
-        m = len(old_keys)
-        old = pa.table({"k": old_keys, "u": old_times, "j": pa.array(range(m), pa.int64())})
+        old = pa.table({"k": old_keys, "u": old_times, "j": _iota(len(old_keys))})
         joined = new.join(old, keys="k", join_type="inner", use_threads=False)
         if joined.num_rows == 0:
             return None
@@ -374,26 +371,30 @@ class IntervalJoin(Generic[Token]):
         pairs = pairs.sort_by(order)
         new_rows = pairs["i"].combine_chunks()
         old_rows = pairs["j"].combine_chunks()
-        old_table = pa.Table.from_batches([s.rows for s in segments])
-        old_taken = old_table.take(old_rows)
+        old_taken = pa.Table.from_batches([s.rows for s in segments]).take(old_rows)
         new_taken = pa.Table.from_batches([incoming.rows]).take(new_rows)
-        used = sorted(set(pc.take(pa.array(seg_ids, pa.int32()), old_rows).to_pylist()))
-        sources.extend(segments[s].token for s in used)
-        if side == LEFT:
-            if incoming.matched is not None:
-                for i in new_rows.to_pylist():
-                    incoming.matched[i] = True
-            left, right = new_taken, old_taken
-        else:
+        # Which buffered segments (batches) the pairs used, and for a left
+        # join which buffered left rows have now met a right row.
+        seg_of_row = pa.chunked_array(
+            [pa.repeat(pa.scalar(s, pa.int32()), segment.rows.num_rows)
+             for s, segment in enumerate(segments)], type=pa.int32())
+        used = pc.unique(seg_of_row.take(old_rows)).to_pylist()
+        sources.extend(segments[s].token for s in sorted(used))
+        if side == RIGHT and segments[0].matched is not None:
             starts = [0]
             for segment in segments:
                 starts.append(starts[-1] + segment.rows.num_rows)
-            if segments[0].matched is not None:
-                seg_of = pc.take(pa.array(seg_ids, pa.int32()), old_rows).to_pylist()
-                for s, j in zip(seg_of, old_rows.to_pylist()):
-                    matched = segments[s].matched
-                    assert matched is not None
-                    matched[j - starts[s]] = True
+            for j in pc.unique(old_rows).to_pylist():
+                s = bisect.bisect_right(starts, j) - 1
+                matched = segments[s].matched
+                assert matched is not None
+                matched[j - starts[s]] = True
+        if side == LEFT:
+            if incoming.matched is not None:
+                for i in pc.unique(new_rows).to_pylist():
+                    incoming.matched[i] = True
+            left, right = new_taken, old_taken
+        else:
             left, right = old_taken, new_taken
         self.pairs += pairs.num_rows
         return self._assemble(left, right)
@@ -459,6 +460,17 @@ class IntervalJoin(Generic[Token]):
             return outputs[0]
         table = pa.Table.from_batches(outputs)
         return table.combine_chunks().to_batches()[0]
+
+
+_IOTA = pa.array([], pa.int64())
+
+
+def _iota(n: int) -> pa.Array:
+    """``0 .. n-1`` as int64: a slice of one array grown by doubling (no Python loop per call)."""
+    global _IOTA
+    if len(_IOTA) < n:
+        _IOTA = pa.array(range(max(n, 2 * len(_IOTA), 1024)), pa.int64())
+    return _IOTA.slice(0, n)
 
 
 def _as_type(array: pa.Array, t: pa.DataType) -> pa.Array:
