@@ -195,6 +195,13 @@ class LMDBStore(Store):
         try:
             with open(os.path.join(self.path, OPEN_MARKER), "w") as f:
                 f.write(_boot_id() or "unknown")
+                f.flush()
+                os.fsync(f.fileno())  # it must outlive the power loss it is there to tell
+            directory = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
         except OSError as exc:
             raise self._os_error(exc, "cannot write its open marker") from exc
 
