@@ -22,9 +22,9 @@ from typing import (Any, AsyncGenerator, Awaitable, Callable, Dict, List, NamedT
 import pyarrow as pa
 
 from .._fastpath import Batch
-from ..codecs import TOMBSTONE, RawCodec, decode_many, get_codec
+from ..codecs import TOMBSTONE, RawCodec, get_codec
 from ..exceptions import DecodeError
-from ..models.codec import check_types, typed_codec
+from ..models.codec import check_types, decode_fetch, typed_codec
 from ..models.conversion import is_record_type
 from ..schema import check_batch, rows_to_batch
 from ..types import AppT, ChannelT, CodecT, Headers, TransportT
@@ -211,11 +211,11 @@ class TransportChannel(Channel):
         if failures:
             bad_keys = {j for j, _ in failures}
             good = [i for i in range(len(payloads)) if i not in bad_keys]
-            values, value_failures = decode_many(self.codec, [payloads[i] for i in good], self.schema)
+            values, value_failures = decode_fetch(self.codec, [payloads[i] for i in good], self.schema)
             failures.extend((good[j], exc) for j, exc in value_failures)
             failures.sort(key=lambda f: f[0])
         else:
-            values, failures = decode_many(self.codec, payloads, self.schema)
+            values, failures = decode_fetch(self.codec, payloads, self.schema)
         batches = self._build_batches(fetched, keys, values, failures)
         countdown = Countdown(len(batches) + len(failures), on_done)
         for index, exc in failures:

@@ -23,7 +23,7 @@ from .fields import parse_datetime, to_decimal
 if TYPE_CHECKING:
     from .record import ModelOptions
 
-__all__ = ["converter_for", "is_optional", "strip_optional", "is_record_type"]
+__all__ = ["converter_for", "is_optional", "strip_optional", "is_record_type", "int_to_float"]
 
 Converter = Callable[[Any], Any]
 
@@ -54,7 +54,11 @@ def is_record_type(typ: Any) -> bool:
 
 
 def _record_converter(typ: Any) -> Converter:
+    from .namespace import blessed
+
     def convert(value: Any) -> Any:
+        if type(value) is dict and not blessed and not typ.__is_abstract__:
+            return typ._from_dict(value)  # no namespace can pick another class
         if value is None or isinstance(value, typ):
             return value
         return typ._from_data_field(value)
@@ -67,7 +71,19 @@ def _nullable(convert: Converter) -> Converter:
     return maybe
 
 
+def int_to_float(value: Any) -> Any:
+    """A JSON integer in a ``float`` field as a float (``0`` -> ``0.0``).
+
+    Faust would keep the int; Sabot reads a float field as a float whichever
+    way the number was written, so a fetch parsed as Arrow columns (always
+    float64) and a message parsed alone give the same record.
+    """
+    return float(value) if type(value) is int else value
+
+
 def _scalar_converter(typ: Any, options: "ModelOptions") -> Optional[Converter]:
+    if typ is float:
+        return int_to_float
     if typ is datetime.datetime and (options.isodates or options.coerce):
         parser = options.date_parser or parse_datetime
         return lambda v: v if isinstance(v, datetime.datetime) else parser(v)
@@ -97,7 +113,9 @@ def _converter(typ: Any, options: "ModelOptions", top: bool) -> Optional[Convert
     origin = typing.get_origin(typ)
     args = typing.get_args(typ)
     if origin is None:
-        return None if top else _scalar_converter(typ, options)
+        if top and typ is not float:
+            return None  # the field's descriptor converts it
+        return _scalar_converter(typ, options)
     if origin in _SEQUENCES:
         return _sequence_converter(_SEQUENCES[origin], args, options)
     if origin in _MAPPINGS:
@@ -125,6 +143,9 @@ def _sequence_converter(kind: type, args: Tuple[Any, ...],
         return None
 
     def each(value: Any) -> Any:
+        if type(value) is list:  # what JSON gives
+            items = [item(v) for v in value]
+            return items if kind is list else kind(items)
         if isinstance(value, (str, bytes, cabc.Mapping)) or not isinstance(value, cabc.Iterable):
             raise TypeError(f"expected a list, got {type(value).__name__}")
         return kind(item(v) for v in value)

@@ -18,18 +18,21 @@ namespace can never make the reader import or build anything else.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Optional, Type
+from typing import TYPE_CHECKING, Any, Dict, Optional, Set, Type
 
 if TYPE_CHECKING:
     from .record import Record
 
-__all__ = ["registry", "BLESSED_KEY", "UnknownNamespace", "model_named_by", "namespace_of"]
+__all__ = ["registry", "blessed", "BLESSED_KEY", "UnknownNamespace", "model_named_by", "namespace_of"]
 
 #: The key that holds the namespace in a serialized value.
 BLESSED_KEY = "__faust"
 
 #: namespace -> Record class, filled as classes are defined.
 registry: Dict[str, Type["Record"]] = {}
+#: Namespaces of the classes that a value's ``__faust`` may pick over the
+#: type asked for (``allow_blessed_key``/``polymorphic_fields``).
+blessed: Set[str] = set()
 
 
 class UnknownNamespace(KeyError):

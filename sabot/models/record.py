@@ -34,7 +34,7 @@ from typing import (Any, Callable, ClassVar, Dict, Iterator, List, Mapping, Opti
 from ..exceptions import ConfigurationError, ValidationError
 from .conversion import converter_for, is_optional
 from .fields import FieldDescriptor, field_for_type
-from .namespace import BLESSED_KEY, model_named_by, registry
+from .namespace import BLESSED_KEY, blessed, model_named_by, registry
 
 __all__ = ["Record", "ModelOptions", "MissingField"]
 
@@ -150,13 +150,19 @@ class Record:
         ``ValueError``) for a value that does not fit under ``validation``,
         ``TypeError``/``ValueError`` for data that is not a dict of fields.
         """
-        if isinstance(data, Record):
-            return cast(R, data)
-        if not isinstance(data, Mapping):
-            raise TypeError(f"{cls.__name__} needs a JSON object (dict), "
-                            f"got {type(data).__name__}")
-        model = model_named_by(data, preferred_type if preferred_type is not None else cls)
-        target = model if model is not None else cls
+        if type(data) is dict and not blessed and not cls.__is_abstract__ and (
+                preferred_type is None or preferred_type is cls):
+            # The common case: no namespace can pick another class (see
+            # model_named_by), so the data's __faust is not even read.
+            target: Type[Record] = cls
+        else:
+            if isinstance(data, Record):
+                return cast(R, data)
+            if not isinstance(data, Mapping):
+                raise TypeError(f"{cls.__name__} needs a JSON object (dict), "
+                                f"got {type(data).__name__}")
+            model = model_named_by(data, preferred_type if preferred_type is not None else cls)
+            target = model if model is not None else cls
         if target.__is_abstract__:
             raise TypeError(f"{target.__name__} is abstract: the value must name one of its "
                             f"subclasses in __faust")
@@ -331,6 +337,10 @@ def _finalize(cls: Type[Record], given: Mapping[str, Any], namespace: Optional[s
     cls._options = options
     cls._arrow = None
     registry[options.namespace] = cls
+    if options.allow_blessed_key or options.polymorphic_fields:
+        blessed.add(options.namespace)
+    else:
+        blessed.discard(options.namespace)
     init, from_dict = _generate(cls, options)
     if "__init__" not in cls.__dict__:
         cls.__init__ = init  # type: ignore[method-assign]
@@ -339,6 +349,7 @@ def _finalize(cls: Type[Record], given: Mapping[str, Any], namespace: Optional[s
         def through_init(data: Any) -> Any:
             return cls(**{str(k): v for k, v in data.items()}, __strict__=False)
         cls._from_dict = through_init
+        options.__dict__["_from_values"] = None  # no shortcut past the user's __init__
     if options.coerce:
         cls.__setattr__ = _coercing_setattr  # type: ignore[method-assign,assignment]
 
@@ -505,6 +516,24 @@ def _generate(cls: Type[Record], options: ModelOptions) -> Tuple[Callable[..., N
         "            _extra(_s_d, _s_kwargs)",
         *post,
     ])
+    # From the values of every field, in order (a parsed fetch's columns).
+    params = [f"_f_{name}" for name in options.fields]
+    values: List[str] = []
+    for name, param in zip(options.fields, params):
+        got_v = f"_conv_{name}({param})" if f"_conv_{name}" in ns else param
+        if name in options.optionalset:
+            values.append(f"    _s_d[{name!r}] = {got_v} if {param} is not None "
+                          f"else _default_{name}")
+        else:
+            values.append(f"    _s_d[{name!r}] = {got_v}")
+    values_src = "\n".join([
+        f"def _from_values({', '.join(params)}):",
+        "    _s_self = _new(_model)",
+        "    _s_d = _s_self.__dict__",
+        *values,
+        *post,
+        "    return _s_self",
+    ])
     n = len(options.fields)
     data_src = "\n".join([
         "def _from_dict(_s_data):",
@@ -520,6 +549,8 @@ def _generate(cls: Type[Record], options: ModelOptions) -> Tuple[Callable[..., N
     ns["_extra"] = _keep_extra(ns["_input_names"], ns["_reserved"])
     exec(compile(init_src, f"<{cls.__qualname__}.__init__>", "exec"), ns)  # noqa: S102
     exec(compile(data_src, f"<{cls.__qualname__}._from_dict>", "exec"), ns)  # noqa: S102
+    exec(compile(values_src, f"<{cls.__qualname__}._from_values>", "exec"), ns)  # noqa: S102
+    options.__dict__["_from_values"] = ns["_from_values"]
     init = ns["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     return init, ns["_from_dict"]
