@@ -1,0 +1,1 @@
+"""Integrations with other frameworks (``sabot.contrib.asgi``: FastAPI, Starlette)."""

@@ -1,0 +1,240 @@
+"""Sabot inside an ASGI app (FastAPI, Starlette): its lifespan and its pages.
+
+.. code-block:: python
+
+    from fastapi import FastAPI
+    from sabot.contrib.asgi import lifespan, pages
+
+    api = FastAPI(lifespan=lifespan(app))   # the Sabot app starts and stops with the server
+    api.mount("/sabot", pages(app))          # its @app.page views, /, /status.json, /metrics, /health
+
+``lifespan(app)`` starts the Sabot app (agents, tables, transports) when the
+ASGI server starts and stops it gracefully when the server stops; another
+lifespan can run inside it (``lifespan(app, then=other)``). ``pages(app)`` is
+a plain ASGI application serving the app's ``Site`` (``sabot.web.site``):
+the same views as the worker's aiohttp server, the same answers, and the
+same guard (a view that raises answers 500 and nothing of the error is
+shown). Views get a request with aiohttp's reading API (``match_info``,
+``query``, ``headers``, ``await request.json()``, ...); bodies larger than
+``client_max_size`` (aiohttp's default, 1 MiB) answer 413 unread. Nothing
+here imports FastAPI or Starlette: any ASGI server or framework will do.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+from http.cookies import SimpleCookie
+from typing import (Any, AsyncIterator, Awaitable, Callable, Dict, List, Mapping, MutableMapping,
+                    Optional, Pattern, Tuple)
+from urllib.parse import parse_qsl
+
+from aiohttp import web as aioweb
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+from yarl import URL
+
+from ..types import AppT
+from ..web.routes import Route
+from ..web.site import Site
+from ..web.views import View, json_response
+
+__all__ = ["lifespan", "pages", "SabotPages", "ASGIRequest"]
+
+logger = logging.getLogger("sabot.web")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+#: aiohttp's default ``client_max_size``: the largest request body read.
+CLIENT_MAX_SIZE = 1024 ** 2
+
+
+def lifespan(app: AppT, *, then: Optional[Callable[[Any], Any]] = None
+             ) -> Callable[[Any], contextlib.AbstractAsyncContextManager[Any]]:
+    """A Starlette/FastAPI ``lifespan=``: start ``app`` with the server, stop it after.
+
+    ``then`` is another lifespan (a function of the ASGI app returning an
+    async context manager) run while the Sabot app runs; what it yields is
+    the lifespan's state.
+    """
+    @contextlib.asynccontextmanager
+    async def run(asgi_app: Any) -> AsyncIterator[Any]:
+        await app.start()
+        try:
+            if then is None:
+                yield None
+            else:
+                async with then(asgi_app) as state:
+                    yield state
+        finally:
+            await app.stop()
+            if app.crash_reasons:
+                logger.error("sabot app %s stopped on error: %s", app.id, app.crash_reasons[0])
+    return run
+
+
+def pages(app: AppT) -> "SabotPages":
+    """An ASGI app serving ``app``'s pages (mount it: ``api.mount("/sabot", pages(app))``)."""
+    return SabotPages(app)
+
+
+def _compile(path: str) -> Pattern[str]:
+    """aiohttp's route syntax as a regex: ``{name}`` is one segment, ``{name:re}`` matches ``re``."""
+    out, pos = [], 0
+    for found in re.finditer(r"\{(\w+)(?::((?:[^{}]|\{[^{}]*\})*))?\}", path):
+        out.append(re.escape(path[pos:found.start()]))
+        out.append(f"(?P<{found.group(1)}>{found.group(2) or '[^{}/]+'})")
+        pos = found.end()
+    out.append(re.escape(path[pos:]))
+    return re.compile("^" + "".join(out) + "$")
+
+
+class ASGIRequest:
+    """A request read from ASGI with the parts of aiohttp's ``web.Request`` views use."""
+
+    def __init__(self, scope: Scope, receive: Receive, path: str,
+                 match_info: Mapping[str, str]) -> None:
+        self.scope = scope
+        self._receive = receive
+        self.method: str = scope["method"]
+        #: The path within the mounted pages (what the routes match).
+        self.path = path
+        self.match_info: Dict[str, str] = dict(match_info)
+        raw_query = scope.get("query_string", b"").decode("latin-1")
+        self.query_string = raw_query
+        self.query: MultiDictProxy[str] = MultiDictProxy(
+            MultiDict(parse_qsl(raw_query, keep_blank_values=True)))
+        self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict(
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])))
+        host = self.headers.get("Host", "localhost")
+        full = scope.get("root_path", "") + path
+        self.rel_url = URL.build(path=full, query_string=raw_query, encoded=False)
+        self.url = URL(f"{scope.get('scheme', 'http')}://{host}").join(self.rel_url)
+        self._body: Optional[bytes] = None
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "application/octet-stream").split(";")[0].strip()
+
+    @property
+    def cookies(self) -> Mapping[str, str]:
+        jar: SimpleCookie = SimpleCookie(self.headers.get("Cookie", ""))
+        return {k: m.value for k, m in jar.items()}
+
+    @property
+    def can_read_body(self) -> bool:
+        return self._body is None or bool(self._body)
+
+    @property
+    def body_exists(self) -> bool:
+        return "Content-Length" in self.headers or "Transfer-Encoding" in self.headers
+
+    async def read(self) -> bytes:
+        """The whole body (read once); 413 past ``CLIENT_MAX_SIZE``."""
+        if self._body is None:
+            chunks: List[bytes] = []
+            size = 0
+            while True:
+                message = await self._receive()
+                if message["type"] == "http.disconnect":
+                    break
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > CLIENT_MAX_SIZE:
+                    raise aioweb.HTTPRequestEntityTooLarge(max_size=CLIENT_MAX_SIZE,
+                                                           actual_size=size)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            self._body = b"".join(chunks)
+        return self._body
+
+    async def text(self) -> str:
+        return (await self.read()).decode("utf-8")
+
+    async def json(self, *, loads: Callable[[str], Any] = json.loads) -> Any:
+        return loads(await self.text())
+
+    async def post(self) -> MultiDictProxy[str]:
+        """A form body (``application/x-www-form-urlencoded``)."""
+        if self.content_type != "application/x-www-form-urlencoded":
+            return MultiDictProxy(MultiDict())
+        return MultiDictProxy(MultiDict(parse_qsl((await self.read()).decode("utf-8"),
+                                                  keep_blank_values=True)))
+
+
+class SabotPages:
+    """The ASGI application of one app's ``Site``."""
+
+    def __init__(self, app: AppT) -> None:
+        self.site = Site(app)
+        self._table: Optional[List[Tuple[Pattern[str], Route, View]]] = None
+
+    def url_for(self, view_name: str, **kwargs: Any) -> str:
+        """The path of a view within the mounted pages."""
+        return self.site.url_for(view_name, **kwargs)
+
+    def _routes(self) -> List[Tuple[Pattern[str], Route, View]]:
+        if self._table is None:
+            self._table = [(_compile(route.path), route, view)
+                           for route, view in self.site.views()]
+        return self._table
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":  # mounted pages have no lifespan of their own
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["type"] != "http":
+            return
+        root = scope.get("root_path", "")
+        path = scope["path"]
+        if root and path.startswith(root):
+            path = path[len(root):]
+        if not path:  # "/sabot": the page's relative links need "/sabot/"
+            await self._send(send, scope, aioweb.Response(
+                status=307, headers={"Location": root + "/"}))
+            return
+        response = await self._answer(scope, receive, path)
+        await self._send(send, scope, response)
+
+    async def _answer(self, scope: Scope, receive: Receive, path: str) -> aioweb.Response:
+        allowed: List[str] = []
+        for pattern, route, view in self._routes():
+            found = pattern.match(path)
+            if found is None:
+                continue
+            methods = view.get_methods()
+            if scope["method"] not in methods:
+                allowed.extend(sorted(methods))
+                continue
+            request = ASGIRequest(scope, receive, path, found.groupdict())
+            try:
+                answer = await self.site.call(view, request)
+            except aioweb.HTTPException as exc:
+                return aioweb.Response(status=exc.status, text=exc.text or exc.reason,
+                                       headers=exc.headers)
+            if not isinstance(answer, aioweb.Response):  # a streamed response
+                logger.error("view %s: streamed responses are not served over ASGI",
+                             view.view_name)
+                return json_response({"error": "Internal server error."}, status=500)
+            return answer
+        if allowed:
+            return json_response({"error": "Method not allowed."}, status=405,
+                                 headers={"Allow": ",".join(allowed)})
+        return json_response({"error": "Not found."}, status=404)
+
+    async def _send(self, send: Send, scope: Scope, response: aioweb.Response) -> None:
+        body = response.body
+        data = body if isinstance(body, (bytes, bytearray)) else b""
+        headers = [(k.encode("latin-1"), v.encode("latin-1"))
+                   for k, v in response.headers.items() if k.lower() != "content-length"]
+        headers.append((b"content-length", str(len(data)).encode()))
+        await send({"type": "http.response.start", "status": response.status,
+                    "headers": headers})
+        await send({"type": "http.response.body",
+                    "body": b"" if scope["method"] == "HEAD" else bytes(data)})

@@ -1,0 +1,126 @@
+"""``sabot.contrib.asgi`` in a real FastAPI app (Starlette's TestClient drives it over ASGI).
+
+The Sabot app starts and stops with the FastAPI app's lifespan; its pages
+are mounted under ``/sabot`` and answer as on the worker's own server; a
+FastAPI endpoint sends into a Sabot channel and the agents process it on
+the same event loop.
+"""
+import contextlib
+
+import pytest
+
+import sabot
+from sabot import web
+from sabot.contrib.asgi import CLIENT_MAX_SIZE, lifespan, pages
+from tests.helpers import until_sync
+
+fastapi = pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402 - after the importorskip
+
+
+def make_api(app, **kwargs):
+    api = fastapi.FastAPI(lifespan=lifespan(app, **kwargs))
+    api.mount("/sabot", pages(app))
+    return api
+
+
+def word_app():
+    app = sabot.App("asgi-words")
+    words = app.channel(name="words")
+    counts = app.Table("counts", default=int)
+
+    @app.agent(words, name="counter")
+    async def counter(stream):
+        async for word in stream:
+            counts[word] += 1
+
+    @app.page("/count/{word}/")
+    class Count(web.View):
+        @app.table_route(table=counts, match_info="word")
+        async def get(self, request, word):
+            return self.json({"word": word, "count": counts[word],
+                              "self": self.path_for("Count", word=word)})
+
+        async def post(self, request, word):
+            body = await request.json()
+            return self.json({"echo": body, "q": request.query.get("q")}, status=201)
+
+    @app.page("/boom")
+    async def boom(self, request):
+        raise RuntimeError("secret token abc123 leaked?")
+
+    @app.page("/missing")
+    async def missing(self, request):
+        raise self.NotFound("no such thing")
+
+    return app, words, counts
+
+
+def test_the_sabot_app_runs_inside_fastapi_and_its_pages_are_mounted():
+    app, words, counts = word_app()
+    api = make_api(app)
+
+    @api.post("/words/{word}")
+    async def add_word(word: str):
+        await words.send(value=word)
+        return {"sent": word}
+
+    assert not app.started
+    with TestClient(api) as client:
+        assert app.started
+        for word in ["kafka", "arrow", "kafka"]:
+            assert client.post(f"/words/{word}").json() == {"sent": word}
+        until_sync(lambda: counts["kafka"] == 2, 10, "the agent counted inside FastAPI's loop")
+        resp = client.get("/sabot/count/kafka/")
+        assert resp.status_code == 200
+        assert resp.json() == {"word": "kafka", "count": 2, "self": "/count/kafka/"}
+        resp = client.post("/sabot/count/x/?q=1", json={"a": [1, 2]})
+        assert (resp.status_code, resp.json()) == (201, {"echo": {"a": [1, 2]}, "q": "1"})
+        assert client.delete("/sabot/count/x/").status_code == 405
+        resp = client.get("/sabot/boom")
+        assert (resp.status_code, resp.json()) == (500, {"error": "Internal server error."})
+        assert "abc123" not in resp.text
+        assert client.get("/sabot/missing").json() == {"error": "no such thing"}
+        assert client.get("/sabot/nope").status_code == 404
+        # The built-in pages, the same as the worker's.
+        status = client.get("/sabot/status.json").json()
+        assert [a["name"] for a in status["agents"]] == ["counter"]
+        assert status["agents"][0]["events_in"] == 3
+        assert client.get("/sabot/health").json() == {"status": "ok",
+                                                     "agents": {"counter": True}}
+        assert 'sabot_agent_events_in_total{agent="counter"} 3.0' in client.get(
+            "/sabot/metrics").text
+        page = client.get("/sabot/", follow_redirects=False)
+        assert page.status_code == 200 and "status.json" in page.text
+        # The page's relative links need the trailing slash: /sabot redirects there.
+        resp = client.get("/sabot", follow_redirects=False)
+        assert resp.status_code in (307, 308) and resp.headers["location"].endswith("/sabot/")
+    assert not app.agents["counter"].running  # stopped with the server
+
+
+def test_a_body_over_the_limit_is_refused_unread():
+    app, _, _ = word_app()
+    with TestClient(make_api(app)) as client:
+        resp = client.post("/sabot/count/x/", content=b"x" * (CLIENT_MAX_SIZE + 1))
+        assert resp.status_code == 413
+
+
+def test_another_lifespan_runs_inside_the_sabot_one():
+    app, _, _ = word_app()
+    events = []
+
+    @contextlib.asynccontextmanager
+    async def mine(asgi_app):
+        events.append(("start", app.started))
+        yield {"answer": 42}
+        events.append(("stop", bool(app.should_stop)))
+
+    api = make_api(app, then=mine)
+
+    @api.get("/answer")
+    async def answer(request: fastapi.Request):
+        return {"answer": request.state.answer}
+
+    with TestClient(api) as client:
+        assert client.get("/answer").json() == {"answer": 42}
+    assert events == [("start", True), ("stop", False)]  # inside: Sabot still ran
