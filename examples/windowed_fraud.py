@@ -13,8 +13,8 @@ transaction's ``ts`` field):
   (hopping). More than 20,000 in one window is an alert.
 
 A transaction whose minute has already closed (it arrived too late) is not
-counted: it goes to ``attempts.late`` with the reason, and is counted in the
-summary. ``SABOT_DEMO_TRANSACTIONS=N`` sets how many transactions the demo
+counted: it goes to the dead-letter topic ``wf-transactions.dlq`` with the
+reason in the ``sabot-error`` header, and is counted in the summary. ``SABOT_DEMO_TRANSACTIONS=N`` sets how many transactions the demo
 writes (3,000 by default); then it prints what it found and stops.
 """
 import asyncio
@@ -87,7 +87,7 @@ async def demo_transactions():
     while processed < n:
         await asyncio.sleep(0.05)
     print(f"{processed:,} transactions: {attempts.late_events} late (not counted, "
-          f"sent to attempts.late), {attempts.windows_closed} minutes closed, "
+          f"sent to wf-transactions.dlq), {attempts.windows_closed} minutes closed, "
           f"{len(bursts)} bursts of {BURST}+ in a minute")
     for card, start, count in bursts[:5]:
         print(f"  {card}: {count} attempts in the minute from "

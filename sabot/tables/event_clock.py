@@ -41,6 +41,8 @@ class EventClock:
         self._partitions: Dict[int, Watermarks] = {}
         #: The watermark each partition had when last observed or advanced.
         self._last: Dict[int, float] = {}
+        #: When each partition's last event came (``monotonic``), to tell idleness cheaply.
+        self._seen: Dict[int, float] = {}
 
     def __repr__(self) -> str:
         marks = {p: self.watermark(p) for p in self._partitions}
@@ -48,11 +50,16 @@ class EventClock:
 
     def watermark(self, partition: int) -> float:
         """The partition's watermark now, idleness included (``-inf`` before its first event)."""
-        marks = self._partitions.get(partition)
-        if marks is None:
+        known = self._last.get(partition)
+        if known is None:
             return NO_WATERMARK
-        current = marks.current()
-        return NO_WATERMARK if current is None else current / _US
+        timeout = self.idle_timeout
+        if timeout is None or self._monotonic() - self._seen[partition] < timeout:
+            return known  # not idle: what the last event made it
+        current = self._partitions[partition].current()
+        if current is not None and current / _US > known:
+            known = self._last[partition] = current / _US
+        return known
 
     def max_event_time(self, partition: int) -> float:
         """The largest event time seen in the partition (``-inf`` before any)."""
@@ -67,23 +74,30 @@ class EventClock:
 
     def observe(self, partition: int, event_time: float) -> float:
         """Record an event of ``partition``; returns the partition's watermark."""
+        known = self.watermark(partition)  # an idle advance first, so it never goes back
         marks = self._partitions.get(partition)
         if marks is None:
             marks = self._partitions[partition] = Watermarks(
                 self._lateness_us, self.idle_timeout, self._monotonic)
-        marks.observe(partition, round(event_time * _US))
-        mark = self._last[partition] = self.watermark(partition)
+        event_us = round(event_time * _US)
+        marks.observe(partition, event_us)
+        self._seen[partition] = self._monotonic()
+        # Just observed, so not idle: the watermark is the largest event time
+        # minus the lateness, never less than before (Watermarks.current's rule).
+        mark = (event_us - self._lateness_us) / _US
+        if mark < known:
+            return known
+        self._last[partition] = mark
         return mark
 
     def advance_idle(self) -> List[int]:
-        """The partitions whose watermark moved since last observed (idle ones)."""
+        """The partitions whose watermark idleness moved since it was last read."""
         if self.idle_timeout is None:
             return []
         moved = []
         for partition in self._partitions:
-            mark = self.watermark(partition)
-            if mark > self._last.get(partition, NO_WATERMARK):
-                self._last[partition] = mark
+            before = self._last.get(partition, NO_WATERMARK)
+            if self.watermark(partition) > before:
                 moved.append(partition)
         return moved
 
@@ -91,3 +105,4 @@ class EventClock:
         """Drop a partition (revoked: its new owner keeps its own clock)."""
         self._partitions.pop(partition, None)
         self._last.pop(partition, None)
+        self._seen.pop(partition, None)

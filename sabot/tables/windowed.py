@@ -47,13 +47,14 @@ from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping,
                     NoReturn, Optional, Protocol, Set, Tuple, Union, runtime_checkable)
 
 from ..exceptions import ConfigurationError, SabotCompatibilityWarning
+from .codec import TableValueError, decode
 from .context import current_event, current_row
 from .event_clock import NO_WATERMARK, EventClock
 from .late import REASON_HEADER, LateEvent, LateWriter
 from .window_ranges import Seconds, Window, WindowRange, want_seconds
 
 if TYPE_CHECKING:
-    from ..types import ChannelT
+    from ..types import ChannelT, StoreT
 
 __all__ = ["WindowWrapper", "WindowSet", "WindowCloseCallback", "DEFAULT_IDLE_TIMEOUT",
            "LATE_REASON_HEADER"]
@@ -104,6 +105,8 @@ class TableLike(Protocol):
     def expire(self, key: Any, partition: int) -> None: ...
     @property
     def held_partitions(self) -> List[int]: ...
+    def store_for(self, partition: int) -> Optional[StoreT]: ...
+    def on_recover(self, fun: Callable[..., Any]) -> Callable[..., Any]: ...
 
 
 #: Anything that gives an event's timestamp (Faust's ``RelativeHandler``).
@@ -191,6 +194,7 @@ class WindowedState:
         self._callbacks: Set[asyncio.Future[Any]] = set()
         self._late = LateWriter(table.name)
         self._start_idle_timer()
+        table.on_recover(self.track_recovered)
 
     # -- writes ------------------------------------------------------------------
     def closes_at(self, window_range: WindowRange) -> float:
@@ -224,6 +228,31 @@ class WindowedState:
             keys = windows[window_range] = set()
             heapq.heappush(self._closing[partition], (self.closes_at(window_range), window_range))
         keys.add(key)
+
+    def track_recovered(self) -> None:
+        """Track the windows found in the stores after a recovery, to close and expire them.
+
+        Watermarks start again with the first events; a window that had
+        closed before a crash closes again then (``on_window_close`` is at
+        least once).
+        """
+        for partition in self.table.held_partitions:
+            store = self.table.store_for(partition)
+            if store is None:
+                continue
+            open_ = self._open.get(partition, {})
+            closed = self._closed.get(partition, {})
+            for raw_key, _ in store.items():
+                try:
+                    key, window_range = decode(raw_key)
+                    start, end = window_range
+                    window_range = (float(start), float(end))
+                except (TableValueError, TypeError, ValueError):
+                    continue  # not a windowed key
+                if key in open_.get(window_range, ()) or window_range in closed:
+                    continue
+                self.track(partition, window_range, key)
+                open_ = self._open[partition]
 
     def untrack(self, partition: int, window_range: WindowRange, key: Any) -> None:
         for tracked in (self._open, self._closed):
@@ -299,9 +328,11 @@ class WindowedState:
         for partition in self.clock.partitions:
             if partition not in held:  # revoked: its new owner closes its windows
                 self.forget_partition(partition)
-        moved = self.clock.advance_idle()
-        for partition in moved:
-            self.sweep(partition)
+        moved = []
+        for partition in self.clock.partitions:
+            if self.clock.watermark(partition) > self._swept.get(partition, NO_WATERMARK):
+                self.sweep(partition)
+                moved.append(partition)
         return moved
 
     def _start_idle_timer(self) -> None:

@@ -401,3 +401,4 @@ async def test_late_events_go_to_late_channel_when_given():
         assert event.headers["sabot-source"] == source.name.encode()
         assert event.headers["sabot-window"] == b"[0.0, 9.9]"
         assert windowed["a"][(10.0, 19.9)] == 2
+

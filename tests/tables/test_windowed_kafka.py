@@ -59,3 +59,49 @@ async def test_counts_from_kafka_equal_the_pyarrow_reference(kafka_broker, kind)
             headers = dict(record.headers)
             assert headers[LATE_REASON_HEADER].startswith(b"late for table")
             assert float(headers["sabot-event-time"]) == json.loads(record.value)["ms"] / 1000
+
+
+async def test_windows_recovered_by_a_new_worker_close_and_expire(kafka_broker, tmp_path):
+    # A worker counts and stops; the next one recovers the windows from the
+    # changelog (its LMDB store is new) and closes them with its own watermark.
+    app_id, topic = unique("wrec"), unique("clicks")
+
+    def worker():
+        app = make_app(kafka_broker, app_id, datadir=str(tmp_path / "data"))
+        source = app.topic(topic, value_serializer="json", partitions=1)
+        table = make_table(app, "counts", partitions=1)
+        closed = []
+        windowed = table.tumbling(10, expires=20, idle_timeout=None,
+                                  on_window_close=lambda k, v: closed.append((k, v)))
+        seen = []
+
+        @app.agent(source)
+        async def count(stream):
+            async for value in stream:
+                windowed[value["key"]] += 1
+                seen.append(value)
+        return app, source, table, closed, seen
+
+    app, source, table, closed, seen = worker()
+    async with running(app):
+        for ms in (1000, 2000):
+            await source.send(key="a", value={"key": "a"}, partition=0, timestamp_ms=ms)
+        await source.flush()
+        await until(lambda: len(seen) == 2, timeout=30)
+    assert closed == []
+    (tmp_path / "data").rename(tmp_path / "old-data")  # the store is lost: from the changelog
+
+    app, source, table, closed, seen = worker()
+    async with running(app):
+        await until(lambda: table.held_partitions == [0], timeout=30, what="the partition")
+        assert table["a", (0.0, 9.9)] == 2
+        await source.send(key="a", value={"key": "a"}, partition=0, timestamp_ms=15_000)
+        await source.flush()
+        await until(lambda: closed, timeout=30, what="the recovered window closed")
+        assert closed == [(("a", (0.0, 9.9)), 2)]
+        await source.send(key="a", value={"key": "a"}, partition=0, timestamp_ms=45_000)
+        await source.flush()
+        await until(lambda: ("a", (0.0, 9.9)) not in table, timeout=30,
+                    what="the recovered window expired")
+        # At 45 the window of 15 has expired too (it ends before current(45 - 20) starts).
+        assert ("a", (10.0, 19.9)) not in table and table["a", (40.0, 49.9)] == 1
