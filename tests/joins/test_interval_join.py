@@ -214,3 +214,69 @@ def test_bad_arguments_are_refused_at_once():
         stream.join_within(other, within=1, how="outer")
     with pytest.raises(ConfigurationError, match="joins a stream or a channel"):
         stream.join_within([1, 2], within=1)
+
+
+def test_keys_and_times_named_differently_on_each_side_and_late_rows_counted():
+    join = IntervalJoin(within=1.0, on=("order_id", "order"), time=("placed", "paid_at"),
+                        grace=0.0)
+    step = join.add(LEFT, "l1", join.read(LEFT, pa.RecordBatch.from_pylist(
+        [{"order_id": 1, "placed": 10.0}, {"order_id": 2, "placed": 20.0}])))
+    assert step.buffered and step.output is None
+    step = join.add(RIGHT, "r1", join.read(RIGHT, pa.RecordBatch.from_pylist(
+        [{"order": 1, "paid_at": 10.5}, {"order": 2, "paid_at": 25.0}])))
+    assert step.output.to_pylist() == [{"order_id": 1, "placed": 10.0, "order": 1,
+                                        "paid_at": 10.5}]
+    assert step.sources == ["l1", "r1"]
+    # The right watermark (25) is past both left rows' t + 1: their batch leaves the buffer.
+    assert step.expired == ["l1"]
+    step = join.add(RIGHT, "r2", join.read(RIGHT, pa.RecordBatch.from_pylist(
+        [{"order": 3, "paid_at": 24.0}])))
+    assert join.late == 1 and step.rejects[0][1].startswith("late: event time 24.0")
+    assert not step.buffered
+
+
+def test_a_left_join_emits_lonely_left_rows_when_they_leave_the_buffer():
+    join = IntervalJoin(within=1.0, on="k", time="t", how="left", prefix="r_")
+    join.add(RIGHT, "r0", join.read(RIGHT, pa.RecordBatch.from_pylist([{"k": 9, "t": 0.0}])))
+    join.add(LEFT, "l1", join.read(LEFT, pa.RecordBatch.from_pylist(
+        [{"k": 1, "t": 10.0}, {"k": 2, "t": 10.0}])))
+    step = join.add(RIGHT, "r1", join.read(RIGHT, pa.RecordBatch.from_pylist(
+        [{"k": 1, "t": 10.5}])))
+    assert step.output.to_pylist() == [{"k": 1, "t": 10.0, "r_t": 10.5}]
+    step = join.add(RIGHT, "r2", join.read(RIGHT, pa.RecordBatch.from_pylist(
+        [{"k": 5, "t": 30.0}])))
+    assert step.output.to_pylist() == [{"k": 2, "t": 10.0, "r_t": None}]
+    assert step.expired == ["l1"] and step.sources == ["l1"]
+    assert join.unmatched == 1 and join.pairs == 1
+
+
+async def test_an_agent_that_restarts_builds_a_new_join_and_the_old_one_lets_go():
+    app = sabot.App(unique("interval"), agent_restart_backoff=0.01)
+    left, right = app.channel(), app.channel()
+    payments = right.stream()
+    out, crashes = [], []
+
+    @app.agent(left, on_error="skip")
+    async def match(stream):
+        async for batch in stream.join_within(payments, within=1.0, on="k", time="t",
+                                              prefix="r_"):
+            if not crashes:
+                crashes.append(batch)
+                raise RuntimeError("the agent fails on its first joined batch")
+            out.append(batch)
+
+    def rb(rows):
+        return pa.RecordBatch.from_pylist(rows)
+
+    async with running(app):
+        first = Batch(rb([{"k": 1, "t": 1.0}]))
+        await left.publish(first)
+        await right.send_batch(rb([{"k": 1, "t": 1.2}]))
+        await until(lambda: match.crash_count == 1, what="the crash")
+        await left.send_batch(rb([{"k": 2, "t": 5.0}]))
+        await right.send_batch(rb([{"k": 2, "t": 5.5}]))
+        await until(lambda: out, what="a pair after the restart")
+    assert crashes[0].to_pylist() == [{"k": 1, "t": 1.0, "r_t": 1.2}]
+    assert out[0].to_pylist() == [{"k": 2, "t": 5.0, "r_t": 5.5}]
+    # Its rows were in the dropped join's buffer: never acknowledged.
+    assert first.abandoned and not first.done

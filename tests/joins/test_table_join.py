@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 import sabot
+from sabot._fastpath import Batch
 from sabot.exceptions import ConfigurationError, SchemaError
 from sabot.joins.table_join import StreamTableJoin
 from tests.helpers import running, unique, until
@@ -287,3 +288,33 @@ def test_record_values_become_columns():
     assert result.batch.to_pylist() == [
         {"customer": "c1", "amount": 2.0, "tier": "gold", "limit": 5,
          "address": {"city": "Oslo"}}]
+
+
+async def test_the_source_batch_is_acknowledged_when_the_agent_moves_past_its_joined_batch():
+    app = sabot.App(unique("join"))
+    orders = app.channel()
+    done = []
+    stream = orders.stream()
+    joined = stream.join(_Lookup({"a": {"v": 1}}), on="k").__aiter__()
+    for label in ("first", "second"):
+        await orders.publish(Batch(pa.RecordBatch.from_pylist([{"k": "a"}, {"k": "b"}]),
+                                   on_done=lambda b, label=label: done.append(label)))
+    first = await joined.__anext__()
+    assert first.to_pylist() == [{"k": "a", "v": 1}, {"k": "b", "v": None}]
+    assert stream.current_batch is not None and stream.current_batch.payload.num_rows == 2
+    assert done == []  # held while the agent handles the joined batch
+    await joined.__anext__()
+    assert done == ["first"]
+
+
+async def test_dict_values_take_the_channels_schema():
+    schema = pa.schema([("k", pa.string()), ("n", pa.int32())])
+    app = sabot.App(unique("join"))
+    orders = app.channel(schema=schema)
+    joined = orders.stream().join(_Lookup({"a": 1.5}), on="k", prefix="t_").__aiter__()
+    await orders.publish(Batch([{"k": "a", "n": 3}, {"k": "b", "n": 4, "extra": 1}]))
+    out = await joined.__anext__()
+    assert out.schema == pa.schema([("k", pa.string()), ("n", pa.int32()),
+                                    ("t_lookup", pa.float64())])
+    assert out.to_pylist() == [{"k": "a", "n": 3, "t_lookup": 1.5},
+                               {"k": "b", "n": 4, "t_lookup": None}]
