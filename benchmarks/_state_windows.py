@@ -69,12 +69,12 @@ def closer(n: int) -> pa.RecordBatch:
                                         "amount": 0.0}])
 
 
-def baseline(batches: List[pa.RecordBatch]) -> float:
-    """Rows/s of a per-row dict loop doing the same count and sum."""
+def baseline(batches: List[pa.RecordBatch]) -> Tuple[float, float]:
+    """Rows/s (wall, CPU) of a per-row dict loop doing the same count and sum."""
     columns = [(b.column(0).to_pylist(), b.column(1).to_pylist(), b.column(2).to_pylist())
                for b in batches]
     rows = sum(len(c[0]) for c in columns)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     state: Dict[Tuple[str, int], List[float]] = {}
     floor = math.floor
     for users, times, amounts in columns:
@@ -86,9 +86,9 @@ def baseline(batches: List[pa.RecordBatch]) -> float:
             else:
                 cell[0] += 1
                 cell[1] += amount
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     assert sum(c[0] for c in state.values()) == rows
-    return rows / elapsed
+    return rows / elapsed, rows / cpu
 
 
 def _agent(app: Any, source: Any, n: int, done: asyncio.Event, counted: List[float],
@@ -106,18 +106,18 @@ def _agent(app: Any, source: Any, n: int, done: asyncio.Event, counted: List[flo
                 done.set()
 
 
-async def _first_row(operators: List[Any]) -> float:
+async def _first_row(operators: List[Any]) -> Tuple[float, float]:
     """When the agent's window folded its first rows in (polled every millisecond)."""
     while not operators or operators[0].rows_in == 0:
         await asyncio.sleep(0.001)
-    return time.perf_counter()
+    return time.perf_counter(), time.process_time()
 
 
-def memory(batches: List[pa.RecordBatch]) -> float:
-    """Rows/s through a memory channel."""
+def memory(batches: List[pa.RecordBatch]) -> Tuple[float, float]:
+    """Rows/s (wall, CPU of this process) through a memory channel."""
     import sabot
 
-    async def run() -> float:
+    async def run() -> Tuple[float, float]:
         app = sabot.App("bench-windows-memory")
         source = app.channel()
         n = sum(len(b) for b in batches)
@@ -126,22 +126,23 @@ def memory(batches: List[pa.RecordBatch]) -> float:
         _agent(app, source, n, done, counted, [])
         await app.start()
         try:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             for batch in batches:
                 await source.send_batch(batch)
             await source.send_batch(closer(len(batches)))
             await asyncio.wait_for(done.wait(), 300)
-            elapsed = time.perf_counter() - start
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         finally:
             await app.stop()
         assert counted[0] == n, (counted[0], n)
-        return n / elapsed
+        return n / elapsed, n / cpu
 
     return asyncio.run(run())
 
 
-def kafka(batches: List[pa.RecordBatch]) -> Optional[float]:
-    """Rows/s from a Kafka topic (arrow codec), or None when no broker can start."""
+def kafka(batches: List[pa.RecordBatch]) -> Optional[Tuple[float, float]]:
+    """Rows/s (wall, CPU of this process) from a Kafka topic (arrow codec), or None
+    when no broker can start."""
     import sabot
     from tests.servers.kafka import start_broker
 
@@ -151,7 +152,7 @@ def kafka(batches: List[pa.RecordBatch]) -> Optional[float]:
         print(f"# kafka: no broker ({exc})", file=sys.stderr)
         return None
 
-    async def run() -> float:
+    async def run() -> Tuple[float, float]:
         settings = dict(broker_session_timeout=2.0, broker_heartbeat_interval=0.5)
         producer_app = sabot.App(f"bench-windows-producer-{os.getpid()}",
                                  broker=f"kafka://{broker.bootstrap}", **settings)
@@ -177,11 +178,12 @@ def kafka(batches: List[pa.RecordBatch]) -> Optional[float]:
         try:
             first = asyncio.ensure_future(_first_row(operators))
             await asyncio.wait_for(done.wait(), 600)
-            elapsed = time.perf_counter() - await first
+            end, end_cpu = time.perf_counter(), time.process_time()
+            start, cpu = await first
         finally:
             await app.stop()
         assert counted[0] == n, (counted[0], n)
-        return n / elapsed
+        return n / (end - start), n / (end_cpu - cpu)
 
     try:
         return asyncio.run(run())
@@ -190,18 +192,26 @@ def kafka(batches: List[pa.RecordBatch]) -> Optional[float]:
 
 
 def run(n_batches: int = 300, kafka_batches: int = 150) -> List[Dict[str, Any]]:
-    """Rows of ``{"what", "sabot", "baseline", "ratio", "unit"}`` (bench_state.py)."""
+    """Rows of ``{"what", "sabot", "baseline", "ratio", "unit"}`` (bench_state.py).
+
+    Each figure twice: rows per second of wall time, and rows per second of
+    this process's CPU time (the broker's excluded), which a machine busy
+    with other work disturbs less.
+    """
     batches = make_batches(n_batches)
-    base = baseline(batches)
+    base, base_cpu = baseline(batches)
     rows: List[Dict[str, Any]] = []
-    mem = memory(batches)
-    rows.append({"what": "tumbling(60) count+sum, 10k keys, memory channel", "sabot": mem,
-                 "baseline": base, "ratio": mem / base, "unit": "rows/s"})
+
+    def add(what: str, rates: Tuple[float, float]) -> None:
+        rows.append({"what": what, "sabot": rates[0], "baseline": base,
+                     "ratio": rates[0] / base, "unit": "rows/s"})
+        rows.append({"what": what + " (CPU)", "sabot": rates[1], "baseline": base_cpu,
+                     "ratio": rates[1] / base_cpu, "unit": "rows/CPU-s"})
+
+    add("tumbling(60) count+sum, 10k keys, memory channel", memory(batches))
     from_kafka = kafka(batches[:kafka_batches])
     if from_kafka is not None:
-        rows.append({"what": "tumbling(60) count+sum, 10k keys, from Kafka (arrow codec)",
-                     "sabot": from_kafka, "baseline": base, "ratio": from_kafka / base,
-                     "unit": "rows/s"})
+        add("tumbling(60) count+sum, 10k keys, from Kafka", from_kafka)
     print(f"# reference only (not measured here): Flink Nexmark q12 tumbling count "
           f"~{FLINK_NEXMARK_Q12:,} events/s per core", file=sys.stderr)
     return rows
