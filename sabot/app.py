@@ -34,6 +34,7 @@ from .discovery import import_modules
 from .exceptions import ConfigurationError, SabotCompatibilityWarning
 from .models.codec import warn_if_types_differ
 from .leader import LeaderElection, election_for
+from .signals import AppSignals, RebalanceSignals
 from .schedules import Crontab, Interval, Schedule, _takes_argument, want_seconds
 from .settings import Settings, redact_url
 from .tables.manager import TableManager
@@ -122,6 +123,19 @@ class App(Service):
         self.commands: Dict[str, AppCommand] = {}
         self._election: Optional[LeaderElection] = None
         self._replies: Optional[ReplyConsumer] = None
+        #: Faust's signals (sabot.signals): app.on_rebalance_complete.connect, ...
+        self._signals = AppSignals(self)
+        self.on_partitions_assigned = self._signals.on_partitions_assigned
+        self.on_partitions_revoked = self._signals.on_partitions_revoked
+        self.on_rebalance_complete = self._signals.on_rebalance_complete
+        self.on_before_shutdown = self._signals.on_before_shutdown
+        self.on_worker_init = self._signals.on_worker_init
+        #: True from a partition revoke until the next assignment is ready (Kafka).
+        self.rebalancing = False
+        self.rebalancing_count = 0
+        #: ``@app.service`` classes (or instances), started with the app.
+        self._service_types: List[Any] = []
+        self._services_running: List[Service] = []
         self._futures_running: List["asyncio.Future[Any]"] = []
         self._stop_event: Optional[asyncio.Event] = None
         self.crash_reasons: List[BaseException] = []
@@ -281,7 +295,8 @@ class App(Service):
             source: ChannelT
             types = dict(key_type=key_type, value_type=value_type)
             if channel is None:
-                source = self.channel(name=f"{agent_name}-in", **types)
+                # As Faust: a topic on the app's broker, "<app id>-<agent name>".
+                source = self.topic(f"{self.id}-{agent_name}", **types)
             elif isinstance(channel, str):
                 source = self.topic(channel, **types)
             elif isinstance(channel, Agent):
@@ -337,6 +352,13 @@ class App(Service):
                                           on_leader=on_leader))
             return f
         return decorator
+
+    def service(self, cls: Any) -> Any:
+        """Start the decorated ``mode.Service`` class with the app, stop it with it (Faust's)."""
+        if not (isinstance(cls, Service) or (isinstance(cls, type) and issubclass(cls, Service))):
+            raise ConfigurationError(f"app.service: {cls!r} is not a mode.Service class or instance")
+        self._service_types.append(cls)
+        return cls
 
     @property
     def replies(self) -> ReplyConsumer:
@@ -417,12 +439,21 @@ class App(Service):
         for channel in self.channels:
             await channel.maybe_start()
         await self.tables.start()  # recovered before any agent reads
+        if self.transport.assigns_partitions and self._signals.connected(self):
+            # After the tables' listener: "assigned" means recovered too.
+            self.transport.add_assignment_listener(RebalanceSignals(self))
         for agent in self.agents.values():
             await agent.maybe_start()
         if self._election is None and any(s.on_leader for s in self.schedules):
             self._election = election_for(self)  # its transport must start below
         for transport in list(self._transports.values()):
             await transport.maybe_start()
+        for service in self._service_types:
+            instance = service() if isinstance(service, type) else service
+            await instance.start()
+            self._services_running.append(instance)
+        if not self.transport.assigns_partitions:
+            await self.on_rebalance_complete.send()  # nothing to assign: ready now
         for fun in self._app_tasks:
             self._futures_running.append(asyncio.ensure_future(self._run_task(fun)))
         if self._election is not None:
@@ -440,6 +471,7 @@ class App(Service):
             self.report_crash(exc)
 
     async def on_stop(self) -> None:
+        await self.on_before_shutdown.send()
         for fut in self._futures_running:
             fut.cancel()
         if self._futures_running:
@@ -449,6 +481,8 @@ class App(Service):
             await self._election.stop()
         if self._replies is not None:
             await self._replies.stop()
+        while self._services_running:
+            await self._services_running.pop().stop()
         timeout = self.conf.shutdown_timeout
         for transport in self._transports.values():
             try:

@@ -64,11 +64,7 @@ UNSUPPORTED: Dict[str, str] = {
     "stream_ack_cancelled_tasks": "a value is acknowledged once its batch is done",
     "stream_ack_exceptions": "a value that raises goes to the dead-letter channel "
                              "(on_error='dead_letter')",
-    "datadir": "tables keep their state in memory until their stores land",
-    "tabledir": "tables keep their state in memory until their stores land",
-    "store": "tables keep their state in memory until their stores land",
-    "table_cleanup_interval": "windowed tables expire windows by event time",
-    "table_standby_replicas": "no standby replicas",
+    "tabledir": "table stores live under datadir/<app id>",
     "table_key_index_size": "tables have no key index cache",
     "topic_disable_leader": "the leader topic exists only when is_leader() or on_leader is used",
     "url": "use broker=",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 import re
 import ssl
 from collections.abc import Mapping
@@ -171,10 +172,10 @@ DEFAULTS: Dict[str, Setting] = {
     "agent_restart_backoff": Setting(0.1, _non_negative_number,
                                      "First delay before restarting an agent that crashed without progress."),
     # -- tables (sabot.tables) -------------------------------------------------------
-    "store": Setting(None, _optional_str,
+    "store": Setting(None, lambda v: v is None or _str(v) or type(v).__name__ == "URL",
                      "Default store of tables (Faust's store): memory://, lmdb:// or rocksdb://. "
                      "None: lmdb:// for Kafka and Redis apps, memory:// for memory:// apps."),
-    "datadir": Setting(None, _optional_str,
+    "datadir": Setting(None, lambda v: v is None or (isinstance(v, (str, os.PathLike)) and str(v) != ""),
                        "Directory of durable table stores (Faust's datadir); None: '<app id>-data'."),
     "table_standby_replicas": Setting(0, lambda v: isinstance(v, int) and not isinstance(v, bool)
                                       and v >= 0,

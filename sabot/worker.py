@@ -82,6 +82,9 @@ class Worker:
         self.loglevel = loglevel
         self.json_logs = json_logs
         app.maybe_discover()  # autodiscover: the agents of other modules register first
+        on_worker_init = getattr(app, "on_worker_init", None)
+        if on_worker_init is not None:
+            on_worker_init.send()  # Faust's signal: the worker exists, the app not started
         self.web_port = web_port if web_port is not None else web_port_of(app.conf)
         #: Where /metrics and /health listen: ``web_bind`` overrides the app's setting.
         self.web_bind = web_bind if web_bind is not None else app.conf.web_bind
