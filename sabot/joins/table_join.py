@@ -45,6 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..exceptions import ConfigurationError, SchemaError
+from ..models import FieldDescriptor
 from ..types import BatchT, ChannelT, CursorT, LookupT
 from .frames import KeySpec, Reject, read_frame
 from .rejects import dead_letter_rows
@@ -80,6 +81,12 @@ class StreamTableJoin:
     def __init__(self, table: LookupT, *, on: KeySpec = None, how: str = "left",
                  prefix: str = "", value_schema: Union[None, pa.Schema, pa.DataType] = None,
                  schema: Optional[pa.Schema] = None) -> None:
+        if isinstance(table, FieldDescriptor):
+            raise ConfigurationError(
+                "stream.join(Model.field, ...) is Faust's join of streams by fields, which "
+                "Faust never implemented (its join strategies raise NotImplementedError). "
+                "Sabot joins a stream with a table: stream.join(table, on=...), or two "
+                "streams in time: stream.join_within(other, within=..., on=...)")
         if not isinstance(table, LookupT):
             raise ConfigurationError(
                 f"stream.join() joins a table (Table or GlobalTable: anything with "

@@ -260,6 +260,13 @@ def test_bad_arguments_are_refused_at_once():
     with pytest.raises(TypeError, match="before filter/map/take"):
         stream.map(str).join(_Lookup({}), on="k")
 
+    class Withdrawal(sabot.Record):
+        account: str
+
+    # Faust's stream.join(*fields): never implemented by Faust; the error says what Sabot has.
+    with pytest.raises(ConfigurationError, match="Faust never implemented.*join_within"):
+        stream.join(Withdrawal.account)
+
 
 class _Lookup:
     """The smallest LookupT: for the per-batch checks that need no app."""
