@@ -42,7 +42,7 @@ __all__ = [
     "Event", "Headers", "Position", "BatchT", "CursorT", "SubscriberT", "SinkT", "CodecT",
     "ChannelT", "StreamT", "PipelineT", "AgentT", "TransportT", "AppT", "ExecutorBridgeT",
     "NodeExecutorT", "StorePosition", "StoreChanges", "StoreT", "ChangelogT", "TableT",
-    "WebT",
+    "WebT", "CurrentEventT", "WindowedTableT",
 ]
 
 #: Message headers: name -> bytes (Kafka's shape; Redis maps them to fields).
@@ -593,6 +593,46 @@ class TableT(Protocol):
     async def flush(self) -> None: ...
     @property
     def held_partitions(self) -> List[int]: ...
+
+
+class CurrentEventT(Protocol):
+    """The value an agent is processing, with its envelope (``sabot.current_event()``).
+
+    What a windowed table reads of it: the time and partition that pick and
+    close windows, and what a late event is sent with.
+    """
+
+    @property
+    def key(self) -> Any: ...
+    @property
+    def value(self) -> Any: ...
+    @property
+    def timestamp(self) -> float: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def position(self) -> Any: ...
+    @property
+    def channel(self) -> Optional[ChannelT]: ...
+
+
+class WindowedTableT(TableT, Protocol):
+    """What a windowed table (``sabot.tables.windowed``) uses of the table it wraps.
+
+    ``expire`` removes a key of a partition outside of any input (a window's
+    expiry); ``on_recover`` registers a callback run after recovery;
+    ``store_for`` is a held partition's store.
+    """
+
+    @property
+    def app(self) -> Any: ...
+    @property
+    def window(self) -> Any: ...
+    @property
+    def on_window_close(self) -> Optional[Callable[..., Any]]: ...
+    def expire(self, key: Any, partition: int) -> None: ...
+    def store_for(self, partition: int) -> Optional[StoreT]: ...
+    def on_recover(self, fun: Callable[..., Any]) -> Callable[..., Any]: ...
 
 
 class WebT(Protocol):

@@ -47,6 +47,7 @@ from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping,
                     NoReturn, Optional, Protocol, Set, Tuple, Union, runtime_checkable)
 
 from ..exceptions import ConfigurationError, SabotCompatibilityWarning
+from ..types import CurrentEventT, WindowedTableT
 from .codec import TableValueError, decode
 from .context import current_event, current_row
 from .event_clock import NO_WATERMARK, EventClock
@@ -54,7 +55,7 @@ from .late import REASON_HEADER, LateEvent, LateWriter
 from .window_ranges import Seconds, Window, WindowRange, want_seconds
 
 if TYPE_CHECKING:
-    from ..types import ChannelT, StoreT
+    from ..types import ChannelT
 
 __all__ = ["WindowWrapper", "WindowSet", "WindowCloseCallback", "DEFAULT_IDLE_TIMEOUT",
            "LATE_REASON_HEADER"]
@@ -70,47 +71,8 @@ LATE_REASON_HEADER = REASON_HEADER
 WindowCloseCallback = Callable[[Any, Any], Any]
 
 
-class EventLike(Protocol):
-    """What a windowed table reads of the value being processed."""
-
-    @property
-    def key(self) -> Any: ...
-    @property
-    def value(self) -> Any: ...
-    @property
-    def timestamp(self) -> float: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def position(self) -> Any: ...
-    @property
-    def channel(self) -> Optional[ChannelT]: ...
-
-
-class TableLike(Protocol):
-    """What a windowed table uses of the table it wraps (``sabot.tables.table.Table``)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def app(self) -> Any: ...
-    @property
-    def window(self) -> Any: ...
-    @property
-    def on_window_close(self) -> Optional[Callable[..., Any]]: ...
-    def __getitem__(self, key: Any) -> Any: ...
-    def __setitem__(self, key: Any, value: Any) -> None: ...
-    def __delitem__(self, key: Any) -> None: ...
-    def __contains__(self, key: Any) -> bool: ...
-    def expire(self, key: Any, partition: int) -> None: ...
-    @property
-    def held_partitions(self) -> List[int]: ...
-    def store_for(self, partition: int) -> Optional[StoreT]: ...
-    def on_recover(self, fun: Callable[..., Any]) -> Callable[..., Any]: ...
-
-
 #: Anything that gives an event's timestamp (Faust's ``RelativeHandler``).
-RelativeHandler = Callable[[Optional[EventLike]], Any]
+RelativeHandler = Callable[[Optional[CurrentEventT]], Any]
 RelativeArg = Union[None, float, datetime.datetime, str, RelativeHandler, Any]
 
 
@@ -139,7 +101,7 @@ def _field_reader(field: Union[str, FieldLike]) -> RelativeHandler:
     if isinstance(field, str):
         name = field
 
-        def read(event: Optional[EventLike]) -> Any:
+        def read(event: Optional[CurrentEventT]) -> Any:
             if event is None:
                 raise RuntimeError("Operation outside of stream iteration")
             value = event.value
@@ -150,7 +112,7 @@ def _field_reader(field: Union[str, FieldLike]) -> RelativeHandler:
     if isinstance(field, FieldLike):
         descriptor = field
 
-        def read_descriptor(event: Optional[EventLike]) -> Any:
+        def read_descriptor(event: Optional[CurrentEventT]) -> Any:
             if event is None:
                 raise RuntimeError("Operation outside of stream iteration")
             return descriptor.getattr(event.value)
@@ -168,7 +130,7 @@ class WindowedState:
     it. Closed windows stay in the table until they expire (``expires``).
     """
 
-    def __init__(self, table: TableLike, window: Window, *, grace: float,
+    def __init__(self, table: WindowedTableT, window: Window, *, grace: float,
                  allowed_lateness: float, idle_timeout: Optional[float],
                  on_window_close: Optional[WindowCloseCallback],
                  late_channel: Union[None, str, ChannelT], app: Any) -> None:
@@ -204,7 +166,7 @@ class WindowedState:
         return self.closes_at(window_range) <= self.clock.watermark(partition)
 
     def open_ranges(self, key: Any, timestamp: float, partition: int,
-                    event: Optional[EventLike]) -> List[WindowRange]:
+                    event: Optional[CurrentEventT]) -> List[WindowRange]:
         """The ranges of ``timestamp`` still open; reports the event late if any closed."""
         ranges = self.window.ranges(timestamp)
         watermark = self.clock.watermark(partition)
@@ -361,7 +323,7 @@ class WindowedState:
         return channel
 
     def _report_late(self, key: Any, timestamp: float, partition: int,
-                     event: Optional[EventLike], closed: List[WindowRange],
+                     event: Optional[CurrentEventT], closed: List[WindowRange],
                      watermark: float) -> None:
         first = closed[0]
         reason = (f"late for table {self.table.name!r}: event time {timestamp} is in window "
@@ -399,20 +361,20 @@ class WindowSet:
     ``table[k][window_range]`` reads one window.
     """
 
-    def __init__(self, key: Any, table: TableLike, wrapper: WindowWrapper,
-                 event: Optional[EventLike] = None) -> None:
+    def __init__(self, key: Any, table: WindowedTableT, wrapper: WindowWrapper,
+                 event: Optional[CurrentEventT] = None) -> None:
         self.key = key
         self.table = table
         self.wrapper = wrapper
         self.event = event
 
     def apply(self, op: Callable[[Any, Any], Any], value: Any,
-              event: Optional[EventLike] = None) -> WindowSet:
+              event: Optional[CurrentEventT] = None) -> WindowSet:
         """Apply ``op(old, value)`` in every open window of the event's time."""
         self.wrapper.apply_op(self.key, op, value, event or self.event)
         return self
 
-    def value(self, event: Optional[EventLike] = None) -> Any:
+    def value(self, event: Optional[CurrentEventT] = None) -> Any:
         """The value in the window of the wrapper's time (``relative_to_*``)."""
         wrapper = self.wrapper
         return self.table[(self.key, wrapper.state.window.current(
@@ -423,13 +385,13 @@ class WindowSet:
         wrapper = self.wrapper
         return self.table[(self.key, wrapper.state.window.earliest(wrapper.relative_now()))]
 
-    def current(self, event: Optional[EventLike] = None) -> Any:
+    def current(self, event: Optional[CurrentEventT] = None) -> Any:
         """The value in the latest window of the current event's timestamp."""
         wrapper = self.wrapper
         return self.table[(self.key, wrapper.state.window.current(
             wrapper.relative_event(event or self.event)))]
 
-    def delta(self, d: Seconds, event: Optional[EventLike] = None) -> Any:
+    def delta(self, d: Seconds, event: Optional[CurrentEventT] = None) -> Any:
         """The value as it was ``d`` seconds before the current event."""
         wrapper = self.wrapper
         return self.table[(self.key, wrapper.state.window.delta(
@@ -514,7 +476,7 @@ class WindowWrapper:
     time; clones share the table, the watermarks and the open windows.
     """
 
-    def __init__(self, table: TableLike, window: Optional[Window] = None, *,
+    def __init__(self, table: WindowedTableT, window: Optional[Window] = None, *,
                  relative_to: RelativeArg = None,
                  grace: Seconds = 0.0, allowed_lateness: Seconds = 0.0,
                  idle_timeout: Optional[Seconds] = DEFAULT_IDLE_TIMEOUT,
@@ -605,13 +567,13 @@ class WindowWrapper:
     def get_relative_timestamp(self, relative_to: RelativeArg) -> None:
         self._get_relative_timestamp = self._relative_handler(relative_to)
 
-    def _relative_now_handler(self, event: Optional[EventLike] = None) -> float:
+    def _relative_now_handler(self, event: Optional[CurrentEventT] = None) -> float:
         return self.relative_now(event)
 
-    def _relative_event_handler(self, event: Optional[EventLike] = None) -> float:
+    def _relative_event_handler(self, event: Optional[CurrentEventT] = None) -> float:
         return self.relative_event(event)
 
-    def relative_now(self, event: Optional[EventLike] = None) -> float:
+    def relative_now(self, event: Optional[CurrentEventT] = None) -> float:
         """Faust's ``_relative_now``: in a stream, the partition's latest time; else the clock."""
         event = event if event is not None else current_event()
         if event is None:
@@ -619,14 +581,14 @@ class WindowWrapper:
         latest = self.state.clock.max_event_time(event.partition)
         return latest if latest != -float("inf") else event.timestamp
 
-    def relative_event(self, event: Optional[EventLike] = None) -> float:
+    def relative_event(self, event: Optional[CurrentEventT] = None) -> float:
         """Faust's ``_relative_event``: the timestamp of the event being processed."""
         event = event if event is not None else current_event()
         if event is None:
             raise RuntimeError("Operation outside of stream iteration")
         return event.timestamp
 
-    def get_timestamp(self, event: Optional[EventLike] = None) -> float:
+    def get_timestamp(self, event: Optional[CurrentEventT] = None) -> float:
         """The time of ``event`` (or the current one) for this wrapper."""
         event = event if event is not None else current_event()
         handler = self._get_relative_timestamp
@@ -638,7 +600,7 @@ class WindowWrapper:
 
     # -- writes ------------------------------------------------------------------------
     def apply_op(self, key: Any, op: Callable[[Any, Any], Any], value: Any,
-                 event: Optional[EventLike] = None) -> None:
+                 event: Optional[CurrentEventT] = None) -> None:
         """``op`` in every open window of the event's time; closed ones report it late."""
         event = event if event is not None else current_event()
         timestamp = self.get_timestamp(event)
