@@ -100,3 +100,10 @@ def _rocksdb_store(s: RocksDBStore) -> StoreT: return s
 # -- joins: what stream.join reads of a table -------------------------------------
 def _table_lookup(t: Table) -> LookupT: return t
 def _global_table_lookup(t: GlobalTable) -> LookupT: return t
+
+
+# -- models: a channel's typed key or value codec is a codec -----------------------
+from sabot.models.codec import TypedCodec  # noqa: E402
+
+
+def _typed_codec(c: TypedCodec) -> CodecT: return c
