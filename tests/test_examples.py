@@ -44,6 +44,7 @@ HOW_TO_RUN = {
     "concurrent_lookups.py": (lambda request: {"SABOT_DEMO_ORDERS": "2000"}, True),
     "enrichment_join.py": (lambda request: {"SABOT_DEMO_ORDERS": "20000"}, True),
     "windowed_fraud.py": (lambda request: {"SABOT_DEMO_TRANSACTIONS": "2000"}, True),
+    "web_views.py": (lambda request: {"SABOT_DEMO_SENTENCES": "200"}, False),
     "records.py": (lambda request: {"SABOT_DEMO_ORDERS": "500"}, True),
 }
 

@@ -6,7 +6,7 @@ Sabot runs the view here when this worker holds the partition, which is
 always the case on ``memory://`` and ``redis://`` (one partition) and for a
 worker alone in its Kafka group. With several Kafka workers Sabot knows which
 partition the key is in and whether this worker was assigned it (the
-consumer's assignment), but not the web address of the worker that was: a
+consumer's assignment, and the partitions a table holds), but not the web address of the worker that was: a
 request for a key held elsewhere answers 503 (Faust's ``ServiceUnavailable``,
 what Faust answers when it cannot locate the owner) naming the partition, so a
 client or a load balancer retries on another worker.
@@ -59,13 +59,13 @@ def key_partition(app: Any, topic_name: str, key_bytes: bytes) -> Optional[Tuple
 
 
 def _table_owner(app: Any, table: Any, key: Any) -> Optional[Tuple[int, bool]]:
-    if table.is_global:
-        return None  # every worker holds all of it
-    found = key_partition(app, table.changelog_topic_name, _key_bytes(key))
-    if found is not None:
-        partition, _ = found
-        return partition, partition in table.held_partitions
-    return None
+    if table.is_global or not app.transport.assigns_partitions:
+        return None  # every worker holds all of it, or there is one partition
+    # A table has as many partitions as its source (Faust: topic_partitions).
+    count = int(table.partitions or app.conf.topic_partitions)
+    everyone = list(range(count))
+    partition = _partitioner(_key_bytes(key), everyone, everyone)
+    return partition, partition in table.held_partitions
 
 
 def _topic_owner(app: Any, topic: Any, key: Any) -> Optional[Tuple[int, bool]]:

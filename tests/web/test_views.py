@@ -430,3 +430,22 @@ async def test_takes_model_decodes_the_body_and_refuses_a_bad_one():
         assert status == 400 and "amount" in body
         assert (await fetch(session, "GET", f"{base}/orders"))[2] == (
             '{"id":"x","amount":1,"__faust":{"ns":"web.Order"}}')
+
+
+async def test_status_json_shows_no_secret_of_the_settings():
+    import json
+
+    from sabot.web.status import StatusBoard
+    secret = "Sup3rS3cretPw"
+    app = sabot.App("web-secret", broker=f"kafka://user:{secret}@127.0.0.1:1",
+                    redis_url=f"redis://:{secret}@127.0.0.1:1/0")
+    app.agent(app.topic("t"), name="reader")(_noop_agent)
+    status = await StatusBoard(WorkerMonitor(app)).status()  # not started: nothing to reach
+    text = json.dumps(status)
+    assert secret not in text and "reader" in text
+    assert status["broker"] == "kafka://user:***@127.0.0.1:1"
+
+
+async def _noop_agent(stream):
+    async for _ in stream:
+        pass
