@@ -15,7 +15,9 @@ Acknowledgement (the rule of ``sabot.streams``, stretched over two inputs):
   them unacknowledged until the agent's results are delivered, and they are
   released when the agent asks for the next joined batch.
 * Rejected and late rows are written to their side's dead-letter channel
-  before the join reads past their batch.
+  before the join reads past their batch. So are all the rows of a batch
+  that cannot be read at all (its key or time column is missing): that is
+  not raised to the agent, whose restart would drop the buffers.
 * An agent that crashes and restarts cancels the join's reads
   (``Stream.cancel_pending_reads``) and builds a new join over the same
   stream: the old join is then dropped, what it held is abandoned (never
@@ -33,7 +35,6 @@ import pyarrow as pa
 
 from ..exceptions import SchemaError
 from ..types import BatchT
-from .frames import Frame
 from .interval import LEFT, RIGHT, IntervalJoin, IntervalStep
 from .rejects import dead_letter_rows
 
@@ -139,12 +140,11 @@ class IntervalJoinedBatches:
             frame = join.read(side, batch.payload, keys=batch.keys,
                               timestamps=batch.timestamps, timestamp=batch.timestamp)
         except SchemaError as exc:
-            if side == LEFT:
-                raise  # the agent's own stream: its on_error decides
-            # The other stream has no agent of its own: its rows go to its dead letters.
-            frame = Frame(pa.RecordBatch.from_pylist([]), [], [], pa.array([], pa.float64()),
-                          [(i, str(exc)) for i in range(len(batch))])
-            self._reject(side, batch, frame.rejects)
+            # Not raised to the agent: a restart would drop the buffers (and
+            # the other stream has no agent of its own). The batch's rows go
+            # to their dead letters with the error, and the join goes on.
+            reason = f"{type(exc).__name__}: {exc}"
+            self._reject(side, batch, [(i, reason) for i in range(len(batch))])
             return
         step = join.add(side, batch, frame)
         self._reject(side, batch, step.rejects)
@@ -186,7 +186,14 @@ class IntervalJoinedBatches:
                 batch.abandon()
         self._ready = []
         for task in self._reads:
-            if task is not None and not task.done():
+            if task is None:
+                continue
+            if not task.done():
                 task.cancel()
+            elif not task.cancelled() and task.exception() is None and task.result() is not _ENDED:
+                # Read and never joined: its cursor would release it on the next read.
+                unread: BatchT = task.result()
+                unread.acquire()
+                unread.abandon()
         if self._owns_right:
             self._streams[RIGHT].close()
