@@ -212,7 +212,15 @@ class IntervalJoin(Generic[Token]):
         rejects = list(frame.rejects)
         rows, index, times = frame.rows, frame.origin, frame.times
         assert times is not None  # read() asks for them
-        keys, bad = self._key_array(frame.keys, this)
+        try:
+            keys, bad = self._key_array(frame.keys, this)
+        except SchemaError as exc:
+            # Keys of a type the other side's do not convert to: the batch's
+            # rows go to their dead letters, the join goes on.
+            reason = f"{type(exc).__name__}: {exc}"
+            rejects.extend((i, reason) for i in frame.origin)
+            rejects.sort()
+            return IntervalStep(None, [], False, [], rejects, 0)
         rows, index, keys, times, unfit = self._fit_schema(this, rows, index, keys, times)
         rejects.extend(unfit)
         if bad:

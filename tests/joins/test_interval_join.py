@@ -286,3 +286,17 @@ async def test_an_agent_that_restarts_builds_a_new_join_and_the_old_one_lets_go(
     assert out[0].to_pylist() == [{"k": 2, "t": 5.0, "r_t": 5.5}]
     # Its rows were in the dropped join's buffer: never acknowledged.
     assert first.abandoned and not first.done
+
+
+def test_keys_that_do_not_convert_to_the_other_sides_type_are_rejected_not_raised():
+    join = IntervalJoin(within=1.0, on="k", time="t", prefix="r_")
+    join.add(LEFT, "l", join.read(LEFT, pa.RecordBatch.from_pylist([{"k": 1, "t": 1.0}])))
+    step = join.add(RIGHT, "r", join.read(RIGHT, pa.RecordBatch.from_pylist(
+        [{"k": "one", "t": 1.0}, {"k": "two", "t": 1.0}])))
+    assert [i for i, _ in step.rejects] == [0, 1]
+    assert step.rejects[0][1].startswith("SchemaError: join key column 'k' of the right side "
+                                         "has type string")
+    assert step.output is None and not step.buffered
+    step = join.add(RIGHT, "r2", join.read(RIGHT, pa.RecordBatch.from_pylist(
+        [{"k": 1, "t": 1.5}])))
+    assert step.output.to_pylist() == [{"k": 1, "t": 1.0, "r_t": 1.5}]
