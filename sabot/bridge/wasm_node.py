@@ -34,6 +34,9 @@ __all__ = ["WasmNode", "THREAD_THRESHOLD"]
 THREAD_THRESHOLD = 1 << 20
 
 
+_i32 = wasmtime.Val.i32
+
+
 class _Live:
     """A store, its instance and the exports a call uses."""
 
@@ -121,15 +124,17 @@ class WasmNode(NodeExecutorT):
     def _call(self, live: _Live, layout: InputLayout) -> pa.RecordBatch:
         store = live.store
         store.set_fuel(self.module.fuel)
-        block = live.alloc(store, layout.size) & 0xFFFFFFFF
+        # Val.i32 arguments: wasmtime-py converts a plain int by comparing
+        # types first, a quarter of a call's cost.
+        block = live.alloc(store, _i32(layout.size)) & 0xFFFFFFFF
         base, size = live.memory_span()
         if block == 0 or block + layout.size > size:
             raise self._fail(
                 f"could not allocate {layout.size} bytes for its input (memory in use "
                 f"{size} of {self.module.memory_limit} bytes allowed)")
         layout.write(base, block)
-        out = live.run(store, block, block + layout.params_offset,
-                       len(layout.params)) & 0xFFFFFFFF
+        out = live.run(store, _i32(block), _i32(block + layout.params_offset),
+                       _i32(len(layout.params))) & 0xFFFFFFFF
         base, size = live.memory_span()
         if out == 0:
             message = ""
