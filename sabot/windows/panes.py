@@ -60,6 +60,9 @@ class PaneStore:
         self._pending_rows = 0
         self._rows: List[pa.Table] = []
         self._rows_waiting = 0
+        # Panes of the rows waiting (one pane: grouped by key alone, cheaper).
+        self._rows_low: Optional[int] = None
+        self._rows_high: Optional[int] = None
         self._min_pane: Optional[int] = None
         self._max_pane: Optional[int] = None
 
@@ -99,6 +102,10 @@ class PaneStore:
         self._panes(low, high)
         self._rows.append(rows)
         self._rows_waiting += rows.num_rows
+        if self._rows_low is None or low < self._rows_low:
+            self._rows_low = low
+        if self._rows_high is None or high > self._rows_high:
+            self._rows_high = high
         if self._rows_waiting >= _ROWS_AT:
             self._aggregate_rows()
 
@@ -106,11 +113,21 @@ class PaneStore:
         if not self._rows:
             return
         rows = concat(self._rows)
+        one_pane = self._rows_low if self._rows_low == self._rows_high else None
         self._rows = []
         self._rows_waiting = 0
+        self._rows_low = self._rows_high = None
         plan = self.plan
-        partials = group_merge(rows, _KEYS, plan.raw_aggregates(), plan.raw_output_names(),
-                               plan.partial_names)
+        if one_pane is not None:
+            # Every row in one pane (the usual case: rows in time order): a
+            # single key column hashes faster than the (key, pane) pair.
+            partials = group_merge(rows.drop_columns(["__p"]), ["__k"], plan.raw_aggregates(),
+                                   plan.raw_output_names(), plan.partial_names)
+            partials = partials.add_column(1, "__p", pa.repeat(pa.scalar(one_pane, pa.int64()),
+                                                               partials.num_rows))
+        else:
+            partials = group_merge(rows, _KEYS, plan.raw_aggregates(),
+                                   plan.raw_output_names(), plan.partial_names)
         self._pending.append(partials)
         self._pending_rows += partials.num_rows
         compacted = 0 if self._compacted is None else self._compacted.num_rows

@@ -95,6 +95,25 @@ async def test_time_windows_equal_the_reference(name, spec, first_end, expected,
         assert f"for {spec.kind} window [" in reason
 
 
+@pytest.mark.parametrize("spec,expected", [
+    (tumbling(10), lambda b, late: ref.tumbling_ref(b, 10, late)),
+    (hopping(10, 2.5), lambda b, late: ref.hopping_ref(b, 10, 2.5, late)),
+], ids=["tumbling", "hopping"])
+async def test_partials_aggregated_and_compacted_often(monkeypatch, spec, expected):
+    # Tiny thresholds: rows are aggregated every few batches (one pane or
+    # several) and the partials compacted again and again; same windows.
+    from sabot.windows import panes
+    monkeypatch.setattr(panes, "_ROWS_AT", 150)
+    monkeypatch.setattr(panes, "_COMPACT_AT", 40)
+    batches = ref.make_input(n=2000, batch=50)
+    first_end = {"tumbling": lambda t: (t // 10_000 + 1) * 10_000,
+                 "hopping": lambda t: ((t - 10_000) // 2_500 + 1) * 2_500 + 10_000}[spec.kind]
+    late = ref.late_rows(batches, first_end)
+    results, op, letters = await _run(spec, batches)
+    assert ref.as_rows(results) == expected(batches, late)
+    assert _late_ids(letters) == late
+
+
 async def test_batch_boundaries_do_not_change_the_windows():
     # Lateness is decided row by row, so the same rows cut into other
     # batches give the same windows and the same late rows.
