@@ -107,3 +107,13 @@ from sabot.models.codec import TypedCodec  # noqa: E402
 
 
 def _typed_codec(c: TypedCodec) -> CodecT: return c
+
+
+# -- what serves web views: the worker's Site and the ASGI pages --------------
+from sabot.contrib.asgi import SabotPages  # noqa: E402
+from sabot.types import WebT  # noqa: E402
+from sabot.web.site import Site  # noqa: E402
+
+
+def _web_site(s: Site) -> WebT: return s
+def _asgi_pages(p: SabotPages) -> WebT: return p
