@@ -261,8 +261,3 @@ class AggregationPlan:
 def _flat(column: pa.ChunkedArray) -> pa.Array:
     return column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
 
-
-def rename(table: pa.Table, names: Mapping[str, str]) -> pa.Table:
-    """``table`` with columns renamed by ``names`` (others kept)."""
-    return table.rename_columns([names.get(n, n) for n in table.column_names])
-

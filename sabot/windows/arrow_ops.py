@@ -6,7 +6,7 @@ from typing import List, Optional, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["floor_div", "concat", "group_merge", "flat", "empty_like"]
+__all__ = ["floor_div", "concat", "group_merge", "flat", "seconds_text"]
 
 
 def floor_div(values: pa.Array, divisor: int, low: Optional[int] = None) -> pa.Array:
@@ -43,8 +43,8 @@ def group_merge(table: pa.Table, keys: List[str], aggregates: List[tuple],
     return grouped.select(keys + outputs).rename_columns(keys + names)
 
 
-def empty_like(table: Optional[pa.Table]) -> Optional[pa.Table]:
-    """``None`` for no table or one with no rows, else the table."""
-    if table is None or table.num_rows == 0:
-        return None
-    return table
+def seconds_text(micros: Optional[int]) -> str:
+    """Microseconds as seconds, for messages (``1003.5``, ``none``)."""
+    if micros is None:
+        return "none"
+    return f"{micros / 1_000_000:.6f}".rstrip("0").rstrip(".")

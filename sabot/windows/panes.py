@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .aggregations import AggregationPlan
-from .arrow_ops import concat, flat, floor_div, group_merge
+from .arrow_ops import concat, flat, floor_div, group_merge, seconds_text as _s
 from .columns import Frame
 from .engine import WindowEngine, finish_windows
 from .watermark import BatchWatermarks
@@ -348,9 +348,3 @@ class PaneWindows(WindowEngine):
     def open_rows(self) -> int:
         return self.store.rows
 
-
-def _s(micros: Optional[int]) -> str:
-    """Microseconds as seconds, for messages."""
-    if micros is None:
-        return "none"
-    return f"{micros / 1_000_000:.6f}".rstrip("0").rstrip(".")

@@ -22,10 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .aggregations import AggregationPlan
-from .arrow_ops import concat, flat, group_merge
+from .arrow_ops import concat, flat, group_merge, seconds_text as _s
 from .columns import Frame
 from .engine import WindowEngine, finish_windows
-from .panes import _s
 from .specs import Session
 from .watermark import BatchWatermarks
 
