@@ -112,7 +112,8 @@ class HoppingWindow(Window):
 
     def _numbers(self, timestamp: float) -> range:
         first = int(timestamp // self.step)
-        count = int((timestamp - self._start(first)) // self.step) + 1
+        # At least one: a rounding error must never leave an event in no window.
+        count = max(int((timestamp - self._start(first)) // self.step) + 1, 1)
         return range(first, first + count)
 
     def ranges(self, timestamp: float) -> List[WindowRange]:
@@ -141,6 +142,17 @@ class TumblingWindow(HoppingWindow):
 
     def __repr__(self) -> str:
         return f"<TumblingWindow size={self.size} expires={self.expires}>"
+
+    # One window per timestamp: the same numbers as HoppingWindow's, computed once.
+    def ranges(self, timestamp: float) -> List[WindowRange]:
+        return [self.current(timestamp)]
+
+    def current(self, timestamp: float) -> WindowRange:
+        start = self._start(int(timestamp // self.step))
+        return (start, start + self.size - _END_MARGIN)
+
+    def earliest(self, timestamp: float) -> WindowRange:
+        return self.current(timestamp)
 
 
 class SlidingWindow(Window):
