@@ -20,11 +20,14 @@ static int64_t sum_int64(const sabot_column *c, uint32_t rows, int *seen) {
         *seen = rows > 0;
         return total;
     }
-    for (i = 0; i < rows; i++)
-        if (sabot_valid(c, i)) {
-            total += v[i];
-            *seen = 1;
-        }
+    /* Branch-free: a null adds nothing (its value masked to 0). */
+    uint32_t any = 0;
+    for (i = 0; i < rows; i++) {
+        int64_t bit = (c->validity[i >> 3] >> (i & 7)) & 1;
+        total += v[i] & -bit;
+        any |= (uint32_t)bit;
+    }
+    *seen = any != 0;
     return total;
 }
 
