@@ -37,6 +37,7 @@ def redis_pipeline_env(request):
 
 #: example -> (environment, finishes by itself). A new example must be added here.
 HOW_TO_RUN = {
+    "arrow_windows.py": (lambda request: {"SABOT_DEMO_VIEWS": "50000"}, True),
     "wordcount.py": (wordcount_env, True),
     "kafka_fraud.py": (kafka_fraud_env, False),
     "redis_pipeline.py": (redis_pipeline_env, False),
