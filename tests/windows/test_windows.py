@@ -396,3 +396,38 @@ def test_bad_specs_and_arguments_are_refused():
         stream.window(tumbling(1), key=3)
     with pytest.raises(TypeError, match="reads the channel directly"):
         stream.map(lambda v: v).window(tumbling(1))
+
+
+async def test_current_of_sessions_and_count_windows():
+    app = sabot.App("current-more")
+    sessions_in, counts_in = app.channel(), app.channel()
+    sessions = sessions_in.stream().window(session(5), key="user", time="ts", grace=10).agg(
+        n=count()).current()
+    counts = counts_in.stream().window(count(2), key="user", time="ts").agg(
+        n=count()).current()
+    first = pa.RecordBatch.from_pylist([{"user": "a", "ts": 10.0}, {"user": "a", "ts": 20.0}])
+    bridge = pa.RecordBatch.from_pylist([{"user": "a", "ts": 14.0}, {"user": "a", "ts": 18.0}])
+    for channel in (sessions_in, counts_in):
+        await channel.send_batch(first)
+    got = [(r["window_start"], r["window_end"], r["n"])
+           for r in (await drain(sessions, 1))[0].to_pylist()]
+    assert got == [(10.0, 15.0, 1), (20.0, 25.0, 1)]
+    got = [(r["window_start"], r["n"]) for r in (await drain(counts, 1))[0].to_pylist()]
+    assert got == [(10.0, 2)]  # complete, reported as updated
+    for channel in (sessions_in, counts_in):
+        await channel.send_batch(bridge)
+    # 14 and 18 bridge the two sessions into one of four events.
+    got = [(r["window_start"], r["window_end"], r["n"])
+           for r in (await drain(sessions, 1))[0].to_pylist()]
+    assert got == [(10.0, 25.0, 4)]
+    got = [(r["window_start"], r["window_end"], r["n"])
+           for r in (await drain(counts, 1))[0].to_pylist()]
+    assert got == [(14.0, 18.0, 2)]
+
+
+async def test_sliding_windows_exist_only_where_there_are_events():
+    rows = [{"user": "a", "ts": 100.5, "amount": 1}, {"user": "a", "ts": 103.2, "amount": 2},
+            {"user": "a", "ts": 190.0, "amount": 4}]
+    results, _, _ = await _run(sliding(5), [pa.RecordBatch.from_pylist(rows)])
+    assert ref.as_rows(results) == [("a", 96.0, 101.0, 1, 1), ("a", 99.0, 104.0, 2, 3),
+                                    ("a", 186.0, 191.0, 1, 4)]
