@@ -194,16 +194,17 @@ class WindowedState:
     def track_recovered(self) -> None:
         """Track the windows found in the stores after a recovery, to close and expire them.
 
-        Watermarks start again with the first events; a window that had
-        closed before a crash closes again then (``on_window_close`` is at
-        least once).
+        Runs after every recovery (each assignment). A window this worker has
+        already closed stays closed (and expires as before); the windows of a
+        partition new to it close by its watermark, which starts again with
+        the first events: a window that had closed on the previous owner
+        closes again then (``on_window_close`` is at least once).
         """
         for partition in self.table.held_partitions:
             store = self.table.store_for(partition)
             if store is None:
                 continue
-            open_ = self._open.get(partition, {})
-            closed = self._closed.get(partition, {})
+            swept = self._swept.get(partition, NO_WATERMARK)
             for raw_key, _ in store.items():
                 try:
                     key, window_range = decode(raw_key)
@@ -211,10 +212,12 @@ class WindowedState:
                     window_range = (float(start), float(end))
                 except (TableValueError, TypeError, ValueError):
                     continue  # not a windowed key
-                if key in open_.get(window_range, ()) or window_range in closed:
+                if key in self._open.get(partition, {}).get(window_range, ()):
                     continue
-                self.track(partition, window_range, key)
-                open_ = self._open[partition]
+                if self.closes_at(window_range) > swept:
+                    self.track(partition, window_range, key)
+                elif self.window.expires is not None:
+                    self._track_closed(partition, window_range, {key})
 
     def untrack(self, partition: int, window_range: WindowRange, key: Any) -> None:
         for tracked in (self._open, self._closed):
@@ -257,11 +260,20 @@ class WindowedState:
                 continue
             self._call_close(table_key, self.table[table_key])
         if self.window.expires is not None:
-            if partition not in self._expiring:
-                self._expiring[partition] = []
-                self._closed[partition] = {}
-            self._closed[partition][window_range] = keys
+            self._track_closed(partition, window_range, keys)
+
+    def _track_closed(self, partition: int, window_range: WindowRange, keys: Set[Any]) -> None:
+        """Remember the keys of a closed window, to remove them when it expires."""
+        closed = self._closed.get(partition)
+        if closed is None:
+            closed = self._closed[partition] = {}
+            self._expiring[partition] = []
+        known = closed.get(window_range)
+        if known is None:
+            closed[window_range] = set(keys)
             heapq.heappush(self._expiring[partition], (window_range[1], window_range))
+        else:
+            known.update(keys)
 
     def _call_close(self, table_key: Any, value: Any) -> None:
         callback = self.on_window_close

@@ -402,3 +402,40 @@ async def test_late_events_go_to_late_channel_when_given():
         assert event.headers["sabot-window"] == b"[0.0, 9.9]"
         assert windowed["a"][(10.0, 19.9)] == 2
 
+
+
+@pytest.mark.parametrize("expires", [None, 30])
+async def test_a_recovery_on_this_worker_does_not_close_a_window_twice(expires):
+    # Recovery callbacks run after every assignment: windows this worker closed
+    # stay closed (and still expire); open ones stay open.
+    app = sabot.App(unique("win"))
+    source = app.channel()
+    closed = []
+    table = make_table(app, "again")
+    windowed = table.tumbling(10, expires=expires, idle_timeout=None,
+                              on_window_close=lambda k, v: closed.append((k, v)))
+    seen = []
+
+    @app.agent(source)
+    async def count(stream):
+        async for value in stream:
+            windowed[value] += 1
+            seen.append(value)
+
+    async def send(*stamps):
+        await source.publish(Batch(["k"] * len(stamps), timestamps=list(stamps)))
+        await until(lambda: len(seen) == sent[0] + len(stamps))
+        sent[0] += len(stamps)
+
+    sent = [0]
+    async with running(app):
+        await send(1.0, 12.0)
+        await app.tables.flush()  # into the store, where a recovery finds them
+        assert closed == [(("k", (0.0, 9.9)), 1)]
+        await table.call_recover_callbacks()
+        await send(25.0)
+        assert closed == [(("k", (0.0, 9.9)), 1), (("k", (10.0, 19.9)), 1)]
+        await send(60.0)
+        remaining = set(by_start(table))
+        assert remaining == ({("k", 0.0), ("k", 10.0), ("k", 20.0), ("k", 60.0)}
+                             if expires is None else {("k", 60.0)})
