@@ -49,7 +49,7 @@ from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping,
 from ..exceptions import ConfigurationError, SabotCompatibilityWarning
 from ..types import CurrentEventT, WindowedTableT
 from .codec import TableValueError, decode
-from .context import current_event, current_row
+from .context import CurrentEvent, current_event, current_row
 from .event_clock import NO_WATERMARK, EventClock
 from .late import REASON_HEADER, LateEvent, LateWriter
 from .window_ranges import Seconds, Window, WindowRange, want_seconds
@@ -424,7 +424,7 @@ class WindowSet:
         self._unsupported("values")
 
     def __getitem__(self, w: Any) -> Any:
-        if isinstance(w, tuple) and len(w) == 2:
+        if isinstance(w, tuple) and len(w) == 2 and not isinstance(w, CurrentEvent):
             return self.table[(self.key, w)]
         # table[k][event]: a WindowSet with the event pinned.
         return type(self)(self.key, self.table, self.wrapper, w)
@@ -653,6 +653,25 @@ class WindowWrapper:
     def __iter__(self) -> Iterator[Any]:
         raise NotImplementedError(
             "Windowed table must set use_index=True to support .keys/.items/.values")
+
+    def keys(self) -> NoReturn:
+        """Faust's message: a windowed table without a key index has no key list."""
+        raise NotImplementedError(
+            "Windowed table must set use_index=True to support .keys/.items/.values")
+
+    def items(self) -> NoReturn:
+        """As ``keys()``; read windows with ``table[key, window_range]``."""
+        raise NotImplementedError(
+            "Windowed table must set use_index=True to support .keys/.items/.values")
+
+    def values(self) -> NoReturn:
+        """As ``keys()``."""
+        raise NotImplementedError(
+            "Windowed table must set use_index=True to support .keys/.items/.values")
+
+    def on_recover(self, fun: Callable[..., Any]) -> Callable[..., Any]:
+        """Call ``fun()`` after the table is recovered (Faust's ``on_recover``)."""
+        return self.table.on_recover(fun)
 
     # -- lifecycle, event time, late events ----------------------------------------
     def on_window_close(self, callback: WindowCloseCallback) -> WindowCloseCallback:

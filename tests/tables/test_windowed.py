@@ -439,3 +439,31 @@ async def test_a_recovery_on_this_worker_does_not_close_a_window_twice(expires):
         remaining = set(by_start(table))
         assert remaining == ({("k", 0.0), ("k", 10.0), ("k", 20.0), ("k", 60.0)}
                              if expires is None else {("k", 60.0)})
+
+
+async def test_a_window_set_pinned_to_an_event_and_what_a_windowed_table_refuses():
+    from sabot.tables.context import current_event
+    app = sabot.App(unique("win"))
+    source = app.channel()
+    windowed = make_table(app, "pin").tumbling(10, idle_timeout=None)
+    got = []
+
+    @app.agent(source)
+    async def read(stream):
+        first = None
+        async for value in stream:
+            windowed[value] += 1
+            if first is None:
+                first = current_event()
+            # Pinned to the first event: its window, whatever the current event.
+            got.append((windowed[value][first].value(), windowed[value].value()))
+
+    async with running(app):
+        await source.publish(Batch(["a", "a", "a"], timestamps=[1.0, 2.0, 15.0]))
+        await until(lambda: len(got) == 3)
+    assert got == [(1, 1), (2, 2), (2, 1)]
+    for refused in (windowed.keys, windowed.items, windowed.values, lambda: len(windowed)):
+        with pytest.raises(NotImplementedError, match="use_index"):
+            refused()
+    with pytest.raises(NotImplementedError, match="not implemented"):
+        windowed["a"].keys()
