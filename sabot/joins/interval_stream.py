@@ -18,6 +18,13 @@ Acknowledgement (the rule of ``sabot.streams``, stretched over two inputs):
   before the join reads past their batch. So are all the rows of a batch
   that cannot be read at all (its key or time column is missing): that is
   not raised to the agent, whose restart would drop the buffers.
+* When the app is asked to stop (``app.request_stop()``: a signal, a
+  finite job), the watermarks will not move again, and the transport waits
+  (up to its stop timeout) for every batch it delivered before it commits:
+  the join gives up the batches its buffer holds (abandoned: not committed,
+  delivered again after the restart), so the stop is not held up. A
+  rebalance that takes partitions away waits ``broker_revoke_timeout`` for
+  them, then leaves them uncommitted, the same way.
 * An agent that crashes and restarts cancels the join's reads
   (``Stream.cancel_pending_reads``) and builds a new join over the same
   stream: the old join is then dropped, what it held is abandoned (never
@@ -29,12 +36,13 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from typing import TYPE_CHECKING, Any, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, List, Optional, Set, Tuple
 
 import pyarrow as pa
 
+from ..channels.channel import Channel
 from ..exceptions import SchemaError
-from ..types import BatchT
+from ..types import AppT, BatchT
 from .interval import LEFT, RIGHT, IntervalJoin, IntervalStep
 from .rejects import dead_letter_rows
 
@@ -80,6 +88,13 @@ class IntervalJoinedBatches:
         self._held: List[BatchT] = []
         self._writes: List["asyncio.Future[None]"] = []
         self._dropped = False
+        #: Set once the app was asked to stop: buffered batches are let go.
+        self._letting_go = False
+        #: Buffered batches abandoned (never to be released on expiry).
+        self._given_up: Set[int] = set()
+        channel = left.channel
+        self._app: Optional[AppT] = channel.app if isinstance(channel, Channel) else None
+        self._stop_waiter: Optional["asyncio.Future[None]"] = None
         previous = _JOIN_OF.get(left)
         if previous is not None:
             previous._drop()
@@ -105,7 +120,14 @@ class IntervalJoinedBatches:
                 return batch
             if all(self._ended):
                 raise StopAsyncIteration
-            waiting = []
+            waiting: List["asyncio.Future[Any]"] = []
+            if self._app is not None and not self._letting_go:
+                if self._stop_waiter is None:
+                    self._stop_waiter = asyncio.ensure_future(self._app.wait_for_stop_request())
+                if self._stop_waiter.done():
+                    self._let_go()
+                else:
+                    waiting.append(self._stop_waiter)
             for side in (LEFT, RIGHT):
                 if self._ended[side]:
                     continue
@@ -116,6 +138,9 @@ class IntervalJoinedBatches:
                     task.add_done_callback(self._on_read_done)
                 waiting.append(task)
             await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if self._stop_waiter is not None and self._stop_waiter.done() \
+                    and not self._letting_go:
+                self._let_go()
             for side in (LEFT, RIGHT):
                 task = self._reads[side]
                 if task is None or not task.done():
@@ -165,13 +190,32 @@ class IntervalJoinedBatches:
             self._ready.append((step.output, step.sources))
         if step.buffered and batch is not None:
             batch.acquire()
-            self._held.append(batch)
+            if self._letting_go:
+                self._give_up(batch)
+            else:
+                self._held.append(batch)
         for token in step.expired:
+            if id(token) in self._given_up:
+                self._given_up.discard(id(token))
+                continue
             for i, held in enumerate(self._held):
                 if held is token:
                     del self._held[i]
                     break
             token.release()
+
+    def _give_up(self, batch: BatchT) -> None:
+        self._given_up.add(id(batch))
+        batch.abandon()
+
+    def _let_go(self) -> None:
+        # A stop was requested: no watermark will move any more, and the
+        # transport waits for what the buffer holds before it commits. Give
+        # it up (never acknowledged: delivered again after the restart).
+        self._letting_go = True
+        held, self._held = self._held, []
+        for batch in held:
+            self._give_up(batch)
 
     def _drop(self) -> None:
         # The agent restarts: this join's state is gone; what it held is not done.
@@ -181,6 +225,8 @@ class IntervalJoinedBatches:
         for batch in self._held:
             batch.abandon()
         self._held = []
+        if self._stop_waiter is not None:
+            self._stop_waiter.cancel()
         for _, sources in self._ready:
             for batch in sources:
                 batch.abandon()

@@ -300,3 +300,18 @@ def test_keys_that_do_not_convert_to_the_other_sides_type_are_rejected_not_raise
     step = join.add(RIGHT, "r2", join.read(RIGHT, pa.RecordBatch.from_pylist(
         [{"k": 1, "t": 1.5}])))
     assert step.output.to_pylist() == [{"k": 1, "t": 1.0, "r_t": 1.5}]
+
+
+async def test_a_stop_request_gives_up_the_buffered_batches():
+    app, left, right, match, out = interval_app(within=1.0, on="k", time="t", prefix="r_")
+    async with running(app):
+        buffered = Batch(pa.RecordBatch.from_pylist([{"k": 1, "t": 1.0}]))
+        await left.publish(buffered)
+        await until(lambda: buffered.refs == 1, what="the batch held by the buffer alone")
+        app.request_stop()
+        await until(lambda: buffered.abandoned, what="the batch given up")
+        # What comes after the request is not held either.
+        later = Batch(pa.RecordBatch.from_pylist([{"k": 2, "t": 2.0}]))
+        await left.publish(later)
+        await until(lambda: later.abandoned, what="the later batch given up")
+    assert not buffered.done and not later.done
