@@ -248,7 +248,8 @@ _FULL_DISK_CHILD = textwrap.dedent("""
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     from sabot.exceptions import StoreError
     from sabot.tables.stores import open_store
-    store = open_store("lmdb://", table="clicks", partition=4, datadir=sys.argv[1])
+    url = "lmdb://" + (sys.argv[3] if len(sys.argv) > 3 else "")
+    store = open_store(url, table="clicks", partition=4, datadir=sys.argv[1])
     last = None
     try:
         for i in range(100_000):
@@ -273,8 +274,13 @@ def test_a_file_size_limit_fails_the_write_and_keeps_the_last_commit(tmp_path):
     assert "short write" in outcome["message"] or outcome["type"] == "StoreFull"
 
 
-def test_a_full_disk(tmp_path):
-    """A real full file system: a 2 MiB tmpfs in a private mount namespace."""
+@pytest.mark.parametrize("options", ["", "?writemap=true&map_size=256KiB"])
+def test_a_full_disk(tmp_path, options):
+    """A real full file system: a 2 MiB tmpfs in a private mount namespace.
+
+    With writemap, the map's space is allocated before LMDB writes into it:
+    the full disk is an error, not SIGBUS.
+    """
     prefix = unshare_prefix()
     if prefix is None:
         pytest.skip("cannot mount a private tmpfs here (no unshare or no user namespaces)")
@@ -288,7 +294,7 @@ def test_a_full_disk(tmp_path):
         print("checked")
     """)
     script = (f"mount -t tmpfs -o size=2m tmpfs {mount_point} && "
-              f"OUTCOME=$({sys.executable} -c \"$CHILD\" {mount_point} 0) && "
+              f"OUTCOME=$({sys.executable} -c \"$CHILD\" {mount_point} 0 '{options}') && "
               f"export OUTCOME && {sys.executable} -c \"$CHECKER\" {mount_point}")
     env = dict(os.environ, CHILD=_FULL_DISK_CHILD, CHECKER=checker)
     result = subprocess.run(prefix + ["sh", "-c", script], capture_output=True, text=True,

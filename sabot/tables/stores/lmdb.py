@@ -20,12 +20,17 @@ Durability (``sync`` and ``metasync``, URL options, both off by default):
 - ``sync=true, metasync=true``: every commit is durable against power loss
   (two fsyncs per ``apply``; slow on most disks).
 
-``writemap`` is off by default although LMDB writes a little faster with it:
-with ``writemap`` LMDB writes into a shared mapping of a sparse file, and a
-full disk then kills the process with SIGBUS instead of failing the write.
-Without it a full disk fails the commit: ``StoreFull`` naming the table and
-partition, the last commit intact. ``writemap=true`` is there for those who
-have measured it and watch their disks.
+``writemap`` (off by default): LMDB writes into a shared mapping of its file
+instead of with ``pwrite``. Into a sparse file, a page the disk has no room
+for would kill the process with SIGBUS; so with ``writemap`` the store
+allocates the map's disk space up front (``posix_fallocate``), starting at 16
+MiB and doubling with the map: disk used is up to twice the data, and a full
+disk fails the growth with ``StoreFull``, like a failed commit without it.
+Off by default because the gain measured in ``benchmarks/_state_stores.py``
+is within the noise of a busy machine, and the file takes up to twice the
+space; a file system without ``posix_fallocate`` refuses ``writemap``.
+Without ``writemap`` a full disk fails the commit: ``StoreFull`` naming the
+table and partition, the last commit intact.
 
 Size: the map (address space, not disk: the file grows with the data) starts
 at ``map_size`` (default 1 GiB, or the file's size when larger) and doubles,
@@ -64,6 +69,7 @@ moves it under a concurrent reader.
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import shutil
@@ -83,6 +89,8 @@ __all__ = ["LMDBStore", "DEFAULT_MAP_SIZE", "OPTIONS"]
 
 #: The initial map: address space only, the file grows with the data.
 DEFAULT_MAP_SIZE = 1 << 30
+#: The initial map with ``writemap``, whose disk space is allocated up front.
+DEFAULT_WRITEMAP_SIZE = 16 << 20
 #: Keys and values read per read transaction when iterating (no transaction
 #: stays open while the caller holds the iterator, so the map can still grow).
 ITER_CHUNK = 4096
@@ -132,11 +140,12 @@ class LMDBStore(Store):
     options = OPTIONS
 
     def __init__(self, *, url: str, table: str, partition: int, path: str,
-                 map_size: int = DEFAULT_MAP_SIZE, max_map_size: Optional[int] = None,
+                 map_size: Optional[int] = None, max_map_size: Optional[int] = None,
                  sync: bool = False, metasync: bool = False, writemap: bool = False,
                  verify: Union[bool, str] = "auto", readahead: bool = True) -> None:
         super().__init__(url=url, table=table, partition=partition, path=path)
         self._max_map_size = max_map_size
+        self._writemap = writemap
         self._changelog_offset: Optional[StorePosition] = None
         self._sources: Dict[str, StorePosition] = {}
         self._closed = True  # until opened
@@ -155,16 +164,21 @@ class LMDBStore(Store):
         # With sync, LMDB's own guarantee holds through a power loss: no walk.
         if file_size and (verify is True or (verify == "auto" and crashed_machine and not sync)):
             self._verify()
+        if map_size is None:
+            map_size = DEFAULT_WRITEMAP_SIZE if writemap else DEFAULT_MAP_SIZE
         if max_map_size is not None:
             map_size = min(map_size, max_map_size)
+        map_size = max(map_size, file_size)
         try:
-            self._env = lmdb.open(path, map_size=max(map_size, file_size), subdir=True,
+            self._env = lmdb.open(path, map_size=map_size, subdir=True,
                                   max_dbs=2, sync=sync, metasync=metasync,
                                   writemap=writemap, readahead=readahead, meminit=False)
         except lmdb.Error as exc:
             raise self._lmdb_error(exc, "cannot open") from exc
         try:
             self._check_file_size(file_size)
+            if writemap:
+                self._allocate(map_size)
             self._env.reader_check()  # slots of readers killed with the process
             self._open_databases()
             self._reader = self._env.begin(db=self._data)
@@ -434,6 +448,8 @@ class LMDBStore(Store):
             raise self.error(StoreFull, f"the store reached its max_map_size of {limit} "
                                         "bytes; nothing of this apply was written")
         new_size = current * 2 if limit is None else min(current * 2, limit)
+        if self._writemap:
+            self._allocate(new_size, "; nothing of this apply was written")
         # No transaction of this process may be open while the map moves.
         self._reader.abort()
         try:
@@ -442,6 +458,30 @@ class LMDBStore(Store):
             raise self._lmdb_error(exc, f"cannot grow its map to {new_size} bytes") from exc
         finally:
             self._reader = self._env.begin(db=self._data)
+
+    def _allocate(self, size: int, after: str = "") -> None:
+        """Give data.mdb real blocks up to ``size`` before LMDB writes into its map.
+
+        With ``writemap`` LMDB writes into a shared mapping of the file; a page
+        of a sparse file that the disk has no room for kills the process with
+        SIGBUS when written. Allocated blocks cannot run out: a full disk fails
+        here, cleanly, before the map grows.
+        """
+        assert self.path is not None
+        data = os.path.join(self.path, "data.mdb")
+        try:
+            fd = os.open(data, os.O_RDWR)
+            try:
+                os.posix_fallocate(fd, 0, size)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+                raise self.error(StoreFull, f"cannot allocate {size} bytes for its map "
+                                            f"(writemap): {exc};{self._free_space()}{after}"
+                                 ) from None
+            raise self.error(StoreError, f"cannot allocate {size} bytes for its map "
+                                         f"(writemap needs posix_fallocate): {exc}") from None
 
     def _renew_reader(self) -> None:
         self._reader.abort()
