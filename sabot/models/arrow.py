@@ -174,13 +174,11 @@ def records_to_batch(model: Type[Any], records: Sequence[Any]) -> pa.RecordBatch
         raise SchemaError(f"a value is no {model.__name__}: {type(exc).__name__}: {exc}",
                           expected=model.__name__) from exc
     columns = []
-    for (name, out, convert), field in zip(builders, schema):
+    fields = model._options.fields
+    for (name, out, _), field in zip(builders, schema):
         try:
-            if convert is None:
-                values = [r.__dict__.get(name) for r in rows]
-            else:
-                values = [convert(r.__dict__.get(name)) for r in rows]
-            columns.append(pa.array(values, type=field.type))
+            columns.append(_column([r.__dict__.get(name) for r in rows], fields[name],
+                                   field.type))
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError,
                 ArithmeticError, AttributeError) as exc:
             raise SchemaError(f"field {out!r} of {model.__name__} does not fit "
@@ -189,6 +187,44 @@ def records_to_batch(model: Type[Any], records: Sequence[Any]) -> pa.RecordBatch
             raise SchemaError(f"field {out!r} of {model.__name__} is required but holds "
                               f"nulls", field=out, expected=field.type)
     return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _has_records(typ: Any) -> bool:
+    typ = strip_optional(typ)
+    if is_record_type(typ):
+        return True
+    args = typing.get_args(typ)
+    return typing.get_origin(typ) in _LISTS and bool(args) and _has_records(args[0])
+
+
+def _column(values: List[Any], typ: Any, arrow_type: pa.DataType) -> pa.Array:
+    """One column from the values of one field, nested records column by column
+    (their fields gathered into child arrays, no dict per record)."""
+    if not _has_records(typ):
+        convert = _value_converter(typ)
+        return pa.array(values if convert is None else [convert(v) for v in values],
+                        type=arrow_type)
+    typ = strip_optional(typ)
+    mask = pa.array([v is None for v in values]) if None in values else None
+    if is_record_type(typ):
+        records = [v if v is None or isinstance(v, typ) else _as_record(typ, v)
+                   for v in values]
+        options = typ._options
+        children = [
+            _column([None if r is None else r.__dict__.get(name) for r in records],
+                    options.fields[name], field.type)
+            for (name, _, _), field in zip(_column_builders(typ), arrow_type)]
+        return pa.StructArray.from_arrays(children, fields=list(arrow_type), mask=mask)
+    # A list of records: the items as one column, cut by offsets.
+    offsets = [0]
+    items: List[Any] = []
+    for v in values:
+        if v is not None:
+            items.extend(v)
+        offsets.append(len(items))
+    child = _column(items, typing.get_args(typ)[0], arrow_type.value_type)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), child, type=arrow_type,
+                                    mask=mask)
 
 
 def _as_record(model: Type[Any], value: Any) -> Any:

@@ -70,7 +70,7 @@ def read_schema(model: Type[Any]) -> Optional[pa.Schema]:
 
 
 def _struct_fields(model: Type[Any]) -> List[pa.Field]:
-    if model.__is_abstract__:
+    if model.__is_abstract__ or model._options.__dict__.get("_from_values") is None:
         raise _Unsupported(model)
     fields = []
     for name, typ in model._options.fields.items():
@@ -134,6 +134,51 @@ def _null_where_present(column: Any, path: Tuple[str, ...]) -> bool:
     return False
 
 
+def _has_records(typ: Any) -> bool:
+    typ = strip_optional(typ)
+    if is_record_type(typ):
+        return True
+    args = typing.get_args(typ)
+    return bool(args) and typing.get_origin(typ) in _LISTS | {tuple, typing.Tuple} \
+        and _has_records(args[0])
+
+
+def _python_values(arr: Any, typ: Any) -> List[Any]:
+    """A parsed column as the field's values: nested records are built
+    column by column (no dict per record), the rest as Arrow gives them."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if not _has_records(typ):
+        return arr.to_pylist()
+    inner = strip_optional(typ)
+    if is_record_type(inner):
+        return _records(arr, inner)
+    # A list of records: the items of every list at once, then cut.
+    items = _python_values(arr.flatten(), typing.get_args(inner)[0])
+    out: List[Any] = []
+    pos = 0
+    for n in arr.value_lengths().to_pylist():
+        if n is None:
+            out.append(None)
+        else:
+            out.append(items[pos:pos + n])
+            pos += n
+    return out
+
+
+def _records(arr: Any, model: Type[Any]) -> List[Any]:
+    children = arr.flatten()  # the parent's validity merged into each child
+    options = model._options
+    columns = [_python_values(children[arr.type.get_field_index(d.input_name)],
+                              options.fields[name])
+               for name, d in options.descriptors.items()]
+    build = options.__dict__["_from_values"]
+    if not arr.null_count:
+        return list(map(build, *columns))
+    valid = arr.is_valid().to_pylist()
+    return [build(*row) if ok else None for ok, row in zip(valid, zip(*columns))]
+
+
 class FetchDecoder:
     """Decodes many JSON messages of one Record class at once (see the module)."""
 
@@ -146,6 +191,7 @@ class FetchDecoder:
         self._required: List[Tuple[str, ...]] = []
         if self.schema is not None:
             self._names = [f.name for f in self.schema][:-1]  # all but __faust
+            self._types = list(zip(self._names, model._options.fields.values()))
             self._required = _required_paths(model)
             self._options = pajson.ParseOptions(explicit_schema=self.schema,
                                                 unexpected_field_behavior="error")
@@ -179,7 +225,10 @@ class FetchDecoder:
                     return None
             elif _null_where_present(column, path[1:]):
                 return None
-        values = [columns[name].to_pylist() for name in self._names]
+        try:
+            values = [_python_values(columns[name], typ) for name, typ in self._types]
+        except Exception:  # noqa: BLE001 - a nested record did not build: message by message
+            return None
         build = self.build
         try:
             # Every field's value, in order: no dict per row.
