@@ -12,6 +12,7 @@ import pytest
 
 import sabot
 from sabot._fastpath import Batch
+from sabot.models import Record
 from sabot.exceptions import ConfigurationError, SchemaError
 from sabot.joins.table_join import StreamTableJoin
 from tests.helpers import running, unique, until
@@ -260,7 +261,7 @@ def test_bad_arguments_are_refused_at_once():
     with pytest.raises(TypeError, match="before filter/map/take"):
         stream.map(str).join(_Lookup({}), on="k")
 
-    class Withdrawal(sabot.Record):
+    class Withdrawal(Record):
         account: str
 
     # Faust's stream.join(*fields): never implemented by Faust; the error says what Sabot has.
@@ -281,10 +282,10 @@ class _Lookup:
 
 
 def test_record_values_become_columns():
-    class Address(sabot.Record):
+    class Address(Record):
         city: str
 
-    class Customer(sabot.Record):
+    class Customer(Record):
         tier: str
         limit: int
         address: Address
