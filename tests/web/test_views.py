@@ -449,3 +449,32 @@ async def test_status_json_shows_no_secret_of_the_settings():
 async def _noop_agent(stream):
     async for _ in stream:
         pass
+
+
+async def test_faust_word_count_example_style_page_runs_unchanged():
+    """As in Faust's examples/word_count.py: a function page under table_route."""
+    app = sabot.App("web-faust-style")
+    word_counts = app.Table("word_counts", default=int)
+    words = app.channel(name="words")
+
+    @app.agent(words)
+    async def count_words(stream):
+        async for word in stream:
+            word_counts[word] += 1
+
+    @app.page("/count/{word}/")
+    @app.table_route(table=word_counts, match_info="word")
+    async def get_count(web, request, word):
+        return web.json({word: word_counts[word]})
+
+    @app.page("/count/")
+    @app.table_route(table=word_counts, query_param="word")
+    async def get_count_q(web, request):
+        return web.json({"q": request.query["word"]})
+
+    async with serving(app) as (session, base):
+        for _ in range(3):
+            await words.send(value="stream")
+        await until(lambda: word_counts["stream"] == 3, 10)
+        assert (await fetch(session, "GET", f"{base}/count/stream/"))[2] == '{"stream":3}'
+        assert (await fetch(session, "GET", f"{base}/count/?word=x"))[2] == '{"q":"x"}'
