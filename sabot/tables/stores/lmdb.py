@@ -400,6 +400,8 @@ class LMDBStore(Store):
                     meta_deletes.append(key)
                 else:
                     meta_puts.append((key, encode_position(position)))
+        if not (puts or deletes or meta_puts or meta_deletes):
+            return
         while True:
             try:
                 with self._env.begin(write=True) as txn:
