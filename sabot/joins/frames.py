@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
@@ -61,7 +62,8 @@ class Frame(NamedTuple):
 
 
 def plain_value(value: Any) -> Any:
-    """A dict for a mapping, a ``Record`` or a dataclass (they become columns); others as they are.
+    """A dict for a mapping, a ``Record`` or a dataclass (they become columns), a sorted
+    list for a set (a ``SetTable``'s value); other values as they are.
 
     A nested record becomes a nested dict (a struct column).
     """
@@ -71,6 +73,11 @@ def plain_value(value: Any) -> Any:
         return {name: plain_value(field) for name, field in value.asdict().items()}
     if isinstance(value, Mapping):
         return dict(value)
+    if isinstance(value, AbstractSet):  # a SetTable's value: a list column, sorted
+        try:
+            return sorted(value)
+        except TypeError:
+            return list(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
     return value

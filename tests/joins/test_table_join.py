@@ -326,3 +326,28 @@ async def test_dict_values_take_the_channels_schema():
                                     ("t_lookup", pa.float64())])
     assert out.to_pylist() == [{"k": "a", "n": 3, "t_lookup": 1.5},
                                {"k": "b", "n": 4, "t_lookup": None}]
+
+
+async def test_a_set_table_joins_as_a_sorted_list_column():
+    app = sabot.App(unique("join"))
+    follows, orders = app.channel(), app.channel()
+    table = app.SetGlobalTable(unique("follows"))
+    joined = []
+
+    @app.agent(follows)
+    async def load(stream):
+        async for event in stream.events():
+            table[event.key].add(event.value)
+
+    @app.agent(orders)
+    async def enrich(stream):
+        async for batch in stream.join(table, on="user", prefix="follows_"):
+            joined.append(batch)
+
+    async with running(app):
+        for user, other in [("a", "z"), ("a", "b"), ("c", "a")]:
+            await follows.send(key=user, value=other)
+        await until(lambda: len(table) == 2 and len(table["a"]) == 2, what="the sets")
+        await orders.send_batch(pa.RecordBatch.from_pylist([{"user": "a"}, {"user": "q"}]))
+        await until(lambda: joined, what="a joined batch")
+    assert [row[f"follows_{table.name}"] for row in joined[0].to_pylist()] == [["b", "z"], None]
