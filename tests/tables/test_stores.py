@@ -11,7 +11,7 @@ import os
 import pytest
 
 from sabot.exceptions import ConfigurationError, StoreError
-from sabot.tables.stores import open_store, schemes, store_path, wipe_store
+from sabot.tables.stores import MemoryStore, open_store, schemes, store_path, wipe_store
 
 try:
     import rocksdict  # noqa: F401
@@ -247,3 +247,28 @@ def test_wipe_store(tmp_path):
     again = open_store("lmdb://", table="t", partition=0, datadir=tmp_path)
     assert len(again) == 0 and again.changelog_offset() is None
     again.close()
+
+
+class _TaggedStore(MemoryStore):
+    """A store class registered from outside the package."""
+
+    options = {"tag": str}
+
+    def __init__(self, *, url: str, table: str, partition: int, tag: str = "") -> None:
+        super().__init__(url=url, table=table, partition=partition)
+        self.tag = tag
+
+
+def test_register_a_store_and_faust_aliases(monkeypatch, tmp_path):
+    import sabot.tables.stores as stores
+    monkeypatch.setattr(stores, "_REGISTRY", dict(stores._REGISTRY))
+    monkeypatch.setattr(stores, "_IN_MEMORY", set(stores._IN_MEMORY))
+    stores.register_store("tagged", f"{__name__}:_TaggedStore", on_disk=False)
+    store = open_store("tagged://?tag=blue", table="t", partition=1)
+    assert isinstance(store, _TaggedStore) and store.tag == "blue" and store.path is None
+    with pytest.raises(ConfigurationError, match="module:Class"):
+        stores.register_store("bad", "no-colon")
+    if HAVE_ROCKSDICT:
+        aliased = open_store("rocksdict://", table="t", partition=0, datadir=tmp_path)
+        assert aliased.path == str(tmp_path / "sabot" / "t-0")
+        aliased.close()
