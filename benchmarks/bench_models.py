@@ -19,7 +19,7 @@ a datetime that the class asks to convert, a nested record, a list of
 records, an optional field). Nothing is tuned: the defaults are what runs.
 Best of ``--repeat`` interleaved runs; the ratios are against (f).
 
-    python benchmarks/bench_models.py [--fetch 500,5000] [--repeat 5]
+    python benchmarks/bench_models.py [--fetch 500,5000] [--repeat 15]
 """
 import argparse
 import datetime
@@ -129,7 +129,7 @@ def check_same(faust_values, sabot_values):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fetch", default="500,5000", help="messages per fetch, comma-separated")
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
     print(f"Record decoding of messages Faust wrote, best of {args.repeat} interleaved runs "
           f"(faust-streaming {faust.__version__})")
