@@ -10,7 +10,11 @@
 
 ``lifespan(app)`` starts the Sabot app (agents, tables, transports) when the
 ASGI server starts and stops it gracefully when the server stops; another
-lifespan can run inside it (``lifespan(app, then=other)``). ``pages(app)`` is
+lifespan can run inside it (``lifespan(app, then=other)``), or the app can run
+inside another (``async with app_running(app): ...``); ``LifespanMiddleware``
+does it for an ASGI app without a lifespan hook (Django). Faust's names
+(``faust_lifespan``, ``faust_app_running``, ``FaustLifespanMiddleware``) are
+the same functions. ``pages(app)`` is
 a plain ASGI application serving the app's ``Site`` (``sabot.web.site``):
 the same views as the worker's aiohttp server, the same answers, and the
 same guard (a view that raises answers 500 and nothing of the error is
@@ -21,12 +25,14 @@ here imports FastAPI or Starlette: any ASGI server or framework will do.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import re
+import warnings
 from http.cookies import SimpleCookie
-from typing import (Any, AsyncIterator, Awaitable, Callable, Dict, List, Mapping, MutableMapping,
+from typing import (TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Dict, List, Mapping, MutableMapping,
                     Optional, Pattern, Tuple)
 from urllib.parse import parse_qsl
 
@@ -34,12 +40,17 @@ from aiohttp import web as aioweb
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from yarl import URL
 
+from ..exceptions import SabotCompatibilityWarning
 from ..types import AppT
 from ..web.routes import Route
 from ..web.site import Site
 from ..web.views import View, json_response
 
-__all__ = ["lifespan", "pages", "SabotPages", "ASGIRequest"]
+if TYPE_CHECKING:
+    from ..app import App
+
+__all__ = ["app_running", "lifespan", "LifespanMiddleware", "pages", "SabotPages", "ASGIRequest",
+           "faust_app_running", "faust_lifespan", "FaustLifespanMiddleware"]
 
 logger = logging.getLogger("sabot.web")
 
@@ -52,28 +63,103 @@ Send = Callable[[Message], Awaitable[None]]
 CLIENT_MAX_SIZE = 1024 ** 2
 
 
-def lifespan(app: AppT, *, then: Optional[Callable[[Any], Any]] = None
-             ) -> Callable[[Any], contextlib.AbstractAsyncContextManager[Any]]:
-    """A Starlette/FastAPI ``lifespan=``: start ``app`` with the server, stop it after.
+@contextlib.asynccontextmanager
+async def app_running(app: "App", *, finalize: bool = True, discover: Optional[bool] = None,
+                      stop_timeout: Optional[float] = None) -> AsyncIterator["App"]:
+    """Start ``app`` on the running loop and stop it on exit (Faust's ``faust_app_running``).
+
+    ``discover`` imports the app's modules first (None: when the
+    ``autodiscover`` setting asks for it). An app that was already running
+    is left running. ``stop_timeout`` bounds the graceful stop (None: the
+    app's own ``shutdown_timeout`` applies). ``finalize`` is Faust's: a Sabot
+    app is complete once made, there is nothing to finalize.
+    """
+    if discover is None:
+        app.maybe_discover()
+    elif discover:
+        app.discover()
+    started = await app.maybe_start()
+    try:
+        yield app
+    finally:
+        if started:
+            if stop_timeout is None:
+                await app.stop()
+            else:
+                await asyncio.wait_for(app.stop(), timeout=stop_timeout)
+            if app.crash_reasons:
+                logger.error("sabot app %s stopped on error: %s", app.id, app.crash_reasons[0])
+
+
+def lifespan(app: "App", *, then: Optional[Callable[[Any], Any]] = None,
+             opentelemetry: Optional[bool] = None,
+             **kwargs: Any) -> Callable[..., contextlib.AbstractAsyncContextManager[Any]]:
+    """A Starlette/FastAPI ``lifespan=``: ``app`` runs while the server does (Faust's ``faust_lifespan``).
 
     ``then`` is another lifespan (a function of the ASGI app returning an
     async context manager) run while the Sabot app runs; what it yields is
-    the lifespan's state.
+    the lifespan's state. Keyword arguments go to ``app_running``.
+    ``opentelemetry=True`` (Faust instruments the ASGI app) is not supported
+    and warns.
     """
+    if opentelemetry:
+        warnings.warn("lifespan: Faust's opentelemetry instrumentation is not supported by "
+                      "Sabot (the ASGI app is not instrumented)", SabotCompatibilityWarning,
+                      stacklevel=2)
+
     @contextlib.asynccontextmanager
-    async def run(asgi_app: Any) -> AsyncIterator[Any]:
-        await app.start()
-        try:
+    async def run(*args: Any, **_: Any) -> AsyncIterator[Any]:
+        async with app_running(app, **kwargs):
             if then is None:
-                yield None
+                yield None  # None, not the app: Starlette takes a value as lifespan state
             else:
-                async with then(asgi_app) as state:
+                async with then(*args) as state:
                     yield state
-        finally:
-            await app.stop()
-            if app.crash_reasons:
-                logger.error("sabot app %s stopped on error: %s", app.id, app.crash_reasons[0])
     return run
+
+
+class LifespanMiddleware:
+    """Start and stop a Sabot app with any ASGI app (Faust's ``FaustLifespanMiddleware``).
+
+    For frameworks without a lifespan hook (Django's ``get_asgi_application()``):
+    HTTP and WebSocket scopes go to ``asgi_app`` unchanged; the middleware
+    answers the lifespan scope itself, starting the app before it reports the
+    startup complete and stopping it before it reports the shutdown complete.
+    A failure is reported as ``lifespan.startup.failed`` (or shutdown).
+    """
+
+    def __init__(self, asgi_app: Any, sabot_app: "App", **kwargs: Any) -> None:
+        self.asgi_app = asgi_app
+        self.sabot_app = sabot_app
+        self.options = kwargs
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("type") != "lifespan":
+            await self.asgi_app(scope, receive, send)
+            return
+        phase = "startup"
+        try:
+            message = await receive()
+            _expect(message, "lifespan.startup")
+            async with app_running(self.sabot_app, **self.options):
+                await send({"type": "lifespan.startup.complete"})
+                phase = "shutdown"
+                _expect(await receive(), "lifespan.shutdown")
+        except Exception as exc:
+            await send({"type": f"lifespan.{phase}.failed", "message": str(exc)})
+        else:
+            await send({"type": "lifespan.shutdown.complete"})
+
+
+def _expect(message: Message, expected: str) -> None:
+    if message.get("type") != expected:
+        raise RuntimeError(f"Expected ASGI message {expected!r}, received {message.get('type')!r}")
+
+
+#: Faust's names (``faust.contrib.asgi``), for apps ported by changing their imports.
+faust_app_running = app_running
+faust_lifespan = lifespan
+FaustLifespanMiddleware = LifespanMiddleware
 
 
 def pages(app: AppT) -> "SabotPages":

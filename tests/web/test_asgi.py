@@ -124,3 +124,75 @@ def test_another_lifespan_runs_inside_the_sabot_one():
     with TestClient(api) as client:
         assert client.get("/answer").json() == {"answer": 42}
     assert events == [("start", True), ("stop", False)]  # inside: Sabot still ran
+
+
+async def test_the_lifespan_middleware_starts_and_stops_the_app_around_any_asgi_app():
+    from sabot.contrib.asgi import FaustLifespanMiddleware, LifespanMiddleware
+    assert FaustLifespanMiddleware is LifespanMiddleware
+    app, _, _ = word_app()
+    calls = []
+
+    async def plain(scope, receive, send):  # a framework without a lifespan hook
+        calls.append(scope["type"])
+
+    middleware = LifespanMiddleware(plain, app)
+    inbox = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    sent = []
+
+    async def receive():
+        return inbox.pop(0)
+
+    async def send(message):
+        sent.append((message["type"], app.agents["counter"].running))
+
+    await middleware({"type": "http"}, receive, send)
+    assert calls == ["http"]
+    await middleware({"type": "lifespan"}, receive, send)
+    assert sent == [("lifespan.startup.complete", True), ("lifespan.shutdown.complete", False)]
+    assert calls == ["http"]  # the lifespan scope is the middleware's own
+
+
+async def test_the_middleware_reports_a_failed_start():
+    from sabot.contrib.asgi import LifespanMiddleware
+    app = sabot.App("asgi-bad", broker="kafka://127.0.0.1:1", broker_connect_timeout=0.5)
+    app.agent(app.topic("t"), name="t")(_noop)
+    sent = []
+
+    async def receive():
+        return {"type": "lifespan.startup"}
+
+    async def send(message):
+        sent.append(message)
+
+    await LifespanMiddleware(lambda *a: None, app)({"type": "lifespan"}, receive, send)
+    assert [m["type"] for m in sent] == ["lifespan.startup.failed"]
+    assert "127.0.0.1:1" in sent[0]["message"]
+
+
+async def _noop(stream):
+    async for _ in stream:
+        pass
+
+
+async def test_app_running_leaves_an_app_it_did_not_start_running():
+    from sabot.contrib.asgi import app_running, faust_app_running, faust_lifespan
+    assert faust_app_running is app_running and faust_lifespan is lifespan
+    app, words, counts = word_app()
+    await app.start()
+    try:
+        async with app_running(app) as running:
+            assert running is app
+        assert app.agents["counter"].running  # not stopped: someone else started it
+    finally:
+        await app.stop()
+    fresh, _, _ = word_app()
+    async with app_running(fresh, stop_timeout=10.0):
+        assert fresh.agents["counter"].running
+    assert not fresh.agents["counter"].running
+
+
+def test_faust_opentelemetry_option_warns():
+    from sabot.exceptions import SabotCompatibilityWarning
+    app, _, _ = word_app()
+    with pytest.warns(SabotCompatibilityWarning, match="opentelemetry"):
+        lifespan(app, opentelemetry=True)
