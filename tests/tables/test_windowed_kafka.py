@@ -20,13 +20,13 @@ PARTITIONS = 3
 
 
 @pytest.mark.parametrize("kind", ["tumbling", "hopping"])
-async def test_counts_from_kafka_equal_the_pyarrow_reference(kafka_broker, kind):
+async def test_counts_from_kafka_equal_the_pyarrow_reference(kafka_broker, kind, tmp_path):
     events = out_of_order_events(1500, keys=12, seed=11)
     # Each key in one partition (as the default partitioner would do), chosen here
     # so that the reference knows each partition's order.
     placed = [(k, int(k[1:]) % PARTITIONS, round(t * 1000)) for k, t in events]
     size, step, grace = (5.0, 5.0, 1.0) if kind == "tumbling" else (10.0, 5.0, 0.5)
-    app = make_app(kafka_broker)
+    app = make_app(kafka_broker, datadir=str(tmp_path))
     source = app.topic(unique("clicks"), value_serializer="json", partitions=PARTITIONS)
     name = unique("counts")
     table = make_table(app, name, partitions=PARTITIONS)

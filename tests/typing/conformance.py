@@ -102,6 +102,15 @@ def _table_lookup(t: Table) -> LookupT: return t
 def _global_table_lookup(t: GlobalTable) -> LookupT: return t
 
 
+# -- windowed tables: what they use of a table and of the current event ------------
+from sabot.tables.context import CurrentEvent  # noqa: E402
+from sabot.types import CurrentEventT, WindowedTableT  # noqa: E402
+
+
+def _windowed_table(t: Table) -> WindowedTableT: return t
+def _current_event(e: CurrentEvent) -> CurrentEventT: return e
+
+
 # -- models: a channel's typed key or value codec is a codec -----------------------
 from sabot.models.codec import TypedCodec  # noqa: E402
 
