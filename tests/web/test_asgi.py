@@ -196,3 +196,10 @@ def test_faust_opentelemetry_option_warns():
     app, _, _ = word_app()
     with pytest.warns(SabotCompatibilityWarning, match="opentelemetry"):
         lifespan(app, opentelemetry=True)
+
+
+def test_faust_older_fastapi_import_path_gives_the_same_names():
+    import sabot.contrib.asgi as asgi
+    import sabot.contrib.fastapi as old
+    assert old.__all__ == asgi.__all__
+    assert all(getattr(old, name) is getattr(asgi, name) for name in asgi.__all__)

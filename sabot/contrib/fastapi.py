@@ -1,0 +1,9 @@
+"""Faust's older import path for the ASGI integration: the same names as ``sabot.contrib.asgi``.
+
+Nothing here needs FastAPI; new code imports ``sabot.contrib.asgi``.
+"""
+from .asgi import (ASGIRequest, FaustLifespanMiddleware, LifespanMiddleware, SabotPages,
+                   app_running, faust_app_running, faust_lifespan, lifespan, pages)
+
+__all__ = ["app_running", "lifespan", "LifespanMiddleware", "pages", "SabotPages", "ASGIRequest",
+           "faust_app_running", "faust_lifespan", "FaustLifespanMiddleware"]
