@@ -40,6 +40,7 @@ import datetime
 import heapq
 import inspect
 import logging
+import math
 import operator
 import time
 import warnings
@@ -85,7 +86,10 @@ def _as_seconds(value: Any, what: str) -> float:
         except ValueError:
             raise ValueError(f"{what} is not an ISO-8601 time: {value!r}") from None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        seconds = float(value)
+        if not math.isfinite(seconds):
+            raise ValueError(f"{what} must be a finite number of seconds, got {value!r}")
+        return seconds
     raise TypeError(f"{what} must be a number, a datetime or an ISO-8601 string, got {value!r}")
 
 

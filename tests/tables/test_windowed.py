@@ -346,12 +346,14 @@ async def test_relative_to_clones_share_the_windows_and_reject_bad_times():
         await source.send_batch([{"key": "a", "ts": "2026-01-01T00:00:05+00:00"},
                                  {"key": "a", "ts": 1767225609.0},
                                  {"key": "a", "ts": "yesterday"},
-                                 {"key": "a", "ts": None}])
-        await until(lambda: len(seen) == 4)
+                                 {"key": "a", "ts": None},
+                                 {"key": "a", "ts": float("nan")}])
+        await until(lambda: len(seen) == 5)
         start = 1767225600.0  # 2026-01-01T00:00:00Z, a multiple of 10
         assert table["a", (start, start + 9.9)] == 2
-    assert len(errors) == 2
-    assert "ISO-8601" in errors[0] and "None" in errors[1]
+    assert len(errors) == 3
+    assert "ISO-8601" in errors[0] and "None" in errors[1] and "finite" in errors[2]
+    assert all("table 'r'" in e for e in errors)
 
 
 def test_bad_window_settings_are_clear_errors():
