@@ -199,10 +199,9 @@ class IntervalJoin(Generic[Token]):
              timestamp: float = 0.0) -> Frame:
         """The rows of a batch of ``side`` with keys and times (``SchemaError`` if it cannot be read)."""
         this = self.sides[side]
-        frame = read_frame(payload, on=this.on, time=self.times[side], with_time=True,
-                           keys=keys, timestamps=timestamps, timestamp=timestamp,
-                           schema=this.schema)
-        return frame
+        return read_frame(payload, on=this.on, time=self.times[side], with_time=True,
+                          keys=keys, timestamps=timestamps, timestamp=timestamp,
+                          schema=this.schema)
 
     def add(self, side: int, token: Token, frame: Frame) -> IntervalStep[Token]:
         """Join a batch of ``side`` (read by ``read``) against the other side's buffer."""
@@ -222,7 +221,10 @@ class IntervalJoin(Generic[Token]):
             rejects.sort()
             return IntervalStep(None, [], False, [], rejects, 0)
         rows, index, keys, times, unfit = self._fit_schema(this, rows, index, keys, times)
-        rejects.extend(unfit)
+        if unfit:  # the whole batch: its schema does not fit the side's
+            rejects.extend(unfit)
+            rejects.sort()
+            return IntervalStep(None, [], False, [], rejects, 0)
         if bad:
             dropped = {j for j, _ in bad}
             rejects.extend((index[j], reason) for j, reason in bad)
@@ -407,8 +409,7 @@ class IntervalJoin(Generic[Token]):
         self.pairs += pairs.num_rows
         return self._assemble(left, right)
 
-    def _assemble(self, left: pa.Table, right: Optional[pa.Table],
-                  n: Optional[int] = None) -> pa.RecordBatch:
+    def _assemble(self, left: pa.Table, right: Optional[pa.Table]) -> pa.RecordBatch:
         arrays: List[Any] = [c.combine_chunks() for c in left.columns]
         names = list(left.column_names)
         right_schema = self.sides[RIGHT].schema

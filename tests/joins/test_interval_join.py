@@ -315,3 +315,20 @@ async def test_a_stop_request_gives_up_the_buffered_batches():
         await left.publish(later)
         await until(lambda: later.abandoned, what="the later batch given up")
     assert not buffered.done and not later.done
+
+
+def test_a_batch_whose_schema_does_not_fit_its_side_is_rejected_whole():
+    join = IntervalJoin(within=1.0, on="k", time="t", prefix="r_")
+    join.add(LEFT, "l1", join.read(LEFT, pa.RecordBatch.from_pylist([{"k": 1, "t": 1.0,
+                                                                       "x": 5}])))
+    # No column x, and x's place taken by a string: neither converts.
+    step = join.add(LEFT, "l2", join.read(LEFT, pa.RecordBatch.from_pylist(
+        [{"k": 1, "t": 2.0, "y": "a"}, {"k": 2, "t": 2.5, "y": "b"}])))
+    assert [i for i, _ in step.rejects] == [0, 1]
+    assert "does not fit the left side's schema" in step.rejects[0][1]
+    assert not step.buffered and join.buffered_rows == 1
+    # A narrower integer type still fits (cast safely).
+    step = join.add(LEFT, "l3", join.read(LEFT, pa.RecordBatch.from_arrays(
+        [pa.array([3], pa.int64()), pa.array([3.0]), pa.array([7], pa.int32())],
+        ["k", "t", "x"])))
+    assert step.rejects == [] and step.buffered
