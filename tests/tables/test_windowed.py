@@ -469,3 +469,35 @@ async def test_a_window_set_pinned_to_an_event_and_what_a_windowed_table_refuses
             refused()
     with pytest.raises(NotImplementedError, match="not implemented"):
         windowed["a"].keys()
+
+
+async def test_sliding_windows_around_each_event_and_relative_to_now():
+    app = sabot.App(unique("win"))
+    source = app.channel()
+    closed = []
+    sliding = make_table(app, "s").sliding(2, 3, idle_timeout=None,
+                                          on_window_close=lambda k, v: closed.append((k, v)))
+    tumbling_table = make_table(app, "t")
+    by_now = tumbling_table.tumbling(10, idle_timeout=None).relative_to_now()
+    seen = []
+
+    @app.agent(source)
+    async def count(stream):
+        async for value in stream:
+            sliding[value] += 1
+            by_now[value] += 1
+            seen.append(value)
+
+    async with running(app):
+        await source.publish(Batch(["k", "k", "k", "k"], timestamps=[10.0, 15.0, 14.0, 12.0]))
+        await until(lambda: len(seen) == 4)
+        # Faust's sliding window: (t - before, t + after) for each event.
+        assert sliding["k"][(8.0, 13.0)] == 1 and sliding["k"][(13.0, 18.0)] == 1
+        # 15 closed (8, 13): its end 13 is behind the watermark 15. 14's window
+        # (12, 17) is open; 12's, (10, 15), closed at 15 already: late.
+        assert closed == [(("k", (8.0, 13.0)), 1)]
+        assert sliding["k"][(12.0, 17.0)] == 1 and ("k", (10.0, 15.0)) not in sliding.table
+        assert sliding.late_events == 1
+        # relative_to_now: in a stream, "now" is the partition's latest event time,
+        # so the events at 14 and 12 count in the window of 15 (and 10 in its own).
+        assert by_start(tumbling_table) == {("k", 10.0): 4}
