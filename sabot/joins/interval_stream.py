@@ -78,7 +78,10 @@ class IntervalJoinedBatches:
                  owns_right: bool) -> None:
         self.join = join
         self._streams = (left, right)
-        self._cursors = (left.raw_batches(), right.raw_batches())
+        # The right side first: the last stream a task starts reading is the
+        # one tables attribute its writes to (sabot.streams.current_stream).
+        right_cursor = right.raw_batches()
+        self._cursors = (left.raw_batches(), right_cursor)
         self._owns_right = owns_right
         self._reads: List[Optional["asyncio.Future[Any]"]] = [None, None]
         self._ended = [False, False]

@@ -332,3 +332,22 @@ def test_a_batch_whose_schema_does_not_fit_its_side_is_rejected_whole():
         [pa.array([3], pa.int64()), pa.array([3.0]), pa.array([7], pa.int32())],
         ["k", "t", "x"])))
     assert step.rejects == [] and step.buffered
+
+
+async def test_the_agents_own_stream_stays_the_current_one_for_tables():
+    from sabot.streams import current_stream
+    app = sabot.App(unique("interval"))
+    left, right = app.channel(), app.channel()
+    payments = right.stream()
+    seen = []
+
+    @app.agent(left)
+    async def match(stream):
+        async for _ in stream.join_within(payments, within=1.0, on="k", time="t", prefix="r_"):
+            seen.append(current_stream() is stream)
+
+    async with running(app):
+        await left.send_batch(pa.RecordBatch.from_pylist([{"k": 1, "t": 1.0}]))
+        await right.send_batch(pa.RecordBatch.from_pylist([{"k": 1, "t": 1.5}]))
+        await until(lambda: seen, what="a pair")
+    assert seen == [True]
