@@ -25,6 +25,7 @@ from typing import (TYPE_CHECKING, Any, Callable, Concatenate, Dict, Generic, It
 from mode import Service
 
 from .agents import Agent
+from .agents.faust_options import FaustAgentOptions
 from .agents.rpc import ReplyConsumer
 from .agents.sinks import SinkTarget
 from .channels import (Channel, MemoryChannel, Transport, create_transport, scheme_of,
@@ -277,23 +278,34 @@ class App(Service):
     def agent(self, channel: Union[None, str, Channel, Agent] = None, *,
               name: Optional[str] = None, concurrency: int = 1,
               sink: Optional[Sequence[SinkTarget]] = None, executor: str = "native",
-              on_error: str = "dead_letter",
+              on_error: Union[str, Callable[..., Any]] = "dead_letter",
               node: Any = None, key_type: Any = None,
-              value_type: Any = None) -> Callable[[Callable[..., Any]], Agent]:
+              value_type: Any = None, help: Optional[str] = None, schema: Any = None,
+              supervisor_strategy: Any = None, isolated_partitions: bool = False,
+              use_reply_headers: bool = True,
+              **kwargs: Any) -> Callable[[Callable[..., Any]], Agent]:
         """Decorate an async function to run it over ``channel``.
 
         ``channel`` is a channel, a topic name, another agent (its input) or
         ``None`` for a new in-memory channel. ``key_type``/``value_type``
         (Faust's) type the channel the agent makes. ``executor="wasm"`` runs the
         WebAssembly ``node`` (a path, bytes, text or ``WasmModule``) on
-        every batch; the function iterates the node's outputs.
+        every batch; the function iterates the node's outputs. Faust's other
+        options (``on_error`` as a handler, ``schema``, ``help``, ...) as in
+        ``sabot.agents.faust_options``.
         """
         def decorator(fun: Callable[..., Any]) -> Agent:
             agent_name = name or f"{fun.__module__}.{fun.__qualname__}"
             if agent_name in self.agents:
                 raise ConfigurationError(f"agent {agent_name!r} is defined twice")
+            faust = FaustAgentOptions(agent_name, on_error=on_error, schema=schema,
+                                      supervisor_strategy=supervisor_strategy,
+                                      isolated_partitions=isolated_partitions,
+                                      use_reply_headers=use_reply_headers, extra=kwargs)
             source: ChannelT
-            types = dict(key_type=key_type, value_type=value_type)
+            key_t, value_t = faust.types(key_type, value_type)
+            types = dict(key_type=key_t, value_type=value_t,
+                         **{k: v for k, v in faust.schema_options.items() if k.endswith("serializer")})
             if channel is None:
                 # As Faust: a topic on the app's broker, "<app id>-<agent name>".
                 source = self.topic(f"{self.id}-{agent_name}", **types)
@@ -307,10 +319,12 @@ class App(Service):
                 raise ConfigurationError(
                     f"agent {agent_name!r}: channel must be a channel, a topic name or an agent, "
                     f"got {type(channel).__name__}")
-            warn_if_types_differ(agent_name, source, key_type, value_type)
+            warn_if_types_differ(agent_name, source, key_t, value_t)
             agent = Agent(fun, app=self, channel=source, name=agent_name,
                           concurrency=concurrency, sink=sink, executor=executor,
-                          on_error=on_error, node=node)
+                          on_error=faust.policy, node=node)
+            agent.help = help or ""
+            agent.on_failure = faust.failure_hook(agent)
             self.agents[agent_name] = agent
             return agent
         return decorator
@@ -341,14 +355,15 @@ class App(Service):
         return decorator
 
     def _crontab(self, cron_format: str, *, timezone: Optional[datetime.tzinfo] = None,
-                on_leader: bool = False,
-                traced: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+                on_leader: bool = False, traced: bool = True,
+                tz: Optional[datetime.tzinfo] = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Run the decorated async function at the times of ``cron_format`` (Faust's ``app.crontab``).
 
         ``timezone`` defaults to the app's ``timezone`` setting (UTC).
         """
         def decorator(f: Callable[..., Any]) -> Callable[..., Any]:
-            self.schedules.append(Crontab(f, cron_format, timezone or self.conf.timezone,
+            # ``tz`` is Faust 1.x's name for ``timezone`` (its examples still use it).
+            self.schedules.append(Crontab(f, cron_format, timezone or tz or self.conf.timezone,
                                           on_leader=on_leader))
             return f
         return decorator

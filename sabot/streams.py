@@ -93,6 +93,10 @@ class Stream:
         #: group_by() streams made from this one, by name (sabot.group_by).
         self._grouped: Dict[str, "Stream"] = {}
 
+    def __class_getitem__(cls, item: Any) -> type:
+        """``Stream[Order]`` in annotations, as Faust's ``faust.Stream[Order]``."""
+        return cls
+
     def __repr__(self) -> str:
         kind = "derived " if self._parent is not None else ""
         return f"<{kind}Stream of {self.channel!r}>"

@@ -117,6 +117,8 @@ class Agent(AgentRPC, Service):
         self.last_error: Optional[BaseException] = None
         #: Called with each ``AgentFailure`` before ``on_error`` is applied.
         self.on_failure: Optional[Callable[[AgentFailure], None]] = None
+        #: Faust's ``help=``: what the agent is for (``sabot agents`` lists it).
+        self.help = ""
         #: Level of the log line for a failure (a process agent's child logs
         #: quietly: its parent reports the failure).
         self.failure_log_level = logging.ERROR

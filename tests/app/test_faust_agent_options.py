@@ -1,0 +1,91 @@
+"""Faust's agent options: on_error as a handler, schema, help, and the ones Sabot warns about."""
+import datetime
+
+import pytest
+
+import sabot
+from sabot.exceptions import SabotCompatibilityWarning
+from tests.helpers import running, unique, until
+
+
+def test_faust_only_agent_options_warn_naming_them():
+    app = sabot.App(unique("opt"))
+    with pytest.warns(SabotCompatibilityWarning, match="isolated_partitions.*not supported"):
+        @app.agent(isolated_partitions=True)
+        async def a(stream):
+            async for _ in stream:
+                pass
+    with pytest.warns(SabotCompatibilityWarning, match="supervisor_strategy"):
+        @app.agent(supervisor_strategy=object)
+        async def b(stream):
+            async for _ in stream:
+                pass
+
+
+async def test_on_error_handler_is_awaited_with_agent_and_error_then_dead_lettered():
+    app = sabot.App(unique("opt"))
+    handled = []
+
+    async def on_error(agent, exc):
+        handled.append((agent, exc))
+
+    @app.agent(on_error=on_error, help="Fails on odd values.")
+    async def picky(stream):
+        async for value in stream:
+            if value % 2:
+                raise ValueError(f"odd {value}")
+
+    dead = []
+    @app.agent(picky.channel.dead_letter_channel())
+    async def dead_letters(stream):
+        async for value in stream:
+            dead.append(value)
+
+    assert picky.help == "Fails on odd values."
+    async with running(app):
+        for i in range(4):
+            await picky.send(value=i)
+        await until(lambda: len(handled) == 2 and len(dead) == 2, what="two handled failures")
+    assert handled[0][0] is picky and str(handled[0][1]) == "odd 1"
+
+
+def test_schema_gives_the_agents_topic_its_types():
+    class Order(sabot.Record):
+        id: str
+
+    class Schema:  # Faust's faust.Schema shape
+        key_type = str
+        value_type = Order
+        key_serializer = None
+        value_serializer = "json"
+
+    app = sabot.App(unique("opt"))
+
+    @app.agent(schema=Schema())
+    async def orders(stream):
+        async for _ in stream:
+            pass
+
+    assert orders.channel.value_type is Order and orders.channel.key_type is str
+
+
+def test_crontab_takes_fausts_older_tz_name():
+    app = sabot.App(unique("opt"))
+    pacific = datetime.timezone(datetime.timedelta(hours=-8))
+
+    @app.crontab("0 20 * * *", tz=pacific)
+    async def evening():
+        pass
+
+    assert app.schedules[0].timezone is pacific
+
+
+def test_stream_and_streamt_are_subscriptable_in_annotations():
+    class Order(sabot.Record):
+        id: str
+
+    async def agent_fun(orders: sabot.Stream[Order], other: sabot.StreamT[Order],
+                        channel: sabot.ChannelT[Order]) -> None:
+        pass
+
+    assert sabot.Stream[Order] is sabot.Stream
