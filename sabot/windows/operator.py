@@ -32,13 +32,15 @@ only until the watermark could close the next window on the clock (see
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections import deque
-from typing import (Any, AsyncIterator, Deque, Dict, List, Optional, Tuple)
+from typing import (Any, AsyncIterator, Collection, Deque, Dict, List, Optional, Tuple)
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..channels.transport_channel import Countdown
+from ..channels.transport import AssignmentListener, Transport
+from ..channels.transport_channel import Countdown, TransportChannel
 from ..exceptions import ConfigurationError
 from ..types import BatchT, ChannelT, CursorT
 from .aggregations import Aggregation, AggregationPlan
@@ -165,7 +167,21 @@ class WindowOperator:
                                f"{self._iterating}(); call stream.window(...).agg(...) "
                                f"again for another")
         self._iterating = mode
+        self._watch_assignments()
         return _WindowIterator(self, self.windowed._batches(), mode == "current")
+
+    def _watch_assignments(self) -> None:
+        # On a broker whose group assigns partitions (Kafka), the partitions
+        # assigned here hold the watermark before their first batch: on a
+        # backlog, one partition's fetch must not close the windows of the
+        # others, read a moment later (see watermark.Watermarks.expect).
+        channel = self.windowed.channel
+        if not isinstance(channel, TransportChannel):
+            return
+        transport = channel.transport
+        if isinstance(transport, Transport) and transport.assigns_partitions:
+            transport.add_assignment_listener(
+                _AssignedPartitions(self.watermarks, channel.name))
 
     # -- one batch -------------------------------------------------------------------
     async def process(self, batch: BatchT, current: bool, out: Deque[pa.RecordBatch]) -> None:
@@ -314,6 +330,30 @@ class WindowOperator:
         countdown = Countdown(len(pending), batch.release)
         for future in pending:
             future.add_done_callback(lambda f: _settle(f, countdown))
+
+
+class _AssignedPartitions(AssignmentListener):
+    """Tells an operator's watermarks which partitions of its topic are assigned here.
+
+    The transport tells partition numbers; they are this topic's (a number
+    another subscribed topic has and this one lacks holds the watermark for
+    ``unseen_hold`` at most). Holds the watermarks weakly: an operator that
+    is gone (an agent restarted) leaves a listener that does nothing.
+    """
+
+    def __init__(self, watermarks: Watermarks, topic: str) -> None:
+        self._watermarks = weakref.ref(watermarks)
+        self._topic = topic
+
+    async def on_assigned(self, partitions: Collection[int]) -> None:
+        watermarks = self._watermarks()
+        if watermarks is not None:
+            watermarks.expect((self._topic, p) for p in partitions)
+
+    async def on_revoked(self, partitions: Collection[int]) -> None:
+        watermarks = self._watermarks()
+        if watermarks is not None:
+            watermarks.forget((self._topic, p) for p in partitions)
 
 
 def _settle(future: "asyncio.Future[Any]", countdown: Countdown) -> None:

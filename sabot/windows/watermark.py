@@ -32,14 +32,18 @@ Times are integer microseconds of event time; the clock is
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, Hashable, Optional
+from typing import Any, Callable, Dict, Hashable, Iterable, Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..types import BatchT
 
-__all__ = ["Watermarks", "BatchWatermarks", "partition_of", "NO_WATERMARK"]
+__all__ = ["Watermarks", "BatchWatermarks", "partition_of", "NO_WATERMARK", "UNSEEN_HOLD"]
+
+#: Seconds an assigned partition not heard from yet holds the watermark when
+#: there is no ``idle_timeout`` (with one, it holds that long).
+UNSEEN_HOLD = 10.0
 
 #: Stands for "no watermark yet" in per-row arrays (far below any event time,
 #: and far enough from int64's end that subtracting a lateness cannot wrap).
@@ -60,18 +64,29 @@ def partition_of(batch: BatchT) -> Hashable:
 class _Partition:
     __slots__ = ("max_event", "last_seen")
 
-    def __init__(self, max_event: int, last_seen: float) -> None:
+    def __init__(self, max_event: Optional[int], last_seen: float) -> None:
+        #: Largest event time seen (None: assigned, nothing seen yet).
         self.max_event = max_event
+        #: Clock time of its last batch (or of its assignment).
         self.last_seen = last_seen
 
 
 class Watermarks:
-    """Per-partition watermarks and their minimum, which never goes back."""
+    """Per-partition watermarks and their minimum, which never goes back.
+
+    ``expect`` names partitions assigned here before they deliver anything
+    (Kafka's group assignment): such a partition holds the watermark from
+    its assignment until its first batch, for at most ``idle_timeout`` (or
+    ``unseen_hold`` seconds without one), so that a partition whose first
+    fetch comes a moment after another's does not find its windows closed.
+    """
 
     def __init__(self, lateness_us: int = 0, idle_timeout: Optional[float] = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 unseen_hold: float = UNSEEN_HOLD) -> None:
         self.lateness_us = lateness_us
         self.idle_timeout = idle_timeout
+        self.unseen_hold = unseen_hold
         self.clock = clock
         self._partitions: Dict[Any, _Partition] = {}
         self._current: Optional[int] = None
@@ -83,35 +98,58 @@ class Watermarks:
         if state is None:
             self._partitions[partition] = _Partition(max_event_us, now)
         else:
-            if max_event_us > state.max_event:
+            if state.max_event is None or max_event_us > state.max_event:
                 state.max_event = max_event_us
             state.last_seen = now
 
+    def expect(self, partitions: Iterable[Hashable]) -> None:
+        """``partitions`` were assigned here: each holds the watermark until it delivers."""
+        now = self.clock()
+        for partition in partitions:
+            if partition not in self._partitions:
+                self._partitions[partition] = _Partition(None, now)
+
+    def forget(self, partitions: Iterable[Hashable]) -> None:
+        """``partitions`` went to another worker: they no longer hold the watermark."""
+        for partition in partitions:
+            self._partitions.pop(partition, None)
+
     @property
     def partitions(self) -> int:
-        """Partitions seen so far."""
+        """Partitions seen (or expected) so far."""
         return len(self._partitions)
 
     def partition_watermark(self, partition: Hashable) -> Optional[int]:
         """One partition's own watermark (without idle advance), or None if unseen."""
         state = self._partitions.get(partition)
-        return None if state is None else state.max_event - self.lateness_us
+        if state is None or state.max_event is None:
+            return None
+        return state.max_event - self.lateness_us
+
+    def _idle_after(self, state: _Partition) -> Optional[float]:
+        if state.max_event is None:
+            return self.idle_timeout if self.idle_timeout is not None else self.unseen_hold
+        return self.idle_timeout
 
     def _idle(self, state: _Partition, now: float) -> bool:
-        timeout = self.idle_timeout
+        timeout = self._idle_after(state)
         return timeout is not None and now - state.last_seen >= timeout
 
     def current(self) -> Optional[int]:
         """The operator's watermark now (µs), or None before the first event."""
-        if not self._partitions:
-            return self._current
         now = self.clock()
-        active = [s.max_event for s in self._partitions.values() if not self._idle(s, now)]
+        active = [s for s in self._partitions.values() if not self._idle(s, now)]
         if active:
-            value = min(active) - self.lateness_us
+            marks = [s.max_event for s in active if s.max_event is not None]
+            if len(marks) < len(active):  # an assigned partition not heard from yet holds it
+                return self._current
+            value = min(marks) - self.lateness_us
         else:
-            value = min(s.max_event + int((now - s.last_seen) * 1_000_000)
-                        for s in self._partitions.values()) - self.lateness_us
+            seen = [s.max_event + int((now - s.last_seen) * 1_000_000)
+                    for s in self._partitions.values() if s.max_event is not None]
+            if not seen:
+                return self._current
+            value = min(seen) - self.lateness_us
         if self._current is None or value > self._current:
             self._current = value
         return self._current
@@ -129,9 +167,12 @@ class Watermarks:
         current = self.current()
         state = self._partitions.get(partition)
         own = None if state is None else state.max_event
-        others = [s.max_event for p, s in self._partitions.items()
+        others = [s for p, s in self._partitions.items()
                   if p != partition and not self._idle(s, now)]
-        others_min = min(others) if others else None
+        marks = [s.max_event for s in others if s.max_event is not None]
+        others_min: Optional[int] = min(marks) if marks else None
+        if len(marks) < len(others):
+            others_min = NO_WATERMARK  # a partition not heard from yet holds it
         top = high if own is None or high > own else own
         upper = top if others_min is None or others_min > top else others_min
         upper -= self.lateness_us
@@ -147,17 +188,20 @@ class Watermarks:
         (the minimum may move then); after, when the clock carries the
         watermark to ``event_us``.
         """
-        if self.idle_timeout is None or not self._partitions:
-            return None
         now = self.clock()
-        busy = [s.last_seen + self.idle_timeout - now for s in self._partitions.values()
-                if not self._idle(s, now)]
+        busy = []
+        for state in self._partitions.values():
+            timeout = self._idle_after(state)
+            if timeout is not None and not self._idle(state, now):
+                busy.append(state.last_seen + timeout - now)
         if busy:
             return max(0.0, min(busy))
+        if self.idle_timeout is None:
+            return None
         current = self.current()
-        assert current is not None
+        if current is None:
+            return None
         return max(0.0, (event_us - current) / 1_000_000)
-
 
 
 class BatchWatermarks:

@@ -95,3 +95,35 @@ def test_partitions_are_the_position_without_its_offset():
     assert partition_of(Batch([1], positions=[("orders", 3, 17)])) == ("orders", 3)
     assert partition_of(Batch([1], positions=[("stream", "1-0")])) == ("stream",)
     assert partition_of(Batch([1])) is None
+
+
+def test_an_assigned_partition_holds_the_watermark_until_it_delivers():
+    clock = Clock()
+    marks = Watermarks(clock=clock, unseen_hold=10.0)
+    marks.expect([("t", 0), ("t", 1)])
+    marks.observe(("t", 0), 50 * S)
+    assert marks.current() is None  # partition 1 has said nothing yet
+    batch = marks.for_batch(("t", 0), pa.array([60 * S], pa.int64()), 60 * S)
+    assert batch.rows().to_pylist() == [NO_WATERMARK]
+    assert marks.seconds_until(60 * S) == 10.0  # when partition 1 stops holding
+    marks.observe(("t", 1), 40 * S)
+    assert marks.current() == 40 * S
+    marks.forget([("t", 1)])  # revoked: no longer held by it
+    assert marks.current() == 50 * S
+
+
+def test_an_assigned_partition_that_stays_silent_holds_for_a_while_only():
+    clock = Clock()
+    marks = Watermarks(clock=clock, unseen_hold=10.0)
+    marks.expect([0, 1])
+    marks.observe(0, 50 * S)
+    clock.now += 9.0
+    marks.observe(0, 55 * S)
+    assert marks.current() is None
+    clock.now += 1.0  # partition 1 silent since its assignment 10 s ago
+    assert marks.current() == 55 * S
+    with_idle = Watermarks(idle_timeout=2.0, clock=clock)
+    with_idle.expect([0, 1])
+    with_idle.observe(0, 50 * S)
+    clock.now += 2.0  # idle_timeout, when given, is the hold (both quiet now)
+    assert with_idle.current() == 52 * S
