@@ -228,6 +228,8 @@ class WindowOperator:
 
     def seconds_to_next_close(self) -> Optional[float]:
         """How long to wait for a batch before the clock may close a window."""
+        if not self.watermarks.moves_alone:
+            return None
         target = self.engine.next_close_us()
         if target is None:
             return None

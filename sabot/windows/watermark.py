@@ -180,6 +180,13 @@ class Watermarks:
             upper = current
         return BatchWatermarks(upper, times, own, others_min, current, self.lateness_us)
 
+    @property
+    def moves_alone(self) -> bool:
+        """True when the clock alone may move the watermark (idleness, or a
+        partition assigned and not heard from, whose hold runs out)."""
+        return self.idle_timeout is not None or any(
+            s.max_event is None for s in self._partitions.values())
+
     def seconds_until(self, event_us: int) -> Optional[float]:
         """Wall-clock seconds until the watermark may reach ``event_us`` without events.
 
