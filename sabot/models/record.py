@@ -28,6 +28,7 @@ building a record costs about what a hand-written class costs.
 from __future__ import annotations
 
 import typing
+from datetime import datetime
 from typing import (Any, Callable, ClassVar, Dict, Iterator, List, Mapping, Optional, Tuple,
                     Type, TypeVar, cast)
 
@@ -436,11 +437,16 @@ def _to_python(descr: FieldDescriptor, options: ModelOptions) -> Optional[Callab
     if user is not None:
         return user
     convert = converter_for(typ, options, top=True)
-    from .fields import DatetimeField, DecimalField
+    from .fields import DatetimeField, DecimalField, to_decimal
     coerce = options.coerce or (isinstance(descr, DatetimeField) and options.isodates) or (
         isinstance(descr, DecimalField) and options.decimals)
     if not coerce or type(descr).prepare_value is FieldDescriptor.prepare_value:
         return convert
+    if convert is None and type(descr) is DecimalField:
+        return to_decimal  # what prepare_value(v, coerce=True) does, one call less
+    if convert is None and type(descr) is DatetimeField:
+        parse = descr.date_parser
+        return lambda v: v if v is None or isinstance(v, datetime) else parse(v)
     prepare = descr.prepare_value
     if convert is None:
         return lambda v: prepare(v, coerce=True)
