@@ -237,3 +237,50 @@ def test_bad_types_are_refused_with_the_option_named():
         app.channel(value_type=dict)
     with pytest.raises(ConfigurationError, match="not both"):
         app.channel(schema=Trade.arrow_schema(), value_type=Trade)
+
+
+class Account(sabot.Record, namespace="trades.Account"):
+    bank: str
+    number: int
+
+
+async def test_record_keys_and_allow_empty(kafka_broker):
+    app = kafka_app(kafka_broker)
+    topic = app.topic(unique("keyed"), partitions=1, key_type=Account, value_type=Trade,
+                      allow_empty=True)
+    events = collector(app, topic, kind="events")
+    key = Account("b", 7).dumps(serializer="json")
+    async with running(app):
+        await produce(kafka_broker, topic.name, [
+            (key, faust_bytes("K", 1, "1")),
+            (key, None),                     # a tombstone, let through as None
+            (b'{"bank":"b"}', faust_bytes("K", 2, "2")),  # the key lacks a field
+        ])
+        await topic.send(key=Account("c", 8), value=Trade("L", 3, decimal.Decimal("3")))
+        await until(lambda: len(events) >= 3, timeout=WAIT, what="three events")
+        dead = await read_topic(kafka_broker, topic.name + ".dlq", 1)
+    assert [(e.key, e.value) for e in events] == [
+        (Account("b", 7), Trade("K", 1, decimal.Decimal("1"))),
+        (Account("b", 7), None),
+        (Account("c", 8), Trade("L", 3, decimal.Decimal("3")))]
+    assert "key: Account: required field 'number' is missing" in \
+        dict(dead[0].headers)["sabot-error"].decode()
+
+
+def test_which_codec_a_typed_channel_uses():
+    from sabot.codecs import JsonCodec, RawCodec
+    from sabot.models.codec import TypedCodec, typed_codec
+
+    class Keyed(sabot.Record, serializer="json"):
+        k: str
+    assert typed_codec(None, None, key=True) is None
+    assert isinstance(typed_codec(None, None, key=False), JsonCodec)
+    assert isinstance(typed_codec(str, None, key=True).inner, RawCodec)
+    assert isinstance(typed_codec(str, None, key=False).inner, JsonCodec)
+    assert isinstance(typed_codec(Account, None, key=True).inner, JsonCodec)
+    assert isinstance(typed_codec(Keyed, "raw", key=True).inner, RawCodec)  # given wins
+    codec = typed_codec(int, None, key=True)
+    assert isinstance(codec, TypedCodec) and codec.encode(42) == b"42"
+    assert codec.decode(b"42") == 42
+    with pytest.raises(ConfigurationError, match="RecordBatches"):
+        TypedCodec("arrow", Trade)
