@@ -29,9 +29,11 @@ What Sabot adds, where Faust's windows hurt:
   channel (``<topic>.dlq``, as the Arrow windows do), or to ``late_channel=``;
   its input is acknowledged only once that is stored (``sabot.tables.late``).
   Its other, still open, windows (hopping) are updated.
-* **``expires`` removes old windows on event time**: a closed window's keys are
-  deleted from the table (and the changelog) once Faust's ``stale`` test
-  holds against the partition's watermark instead of ``time.time()``.
+* **``expires`` removes old windows on event time**: every
+  ``table_cleanup_interval`` seconds (Faust's setting, Faust's rhythm), a
+  closed window's keys are deleted from the table (and the changelog) once
+  Faust's ``stale`` test holds against the partition's watermark instead of
+  ``time.time()``.
 """
 from __future__ import annotations
 
@@ -159,7 +161,7 @@ class WindowedState:
         self.late_reasons: Dict[str, int] = {}
         self._callbacks: Set[asyncio.Future[Any]] = set()
         self._late = LateWriter(table.name)
-        self._start_idle_timer()
+        self._start_timers()
         table.on_recover(self.track_recovered)
 
     # -- writes ------------------------------------------------------------------
@@ -236,7 +238,7 @@ class WindowedState:
 
     # -- closing and expiring ----------------------------------------------------
     def sweep(self, partition: int) -> None:
-        """Close the windows the watermark has passed, then expire stale ones."""
+        """Close the windows the partition's watermark has passed."""
         watermark = self._swept[partition] = self.clock.watermark(partition)
         closing = self._closing.get(partition)
         if closing:
@@ -245,15 +247,28 @@ class WindowedState:
                 _, window_range = heapq.heappop(closing)
                 keys = windows.pop(window_range, set())
                 self._close(partition, window_range, keys)
-        expiring = self._expiring.get(partition)
-        if expiring:
-            stale = self.window.stale
+
+    def expire_stale(self) -> int:
+        """Remove the closed windows that are stale by their partition's watermark.
+
+        Faust's cleanup: run every ``table_cleanup_interval`` seconds by an
+        app timer (Faust judges staleness by ``time.time()``, Sabot by the
+        watermark). Returns how many windows expired.
+        """
+        expired = 0
+        stale = self.window.stale
+        for partition, expiring in list(self._expiring.items()):
+            if self.clock.watermark(partition) > self._swept.get(partition, NO_WATERMARK):
+                self.sweep(partition)  # close what the watermark passed first
+            watermark = self._swept.get(partition, NO_WATERMARK)
             closed = self._closed[partition]
             while expiring and stale(expiring[0][0], watermark):
                 _, window_range = heapq.heappop(expiring)
                 for key in closed.pop(window_range, ()):
                     self.table.expire((key, window_range), partition)
-                self.windows_expired += 1
+                expired += 1
+        self.windows_expired += expired
+        return expired
 
     def _close(self, partition: int, window_range: WindowRange, keys: Set[Any]) -> None:
         self.windows_closed += 1
@@ -313,16 +328,24 @@ class WindowedState:
                 moved.append(partition)
         return moved
 
-    def _start_idle_timer(self) -> None:
-        # An app timer: it runs while the worker runs and stops with it.
-        timeout = self.clock.idle_timeout
-        if timeout is None or self.app is None:
+    def _start_timers(self) -> None:
+        # App timers: they run while the worker runs and stop with it.
+        app = self.app
+        if app is None:
             return
-        interval = min(max(timeout / 4, 0.01), 1.0)
-        self.app.timer(interval, name=f"{self.table.name}: idle windows")(self._idle_tick)
+        timeout = self.clock.idle_timeout
+        if timeout is not None:
+            interval = min(max(timeout / 4, 0.01), 1.0)
+            app.timer(interval, name=f"{self.table.name}: idle windows")(self._idle_tick)
+        if self.window.expires is not None:
+            app.timer(app.conf.table_cleanup_interval,
+                      name=f"{self.table.name}: expired windows")(self._cleanup_tick)
 
     async def _idle_tick(self) -> None:
         self.advance_idle()
+
+    async def _cleanup_tick(self) -> None:
+        self.expire_stale()
 
     async def flush(self) -> None:
         """Wait for the close callbacks and late-event sends started so far."""

@@ -176,7 +176,8 @@ async def test_an_idle_partition_closes_its_window_without_a_new_event():
 
 
 async def test_expires_removes_old_windows_on_event_time():
-    app = sabot.App(unique("win"))
+    # Faust's table_cleanup_interval: how often expired windows are removed.
+    app = sabot.App(unique("win"), table_cleanup_interval=0.02)
     source = app.channel()
     table = make_table(app, "exp")
     windowed = table.tumbling(10, expires=20, idle_timeout=None)
@@ -200,9 +201,11 @@ async def test_expires_removes_old_windows_on_event_time():
         # Faust's stale: a window ending at 9.9 expires once current(latest - 20)
         # starts after it, latest = the watermark: 31 -> current(11) = (10, 19.9).
         await send(31.0)
-        assert set(by_start(table)) == {("k", 10.0), ("k", 20.0), ("k", 30.0)}
+        await until(lambda: set(by_start(table)) == {("k", 10.0), ("k", 20.0), ("k", 30.0)},
+                    what="the window of 1.0 expired")
         await send(45.0)
-        assert set(by_start(table)) == {("k", 20.0), ("k", 30.0), ("k", 40.0)}
+        await until(lambda: set(by_start(table)) == {("k", 20.0), ("k", 30.0), ("k", 40.0)},
+                    what="the window of 11.0 expired")
         assert windowed.state.windows_expired == 2
 
 
@@ -410,7 +413,7 @@ async def test_late_events_go_to_late_channel_when_given():
 async def test_a_recovery_on_this_worker_does_not_close_a_window_twice(expires):
     # Recovery callbacks run after every assignment: windows this worker closed
     # stay closed (and still expire); open ones stay open.
-    app = sabot.App(unique("win"))
+    app = sabot.App(unique("win"), table_cleanup_interval=0.02)
     source = app.channel()
     closed = []
     table = make_table(app, "again")
@@ -438,9 +441,9 @@ async def test_a_recovery_on_this_worker_does_not_close_a_window_twice(expires):
         await send(25.0)
         assert closed == [(("k", (0.0, 9.9)), 1), (("k", (10.0, 19.9)), 1)]
         await send(60.0)
-        remaining = set(by_start(table))
-        assert remaining == ({("k", 0.0), ("k", 10.0), ("k", 20.0), ("k", 60.0)}
-                             if expires is None else {("k", 60.0)})
+        expected = ({("k", 0.0), ("k", 10.0), ("k", 20.0), ("k", 60.0)}
+                    if expires is None else {("k", 60.0)})
+        await until(lambda: set(by_start(table)) == expected, what="the windows left")
 
 
 async def test_a_window_set_pinned_to_an_event_and_what_a_windowed_table_refuses():

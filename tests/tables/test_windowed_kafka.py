@@ -67,7 +67,8 @@ async def test_windows_recovered_by_a_new_worker_close_and_expire(kafka_broker, 
     app_id, topic = unique("wrec"), unique("clicks")
 
     def worker():
-        app = make_app(kafka_broker, app_id, datadir=str(tmp_path / "data"))
+        app = make_app(kafka_broker, app_id, datadir=str(tmp_path / "data"),
+                       table_cleanup_interval=0.05)
         source = app.topic(topic, value_serializer="json", partitions=1)
         table = make_table(app, "counts", partitions=1)
         closed = []
