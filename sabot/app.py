@@ -144,6 +144,8 @@ class App(Service):
         self.tables = TableManager(self)
         #: ``@app.page`` views, served by the worker's web server (``sabot.web``).
         self.web_routes: List["Route"] = []
+        #: ``serve_asgi(app, asgi_app)``: what the worker serves instead of the pages.
+        self.web_asgi: Any = None
         super().__init__()
 
     def __repr__(self) -> str:

@@ -88,6 +88,14 @@ class Worker:
         self.web_port = web_port if web_port is not None else web_port_of(app.conf)
         #: Where /metrics and /health listen: ``web_bind`` overrides the app's setting.
         self.web_bind = web_bind if web_bind is not None else app.conf.web_bind
+        asgi = app.web_asgi  # serve_asgi: Faust's web_enabled default, the port it names
+        if asgi is not None and app.conf.web_enabled is not False:
+            if asgi.port is not None:
+                self.web_port = asgi.port
+            elif self.web_port is None:
+                self.web_port = FAUST_WEB_PORT
+            if asgi.host is not None:
+                self.web_bind = asgi.host
         self.configure_logging = configure_logging
         self._signals = 0
         self.monitor = WorkerMonitor(app)
@@ -143,9 +151,12 @@ class Worker:
         started = time.monotonic()
         try:
             try:
-                await self._start_web()
+                if app.web_asgi is None:
+                    await self._start_web()
                 with app.quieted():
                     await app.start()
+                if app.web_asgi is not None:  # as Faust: served once tables are recovered
+                    await self._start_web()
             except (SabotError, OSError) as exc:
                 logger.error("worker could not start: %s", _one_line(exc))
                 await self._stop_quietly()
@@ -161,6 +172,8 @@ class Worker:
             finally:
                 ticker.cancel()
             logger.info("stopping (graceful, at most %.0fs)", app.conf.shutdown_timeout)
+            if app.web_asgi is not None and self.web is not None:
+                await self.web.stop()  # the ASGI app's lifespan ends while the app still runs
             try:
                 await asyncio.wait_for(app.stop(), app.conf.shutdown_timeout + 5.0)
             except asyncio.TimeoutError:
@@ -182,13 +195,18 @@ class Worker:
         if not valid_bind_address(self.web_bind):
             raise SabotError(f"web_bind {self.web_bind!r} is not an IP address or host name")
         self.metrics = WorkerMetrics(self.monitor)
-        web = WebServer(self.metrics, self.web_port, host=self.web_bind)
+        asgi = self.app.web_asgi
+        web = WebServer(self.metrics, self.web_port, host=self.web_bind,
+                        asgi_app=asgi.asgi_app if asgi is not None else None)
         try:
             await web.start()
         except OSError as exc:
             raise SabotError(f"cannot serve metrics on port {self.web_port} of {self.web_bind}: "
                              f"{exc.strerror or exc}") from None
         self.web = web
+        if asgi is not None:
+            logger.info("serving %r on %s", asgi.asgi_app, " and ".join(web.urls))
+            return
         logger.info("metrics on %s, health on /health, status page on /",
                     " and ".join(f"{url}/metrics" for url in web.urls))
 

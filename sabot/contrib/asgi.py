@@ -12,7 +12,8 @@
 ASGI server starts and stops it gracefully when the server stops; another
 lifespan can run inside it (``lifespan(app, then=other)``), or the app can run
 inside another (``async with app_running(app): ...``); ``LifespanMiddleware``
-does it for an ASGI app without a lifespan hook (Django). Faust's names
+does it for an ASGI app without a lifespan hook (Django). ``serve_asgi(app,
+api)`` goes the other way: ``sabot worker`` serves the ASGI app. Faust's names
 (``faust_lifespan``, ``faust_app_running``, ``FaustLifespanMiddleware``) are
 the same functions. ``pages(app)`` is
 a plain ASGI application serving the app's ``Site`` (``sabot.web.site``):
@@ -40,7 +41,7 @@ from aiohttp import web as aioweb
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 from yarl import URL
 
-from ..exceptions import SabotCompatibilityWarning
+from ..exceptions import ConfigurationError, SabotCompatibilityWarning
 from ..types import AppT
 from ..web.routes import Route
 from ..web.site import Site
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from ..app import App
 
 __all__ = ["app_running", "lifespan", "LifespanMiddleware", "pages", "SabotPages", "ASGIRequest",
+           "serve_asgi", "AsgiService",
            "faust_app_running", "faust_lifespan", "FaustLifespanMiddleware"]
 
 logger = logging.getLogger("sabot.web")
@@ -154,6 +156,43 @@ class LifespanMiddleware:
 def _expect(message: Message, expected: str) -> None:
     if message.get("type") != expected:
         raise RuntimeError(f"Expected ASGI message {expected!r}, received {message.get('type')!r}")
+
+
+class AsgiService:
+    """What ``serve_asgi`` registered: the ASGI app and where the worker serves it."""
+
+    def __init__(self, asgi_app: Any, host: Optional[str], port: Optional[int]) -> None:
+        self.asgi_app = asgi_app
+        self.host = host
+        self.port = port
+
+    def __repr__(self) -> str:
+        return f"<AsgiService {self.asgi_app!r} host={self.host!r} port={self.port!r}>"
+
+
+def serve_asgi(app: "App", asgi_app: Any, *, host: Optional[str] = None,
+               port: Optional[int] = None, **uvicorn_options: Any) -> AsgiService:
+    """Make ``asgi_app`` the worker's web application (Faust's ``serve_asgi``).
+
+    ``sabot worker`` then serves it instead of the app's pages and the
+    built-in ones (as in Faust: ``@app.page`` and ``/metrics`` are not
+    mounted), on the worker's event loop, once the app has started (tables
+    recovered), its lifespan run at start and stop. It listens on ``host``
+    (default: ``web_bind``) and ``port`` (default: ``web_port`` or
+    ``--web-port``, else Faust's 6066), unless ``web_enabled=False``. Faust
+    runs uvicorn; Sabot serves it on its own aiohttp server, so uvicorn
+    options are not used and warn.
+    """
+    if uvicorn_options:
+        warnings.warn(f"serve_asgi: uvicorn options not supported by Sabot (ignored): "
+                      f"{', '.join(sorted(uvicorn_options))}", SabotCompatibilityWarning,
+                      stacklevel=2)
+    if port is not None and (not isinstance(port, int) or isinstance(port, bool)
+                             or not 0 <= port < 65536):
+        raise ConfigurationError(f"serve_asgi: port must be a port number, got {port!r}")
+    service = AsgiService(asgi_app, host, port)
+    app.web_asgi = service
+    return service
 
 
 #: Faust's names (``faust.contrib.asgi``), for apps ported by changing their imports.

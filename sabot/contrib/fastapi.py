@@ -2,8 +2,10 @@
 
 Nothing here needs FastAPI; new code imports ``sabot.contrib.asgi``.
 """
-from .asgi import (ASGIRequest, FaustLifespanMiddleware, LifespanMiddleware, SabotPages,
-                   app_running, faust_app_running, faust_lifespan, lifespan, pages)
+from .asgi import (ASGIRequest, AsgiService, FaustLifespanMiddleware, LifespanMiddleware,
+                   SabotPages, app_running, faust_app_running, faust_lifespan, lifespan, pages,
+                   serve_asgi)
 
 __all__ = ["app_running", "lifespan", "LifespanMiddleware", "pages", "SabotPages", "ASGIRequest",
+           "serve_asgi", "AsgiService",
            "faust_app_running", "faust_lifespan", "FaustLifespanMiddleware"]
