@@ -29,6 +29,9 @@ within 0.5 s: ``left.join_within(right, within=0.5, on="k", time="t",
 grace=1)`` against a per-row Python loop that keeps each side's rows in a
 dict of key -> rows, probes the other side's and expires by the same
 watermark rule. Both produce the same pairs (checked).
+
+Each figure is the best of three rounds, the rounds of a join and of its
+baseline interleaved: the machine is shared and noisy, read the ratios.
 """
 from __future__ import annotations
 
@@ -57,6 +60,8 @@ INTERVAL_KEYS = 1_000
 INTERVAL_ROWS = 2_000
 WITHIN = 0.5
 GRACE = 1.0
+#: Rounds per figure (the best is kept).
+ROUNDS = 3
 
 
 def customers() -> Dict[str, Dict[str, Any]]:
@@ -229,17 +234,26 @@ def run(batches: int = 100, interval_batches_n: int = 40) -> List[Dict[str, Any]
     """The rows of this section (see the module docstring)."""
     data = customers()
     orders = order_batches(batches)
-    base = dict_baseline(orders, data)
-    through_agent, alone = asyncio.run(sabot_table_join(orders, data))
     hot = order_batches(batches, seed=6, keys=HOT_KEYS)
-    hot_base = dict_baseline(hot, data)
-    hot_agent, hot_alone = asyncio.run(sabot_table_join(hot, data))
     left = interval_batches(interval_batches_n, "l", 1)
     right = interval_batches(interval_batches_n, "r", 2)
-    ibase, ipairs = interval_baseline(left, right)
-    irate, spairs = asyncio.run(sabot_interval_join(left, right))
-    if ipairs != spairs:
-        raise AssertionError(f"interval join: sabot found {spairs} pairs, the loop {ipairs}")
+    # Each figure is the best of ROUNDS, the rounds interleaved (baseline,
+    # sabot, baseline, ...), so a busy moment of the machine hits both sides.
+    base = hot_base = ibase = through_agent = alone = hot_agent = hot_alone = irate = 0.0
+    ipairs = spairs = 0
+    for _ in range(ROUNDS):
+        base = max(base, dict_baseline(orders, data))
+        agent_rate, alone_rate = asyncio.run(sabot_table_join(orders, data))
+        through_agent, alone = max(through_agent, agent_rate), max(alone, alone_rate)
+        hot_base = max(hot_base, dict_baseline(hot, data))
+        agent_rate, alone_rate = asyncio.run(sabot_table_join(hot, data))
+        hot_agent, hot_alone = max(hot_agent, agent_rate), max(hot_alone, alone_rate)
+        rate, ipairs = interval_baseline(left, right)
+        ibase = max(ibase, rate)
+        rate, spairs = asyncio.run(sabot_interval_join(left, right))
+        irate = max(irate, rate)
+        if ipairs != spairs:
+            raise AssertionError(f"interval join: sabot found {spairs} pairs, the loop {ipairs}")
     rows = ROWS * batches
     return [
         {"what": f"stream-table join, left, {rows:,} rows in {ROWS:,}-row batches, "
