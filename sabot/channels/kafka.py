@@ -314,7 +314,10 @@ def client_settings(conf: Any, kind: str) -> Dict[str, Any]:
 
 
 def bootstrap_servers(url: str) -> List[str]:
-    """``kafka://h1:p1,h2:p2`` -> ``["h1:p1", "h2:p2"]`` (port 9092 by default)."""
+    """``kafka://h1:p1,h2:p2`` -> ``["h1:p1", "h2:p2"]`` (port 9092 by default).
+
+    ``kafka://`` with no host is ``localhost:9092``, as in Faust.
+    """
     rest = url.split("://", 1)[1] if "://" in url else url
     hosts = rest.rsplit("@", 1)[-1].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
     servers = []
@@ -324,9 +327,8 @@ def bootstrap_servers(url: str) -> List[str]:
             raise ConfigurationError(
                 f"broker URL: Kafka server {name or '?'!r} needs a port from 1 to 65535")
         servers.append(f"{name}:{port}")
-    if not servers:
-        raise ConfigurationError("broker URL names no Kafka host: use kafka://host:port[,host:port]")
-    return servers
+    # As Faust: "kafka://" alone is the broker on this machine.
+    return servers or ["localhost:9092"]
 
 
 class _PendingSends:

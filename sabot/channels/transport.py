@@ -36,6 +36,9 @@ logger = logging.getLogger("sabot.channels")
 TRANSPORTS: Dict[str, str] = {
     "memory": "sabot.channels.memory:MemoryTransport",
     "kafka": "sabot.channels.kafka:KafkaTransport",
+    # Faust's names of its Kafka drivers: the same Kafka, through aiokafka here.
+    "aiokafka": "sabot.channels.kafka:KafkaTransport",
+    "confluent": "sabot.channels.kafka:KafkaTransport",
     "redis": "sabot.channels.redis:RedisTransport",
     "rediss": "sabot.channels.redis:RedisTransport",
 }

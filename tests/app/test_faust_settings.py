@@ -189,3 +189,11 @@ def test_autodiscover_true_without_origin_in_main_is_a_clear_error(tmp_path):
                           text=True, timeout=60)
     assert done.returncode != 0
     assert "autodiscover=True needs origin=" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_fausts_kafka_driver_schemes_and_default_host():
+    from sabot.channels.kafka import KafkaTransport
+    for url in ("aiokafka://h:9093", "confluent://h:9093"):
+        transport = sabot.App("x", broker=url).transport
+        assert isinstance(transport, KafkaTransport) and transport.servers == ["h:9093"]
+    assert sabot.App("x", broker="kafka://").transport.servers == ["localhost:9092"]
