@@ -122,6 +122,7 @@ class Collection(MutableMapping[Any, Any]):
         self.window = window
         self.on_window_close = on_window_close
         self._changelog_topic = changelog_topic
+        self._warned_unkeyed = False  # see _check_key
         self._recover_callbacks: List[Callable[..., Any]] = [on_recover] if on_recover else []
         #: Set by the app's TableManager when the table is registered.
         self.manager: Optional[TableManager] = None
@@ -389,6 +390,17 @@ class Collection(MutableMapping[Any, Any]):
             try:
                 if encode_key is not None and encode_key(table_key) == message_key:
                     return
+            # A message without a key: as in Faust, the write lands in the
+            # message's partition (each partition keeps its own value).
+            if not self._warned_unkeyed:
+                self._warned_unkeyed = True
+                _, partition, _ = source_of(batch.positions[i])
+                logger.warning(
+                    "table %r updated with key %r from a message without a key (%r partition %d): "
+                    "as in Faust, each partition keeps its own value for that key; re-key the "
+                    "stream (stream.group_by(...)) for one value per key", self.name, table_key,
+                    stream.channel.name, partition)
+            return
             except Exception:  # a key the channel cannot encode is not the message's
                 pass
         position = batch.positions[i] if batch.positions is not None else None
