@@ -540,18 +540,16 @@ def _generate(cls: Type[Record], options: ModelOptions) -> Tuple[Callable[..., N
         *post,
         "    return _s_self",
     ])
-    n = len(options.fields)
     data_src = "\n".join([
         "def _from_dict(_s_data):",
         "    _s_self = _new(_model)",
         "    _s_d = _s_self.__dict__",
         *data,
-        f"    if len(_s_data) > {n} and (len(_s_data) > {n + 1} or _BLESSED not in _s_data):",
+        "    if not _s_data.keys() <= _input_names:",
         "        _extra(_s_d, _s_data)",
         *post,
         "    return _s_self",
     ])
-    ns["_BLESSED"] = BLESSED_KEY
     ns["_extra"] = _keep_extra(ns["_input_names"], ns["_reserved"])
     exec(compile(init_src, f"<{cls.__qualname__}.__init__>", "exec"), ns)  # noqa: S102
     exec(compile(data_src, f"<{cls.__qualname__}._from_dict>", "exec"), ns)  # noqa: S102

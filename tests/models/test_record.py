@@ -282,3 +282,8 @@ def test_faust_names_are_exported():
         assert hasattr(sabot, name), name
     from sabot.models.fields import StringField
     assert StringField is sabot.StringField
+
+
+def test_unknown_fields_are_kept_when_optional_fields_are_missing():
+    p = Point.from_data({"x": 1, "extra": 2})  # y missing, one unknown: as many keys as fields
+    assert p.extra == 2 and p.y == 0
