@@ -249,7 +249,14 @@ class WindowOperator:
                 continue
             if array.type == known:
                 continue
+            if pa.types.is_integer(known) and pa.types.is_floating(array.type):
+                # Whole numbers first, then fractions (JSON numbers): widen;
+                # the partials already held are promoted when merged.
+                self._types[name] = array.type
+                continue
             try:
+                if _kind(array.type) != _kind(known):
+                    raise pa.ArrowTypeError("another kind")  # 7 is no "7"
                 cast = pc.cast(array, known)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
                 what = self._key_name if name == "__k" else self.plan.columns[int(name[1:])]
@@ -356,6 +363,19 @@ class _AssignedPartitions(AssignmentListener):
         watermarks = self._watermarks()
         if watermarks is not None:
             watermarks.forget((self._topic, p) for p in partitions)
+
+
+def _kind(kind: pa.DataType) -> str:
+    """What a column holds, whatever its width: a cast stays within a kind."""
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        return "number"
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return "string"
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return "binary"
+    if pa.types.is_dictionary(kind):
+        return _kind(kind.value_type)
+    return str(kind)
 
 
 def _settle(future: "asyncio.Future[Any]", countdown: Countdown) -> None:

@@ -431,3 +431,22 @@ async def test_sliding_windows_exist_only_where_there_are_events():
     results, _, _ = await _run(sliding(5), [pa.RecordBatch.from_pylist(rows)])
     assert ref.as_rows(results) == [("a", 96.0, 101.0, 1, 1), ("a", 99.0, 104.0, 2, 3),
                                     ("a", 186.0, 191.0, 1, 4)]
+
+
+async def test_whole_numbers_then_fractions_widen_and_other_types_are_refused():
+    app = sabot.App("types-test")
+    channel = app.channel()
+    letters = _subscribe_dead_letters(channel)
+    op = channel.stream().window(tumbling(10), key="user", time="ts").agg(
+        n=count(), total=sum("amount"), top=max("amount"))
+    it = op.final()
+    await channel.send_batch([{"user": "a", "ts": 1.0, "amount": 2}])
+    await channel.send_batch([{"user": "a", "ts": 2.0, "amount": 0.5}])
+    await channel.send_batch([{"user": 7, "ts": 3.0, "amount": 1}])  # a key of another type
+    await channel.close()
+    rows = [r for b in [x async for x in it] for r in b.to_pylist()]
+    assert rows == [{"user": "a", "window_start": 0.0, "window_end": 10.0, "n": 2,
+                     "total": 2.5, "top": 2.0}]
+    assert op.invalid_count == 1
+    assert [h["sabot-error"] for _, h in letters()] == [
+        b"window: column 'user' is int64, earlier batches had string"]
