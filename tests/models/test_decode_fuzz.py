@@ -190,3 +190,12 @@ def test_fuzz_scalar_types():
             except DecodeError:
                 continue
             assert isinstance(value, typ)
+
+
+def test_deeply_nested_documents_are_dead_letters_in_a_fetch_too():
+    codec = TypedCodec("json", FuzzLoose)
+    for body in (b"[" * 200_000 + b"]" * 200_000, b'{"x":' * 200_000 + b"1" + b"}" * 200_000):
+        deep = b'{"a":1,"b":"b","c":' + body + b"}"
+        values, failures = codec.decode_many([deep, b'{"a":2,"b":"x"}'])
+        assert values == [FuzzLoose(2, "x")]
+        assert [i for i, _ in failures] == [0] and "recursion" in str(failures[0][1])
