@@ -1,20 +1,21 @@
 """Tumbling, hopping and sliding windows: partial aggregates per (key, pane).
 
-Each batch is aggregated once with ``group_by([key, pane])`` into partials
-(one row per key and pane in the batch), whatever the number of windows a
-pane belongs to. The partials are kept as a list of Arrow tables
-(``PaneStore``) and compacted (merged by key and pane) when the pending ones
-outgrow the compacted state, so the cost per row stays constant.
+Rows are aggregated with ``group_by([key, pane])`` into partials (one row per
+key and pane), whatever the number of windows a pane belongs to: batch by
+batch when ``current()`` needs the windows each batch updated, otherwise
+64k rows at a time (``PaneStore``). The partials are kept as a list of Arrow
+tables and compacted (merged by key and pane) when the pending ones outgrow
+the compacted state, so the cost per row stays constant.
 
 When the watermark passes a window's end plus grace, the panes of the
 windows that closed are expanded into those windows (a pane belongs to
 ``ceil(width/stride)`` windows: one copy per window, per pane, not per row),
 grouped by (key, window), merged, and finished. Window ``w`` covers panes
 ``[w*stride, w*stride + width)``; windows up to ``closed`` (exclusive) have
-been emitted, so panes below ``closed*stride`` are dropped, and a row whose
-earliest window is already emitted is late: it goes whole to the late
-channel rather than into some of its windows only (no emitted window ever
-misses an event silently).
+been emitted, so panes below ``closed*stride`` are dropped. A row is late
+when the earliest window holding it had closed by the watermark the row
+found: it goes whole to the late channel rather than into some of its
+windows only (no emitted window ever misses an event silently).
 """
 from __future__ import annotations
 
