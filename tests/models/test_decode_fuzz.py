@@ -199,3 +199,16 @@ def test_deeply_nested_documents_are_dead_letters_in_a_fetch_too():
         values, failures = codec.decode_many([deep, b'{"a":2,"b":"x"}'])
         assert values == [FuzzLoose(2, "x")]
         assert [i for i, _ in failures] == [0] and "recursion" in str(failures[0][1])
+
+
+def test_the_fetch_parser_vouches_for_a_fetch_of_valid_messages():
+    """The whole-fetch path is what runs (the fuzz above compares it with the
+    per-message path; this makes sure it is not always falling back)."""
+    from sabot.models.fast_json import FetchDecoder
+    for model, seed in seeds(random.Random(SEED)):
+        decoder = FetchDecoder(model)
+        assert decoder.schema is not None
+        values = decoder.decode([seed] * 10)
+        assert values is not None and len(values) == 10
+        assert all(type(v) is model for v in values)
+        assert decoder.decode([seed, seed.replace(b"{", b"{\n", 1)]) is None  # a line break
