@@ -169,9 +169,9 @@ class Agent(AgentRPC, Service):
 
     # -- feeding -------------------------------------------------------------
     async def send(self, key: Any = None, value: Any = None,
-                   headers: Optional[Headers] = None) -> Any:
-        """Send a value to the agent's input channel."""
-        return await self.channel.send(key=key, value=value, headers=headers)
+                   headers: Optional[Headers] = None, **options: Any) -> Any:
+        """Send a value to the agent's input channel (``options``: Faust's, as ``Channel.send``)."""
+        return await self.channel.send(key=key, value=value, headers=headers, **options)
 
     async def send_batch(self, batch: Any) -> Any:
         """Send a list or a RecordBatch to the agent's input channel."""

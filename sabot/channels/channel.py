@@ -23,6 +23,7 @@ from ..schema import RowChecker, check_batch, rows_to_batch
 from ..types import AppT, ChannelT, CodecT, Headers, SubscriberT
 from ..models.codec import check_types
 from .dead_letters import DeadLetterWriter
+from .send_options import send_with_options
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -136,8 +137,13 @@ class Channel(Service):
 
     # -- producing -----------------------------------------------------------
     async def send(self, key: Any = None, value: Any = None,
-                   headers: Optional[Headers] = None) -> Any:
-        """Deliver one value to every subscriber; waits when one lags ``maxsize``."""
+                   headers: Optional[Headers] = None, **options: Any) -> Any:
+        """Deliver one value to every subscriber; waits when one lags ``maxsize``.
+
+        ``options``: Faust's ``callback``, ``force``, ... (``send_options``).
+        """
+        if options:
+            return await send_with_options(self, key, value, headers, options)
         checker = self._checker
         if checker is not None:
             checker.check(value)  # raises SchemaError naming the field
@@ -145,6 +151,11 @@ class Channel(Service):
         if self._fanout.append(value, key, headers):
             await self._fanout.wait_capacity()
         return None
+
+    def send_soon(self, key: Any = None, value: Any = None, headers: Optional[Headers] = None,
+                  **options: Any) -> "asyncio.Future[Any]":
+        """Send from code that cannot await (Faust's ``send_soon``); a future of ``send``'s result."""
+        return asyncio.ensure_future(self.send(key=key, value=value, headers=headers, **options))
 
     async def send_batch(self, batch: Union[Sequence[Any], pa.RecordBatch, pa.Table]) -> Any:
         """Deliver many values at once: a RecordBatch (not copied) or a list.

@@ -39,6 +39,7 @@ from ..retry import RetryPolicy
 from ..settings import Settings
 from ..types import AppT, ChannelT, Headers
 from .inflight import Delivery, InFlight
+from .send_options import send_with_options
 from .transport import Transport
 from .transport_channel import Fetched, TransportChannel
 
@@ -72,12 +73,17 @@ class KafkaTopic(TransportChannel):
     async def send(self, key: Any = None, value: Any = None,
                    headers: Optional[Headers] = None, *,
                    partition: Optional[int] = None,
-                   timestamp_ms: Optional[int] = None) -> "asyncio.Future[Any]":
+                   timestamp_ms: Optional[int] = None, **options: Any) -> "asyncio.Future[Any]":
         """Write one value; returns its delivery future (awaiting it gives the metadata).
 
         Does not wait for delivery: the producer batches writes. Await the
-        returned future, or ``flush()``, to know it is durable.
+        returned future, or ``flush()``, to know it is durable. ``options``:
+        Faust's (``timestamp`` in seconds, ``callback``, ...: ``send_options``).
         """
+        if options:
+            return await send_with_options(self, key, value, headers,
+                                           dict(options, partition=partition,
+                                                timestamp_ms=timestamp_ms))
         transport = self.transport
         producer = transport.producer
         if key is not None:

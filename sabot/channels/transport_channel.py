@@ -30,6 +30,7 @@ from ..schema import check_batch, rows_to_batch
 from ..types import AppT, ChannelT, CodecT, Headers, TransportT
 from .channel import Channel
 from .dead_letters import when_stored
+from .send_options import send_with_options
 
 __all__ = ["Fetched", "TransportChannel", "Countdown"]
 
@@ -153,12 +154,15 @@ class TransportChannel(Channel):
         return await self.send(value=value)
 
     async def send(self, key: Any = None, value: Any = None,
-                   headers: Optional[Headers] = None) -> Any:
+                   headers: Optional[Headers] = None, **options: Any) -> Any:
         """Write one value; returns its delivery future (awaiting it gives the metadata).
 
         Does not wait for delivery: the client batches writes. Await the
-        returned future, or ``flush()``, to know it is durable.
+        returned future, or ``flush()``, to know it is durable. ``options``:
+        Faust's (``send_options``).
         """
+        if options:
+            return await send_with_options(self, key, value, headers, options)
         if key is not None:
             key = self.encode_key(key)
         if self.schema is not None:
