@@ -68,21 +68,32 @@ def schema_for(model: Type[Any]) -> pa.Schema:
         return cached[0]
     fields = []
     options = model._options
-    for name, typ in options.fields.items():
-        descr = options.descriptors[name]
-        if descr.exclude:
-            continue
-        arrow_type = _arrow_type(typ, f"{model.__name__}.{name}", descr)
-        nullable = not (options.validation and descr.required and not is_optional(typ))
-        fields.append(pa.field(descr.output_name, arrow_type, nullable=nullable))
+    _making.append(model)
+    try:
+        for name, typ in options.fields.items():
+            descr = options.descriptors[name]
+            if descr.exclude:
+                continue
+            arrow_type = _arrow_type(typ, f"{model.__name__}.{name}", descr)
+            nullable = not (options.validation and descr.required and not is_optional(typ))
+            fields.append(pa.field(descr.output_name, arrow_type, nullable=nullable))
+    finally:
+        _making.pop()
     schema = pa.schema(fields)
     model._arrow = (schema, _column_builders(model))
     return schema
 
 
+#: Record classes whose schema is being made (a class that holds itself has none).
+_making: List[Any] = []
+
+
 def _arrow_type(typ: Any, where: str, descr: Any = None) -> pa.DataType:
     typ = strip_optional(typ)
     if is_record_type(typ):
+        if typ in _making:
+            raise SchemaError(f"field {where}: {typ.__name__} holds itself, and an Arrow "
+                              f"schema cannot nest without end", field=where, got=typ)
         return pa.struct(list(schema_for(typ)))
     if typ is decimal.Decimal:
         if isinstance(descr, DecimalField) and descr.max_digits:
@@ -241,7 +252,11 @@ def _as_record(model: Type[Any], value: Any) -> Any:
 
 def split_batch(model: Type[Any], records: Sequence[Any]) -> Tuple[pa.RecordBatch,
                                                                    List[Tuple[int, str]]]:
-    """``(batch of the rows that fit, [(index, reason) of those that do not])``."""
+    """``(batch of the rows that fit, [(index, reason) of those that do not])``.
+
+    A class with no Arrow schema raises ``SchemaError`` (no row is to blame).
+    """
+    schema_for(model)
     try:
         return records_to_batch(model, records), []
     except SchemaError:

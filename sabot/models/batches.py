@@ -14,7 +14,7 @@ from typing import Any, Type
 
 from ..channels.dead_letters import when_stored
 from ..types import ChannelT, CursorT
-from .arrow import split_batch
+from .arrow import schema_for, split_batch
 
 __all__ = ["RecordBatches"]
 
@@ -25,6 +25,7 @@ class RecordBatches:
     __slots__ = ("inner", "model", "channel")
 
     def __init__(self, inner: CursorT, model: Type[Any], channel: ChannelT) -> None:
+        schema_for(model)  # a class with no Arrow schema fails here, naming the field
         self.inner = inner
         self.model = model
         self.channel = channel

@@ -62,10 +62,13 @@ class _Unsupported(Exception):
 
 
 def read_schema(model: Type[Any]) -> Optional[pa.Schema]:
-    """The schema the reader parses ``model``'s JSON with (``None``: not this way)."""
+    """The schema the reader parses ``model``'s JSON with (``None``: not this way).
+
+    A class that holds itself (a tree) has no fixed schema: not this way.
+    """
     try:
         return pa.schema(_struct_fields(model))
-    except _Unsupported:
+    except (_Unsupported, RecursionError):
         return None
 
 

@@ -110,3 +110,17 @@ def test_dicts_and_excluded_fields():
     assert batch.schema.names == ["a"] and batch.column("a").to_pylist() == [1, 2]
     with pytest.raises(SchemaError, match="tombstone"):
         Some.to_batch([None])
+
+
+def test_a_class_that_holds_itself_has_no_schema_but_decodes():
+    from sabot.models.codec import TypedCodec
+
+    class Node(sabot.Record, lazy_creation=True, namespace="arrow.Node"):
+        value: int
+        children: List["Node"] = []
+    Node.make_final()
+    with pytest.raises(SchemaError, match="holds itself"):
+        Node.arrow_schema()
+    codec = TypedCodec("json", Node)  # the fetch parser steps aside
+    values, failures = codec.decode_many([b'{"value":1,"children":[{"value":2}]}'])
+    assert values == [Node(1, [Node(2)])] and not failures
