@@ -124,13 +124,16 @@ class StatusBoard:
         for name in sorted(tables):
             try:
                 table = tables[name]
+                # Recovery figures are kept by tables that recovered from a changelog.
+                stats = getattr(table, "recovery_stats", None)
                 recovery = {str(p): {"changes": s.changes, "seconds": round(s.seconds, 3),
                                      "wiped": s.wiped}
-                            for p, s in sorted(table.recovery_stats.items())}
+                            for p, s in sorted((stats or {}).items())}
                 held = list(table.held_partitions)
                 out.append({"name": name, "kind": type(table).__name__,
                             "partitions": held, "recovery": recovery,
-                            "recovering": [p for p in held if p not in table.recovery_stats],
+                            "recovering": ([p for p in held if p not in stats]
+                                           if stats is not None else []),
                             "changelog": table.changelog_topic_name})
             except Exception as exc:  # a table mid-recovery must not break the page
                 logger.debug("status of table %s: %r", name, exc)
