@@ -40,6 +40,9 @@ _SCALARS = (int, float, decimal.Decimal, str, bytes)
 
 def check_type(typ: Any, what: str) -> None:
     """Refuse a ``key_type``/``value_type`` that cannot be decoded into."""
+    if is_record_type(typ) and typ._pending_finalizers:
+        raise ConfigurationError(f"{what}: {typ.__name__} was defined with lazy_creation=True; "
+                                 f"call {typ.__name__}.make_final() before using it")
     if typ is None or typ in _SCALARS or is_record_type(typ):
         return
     raise ConfigurationError(
