@@ -316,16 +316,32 @@ class WindowOperator:
             reason = self.engine.late_reason(time_us, watermark)
             position = batch.positions[i] if batch.positions is not None else None
             self.late_count += 1
-            if windowed.late is None:
-                sent.append(await windowed.channel.dead_letter(value, reason, position=position))
-            else:
-                headers: Dict[str, bytes] = {"sabot-error": reason.encode(),
-                                             "sabot-source": windowed.channel.name.encode()}
-                if position is not None:
-                    headers.update(windowed.channel.position_headers(position))
-                key = batch.keys[i] if batch.keys is not None else None
-                sent.append(await windowed.late.send(key=key, value=value, headers=headers))
+            if windowed.late is not None:
+                try:
+                    sent.append(await self._to_late_channel(windowed.late, batch, i, value,
+                                                            reason, position))
+                    continue
+                except Exception as exc:  # e.g. a codec that cannot hold the row
+                    reason += (f" (the late channel {windowed.late.name!r} refused it: "
+                               f"{type(exc).__name__}: {exc})")
+            sent.append(await windowed.channel.dead_letter(value, reason, position=position))
         return sent
+
+    async def _to_late_channel(self, late: ChannelT, batch: BatchT, i: int, value: Any,
+                               reason: str, position: Any) -> Any:
+        source = self.windowed.channel
+        headers: Dict[str, bytes] = {"sabot-error": reason.encode(),
+                                     "sabot-source": source.name.encode()}
+        if position is not None:
+            headers.update(source.position_headers(position))
+        key = batch.keys[i] if batch.keys is not None else None
+        codec = late.codec
+        if codec is not None and codec.yields_batches:
+            # An Arrow channel carries RecordBatches: the row as one.
+            payload = batch.payload
+            value = (payload.slice(i, 1) if isinstance(payload, pa.RecordBatch)
+                     else pa.RecordBatch.from_pylist([value]))
+        return await late.send(key=key, value=value, headers=headers)
 
     @staticmethod
     def _hold(batch: BatchT, writes: List[Any]) -> None:

@@ -450,3 +450,23 @@ async def test_whole_numbers_then_fractions_widen_and_other_types_are_refused():
     assert op.invalid_count == 1
     assert [h["sabot-error"] for _, h in letters()] == [
         b"window: column 'user' is int64, earlier batches had string"]
+
+
+async def test_a_late_row_the_late_channel_refuses_goes_to_the_dead_letter_channel():
+    app = sabot.App("late-refused")
+    channel = app.channel()
+    letters = _subscribe_dead_letters(channel)
+    strict = app.channel(schema=pa.schema([("other", pa.int64())]))
+    op = channel.stream().window(tumbling(10), key="user", time="ts", late=strict).agg(
+        n=count())
+    it = op.final()
+    await channel.send_batch([{"user": "a", "ts": 25.0}])
+    await channel.send_batch([{"user": "a", "ts": 3.0}])
+    await channel.close()
+    assert [r["n"] for b in [x async for x in it] for r in b.to_pylist()] == [1]
+    assert op.late_count == 1
+    ((value, headers),) = letters()
+    assert value == {"user": "a", "ts": 3.0}
+    reason = headers["sabot-error"].decode()
+    assert reason.startswith("late: event time 3 < watermark 25 for tumbling window [0, 10)")
+    assert "the late channel" in reason and "refused it: SchemaError" in reason

@@ -163,3 +163,30 @@ async def test_a_backlog_on_many_partitions_has_no_late_rows(kafka_broker):
         await until(lambda: len(ref.as_rows(results)) == len(expected) - 13,
                     what="every window but the last closed")
     assert ref.as_rows(results) == [w for w in expected if w[1] < 1390.0]
+
+
+async def test_late_rows_to_an_arrow_topic_are_one_row_batches(kafka_broker):
+    from sabot.codecs import get_codec
+
+    app = make_app(kafka_broker)
+    source = app.topic(unique("rows"), value_serializer="arrow", partitions=1)
+    late = app.topic(unique("late-rows"), value_serializer="arrow", partitions=1)
+    operators = []
+
+    @app.agent(source)
+    async def windows(stream):
+        op = stream.window(tumbling(10), key="user", time="ts", late=late).agg(n=count())
+        operators.append(op)
+        async for _ in op.final():
+            pass
+
+    async with running(app):
+        await source.send(value=pa.RecordBatch.from_pylist([{"user": "a", "ts": 25.0}]))
+        await source.send(value=pa.RecordBatch.from_pylist(
+            [{"user": "a", "ts": 26.0}, {"user": "b", "ts": 4.0}]))
+        await source.flush()
+        await until(lambda: operators and operators[0].late_count == 1, what="the late row")
+    records = await read_dead_letters(kafka_broker, late.name, 1)
+    assert get_codec("arrow").decode(records[0].value).to_pylist() == [{"user": "b", "ts": 4.0}]
+    headers = dict(records[0].headers)
+    assert headers["sabot-error"].startswith(b"late: event time 4 < watermark 26 ")
