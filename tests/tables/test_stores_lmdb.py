@@ -401,3 +401,13 @@ def test_a_synced_store_is_not_walked_after_a_reboot(tmp_path):
     with open(os.path.join(path, "sabot-open"), "w") as f:
         f.write("another-boot-id")
     _untrusted(tmp_path, match="verif", sync=True, verify=True)
+
+
+def test_without_the_verifier_a_store_to_verify_is_untrusted(tmp_path, monkeypatch):
+    _filled(tmp_path)
+    monkeypatch.setitem(sys.modules, "lmdb.verify", None)  # py-lmdb before 3.0
+    monkeypatch.delattr(lmdb, "verify", raising=False)
+    _untrusted(tmp_path, match="cannot be: py-lmdb older than 3.0", verify=True)
+    store = _store(tmp_path)  # a clean reopen needs no verifier
+    assert len(store) == 20_000
+    store.close()

@@ -77,7 +77,6 @@ from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Opti
                     Union)
 
 import lmdb
-import lmdb.verify
 
 from ...exceptions import (StoreCorrupt, StoreError, StoreFull, StoreKeyRejected,
                            StoreVersionMismatch)
@@ -229,7 +228,14 @@ class LMDBStore(Store):
     def _verify(self) -> None:
         assert self.path is not None
         try:
-            problems = lmdb.verify.verify(self.path, subdir=True)
+            from lmdb import verify as verifier  # py-lmdb 3.0 and later
+        except ImportError:
+            # Without the verifier the file cannot be walked safely: do not trust it.
+            raise self.error(StoreCorrupt, "it must be verified (verify=true, or open when "
+                                           "the machine went down) and cannot be: py-lmdb "
+                                           "older than 3.0 has no lmdb.verify") from None
+        try:
+            problems = verifier.verify(self.path, subdir=True)
         except Exception as exc:  # the verifier could not even start: not LMDB's file
             raise self.error(StoreCorrupt, f"verifying its file failed: {exc}") from None
         if problems:
