@@ -258,6 +258,11 @@ class Stream:
         docs/windows.md.
         """
         self._require_root("window")
+        if self._dispatcher is not None:
+            raise ConfigurationError(
+                "stream.window(): this agent's instances (concurrency > 1) share its "
+                "stream, so each would window only some batches and a key's window "
+                "would be split between them; run a windowed agent with concurrency=1")
         from .windows.operator import WindowedStream
         return WindowedStream(self.raw_batches, self.channel, spec, key=key, time=time,
                               grace=grace, lateness=lateness, idle_timeout=idle_timeout,

@@ -470,3 +470,25 @@ async def test_a_late_row_the_late_channel_refuses_goes_to_the_dead_letter_chann
     reason = headers["sabot-error"].decode()
     assert reason.startswith("late: event time 3 < watermark 25 for tumbling window [0, 10)")
     assert "the late channel" in reason and "refused it: SchemaError" in reason
+
+
+async def test_an_agent_with_several_instances_cannot_window():
+    app = sabot.App("concurrency-test")
+    channel = app.channel()
+    errors = []
+
+    @app.agent(channel, concurrency=2)
+    async def windowed(stream):
+        try:
+            stream.window(tumbling(10), key="user", time="ts")
+        except ConfigurationError as exc:
+            errors.append(str(exc))
+        async for _ in stream:
+            pass
+
+    await app.start()
+    try:
+        await until(lambda: len(errors) == 2, what="both instances refused")
+    finally:
+        await app.stop()
+    assert "concurrency=1" in errors[0]
