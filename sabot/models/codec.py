@@ -26,7 +26,7 @@ from ..exceptions import (ConfigurationError, DecodeError, EncodeError,
                           SabotCompatibilityWarning, ValidationError)
 from ..types import CodecT
 from .conversion import is_record_type
-from .fast_json import FetchDecoder, failed
+from .fast_json import FetchDecoder
 from .fields import DECIMAL_MAXLEN
 from .json_layout import dumps, to_plain
 from .namespace import UnknownNamespace
@@ -153,17 +153,17 @@ class TypedCodec:
         fast = self._fetch_decoder.decode(payloads) if self._fetch_decoder is not None else None
         if fast is None:
             return decode_many(self, payloads)
-        values: List[Any] = []
+        values, failed = fast
+        if not failed:
+            return values, []
         failures: Failures = []
-        for i, value in enumerate(fast):
-            if failed(value):
-                try:  # again alone: the same error, with its reason
-                    value = self.decode(payloads[i])
-                except DecodeError as exc:
-                    failures.append((i, exc))
-                    continue
-            values.append(value)
-        return values, failures
+        for i in failed:
+            try:  # again alone: the same error, with its reason
+                values[i] = self.decode(payloads[i])
+            except DecodeError as exc:
+                failures.append((i, exc))
+        bad = {i for i, _ in failures}
+        return [v for i, v in enumerate(values) if i not in bad], failures
 
     def prepare(self, payload: Any) -> Any:
         """Decoded data turned into the type (Faust's ``_prepare_payload``)."""

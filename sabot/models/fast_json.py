@@ -199,9 +199,9 @@ class FetchDecoder:
             self._options = pajson.ParseOptions(explicit_schema=self.schema,
                                                 unexpected_field_behavior="error")
 
-    def decode(self, payloads: Sequence[Any]) -> Optional[List[Any]]:
-        """One value per payload (a record, or the error of its row), or
-        ``None`` when the fetch must be decoded message by message."""
+    def decode(self, payloads: Sequence[Any]) -> Optional[Tuple[List[Any], List[int]]]:
+        """``(one record per payload, indices of the rows whose record did not
+        build)``, or ``None`` when the fetch must be decoded message by message."""
         if self.schema is None or blessed or not payloads:
             return None
         for p in payloads:
@@ -235,27 +235,15 @@ class FetchDecoder:
         build = self.build
         try:
             # Every field's value, in order: no dict per row.
-            return list(map(build, *values))
+            return list(map(build, *values)), []
         except Exception:  # noqa: BLE001 - some row did not build: find which
             pass
         out: List[Any] = []
-        for row in zip(*values):
+        failed: List[int] = []
+        for i, row in enumerate(zip(*values)):
             try:
                 out.append(build(*row))
-            except Exception as exc:  # noqa: BLE001 - the caller redoes this message alone
-                out.append(_Failed(exc))
-        return out
-
-
-class _Failed:
-    """A row whose record did not build: the caller decodes its message alone."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-def failed(value: Any) -> bool:
-    """True for a row ``FetchDecoder.decode`` could not build."""
-    return type(value) is _Failed
+            except Exception:  # noqa: BLE001 - the caller redoes this message alone
+                out.append(None)
+                failed.append(i)
+        return out, failed

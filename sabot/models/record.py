@@ -33,7 +33,7 @@ from typing import (Any, Callable, ClassVar, Dict, Iterator, List, Mapping, Opti
                     Type, TypeVar, cast)
 
 from ..exceptions import ConfigurationError, ValidationError
-from .conversion import converter_for, is_optional
+from .conversion import converter_for, int_to_float, is_optional
 from .fields import FieldDescriptor, field_for_type
 from .namespace import BLESSED_KEY, blessed, model_named_by, registry
 
@@ -526,7 +526,9 @@ def _generate(cls: Type[Record], options: ModelOptions) -> Tuple[Callable[..., N
     params = [f"_f_{name}" for name in options.fields]
     values: List[str] = []
     for name, param in zip(options.fields, params):
-        got_v = f"_conv_{name}({param})" if f"_conv_{name}" in ns else param
+        # Arrow's float64 columns are floats already: no int_to_float here.
+        conv_v = f"_conv_{name}" in ns and ns[f"_conv_{name}"] is not int_to_float
+        got_v = f"_conv_{name}({param})" if conv_v else param
         if name in options.optionalset:
             values.append(f"    _s_d[{name!r}] = {got_v} if {param} is not None "
                           f"else _default_{name}")

@@ -208,7 +208,9 @@ def test_the_fetch_parser_vouches_for_a_fetch_of_valid_messages():
     for model, seed in seeds(random.Random(SEED)):
         decoder = FetchDecoder(model)
         assert decoder.schema is not None
-        values = decoder.decode([seed] * 10)
-        assert values is not None and len(values) == 10
+        decoded = decoder.decode([seed] * 10)
+        assert decoded is not None
+        values, failed = decoded
+        assert len(values) == 10 and failed == []
         assert all(type(v) is model for v in values)
         assert decoder.decode([seed, seed.replace(b"{", b"{\n", 1)]) is None  # a line break
