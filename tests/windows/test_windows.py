@@ -492,3 +492,17 @@ async def test_an_agent_with_several_instances_cannot_window():
     finally:
         await app.stop()
     assert "concurrency=1" in errors[0]
+
+
+async def test_current_of_sliding_windows():
+    app = sabot.App("current-sliding")
+    channel = app.channel()
+    it = channel.stream().window(sliding(5), key="user", time="ts", grace=10).agg(
+        n=count()).current()
+    await channel.send_batch(pa.RecordBatch.from_pylist(
+        [{"user": "a", "ts": 100.5}, {"user": "a", "ts": 103.2}]))
+    got = [(r["window_start"], r["window_end"], r["n"]) for r in (await drain(it, 1))[0].to_pylist()]
+    assert got == [(96.0, 101.0, 1), (99.0, 104.0, 2)]
+    await channel.send_batch(pa.RecordBatch.from_pylist([{"user": "a", "ts": 104.5}]))
+    got = [(r["window_start"], r["window_end"], r["n"]) for r in (await drain(it, 1))[0].to_pylist()]
+    assert got == [(100.0, 105.0, 3)]
