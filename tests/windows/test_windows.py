@@ -363,13 +363,14 @@ async def test_a_batch_is_released_once_folded_in():
     op = channel.stream().window(tumbling(10), key="user", time="ts").agg(n=count())
     it = op.final()
     done = []
+    # What the window state held when the batch was released (acknowledged).
     first = Batch(pa.RecordBatch.from_pylist([{"user": "a", "ts": 1.0}]),
-                  on_done=lambda b: done.append(1))
+                  on_done=lambda b: done.append((op.rows_in, op.open_rows)))
     pending = asyncio.ensure_future(it.__anext__())
     await channel.publish(first)
-    await until(lambda: op.rows_in == 1, what="the row folded in")
     # Folded into the state, and the operator waits for the next batch: released.
-    await until(lambda: done == [1], what="the batch released")
+    await until(lambda: done, what="the batch released")
+    assert done == [(1, 1)]
     pending.cancel()
 
 
