@@ -88,6 +88,9 @@ class Worker:
         self.web_port = web_port if web_port is not None else web_port_of(app.conf)
         #: Where /metrics and /health listen: ``web_bind`` overrides the app's setting.
         self.web_bind = web_bind if web_bind is not None else app.conf.web_bind
+        if self.web_port is None and app.conf.web_enabled is None and app.web_routes:
+            # Pages and no word about the web: served, as Faust serves them (web_enabled=True).
+            self.web_port = FAUST_WEB_PORT
         asgi = app.web_asgi  # serve_asgi: Faust's web_enabled default, the port it names
         if asgi is not None and app.conf.web_enabled is not False:
             if asgi.port is not None:

@@ -41,8 +41,7 @@ class Site:
     @property
     def routes(self) -> List[Route]:
         """The app's pages, then each built-in page whose path no page took."""
-        # An AppT other than sabot.App may have no pages: it still has the built-in ones.
-        mine: List[Route] = list(getattr(self.app, "web_routes", ()))
+        mine: List[Route] = list(self.app.web_routes)
         taken = {r.path for r in mine}
         return mine + [r for r in BUILTIN_ROUTES if r.path not in taken]
 

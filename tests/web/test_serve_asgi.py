@@ -191,3 +191,18 @@ async def test_the_bridge_streams_both_ways_and_answers_500_for_an_app_that_rais
         await server.stop()
     assert any("ASGI app failed on GET /boom: RuntimeError" in r.getMessage()
                for r in caplog.records)
+
+
+def test_an_app_with_pages_is_served_on_faust_port_unless_told_otherwise():
+    app = sabot.App("pages-default-port")
+
+    @app.page("/x")
+    async def x(self, request):
+        return self.text("x")
+
+    assert Worker(app).web_port == 6066  # Faust's web_enabled default serves its pages
+    assert Worker(app, web_port=9000).web_port == 9000
+    assert Worker(sabot.App("no-pages")).web_port is None  # nothing to serve: off, as before
+    quiet = sabot.App("pages-off", web_enabled=False)
+    quiet.page("/x")(x)
+    assert Worker(quiet).web_port is None
