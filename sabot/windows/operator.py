@@ -242,6 +242,10 @@ class WindowOperator:
         columns: List[Tuple[str, pa.Array]] = [("__k", frame.keys)]
         columns += list(frame.values.items())
         for name, array in columns:
+            if pa.types.is_nested(array.type):
+                what = self._key_name if name == "__k" else self.plan.columns[int(name[1:])]
+                return _reject(frame, f"window: column {what!r} is {array.type}: "
+                                      f"nested values cannot be grouped or aggregated")
             known = self._types.get(name)
             if known is None:
                 if not pa.types.is_null(array.type):
@@ -260,12 +264,8 @@ class WindowOperator:
                 cast = pc.cast(array, known)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
                 what = self._key_name if name == "__k" else self.plan.columns[int(name[1:])]
-                rows = frame.batch_rows(pa.array(range(len(frame)), pa.int64()))
-                reason = f"window: column {what!r} is {array.type}, earlier batches had {known}"
-                invalid = sorted(frame.invalid + [(i, reason) for i in rows])
-                empty = frame.filter(pa.repeat(pa.scalar(False), len(frame)))
-                empty.invalid = invalid
-                return empty
+                return _reject(frame, f"window: column {what!r} is {array.type}, "
+                                      f"earlier batches had {known}")
             if name == "__k":
                 frame.keys = cast
             else:
@@ -379,6 +379,14 @@ class _AssignedPartitions(AssignmentListener):
         watermarks = self._watermarks()
         if watermarks is not None:
             watermarks.forget((self._topic, p) for p in partitions)
+
+
+def _reject(frame: Frame, reason: str) -> Frame:
+    """``frame`` with no rows left, every one of them invalid for ``reason``."""
+    rows = frame.batch_rows(pa.array(range(len(frame)), pa.int64()))
+    empty = frame.filter(pa.repeat(pa.scalar(False), len(frame)))
+    empty.invalid = sorted(frame.invalid + [(i, reason) for i in rows])
+    return empty
 
 
 def _kind(kind: pa.DataType) -> str:

@@ -507,3 +507,18 @@ async def test_current_of_sliding_windows():
     await channel.send_batch(pa.RecordBatch.from_pylist([{"user": "a", "ts": 104.5}]))
     got = [(r["window_start"], r["window_end"], r["n"]) for r in (await drain(it, 1))[0].to_pylist()]
     assert got == [(100.0, 105.0, 3)]
+
+
+async def test_nested_keys_are_refused_not_crashed_on():
+    app = sabot.App("nested-test")
+    channel = app.channel()
+    letters = _subscribe_dead_letters(channel)
+    op = channel.stream().window(tumbling(10), key="user", time="ts").agg(n=count())
+    it = op.final()
+    await channel.send_batch(pa.RecordBatch.from_pylist([{"user": ["a", "b"], "ts": 1.0}]))
+    await channel.send_batch(pa.RecordBatch.from_pylist([{"user": "a", "ts": 2.0}]))
+    await channel.close()
+    assert [r["n"] for b in [x async for x in it] for r in b.to_pylist()] == [1]
+    assert [h["sabot-error"] for _, h in letters()] == [
+        b"window: column 'user' is list<item: string>: nested values cannot be grouped "
+        b"or aggregated"]
