@@ -17,6 +17,8 @@ from typing import Any, Awaitable, Callable, Dict, List, Optional
 import click
 
 from .exceptions import SabotError
+from .models import Record
+from .models.json_layout import dumps as faust_json
 from .types import AppT, ChannelT
 
 __all__ = ["cli", "main", "load_app", "option", "argument", "run_with_app"]
@@ -421,6 +423,8 @@ def _printable(value: Any) -> str:
             return repr(bytes(value))
     if isinstance(value, str):
         return value
+    if isinstance(value, Record):  # a typed topic's value, as Faust writes it
+        return faust_json(value).decode("utf-8")
     try:
         return json.dumps(value, default=str)
     except (TypeError, ValueError):

@@ -294,3 +294,8 @@ def test_faust_names_are_exported():
 def test_unknown_fields_are_kept_when_optional_fields_are_missing():
     p = Point.from_data({"x": 1, "extra": 2})  # y missing, one unknown: as many keys as fields
     assert p.extra == 2 and p.y == 0
+
+
+def test_sabot_tail_prints_a_record_as_faust_writes_it():
+    from sabot.cli import _printable
+    assert _printable(Point(1, 2)) == '{"x":1,"y":2,"__faust":{"ns":"tests.models.Point"}}'
