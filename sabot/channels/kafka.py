@@ -30,6 +30,7 @@ from typing import (Any, AsyncGenerator, Awaitable, Callable, Dict, Iterable, It
 from aiokafka import (AIOKafkaConsumer, AIOKafkaProducer,
                       ConsumerRebalanceListener, TopicPartition)
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.errors import (KafkaConnectionError, KafkaError, MessageSizeTooLargeError,
                             RecordTooLargeError)
 
@@ -900,6 +901,20 @@ class KafkaTransport(Transport):
                 continue
             out[(tp.topic, tp.partition)] = max(0, high - await consumer.position(tp))
         return out
+
+    def key_partition(self, topic: str, key: bytes) -> Optional[Tuple[int, bool]]:
+        """``(partition, held here)`` of ``key`` in ``topic``, as producers partition it.
+
+        ``None`` while the consumer does not know the topic's partitions yet.
+        """
+        consumer = self.consumer
+        partitions = consumer.partitions_for_topic(topic) if consumer is not None else None
+        if consumer is None or not partitions:
+            return None
+        everyone = sorted(partitions)
+        partition = DefaultPartitioner()(key, everyone, everyone)
+        held = {tp.partition for tp in consumer.assignment() if tp.topic == topic}
+        return partition, partition in held
 
     async def tail(self, channel: ChannelT, *,
                    from_beginning: bool = False) -> AsyncGenerator[bytes, None]:

@@ -190,6 +190,11 @@ class Transport(Service):
         """Messages per ``(topic, partition)`` held here not yet read (``{}`` if unknown)."""
         return {}
 
+    def key_partition(self, topic: str, key: bytes) -> Optional[Tuple[int, bool]]:
+        """``(partition, held by this worker)`` of ``key`` in ``topic``; ``None`` when the
+        broker assigns no partitions (memory, Redis: this worker reads everything)."""
+        return None
+
     def tail(self, channel: ChannelT, *,
              from_beginning: bool = False) -> AsyncGenerator[bytes, None]:
         """The raw payloads of ``channel`` as they arrive, read outside the app's group.

@@ -5,9 +5,10 @@ partition (of a table's changelog, or of a topic) and runs the view there.
 Sabot runs the view here when this worker holds the partition, which is
 always the case on ``memory://`` and ``redis://`` (one partition) and for a
 worker alone in its Kafka group. With several Kafka workers Sabot knows which
-partition the key is in and whether this worker was assigned it (the
-consumer's assignment, and the partitions a table holds), but not the web address of the worker that was: a
-request for a key held elsewhere answers 503 (Faust's ``ServiceUnavailable``,
+partition the key is in and whether this worker holds it (the partitions a
+table holds; for a topic, the transport's ``key_partition``: the consumer's
+assignment), but not the web address of the worker that does: a request for a
+key held elsewhere answers 503 (Faust's ``ServiceUnavailable``,
 what Faust answers when it cannot locate the owner) naming the partition, so a
 client or a load balancer retries on another worker.
 
@@ -19,13 +20,13 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any, Awaitable, Callable, Optional, Set, Tuple
+from typing import Any, Awaitable, Callable, Optional, Tuple
 
 from aiokafka.partitioner import DefaultPartitioner
 
 from .exceptions import ServiceUnavailable, ValidationError
 
-__all__ = ["route_decorator", "key_partition"]
+__all__ = ["route_decorator"]
 
 Handler = Callable[..., Awaitable[Any]]
 
@@ -34,28 +35,6 @@ _partitioner = DefaultPartitioner()
 
 def _key_bytes(key: Any) -> bytes:
     return key if isinstance(key, bytes) else str(key).encode("utf-8")
-
-
-def key_partition(app: Any, topic_name: str, key_bytes: bytes) -> Optional[Tuple[int, bool]]:
-    """``(partition, held here)`` of ``key_bytes`` in ``topic_name``; None where unknown.
-
-    Only Kafka assigns partitions; its consumer knows the partition count
-    and this worker's assignment. Keys are partitioned as producers do
-    (murmur2, aiokafka's ``DefaultPartitioner``).
-    """
-    transport = app.transport
-    if not transport.assigns_partitions:
-        return None
-    consumer = getattr(transport, "consumer", None)
-    if consumer is None:
-        return None
-    partitions = consumer.partitions_for_topic(topic_name)
-    if not partitions:
-        return None
-    everyone = sorted(partitions)
-    partition = _partitioner(key_bytes, everyone, everyone)
-    held: Set[int] = {tp.partition for tp in consumer.assignment() if tp.topic == topic_name}
-    return partition, partition in held
 
 
 def _table_owner(app: Any, table: Any, key: Any) -> Optional[Tuple[int, bool]]:
@@ -72,7 +51,7 @@ def _topic_owner(app: Any, topic: Any, key: Any) -> Optional[Tuple[int, bool]]:
     if not app.transport.assigns_partitions:
         return None
     # A Kafka topic's own key codec: the bytes its producers partitioned by.
-    return key_partition(app, topic.name, topic.encode_key(key) or b"")
+    return app.transport.key_partition(topic.name, topic.encode_key(key) or b"")
 
 
 def route_decorator(app: Any, target: Any, kind: str, shard_param: Optional[str],
