@@ -18,16 +18,19 @@ emitted. The batch is acknowledged (released) when the next one is read,
 that is once its rows are in the window state and its late and invalid rows
 are stored; the state itself is in memory (see ``engine``).
 
-Late rows: by default the stream channel's dead-letter channel
-(``<name>.dlq``): it is where an app's failed values already go, it is on
-the same broker, and its writer keeps the source unacknowledged until the
-letter is stored. ``late=<channel>`` sends them there instead. Each late row
-is sent as it came (a dict), with the reason in the ``sabot-error`` header,
-and counted in ``late_count``.
+Late rows (decided row by row, see ``watermark.Watermarks.for_batch``): by
+default the stream channel's dead-letter channel (``<name>.dlq``): it is
+where an app's failed values already go, it is on the same broker, and its
+writer keeps the source unacknowledged until the letter is stored.
+``late=<channel>`` sends them there instead (a one-row RecordBatch to an
+Arrow channel; a row it refuses falls back to the dead-letter channel). Each
+late row is sent as it came (a dict), with the reason in the ``sabot-error``
+header, and counted in ``late_count``.
 
-Idle partitions: with ``idle_timeout`` the operator waits for the next batch
-only until the watermark could close the next window on the clock (see
-``watermark``), so windows close without another event.
+Idle partitions: with ``idle_timeout`` (or while a partition assigned here
+has not delivered yet) the operator waits for the next batch only until the
+watermark could close the next window on the clock (see ``watermark``): the
+read is a task with a timeout, so windows close without another event.
 """
 from __future__ import annotations
 
