@@ -18,6 +18,8 @@ import click
 
 from .exceptions import SabotError
 from .models import Record
+from .models.codec import describe_error
+from .models.conversion import is_record_type
 from .models.json_layout import dumps as faust_json
 from .types import AppT, ChannelT
 
@@ -382,6 +384,13 @@ def parse_value(channel: ChannelT, text: str) -> Any:
                 f"topic {channel.name!r} carries Arrow batches: VALUE must be a JSON object "
                 f"or a list of objects, got {text!r}")
         return rows
+    if is_record_type(channel.value_type):  # checked here, not dead-lettered later
+        try:
+            return channel.value_type.from_data(value, preferred_type=channel.value_type)
+        except Exception as exc:
+            raise click.ClickException(
+                f"VALUE does not fit topic {channel.name!r}: "
+                f"{describe_error(channel.value_type, exc)}") from None
     return value
 
 

@@ -299,3 +299,14 @@ def test_unknown_fields_are_kept_when_optional_fields_are_missing():
 def test_sabot_tail_prints_a_record_as_faust_writes_it():
     from sabot.cli import _printable
     assert _printable(Point(1, 2)) == '{"x":1,"y":2,"__faust":{"ns":"tests.models.Point"}}'
+
+
+def test_sabot_send_checks_a_value_against_the_topics_record():
+    import click
+
+    from sabot.cli import parse_value
+    app = sabot.App("send-check")
+    topic = app.channel(name="points", value_type=Point)
+    assert parse_value(topic, '{"x": 1}') == Point(1)
+    with pytest.raises(click.ClickException, match="required field 'x' is missing"):
+        parse_value(topic, '{"y": 1}')
