@@ -234,10 +234,13 @@ class ASGIRequest:
             MultiDict(parse_qsl(raw_query, keep_blank_values=True)))
         self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(CIMultiDict(
             (k.decode("latin-1"), v.decode("latin-1")) for k, v in scope.get("headers", [])))
-        host = self.headers.get("Host", "localhost")
         full = scope.get("root_path", "") + path
         self.rel_url = URL.build(path=full, query_string=raw_query, encoded=False)
-        self.url = URL(f"{scope.get('scheme', 'http')}://{host}").join(self.rel_url)
+        try:
+            base = URL(f"{scope.get('scheme', 'http')}://{self.headers.get('Host', 'localhost')}")
+            self.url = base.join(self.rel_url)
+        except ValueError:  # a Host header that is no host: the request is still answered
+            self.url = URL("http://localhost").join(self.rel_url)
         self._body: Optional[bytes] = None
 
     @property

@@ -203,3 +203,31 @@ def test_faust_older_fastapi_import_path_gives_the_same_names():
     import sabot.contrib.fastapi as old
     assert old.__all__ == asgi.__all__
     assert all(getattr(old, name) is getattr(asgi, name) for name in asgi.__all__)
+
+
+async def test_hostile_requests_to_the_mounted_pages_get_clear_answers():
+    """Driven over raw ASGI: a Host header that is no host, a path outside the mount."""
+    app, _, _ = word_app()
+    sabot_pages = pages(app)
+    await app.start()
+    try:
+        async def get(path, host=b"[::1", root_path="/sabot"):
+            sent = []
+
+            async def receive():
+                return {"type": "http.request", "body": b"", "more_body": False}
+
+            async def send(message):
+                sent.append(message)
+            scope = {"type": "http", "method": "GET", "path": path, "root_path": root_path,
+                     "query_string": b"x=%ZZ&y=\xff", "headers": [(b"host", host)],
+                     "scheme": "http"}
+            await sabot_pages(scope, receive, send)
+            return sent[0]["status"], sent[1]["body"]
+
+        status, body = await get("/sabot/count/word/")
+        assert (status, body) == (200, b'{"word":"word","count":0,"self":"/count/word/"}')
+        assert (await get("/elsewhere/health"))[0] == 404  # not under the mount: no page
+        assert (await get("/sabot/health", host=b"x:99999"))[0] == 200
+    finally:
+        await app.stop()
