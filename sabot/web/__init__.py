@@ -10,7 +10,7 @@ Starlette app.
 from . import exceptions
 from .blueprints import Blueprint
 from .metrics import WorkerMetrics, host_port
-from .routes import Route
+from .routes import ResourceOptions, Route
 from .server import MetricsServer, WebServer
 from .site import Site
 from .views import Request, Response, View, gives_model, takes_model
@@ -19,5 +19,5 @@ from .views import Request, Response, View, gives_model, takes_model
 Web = Site
 
 __all__ = ["View", "Blueprint", "Request", "Response", "exceptions", "Route", "Site", "Web",
-           "takes_model", "gives_model",
+           "takes_model", "gives_model", "ResourceOptions",
            "WebServer", "MetricsServer", "WorkerMetrics", "host_port"]

@@ -15,7 +15,17 @@ from urllib.parse import quote
 from ..exceptions import ConfigurationError, SabotCompatibilityWarning
 from .views import View
 
-__all__ = ["Route", "make_page", "url_for"]
+__all__ = ["Route", "ResourceOptions", "make_page", "url_for"]
+
+
+class ResourceOptions(NamedTuple):
+    """Faust's CORS options of a route (``cors_options=``): accepted, not applied (a warning)."""
+
+    allow_credentials: bool = False
+    expose_headers: Any = ()
+    allow_headers: Any = ()
+    max_age: Optional[int] = None
+    allow_methods: Any = ()
 
 
 class Route(NamedTuple):

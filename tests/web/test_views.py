@@ -261,8 +261,8 @@ def test_sabot_web_has_faust_web_names():
     faust_web = pytest.importorskip("faust.web")
     import faust.web.exceptions as faust_errors
     for name in faust_web.__all__:
-        if name != "ResourceOptions":  # aiohttp-cors's, see docs/web.md
-            assert hasattr(web, name), name
+        assert hasattr(web, name), name
+    assert web.ResourceOptions._fields == faust_web.ResourceOptions._fields
     # Faust's bare WebError has no code (raising it fails there); Sabot's answers 500.
     assert web.exceptions.WebError().code == 500
     for name in [n for n in faust_errors.__all__ if n != "WebError"] + ["ServiceUnavailable"]:
