@@ -97,7 +97,12 @@ def group_by(stream: "Stream", key: GroupByKey, *, name: Optional[str] = None,
         app = getattr(source_channel, "app", None)
         if app is None:
             raise ConfigurationError("group_by needs a stream of an app's channel (or topic=)")
-        options = {} if partitions is None else {"partitions": partitions}
+        # As Faust's derive: the repartition topic carries the source's types.
+        options: dict = {name: getattr(source_channel, name, None)
+                         for name in ("key_type", "value_type")
+                         if getattr(source_channel, name, None) is not None}
+        if partitions is not None:
+            options["partitions"] = partitions
         topic = app.topic(repartition_topic_name(stream.prefix, source_channel.name, suffix),
                           **options)
     grouped = Stream(topic)
