@@ -19,8 +19,8 @@ described in the header:
 carried as one Arrow column; ``list`` is any other list of JSON-able values,
 carried as one ``large_string`` column of JSON texts, so that it takes the
 same road as a batch. ``tjson`` and ``tlist`` are ``json`` and ``list`` whose
-values hold bytes or tuples, which JSON has no type for: those are tagged
-(``tag``/``untag``) and come back as they were. Nothing here pickles: a frame
+values hold bytes, tuples or records (``sabot.Record``), which JSON has no
+type for: those are tagged (``tag``/``untag``) and come back as they were. Nothing here pickles: a frame
 is bytes the reader parses.
 """
 from __future__ import annotations
@@ -34,6 +34,9 @@ import pyarrow as pa
 
 from .._fastpath import Batch
 from ..exceptions import ConversionError
+from ..models.json_layout import dumps as faust_json
+from ..models.namespace import registry
+from ..models.record import Record
 from .arena import ShmArena
 from .shm import discard_segment, map_segment, write_segment
 
@@ -148,6 +151,9 @@ def _check_keys(value: Any) -> None:
 #: Tags that carry what JSON has no type for: bytes (base64) and tuples.
 _BYTES_TAG = "__sabot_bytes__"
 _TUPLE_TAG = "__sabot_tuple__"
+#: A record crosses as ``[namespace, its Faust JSON]`` and is rebuilt as its
+#: class on the other side (the app's module defines it there too).
+_RECORD_TAG = "__sabot_record__"
 
 
 def tag(value: Any) -> Any:
@@ -156,6 +162,8 @@ def tag(value: Any) -> Any:
         return {_BYTES_TAG: base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, tuple):
         return {_TUPLE_TAG: [tag(v) for v in value]}
+    if isinstance(value, Record):
+        return {_RECORD_TAG: [value._options.namespace, faust_json(value).decode("utf-8")]}
     if isinstance(value, list):
         return [tag(v) for v in value]
     if isinstance(value, dict):
@@ -171,18 +179,31 @@ def untag(value: Any) -> Any:
                 return base64.b64decode(value[_BYTES_TAG])
             if _TUPLE_TAG in value:
                 return tuple(untag(v) for v in value[_TUPLE_TAG])
+            if _RECORD_TAG in value:
+                return _record(value[_RECORD_TAG])
         return {k: untag(v) for k, v in value.items()}
     if isinstance(value, list):
         return [untag(v) for v in value]
     return value
 
 
+def _record(tagged: Any) -> Any:
+    """A record tagged by ``tag``, rebuilt as its class (registered here too)."""
+    try:
+        namespace, text = tagged
+        model = registry[namespace]
+        return model.from_data(json.loads(text), preferred_type=model)
+    except Exception as exc:  # noqa: BLE001 - whatever it was, the value cannot cross
+        raise ConversionError(f"a record cannot cross the bridge: {type(exc).__name__}: "
+                              f"{exc} (is its class defined in the worker process?)") from exc
+
+
 def _needs_tags(value: Any) -> bool:
-    """True when ``value`` holds bytes or a tuple (plain JSON would lose them)."""
+    """True when ``value`` holds bytes, a tuple or a record (plain JSON would lose them)."""
     pending = [value]
     while pending:
         node = pending.pop()
-        if isinstance(node, (bytes, bytearray, memoryview, tuple)):
+        if isinstance(node, (bytes, bytearray, memoryview, tuple, Record)):
             return True
         if isinstance(node, dict):
             pending.extend(node.values())
