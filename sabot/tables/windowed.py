@@ -166,9 +166,11 @@ class WindowedState:
 
     # -- writes ------------------------------------------------------------------
     def closes_at(self, window_range: WindowRange) -> float:
+        """The watermark at which ``window_range`` closes: its end plus ``grace``."""
         return self.window.closes_at(window_range) + self.grace
 
     def is_closed(self, partition: int, window_range: WindowRange) -> bool:
+        """Whether ``window_range`` of ``partition`` has closed (its events now late)."""
         return self.closes_at(window_range) <= self.clock.watermark(partition)
 
     def open_ranges(self, key: Any, timestamp: float, partition: int,
@@ -226,6 +228,7 @@ class WindowedState:
                     self._track_closed(partition, window_range, {key})
 
     def untrack(self, partition: int, window_range: WindowRange, key: Any) -> None:
+        """Forget ``key`` in ``window_range`` (deleted): nothing to close or expire."""
         for tracked in (self._open, self._closed):
             keys = tracked.get(partition, {}).get(window_range)
             if keys is not None:
@@ -442,12 +445,15 @@ class WindowSet:
             "Try using the underlying table directly")
 
     def keys(self) -> NoReturn:
+        """Refused, as in Faust: a key's windows are not listed."""
         self._unsupported("keys")
 
     def items(self) -> NoReturn:
+        """Refused, as in Faust."""
         self._unsupported("items")
 
     def values(self) -> NoReturn:
+        """Refused, as in Faust."""
         self._unsupported("values")
 
     def __getitem__(self, w: Any) -> Any:
