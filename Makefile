@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.sabot-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast test-pure bench build install clean wasm-example
+.PHONY: demo test test-fast test-pure bench build install clean wasm-example docs
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ test-pure: build
 bench: build
 	@set -e; for script in benchmarks/bench_*.py; do \
 		echo "=== $$script"; $(PY) $$script; done
+
+# The documentation site (mkdocs.yml) into build/site/; any warning fails the build.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
 
 # The example WASM node in C (examples/wasm_node): clang and lld (wasm-ld),
 # Debian's clang and lld packages. No libc: the ABI needs none.
