@@ -825,8 +825,8 @@ class KafkaTransport(Transport):
             consumer.resume(*[tp for tp in assigned if tp in held])
             self._wake_fetch.set()
 
-    async def read_partition(self, topic: str, partition: int, start: int = 0
-                             ) -> AsyncGenerator[List[Any], None]:
+    async def read_partition(self, topic: str, partition: int, start: int = 0, *,
+                             max_records: int = 10_000) -> AsyncGenerator[List[Any], None]:
         """The records of ``topic[partition]`` from offset ``start`` to its end, in fetches.
 
         Read outside the group (tables recover from their changelog with it).
@@ -850,7 +850,7 @@ class KafkaTransport(Transport):
             while True:
                 past_end = position >= end
                 fetched = await consumer.getmany(tp, timeout_ms=200 if past_end else 1000,
-                                                 max_records=10_000)
+                                                 max_records=max_records)
                 records = fetched.get(tp, [])
                 if records:
                     empty = 0

@@ -69,9 +69,12 @@ class Changelog(abc.ABC):
         """Write ``entries`` to ``partition``; return the last one's position once acknowledged."""
 
     @abc.abstractmethod
-    def read(self, partition: int, after: Optional[StorePosition]
+    def read(self, partition: int, after: Optional[StorePosition], count: int = 10_000
              ) -> AsyncIterator[List[ChangelogEntry]]:
-        """Entries of ``partition`` after ``after`` (all if ``None``), in order, to the end."""
+        """Entries of ``partition`` after ``after`` (all if ``None``), in order, to the end.
+
+        In lists of at most ``count`` entries.
+        """
 
 
 class MemoryChangelog(Changelog):
@@ -88,13 +91,12 @@ class MemoryChangelog(Changelog):
             log.append(ChangelogEntry(len(log), key, value, headers))
         return len(log) - 1 if log else None
 
-    async def read(self, partition: int, after: Optional[StorePosition]
+    async def read(self, partition: int, after: Optional[StorePosition], count: int = 10_000
                    ) -> AsyncIterator[List[ChangelogEntry]]:
         log = self.logs.get(partition, [])
         start = 0 if after is None else int(after) + 1
-        step = 10_000
-        for i in range(start, len(log), step):
-            yield log[i:i + step]
+        for i in range(start, len(log), count):
+            yield log[i:i + count]
             await asyncio.sleep(0)
 
 
@@ -119,10 +121,11 @@ class KafkaChangelog(Changelog):
         results = await asyncio.gather(*futures)
         return max(r.offset for r in results)
 
-    async def read(self, partition: int, after: Optional[StorePosition]
+    async def read(self, partition: int, after: Optional[StorePosition], count: int = 10_000
                    ) -> AsyncIterator[List[ChangelogEntry]]:
         start = 0 if after is None else int(after) + 1
-        async for records in self.transport.read_partition(self.name, partition, start):
+        async for records in self.transport.read_partition(self.name, partition, start,
+                                                           max_records=count):
             yield [ChangelogEntry(r.offset, r.key, r.value,
                                   dict(r.headers) if r.headers else None) for r in records]
 
@@ -148,10 +151,10 @@ class RedisChangelog(Changelog):
         ids = await asyncio.gather(*futures)
         return str(ids[-1])
 
-    async def read(self, partition: int, after: Optional[StorePosition]
+    async def read(self, partition: int, after: Optional[StorePosition], count: int = 10_000
                    ) -> AsyncIterator[List[ChangelogEntry]]:
         async for entries in self.transport.read_stream(
-                self.name, None if after is None else str(after)):
+                self.name, None if after is None else str(after), count):
             out = []
             for entry_id, value, key, headers in entries:
                 if headers and TOMBSTONE_HEADER in headers:

@@ -43,7 +43,9 @@ class TableManager(Mapping[str, "Collection"], AssignmentListener):
         self._memory_logs: Dict[str, Dict[int, List[ChangelogEntry]]] = {}
         self._flusher: Optional["asyncio.Future[None]"] = None
         self._started = False
-        self._recovering: Dict[int, "asyncio.Future[None]"] = {}
+        # Assignments and revocations, one at a time: a rebalance may revoke
+        # partitions whose recovery has not finished yet.
+        self._assignment_lock = asyncio.Lock()
         #: Partitions recovered and held (Kafka: assigned), besides global tables'.
         self.partitions: List[int] = []
 
@@ -91,6 +93,17 @@ class TableManager(Mapping[str, "Collection"], AssignmentListener):
             return int(self.app.conf.topic_partitions)
         return 1
 
+    def reset_state(self, table: Collection) -> None:
+        """Delete ``table``'s local stores (Faust's ``reset``); its changelog is kept.
+
+        Only while no worker of the app runs: the stores must be closed.
+        """
+        from .stores import wipe_store
+        url = self.store_url(table)
+        for partition in range(self._partition_count(table)):
+            wipe_store(url, table=table.name, partition=partition, app=self.app.id,
+                       datadir=self.datadir())
+
     # -- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
         """Declare changelogs, register barriers, recover what this worker holds now."""
@@ -128,8 +141,6 @@ class TableManager(Mapping[str, "Collection"], AssignmentListener):
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)
             self._flusher = None
-        for task in list(self._recovering.values()):
-            task.cancel()
         try:
             await self.flush()
         except Exception as exc:
@@ -177,34 +188,37 @@ class TableManager(Mapping[str, "Collection"], AssignmentListener):
             await table.call_recover_callbacks()
 
     async def _recover_one(self, table: Collection, partition: int, datadir: str) -> None:
-        store = open_partition_store(table, partition, self.store_url(table), datadir)
+        store, wiped = open_partition_store(table, partition, self.store_url(table), datadir)
         try:
-            await recover_partition(table, partition, store)
+            stats = await recover_partition(table, partition, store, wiped)
         except BaseException:
             store.close()
             raise
+        table.recovery_stats[partition] = stats
         table.attach(partition, store)
 
     async def on_assigned(self, partitions: CollectionT[int]) -> None:
         """Kafka assigned ``partitions``: recover them before they are fetched."""
-        wanted = [p for p in partitions if p not in self.partitions]
-        if not wanted:
-            return
-        logger.info("tables: recovering partitions %s", wanted)
-        await self._recover([t for t in self._tables.values() if not t.is_global], wanted)
-        self.partitions = sorted(set(self.partitions) | set(wanted))
+        async with self._assignment_lock:
+            wanted = [p for p in partitions if p not in self.partitions]
+            if not wanted:
+                return
+            logger.info("tables: recovering partitions %s", wanted)
+            await self._recover([t for t in self._tables.values() if not t.is_global], wanted)
+            self.partitions = sorted(set(self.partitions) | set(wanted))
 
     async def on_revoked(self, partitions: CollectionT[int]) -> None:
         """Kafka revoked ``partitions`` (committed, so flushed): close their stores."""
-        await self.flush()
-        for table in self._tables.values():
-            if table.is_global:
-                continue
-            for partition in partitions:
-                store = table.detach(partition)
-                if store is not None:
-                    store.close()
-        self.partitions = [p for p in self.partitions if p not in partitions]
+        async with self._assignment_lock:
+            await self.flush()
+            for table in self._tables.values():
+                if table.is_global:
+                    continue
+                for partition in partitions:
+                    store = table.detach(partition)
+                    if store is not None:
+                        store.close()
+            self.partitions = [p for p in self.partitions if p not in partitions]
 
     def partition_needed(self, table: Collection, partition: int) -> None:
         """A write for a partition this worker does not hold: open its store now.
@@ -213,7 +227,7 @@ class TableManager(Mapping[str, "Collection"], AssignmentListener):
         channel in a Kafka app); such a partition is recovered from the
         store only (its changelog tail is read at the next start).
         """
-        store = open_partition_store(table, partition, self.store_url(table), self.datadir())
+        store, _ = open_partition_store(table, partition, self.store_url(table), self.datadir())
         logger.warning("table %r: partition %d was not assigned to this worker; opened its "
                        "store without reading its changelog", table.name, partition)
         table.attach(partition, store)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Tuple
 
 from ..exceptions import SabotError, StoreUntrusted
 from ..types import StorePosition, StoreT
@@ -29,12 +29,21 @@ from .stores import open_store, wipe_store
 if TYPE_CHECKING:
     from .table import Collection
 
-__all__ = ["TableRecoveryError", "recover_partition", "open_partition_store"]
+__all__ = ["TableRecoveryError", "RecoveryStats", "recover_partition", "open_partition_store"]
 
 logger = logging.getLogger("sabot.tables.recovery")
 
 #: Seconds between progress lines in the log.
 PROGRESS_INTERVAL = 5.0
+
+
+class RecoveryStats(NamedTuple):
+    """How one partition was recovered (``table.recovery_stats[partition]``)."""
+
+    changes: int
+    fetches: int
+    seconds: float
+    wiped: bool
 
 
 class TableRecoveryError(SabotError, RuntimeError):
@@ -51,34 +60,39 @@ def _position(text: bytes) -> StorePosition:
     return int(value) if value.isdigit() else value
 
 
-def open_partition_store(table: Collection, partition: int, url: str, datadir: Any) -> StoreT:
-    """The store of ``table``'s ``partition``; wiped first if it cannot be trusted."""
+def open_partition_store(table: Collection, partition: int, url: str,
+                         datadir: Any) -> Tuple[StoreT, bool]:
+    """The store of ``table``'s ``partition``, and whether it had to be wiped first.
+
+    A store that cannot be trusted (corrupt, another format version) is
+    wiped and then restored from the whole changelog.
+    """
     options: Dict[str, Any] = dict(table=table.name, partition=partition, app=table.app.id,
                                    datadir=datadir)
     try:
-        return open_store(url, **options)
+        return open_store(url, **options), False
     except StoreUntrusted as exc:
         logger.error("table %r partition %d: %s; wiping it and restoring it from the "
                      "changelog %r", table.name, partition, exc, table.changelog_topic_name)
         wipe_store(url, **options)
-        return open_store(url, **options)
+        return open_store(url, **options), True
 
 
-async def recover_partition(table: Collection, partition: int, store: StoreT) -> int:
-    """Apply ``table``'s changelog after ``store``'s offset to its end; how many entries."""
+async def recover_partition(table: Collection, partition: int, store: StoreT,
+                            wiped: bool = False) -> RecoveryStats:
+    """Apply ``table``'s changelog after ``store``'s offset to its end."""
     changelog = table.changelog
-    if changelog is None:
-        return 0
-    try:
-        start = store.changelog_offset()
-    except StoreUntrusted:
-        raise
     started = time.monotonic()
+    if changelog is None:
+        return RecoveryStats(0, 0, 0.0, wiped)
+    start = store.changelog_offset()
+    fetches = 0
     last_log = started
     tty = sys.stderr.isatty()
     count = 0
     name = table.name
-    async for entries in changelog.read(partition, start):
+    async for entries in changelog.read(partition, start, table.recovery_buffer_size):
+        fetches += 1
         changes: Dict[bytes, Optional[bytes]] = {}
         positions: Dict[str, StorePosition] = {}
         for entry in entries:
@@ -116,8 +130,8 @@ async def recover_partition(table: Collection, partition: int, store: StoreT) ->
                         partition, count)
     if tty and count:
         sys.stderr.write("\n")
+    elapsed = time.monotonic() - started
     if count:
-        elapsed = time.monotonic() - started
         logger.info("table %r partition %d: recovered %d changes from %r in %.2fs", name,
                     partition, count, changelog.name, elapsed)
-    return count
+    return RecoveryStats(count, fetches, elapsed, wiped)

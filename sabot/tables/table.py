@@ -52,7 +52,7 @@ __all__ = ["Collection", "Table", "GlobalTable", "SetTable", "SetGlobalTable",
 logger = logging.getLogger("sabot.tables")
 
 #: Faust's table options Sabot accepts but does not have (a warning names them).
-FAUST_ONLY_OPTIONS = ("on_changelog_event", "recovery_buffer_size", "standby_buffer_size",
+FAUST_ONLY_OPTIONS = ("on_changelog_event", "standby_buffer_size",
                       "extra_topic_configs", "use_partitioner", "schema", "options",
                       "key_index", "start_manager", "manager_topic_suffix")
 
@@ -93,6 +93,7 @@ class Collection(MutableMapping[Any, Any]):
                  store: Optional[str] = None, help: Optional[str] = None,
                  window: Any = None, on_window_close: Optional[Callable[..., Any]] = None,
                  on_recover: Optional[Callable[..., Any]] = None,
+                 recovery_buffer_size: int = 10_000,
                  **options: Any) -> None:
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"table name must be a non-empty string, got {name!r}")
@@ -102,6 +103,9 @@ class Collection(MutableMapping[Any, Any]):
         if partitions is not None and (not isinstance(partitions, int)
                                        or isinstance(partitions, bool) or partitions < 1):
             raise ConfigurationError(f"table {name!r}: partitions must be a positive int")
+        if not isinstance(recovery_buffer_size, int) or isinstance(recovery_buffer_size, bool) \
+                or recovery_buffer_size < 1:
+            raise ConfigurationError(f"table {name!r}: recovery_buffer_size must be a positive int")
         for what, typ in (("key_type", key_type), ("value_type", value_type)):
             if typ is not None and not isinstance(typ, type):
                 raise ConfigurationError(f"table {name!r}: {what} must be a type, got {typ!r}")
@@ -118,11 +122,13 @@ class Collection(MutableMapping[Any, Any]):
         self.value_type = value_type
         self.partitions = partitions
         self.help = help or ""
+        self._warned_unkeyed = False  # see _check_key
         self.store_url = store
         self.window = window
         self.on_window_close = on_window_close
+        #: Changelog entries read and applied to the store at a time (Faust's option).
+        self.recovery_buffer_size = recovery_buffer_size
         self._changelog_topic = changelog_topic
-        self._warned_unkeyed = False  # see _check_key
         self._recover_callbacks: List[Callable[..., Any]] = [on_recover] if on_recover else []
         #: Set by the app's TableManager when the table is registered.
         self.manager: Optional[TableManager] = None
@@ -142,6 +148,8 @@ class Collection(MutableMapping[Any, Any]):
         self._flush_lock = asyncio.Lock()
         #: Writes skipped because their input had already been applied (replays).
         self.replays_skipped = 0
+        #: How each partition was last recovered (``sabot.tables.recovery.RecoveryStats``).
+        self.recovery_stats: Dict[int, Any] = {}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} partitions={sorted(self._stores)}>"
@@ -233,21 +241,24 @@ class Collection(MutableMapping[Any, Any]):
             out.append(None if value is _ABSENT else value)
         return out
 
-    def _load(self, key: Any) -> Any:
-        """Read ``key`` from the stores into the cache (``_ABSENT`` if none has it)."""
+    def _stored(self, key: Any) -> Tuple[Any, Optional[str], Any]:
+        """``(value, source, position)`` of ``key`` in the stores (value ``_ABSENT`` if none)."""
         try:
             raw_key = encode(key, "key")
         except TableValueError:
-            return _ABSENT  # could never have been stored
-        value: Any = _ABSENT
+            return _ABSENT, None, None  # could never have been stored
         for store in self._stores.values():
             raw = store.get(raw_key)
             if raw is not None:
                 stored, source, position = decode_record(raw)
-                value = self._from_stored(stored)
-                if self._replay:
-                    self._key_pos[key] = (source, position)
-                break
+                return self._from_stored(stored), source, position
+        return _ABSENT, None, None
+
+    def _load(self, key: Any) -> Any:
+        """Read ``key`` from the stores into the cache (``_ABSENT`` if none has it)."""
+        value, source, position = self._stored(key)
+        if self._replay and value is not _ABSENT:
+            self._key_pos[key] = (source, position)
         self._values[key] = value
         return value
 
@@ -361,9 +372,11 @@ class Collection(MutableMapping[Any, Any]):
         recorded = self._replay.get(source) if source is not None else None
         if recorded is None or position is None or not position_le(position, recorded):
             return False
-        if key not in self._key_pos:
-            self._load(key)
         last = self._key_pos.get(key)
+        if last is None:
+            _, stored_source, stored_position = self._stored(key)
+            if stored_source is not None:
+                last = (stored_source, stored_position)
         if last is not None and last[0] == source and last[1] is not None \
                 and position_le(position, last[1]):
             self.replays_skipped += 1
@@ -382,14 +395,6 @@ class Collection(MutableMapping[Any, Any]):
         if message_key is None:
             if batch.positions is None or len(batch.positions[i]) != 3:
                 return  # memory or Redis: one partition, any key lands in it
-        elif message_key == table_key:
-            return
-        elif isinstance(message_key, bytes):
-            channel = stream.channel
-            encode_key = getattr(channel, "encode_key", None)
-            try:
-                if encode_key is not None and encode_key(table_key) == message_key:
-                    return
             # A message without a key: as in Faust, the write lands in the
             # message's partition (each partition keeps its own value).
             if not self._warned_unkeyed:
@@ -401,6 +406,14 @@ class Collection(MutableMapping[Any, Any]):
                     "stream (stream.group_by(...)) for one value per key", self.name, table_key,
                     stream.channel.name, partition)
             return
+        elif message_key == table_key:
+            return
+        elif isinstance(message_key, bytes):
+            channel = stream.channel
+            encode_key = getattr(channel, "encode_key", None)
+            try:
+                if encode_key is not None and encode_key(table_key) == message_key:
+                    return
             except Exception:  # a key the channel cannot encode is not the message's
                 pass
         position = batch.positions[i] if batch.positions is not None else None
@@ -442,15 +455,21 @@ class Collection(MutableMapping[Any, Any]):
             known = self._replay.get(source)
             if known is None or position_le(known, position):
                 self._replay[source] = position
+        self._forget_clean()  # a key read as absent before may be in this store
+
+    def _forget_clean(self) -> None:
+        """Drop the cached keys that hold no unflushed change (the stores have them)."""
+        keep = {key for dirty in self._dirty.values() for key in dirty}
+        values = self._values
+        self._values = {key: values[key] for key in keep if key in values}
+        self._key_pos.clear()
         self._batch = None
 
     def detach(self, partition: int) -> Optional[StoreT]:
         """Let ``partition`` go (revoked); its cached keys are dropped. Returns its store."""
         store = self._stores.pop(partition, None)
         self._dirty.pop(partition, None)
-        self._values.clear()
-        self._key_pos.clear()
-        self._batch = None
+        self._forget_clean()
         return store
 
     @property

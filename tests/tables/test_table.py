@@ -242,8 +242,10 @@ def test_table_options_are_checked_and_faust_only_ones_warned():
         app.Table("a", default=0)
     with pytest.raises(ConfigurationError, match="unknown option"):
         app.Table("b", bogus=1)
-    with pytest.warns(SabotCompatibilityWarning, match="recovery_buffer_size"):
-        app.Table("c", recovery_buffer_size=10)
+    with pytest.warns(SabotCompatibilityWarning, match="standby_buffer_size"):
+        app.Table("c", standby_buffer_size=10)
+    with pytest.raises(ConfigurationError, match="recovery_buffer_size"):
+        app.Table("e", recovery_buffer_size=0)
     app.Table("d")
     with pytest.raises(ConfigurationError, match="defined twice"):
         app.Table("d")

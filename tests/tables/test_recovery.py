@@ -1,0 +1,172 @@
+"""Tables on the real brokers: counting, the changelog, recovery from the store and from the changelog.
+
+Kafka tests talk to the session's tansu broker, Redis tests to a real
+redis-server; the stores are LMDB (the default for broker apps) under the
+test's own directory.
+"""
+import os
+import shutil
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+import sabot
+from sabot.codecs import get_codec
+from sabot.tables.codec import decode, decode_record
+from sabot.tables.recovery import TableRecoveryError
+from tests.helpers import running, unique, until
+from tests.tables.table_worker_app import build
+
+JSON = get_codec("json")
+
+
+async def produce_kafka(bootstrap, topic, values, partitions=4):
+    """Write ``values`` (dicts with ``key``) keyed by their key, like any client would."""
+    admin_app = sabot.App(unique("admin"), broker=f"kafka://{bootstrap}")
+    await admin_app.topic(topic, partitions=partitions).maybe_declare()
+    await admin_app.transport.stop()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send(topic, JSON.encode(value), key=value["key"].encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def produce_redis(server, stream, values):
+    client = server.client()
+    pipe = client.pipeline(transaction=False)
+    for value in values:
+        pipe.xadd(stream, {"value": JSON.encode(value), "key": value["key"].encode()})
+    pipe.execute()
+
+
+def expected_counts(values):
+    out = {}
+    for value in values:
+        out[value["key"]] = out.get(value["key"], 0) + 1
+    return out
+
+
+def inputs(n, keys):
+    return [{"id": i, "key": f"k{i % keys}"} for i in range(n)]
+
+
+async def count_all(app, counts, total):
+    agent = app.agents["count"]
+    await until(lambda: agent.events_in >= total, timeout=60,
+                what=lambda: f"{total} values counted, {agent.events_in} so far")
+    await app.tables.flush()
+
+
+# -- Kafka -------------------------------------------------------------------------
+
+async def test_counting_table_on_kafka_survives_restarts_with_and_without_its_store(
+        kafka_broker, tmp_path):
+    topic, app_id = unique("words"), unique("tbl")
+    values = inputs(2000, 37)
+    await produce_kafka(kafka_broker, topic, values)
+    broker = f"kafka://{kafka_broker}"
+
+    app, counts = build(broker, app_id, topic, str(tmp_path / "data"))
+    async with running(app):
+        await count_all(app, counts, len(values))
+        assert dict(counts.items()) == expected_counts(values)
+        assert sorted(counts.held_partitions) == [0, 1, 2, 3]
+
+    # The changelog is a compacted topic of the source's partition count; each
+    # entry's partition is its table partition, its value the record.
+    changelog = f"{app_id}-counts-changelog"
+    consumer = AIOKafkaConsumer(changelog, bootstrap_servers=kafka_broker,
+                                auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    try:
+        assert len(consumer.partitions_for_topic(changelog)) == 4
+        records = []
+        while len({decode(r.key) for r in records}) < 37:
+            batch = await consumer.getmany(timeout_ms=2000)
+            assert batch, "the changelog holds every key"
+            for rs in batch.values():
+                records.extend(rs)
+    finally:
+        await consumer.stop()
+    latest = {decode(r.key): decode_record(r.value)[0] for r in records}
+    assert latest == expected_counts(values)
+    assert all(r.headers and dict(r.headers)["sabot-source"].startswith(topic.encode())
+               for r in records)
+
+    # Restart with the store intact: nothing replayed, same table.
+    app, counts = build(broker, app_id, topic, str(tmp_path / "data"))
+    async with running(app):
+        await until(lambda: len(counts.held_partitions) == 4, what="the partitions recovered")
+        assert dict(counts.items()) == expected_counts(values)
+        assert sum(s.changes for s in counts.recovery_stats.values()) == 0
+
+    # Restart with the store deleted: everything from the changelog.
+    shutil.rmtree(tmp_path / "data")
+    app, counts = build(broker, app_id, topic, str(tmp_path / "data"))
+    async with running(app):
+        await until(lambda: len(counts.held_partitions) == 4, what="the partitions recovered")
+        assert dict(counts.items()) == expected_counts(values)
+        assert sum(s.changes for s in counts.recovery_stats.values()) >= 37
+
+
+async def test_recovery_reads_a_changelog_that_spans_many_fetches(kafka_broker, tmp_path):
+    topic, app_id = unique("many"), unique("tbl")
+    values = inputs(24_000, 24_000)  # every key once: 24,000 changelog entries
+    await produce_kafka(kafka_broker, topic, values)
+    broker = f"kafka://{kafka_broker}"
+    app, counts = build(broker, app_id, topic, str(tmp_path / "data"))
+    async with running(app):
+        await count_all(app, counts, len(values))
+    shutil.rmtree(tmp_path / "data")
+    app, counts = build(broker, app_id, topic, str(tmp_path / "data"))
+    app.conf.consumer_max_fetch_size = 16 * 1024  # a few hundred entries per broker fetch
+    counts.recovery_buffer_size = 500  # and per read
+    async with running(app):
+        await until(lambda: len(counts.held_partitions) == 4, timeout=60,
+                    what="the partitions recovered")
+        stats = counts.recovery_stats.values()
+        assert sum(s.changes for s in stats) == len(values)
+        assert all(s.fetches >= 10 for s in stats), list(stats)
+        assert len(counts) == len(values)
+        assert counts["k23999"] == 1 and counts["k0"] == 1
+
+
+# -- Redis --------------------------------------------------------------------------
+
+async def test_counting_table_on_redis_and_a_corrupt_store_restored_from_the_changelog(
+        redis_server, tmp_path):
+    stream, app_id = unique("words"), unique("tbl")
+    values = inputs(1500, 23)
+    produce_redis(redis_server, stream, values)
+    datadir = str(tmp_path / "data")
+
+    app, counts = build(redis_server.url, app_id, stream, datadir)
+    async with running(app):
+        await count_all(app, counts, len(values))
+        assert dict(counts.items()) == expected_counts(values)
+    entries = redis_server.client().xlen(f"{app_id}-counts-changelog")
+    assert entries >= 23  # at least one entry per key (one per key per flush)
+    # Damage the store's files: it cannot be trusted, so it is rebuilt.
+    data = os.path.join(datadir, app_id, "counts-0", "data.mdb")
+    with open(data, "r+b") as f:
+        f.write(os.urandom(16384))
+    app, counts = build(redis_server.url, app_id, stream, datadir)
+    async with running(app):
+        assert counts.recovery_stats[0].wiped
+        assert dict(counts.items()) == expected_counts(values)
+
+
+async def test_an_undecodable_changelog_entry_stops_recovery_naming_table_and_partition(
+        redis_server, tmp_path):
+    stream, app_id = unique("words"), unique("tbl")
+    redis_server.client().xadd(f"{app_id}-counts-changelog",
+                               {"value": b"\xff not json", "key": b'"k"'})
+    app, counts = build(redis_server.url, app_id, stream, str(tmp_path / "data"))
+    with pytest.raises(TableRecoveryError, match="table 'counts' partition 0") as info:
+        await app.start()
+    await app.stop()
+    assert info.value.table == "counts" and info.value.partition == 0
