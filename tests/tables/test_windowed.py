@@ -18,7 +18,7 @@ import sabot
 from sabot._fastpath import Batch
 from sabot.exceptions import ConfigurationError, SabotCompatibilityWarning
 from sabot.tables.windowed import LATE_REASON_HEADER
-from tests.helpers import collector, running, unique, until
+from tests.helpers import collector, drain, running, unique, until
 from tests.tables.windowed_reference import windowed_counts
 
 
@@ -504,3 +504,33 @@ async def test_sliding_windows_around_each_event_and_relative_to_now():
         # relative_to_now: in a stream, "now" is the partition's latest event time,
         # so the events at 14 and 12 count in the window of 15 (and 10 in its own).
         assert by_start(tumbling_table) == {("k", 10.0): 4}
+
+
+async def test_a_late_events_input_is_held_until_the_late_event_is_stored():
+    app = sabot.App(unique("win"))
+    source = app.channel()
+    # A late channel whose reader is not reading yet: a send waits until it has read.
+    late_channel = app.channel(maxsize=1, name="late")
+    late_reader = late_channel.stream()
+    windowed = make_table(app, "held").tumbling(10, idle_timeout=None,
+                                                late_channel=late_channel)
+    done = []
+    seen = []
+
+    @app.agent(source)
+    async def count(stream):
+        async for value in stream:
+            windowed[value] += 1
+            seen.append(value)
+
+    async with running(app):
+        await source.publish(Batch(["a", "a"], timestamps=[15.0, 1.0],
+                                   on_done=lambda b: done.append("late batch")))
+        await source.publish(Batch(["a"], timestamps=[16.0],
+                                   on_done=lambda b: done.append("next batch")))
+        await until(lambda: len(seen) == 3 and windowed.late_events == 1)
+        await until(lambda: done == ["next batch"] or "late batch" in done,
+                    what="the next batch released")
+        assert done == ["next batch"], "the late event's batch was released before it was stored"
+        assert await drain(late_reader, 1) == ["a"]
+        await until(lambda: "late batch" in done, what="the late batch released once stored")
