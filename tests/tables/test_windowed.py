@@ -534,3 +534,28 @@ async def test_a_late_events_input_is_held_until_the_late_event_is_stored():
         assert done == ["next batch"], "the late event's batch was released before it was stored"
         assert await drain(late_reader, 1) == ["a"]
         await until(lambda: "late batch" in done, what="the late batch released once stored")
+
+
+class Click(sabot.Record):
+    user: str
+    ts: float
+
+
+async def test_relative_to_a_record_field():
+    app = sabot.App(unique("win"))
+    source = app.channel()
+    table = make_table(app, "clicks")
+    windowed = table.tumbling(10, idle_timeout=None).relative_to_field(Click.ts)
+    seen = []
+
+    @app.agent(source)
+    async def count(stream):
+        async for click in stream:
+            windowed[click.user] += 1
+            seen.append(click)
+
+    async with running(app):
+        await source.send_batch([Click(user="a", ts=3.0), Click(user="a", ts=14.0),
+                                 Click(user="b", ts=15.0)])
+        await until(lambda: len(seen) == 3)
+        assert by_start(table) == {("a", 0.0): 1, ("a", 10.0): 1, ("b", 10.0): 1}
