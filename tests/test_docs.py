@@ -268,11 +268,17 @@ def test_a_warned_setting_is_accepted_with_a_warning_naming_it(name: str) -> Non
 async def test_the_ported_agent_runs_as_the_page_shows() -> None:
     text = MIGRATION.read_text(encoding="utf-8")
     section = text.split("## A ported agent", 1)[1]
-    faust_code, sabot_code = re.findall(r"```python\n(.*?)```", section, re.S)[:2]
+    faust_code, sabot_code, batches_code = re.findall(r"```python\n(.*?)```", section, re.S)[:3]
     compile(faust_code, "faust-migration.md (Faust)", "exec")
     namespace: Dict[str, Any] = {"__name__": "ported_agent"}
     exec(compile(sabot_code, "faust-migration.md (Sabot)", "exec"), namespace)
+    exec(compile(batches_code, "faust-migration.md (batches)", "exec"), namespace)
     Order = namespace["Order"]
     async with namespace["score"].test_context() as agent:
+        assert await agent.put(Order(id=7, amount=20_000.0)) == [{"order": 7}]
+        assert await agent.put(Order(id=8, amount=5.0)) == []
+    # Typed as the agent's topic is, so that batches() gives RecordBatches.
+    typed = namespace["app"].channel(value_type=Order)
+    async with namespace["score_batches"].test_context(channel=typed) as agent:
         assert await agent.put(Order(id=7, amount=20_000.0)) == [{"order": 7}]
         assert await agent.put(Order(id=8, amount=5.0)) == []
