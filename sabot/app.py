@@ -205,8 +205,12 @@ class App(Service):
         return self._transport_for(self.conf.redis_url).topic(name, **self._serializers(options))
 
     def _serializers(self, options: Dict[str, Any]) -> Dict[str, Any]:
-        # The app's key_serializer and value_serializer, where the topic names none.
-        for name in ("key_serializer", "value_serializer"):
+        # The app's key_serializer and value_serializer, where the topic names
+        # none and its model has none (Faust's order: topic, model, app).
+        for name, typ in (("key_serializer", "key_type"), ("value_serializer", "value_type")):
+            model_options = getattr(options.get(typ), "_options", None)
+            if getattr(model_options, "serializer", None):
+                continue
             if options.get(name) is None and self.conf.get(name) is not None:
                 options[name] = self.conf.get(name)
         return options

@@ -2,7 +2,7 @@
 
 Tagged JSON: plain JSON for str, int, float, bool, None, lists and dicts with
 str keys, and ``sabot.bridge.ipc``'s tags for what JSON has no type for
-(bytes, tuples), so a windowed table's ``(key, (start, end))`` comes back as
+(bytes, tuples, ``sabot.Record`` values), so a windowed table's ``(key, (start, end))`` comes back as
 a tuple. Nothing is pickled. What cannot round-trip (a set outside a
 ``SetTable``, a dict with a non-str key, an object) is refused with
 ``TableValueError`` instead of being changed silently.
@@ -19,6 +19,7 @@ from typing import Any, Optional, Tuple
 
 from ..bridge.ipc import tag, untag
 from ..exceptions import SabotError
+from ..models.record import Record
 
 __all__ = ["TableValueError", "encode", "decode", "encode_record", "decode_record"]
 
@@ -54,10 +55,12 @@ def _check(value: Any, what: str) -> None:
             pending.extend(node)
         elif t is bytes or t is bytearray:
             continue
+        elif isinstance(node, Record):
+            continue  # tagged with its namespace, rebuilt as its class (Faust's tables hold them)
         else:
             raise TableValueError(
                 f"{what} {value!r} of type {type(node).__name__} cannot be stored in a table "
-                f"(str, int, float, bool, None, bytes, tuples, lists and dicts with str keys can)")
+                f"(str, int, float, bool, None, bytes, records, tuples, lists and dicts with str keys can)")
 
 
 def encode(value: Any, what: str = "value") -> bytes:

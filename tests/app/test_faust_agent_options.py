@@ -89,3 +89,26 @@ def test_stream_and_streamt_are_subscriptable_in_annotations():
         pass
 
     assert sabot.Stream[Order] is sabot.Stream
+
+
+async def test_tables_hold_records_as_faust_tables_do():
+    class Point(sabot.Record, namespace="tests.Point"):
+        x: int
+        label: str = ""
+
+    app = sabot.App(unique("opt"))
+    points = app.Table("points", default=list)
+    channel = app.channel()
+    done = []
+
+    @app.agent(channel)
+    async def keep(stream):
+        async for value in stream:
+            points[value.label] = points[value.label] + [value]
+            done.append(value)
+
+    async with running(app):
+        await channel.send(key="a", value=Point(1, "a"))
+        await channel.send(key="a", value=Point(2, "a"))
+        await until(lambda: len(done) == 2, what="both points kept")
+        assert points["a"] == [Point(1, "a"), Point(2, "a")]
