@@ -30,6 +30,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Stream", "current_stream"]
 
+try:  # the C function: asyncio.current_task() adds a Python call around it
+    from _asyncio import current_task as _current_task
+except ImportError:  # pragma: no cover - CPython always has _asyncio
+    _current_task = asyncio.current_task
+
 #: The root stream each task iterates (an agent instance's task): how
 #: ``sabot.tables.context.current_event`` finds the value in hand, lazily,
 #: without a cost per value. Bound when iteration starts, dropped with the task.
@@ -39,7 +44,7 @@ _task_streams: Dict["asyncio.Task[Any]", "Stream"] = {}
 def current_stream() -> Optional["Stream"]:
     """The root stream the running task iterates (``None`` outside one)."""
     try:
-        task = asyncio.current_task()
+        task = _current_task()
     except RuntimeError:  # no running event loop
         return None
     return _task_streams.get(task) if task is not None else None
@@ -193,10 +198,12 @@ class Stream:
         holds more than that value: a whole batch (``batches()``) or a
         ``take()`` chunk.
         """
-        root = self._root_stream()
+        root = self if self._parent is None else self._root_stream()
         active = root._active
-        batch = active.current_batch if active is not None else None
-        if active is None or batch is None:
+        if active is None:
+            return None, -1, True
+        batch = active.current_batch
+        if batch is None:
             return None, -1, True
         if root._batches_it is not None and active is root._batches_it.inner:
             return batch, len(batch) - 1, False

@@ -47,6 +47,7 @@ HOW_TO_RUN = {
     "windowed_fraud.py": (lambda request: {"SABOT_DEMO_TRANSACTIONS": "2000"}, True),
     "web_views.py": (lambda request: {"SABOT_DEMO_SENTENCES": "200"}, False),
     "records.py": (lambda request: {"SABOT_DEMO_ORDERS": "500"}, True),
+    "page_views.py": (lambda request: {"SABOT_DEMO_VIEWS": "5000"}, True),
     "faust_withdrawals.py": (lambda request: {**kafka_fraud_env(request),
                                               "SABOT_DEMO_WITHDRAWALS": "300"}, False),
 }

@@ -18,12 +18,13 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Tuple
+import json
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Tuple
 
 from ..exceptions import SabotError, StoreUntrusted
 from ..types import StorePosition, StoreT
+from .changelog import ChangelogEntry
 from .codec import decode, decode_record
-from .context import position_le
 from .stores import open_store, wipe_store
 
 if TYPE_CHECKING:
@@ -78,6 +79,67 @@ def open_partition_store(table: Collection, partition: int, url: str,
         return open_store(url, **options), True
 
 
+def _checked_changes(entries: List[ChangelogEntry]) -> Tuple[
+        Dict[bytes, Optional[bytes]], Dict[str, StorePosition]]:
+    """The store changes of ``entries`` and the largest source positions they carry.
+
+    Every key and value is checked to decode as a table's key and record:
+    all of them in one JSON parse (a per-entry parse would cost more than
+    the rest of the recovery); raises on the first that does not.
+    """
+    keys = [e.key for e in entries]
+    values = [e.value for e in entries]
+    parsed_keys = json.loads(b"[" + b",".join(keys) + b"]")
+    if len(parsed_keys) != len(keys):
+        raise ValueError("a key is not one JSON value")
+    records = [v for v in values if v is not None]
+    parsed = json.loads(b"[" + b",".join(records) + b"]")
+    # C-level checks: every record a list of three ([value, source, position]).
+    if len(parsed) != len(records) or (parsed and (set(map(type, parsed)) != {list}
+                                                   or set(map(len, parsed)) != {3})):
+        raise ValueError("a value is not a table record")
+    tagged = [h for h in (e.headers for e in entries) if h and "sabot-source" in h]
+    sources = {h["sabot-source"] for h in tagged}
+    positions: Dict[str, StorePosition] = {}
+    for source in sources:
+        texts = [h["sabot-position"] for h in tagged if h["sabot-source"] == source] \
+            if len(sources) > 1 else [h["sabot-position"] for h in tagged]
+        try:
+            positions[source.decode()] = max(map(int, texts))  # Kafka offsets
+        except ValueError:  # Redis entry ids
+            positions[source.decode()] = max((t.decode() for t in texts), key=_entry_order)
+    return dict(zip(keys, values)), positions
+
+
+def _entry_order(entry_id: str) -> Tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _undecodable(table: Collection, partition: int,
+                 entries: List[ChangelogEntry]) -> TableRecoveryError:
+    """The error naming the first entry of ``entries`` that does not decode."""
+    changelog_name = table.changelog.name if table.changelog is not None else "?"
+    for entry in entries:
+        try:
+            decode(entry.key)
+            if entry.value is not None:
+                decode_record(entry.value)
+            headers = entry.headers
+            if headers and "sabot-source" in headers:
+                headers["sabot-source"].decode()
+                _position(headers["sabot-position"])
+        except Exception as exc:
+            return TableRecoveryError(
+                f"table {table.name!r} partition {partition}: changelog {changelog_name!r} "
+                f"entry at {entry.offset!r} cannot be decoded ({type(exc).__name__}: {exc}); "
+                f"the table is not recovered", table=table.name, partition=partition)
+    return TableRecoveryError(
+        f"table {table.name!r} partition {partition}: changelog {changelog_name!r} entries "
+        f"from {entries[0].offset!r} cannot be decoded; the table is not recovered",
+        table=table.name, partition=partition)
+
+
 async def recover_partition(table: Collection, partition: int, store: StoreT,
                             wiped: bool = False) -> RecoveryStats:
     """Apply ``table``'s changelog after ``store``'s offset to its end."""
@@ -93,29 +155,12 @@ async def recover_partition(table: Collection, partition: int, store: StoreT,
     name = table.name
     async for entries in changelog.read(partition, start, table.recovery_buffer_size):
         fetches += 1
-        changes: Dict[bytes, Optional[bytes]] = {}
-        positions: Dict[str, StorePosition] = {}
-        for entry in entries:
-            try:
-                decode(entry.key)
-                if entry.value is not None:
-                    decode_record(entry.value)
-                headers = entry.headers
-                if headers and "sabot-source" in headers:
-                    source = headers["sabot-source"].decode()
-                    position = _position(headers["sabot-position"])
-                    known = positions.get(source)
-                    if known is None or position_le(known, position):
-                        positions[source] = position
-            except Exception as exc:
-                raise TableRecoveryError(
-                    f"table {name!r} partition {partition}: changelog "
-                    f"{changelog.name!r} entry at {entry.offset!r} cannot be decoded "
-                    f"({type(exc).__name__}: {exc}); the table is not recovered",
-                    table=name, partition=partition) from None
-            changes[entry.key] = entry.value
         if not entries:
             continue
+        try:
+            changes, positions = _checked_changes(entries)
+        except Exception:
+            raise _undecodable(table, partition, entries) from None
         store.apply(changes, changelog_offset=entries[-1].offset, source_positions=positions)
         count += len(entries)
         now = time.monotonic()

@@ -120,6 +120,9 @@ class Collection(MutableMapping[Any, Any]):
         self.default = default
         self.key_type = key_type
         self.value_type = value_type
+        # Checks beyond "a str or int key, a plain value" are needed (see __setitem__).
+        self._typed = key_type is not None or value_type is not None or \
+            type(self)._to_stored is not Collection._to_stored
         self.partitions = partitions
         self.help = help or ""
         self._warned_unkeyed = False  # see _check_key
@@ -320,9 +323,13 @@ class Collection(MutableMapping[Any, Any]):
         batch, i, single = stream.current_row()
         if batch is not self._batch:
             self._enter_batch(batch)
-        if single and not self.is_global:
-            self._check_key(key, stream, batch, i)
-        self._check_value(key, value)
+        if single and not self.is_global and batch is not None:
+            keys = batch.keys  # the usual case inline: the message key itself
+            if keys is None or keys[i] != key:
+                self._check_key(key, stream, batch, i)
+        kt, vt = type(key), type(value)
+        if self._typed or not ((kt is str or kt is int) and (vt is int or vt is str or vt is float)):
+            self._check_value(key, value)
         if self._batch_replay and self._replayed(key, batch, i):
             return
         self._values[key] = value

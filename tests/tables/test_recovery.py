@@ -170,3 +170,28 @@ async def test_an_undecodable_changelog_entry_stops_recovery_naming_table_and_pa
         await app.start()
     await app.stop()
     assert info.value.table == "counts" and info.value.partition == 0
+
+
+# -- a large store -------------------------------------------------------------------
+
+@pytest.mark.slow
+async def test_restart_with_an_intact_store_of_a_million_keys_replays_only_the_tail(tmp_path):
+    from sabot.tables.changelog import ChangelogEntry
+    from sabot.tables.codec import encode, encode_record
+    n = 1_000_000
+    app = sabot.App(unique("big"), store="lmdb://", datadir=str(tmp_path / "data"))
+    table = app.Table("big", default=int)
+    log = [ChangelogEntry(i, encode(f"user-{i}"), encode_record(i, "orders:0", i),
+                          {"sabot-source": b"orders:0", "sabot-position": str(i).encode()})
+           for i in range(n)]
+    app.tables._memory_logs[table.changelog_topic_name] = {0: log}
+    async with running(app):  # the first start restores the million keys from the changelog
+        assert table.recovery_stats[0].changes == n
+        assert table["user-999999"] == 999999
+        # Two changes reach the changelog but not the store (a crash in between).
+        log.append(ChangelogEntry(n, encode("user-5"), encode_record(-5, "orders:0", n), {}))
+        log.append(ChangelogEntry(n + 1, encode("user-6"), None, {}))
+        await app.restart()
+        assert table.recovery_stats[0].changes == 2  # the tail only: the store was used
+        assert len(table.store_for(0)) == n - 1
+        assert table["user-5"] == -5 and "user-6" not in table and table["user-7"] == 7
