@@ -1,10 +1,14 @@
-"""``table_route`` and ``topic_route`` with two workers of one Kafka group (real broker).
+"""The web layer on a real Kafka broker: key routing between workers, lag per partition.
 
-Each worker holds some of the four partitions. A request for a key runs the
-view on the worker that holds the key's partition (the one Kafka puts a
-message with that key in) and answers 503 naming the partition on the other,
-so exactly one of the two answers every key.
+With two workers of one group, each holds some of the four partitions. A
+request for a key runs the view on the worker that holds the key's partition
+(the one Kafka puts a message with that key in) and answers 503 naming the
+partition on the other, so exactly one of the two answers every key. The
+status page's ``/status.json`` shows the lag of each partition while an
+agent is held, and none once it caught up.
 """
+import asyncio
+
 import pytest
 
 import sabot
@@ -72,3 +76,47 @@ async def test_each_key_is_answered_by_the_worker_holding_its_partition(kafka_br
                                    "worker" in body["error"]
             answered[owner] += 1
         assert all(answered.values()), answered  # both workers answered some keys
+
+
+async def test_status_json_shows_kafka_lag_per_partition(kafka_broker):
+    app = sabot.App(unique("lag"), broker=f"kafka://{kafka_broker}",
+                    broker_commit_interval=0.2, broker_session_timeout=3.0,
+                    broker_heartbeat_interval=0.5)
+    topic = app.topic(unique("lagging"), partitions=2)
+    release = asyncio.Event()
+    got = []
+
+    @app.agent(topic, name="held")
+    async def held(stream):
+        async for value in stream:
+            await release.wait()
+            got.append(value)
+
+    async with serving(app) as (session, base):
+        await until(lambda: app.transport.consumer.assignment(), 30, "an assignment")
+        sent = 0
+
+        async def lag_rows():
+            async with session.get(f"{base}/status.json") as resp:
+                return [row for row in (await resp.json())["lag"] if row["topic"] == topic.name]
+        rows = []
+
+        async def lagging():
+            # The held agent fills its channel, then the fetches wait: what is sent
+            # after that is on the broker and not read, which is the lag.
+            nonlocal sent
+            for _ in range(500):
+                await topic.send(key=str(sent), value=sent)
+                sent += 1
+            await topic.flush()
+            rows[:] = await lag_rows()
+            return ({r["partition"] for r in rows} == {0, 1}
+                    and all(r["lag"] > 0 for r in rows))
+        await until(lagging, 60, lambda: f"lag rows {rows}", interval=0.2)
+        release.set()
+        await until(lambda: len(got) == sent, 30, "every value")
+
+        async def caught_up():
+            rows[:] = await lag_rows()
+            return rows and all(r["lag"] == 0 for r in rows)
+        await until(caught_up, 30, lambda: f"lag rows {rows}", interval=0.1)
