@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["Stream", "current_stream"]
 
 try:  # the C function: asyncio.current_task() adds a Python call around it
-    from _asyncio import current_task as _current_task
+    from _asyncio import current_task as _current_task  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - CPython always has _asyncio
     _current_task = asyncio.current_task
 

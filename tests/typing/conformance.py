@@ -126,3 +126,18 @@ from sabot.web.site import Site  # noqa: E402
 
 def _web_site(s: Site) -> WebT: return s
 def _asgi_pages(p: SabotPages) -> WebT: return p
+
+
+# -- tables: kinds of table and their changelogs ----------------------------------
+from sabot.tables.changelog import KafkaChangelog, MemoryChangelog, RedisChangelog  # noqa: E402
+from sabot.tables.table import SetGlobalTable, SetTable  # noqa: E402
+from sabot.types import ChangelogT, TableT  # noqa: E402
+
+
+def _table(t: Table) -> TableT: return t
+def _global_table(t: GlobalTable) -> TableT: return t
+def _set_table(t: SetTable) -> TableT: return t
+def _set_global_table(t: SetGlobalTable) -> TableT: return t
+def _memory_changelog(c: MemoryChangelog) -> ChangelogT: return c
+def _kafka_changelog(c: KafkaChangelog) -> ChangelogT: return c
+def _redis_changelog(c: RedisChangelog) -> ChangelogT: return c
