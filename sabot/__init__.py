@@ -8,9 +8,18 @@ from typing import TYPE_CHECKING, Any
 from ._fastpath import fastpath_enabled
 from .exceptions import (ConfigurationError, SabotError, SchemaError,
                          ChannelClosed, DecodeError, AgentError)
+from .models import (BooleanField, BytesField, CharField, DatetimeField, DecimalField,
+                     FieldDescriptor, FloatField, IntegerField, Model, ModelOptions,
+                     NumberField, Record, StringField, ValidationError)
 
 if TYPE_CHECKING:  # what __getattr__ below returns, for mypy
+    from mode import Service
     from .app import App
+    from .channels import Channel
+    from .streams import Stream
+    from .tables.context import CurrentEvent as EventT
+    from .types import AgentT, AppT, ChannelT, SinkT, StreamT
+    from .worker import Worker
     from .tables.context import current_event
     from .types import Event
     from .windows.specs import hopping, session, sliding, tumbling
@@ -22,9 +31,37 @@ __version__ = "0.1.0"
 
 __all__ = ["App", "fastpath_enabled", "SabotError", "ConfigurationError",
            "SchemaError", "ChannelClosed", "DecodeError", "AgentError",
-           "Event", "current_event", "__version__",
+           "Event", "current_event", "__version__", "uuid",
+           # Faust's top-level classes and interfaces
+           "Stream", "Channel", "Worker", "Service", "ChannelT", "StreamT", "AgentT", "AppT",
+           "SinkT", "EventT",
+           # Faust's models (sabot.models)
+           "Record", "Model", "ModelOptions", "ValidationError", "FieldDescriptor",
+           "BooleanField", "NumberField", "IntegerField", "FloatField", "DecimalField",
+           "CharField", "StringField", "BytesField", "DatetimeField",
            # Arrow windows (sabot.windows)
            "tumbling", "hopping", "sliding", "session"]
+
+
+#: Faust's top-level names, imported on first use: name -> (module, attribute).
+_LAZY = {
+    "Stream": ("sabot.streams", "Stream"),
+    "Channel": ("sabot.channels", "Channel"),
+    "Worker": ("sabot.worker", "Worker"),
+    "Service": ("mode", "Service"),
+    "ChannelT": ("sabot.types", "ChannelT"),
+    "StreamT": ("sabot.types", "StreamT"),
+    "AgentT": ("sabot.types", "AgentT"),
+    "AppT": ("sabot.types", "AppT"),
+    "SinkT": ("sabot.types", "SinkT"),
+    "EventT": ("sabot.tables.context", "CurrentEvent"),
+}
+
+
+def uuid() -> str:
+    """A new random UUID as a string (Faust's ``faust.uuid``)."""
+    import uuid as _uuid
+    return str(_uuid.uuid4())
 
 
 def __getattr__(name: str) -> Any:
@@ -38,6 +75,10 @@ def __getattr__(name: str) -> Any:
     if name == "current_event":
         from .tables.context import current_event
         return current_event
+    if name in _LAZY:
+        import importlib
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
     if name in _WINDOW_SPECS:
         from .windows import specs
         return getattr(specs, name)
