@@ -205,6 +205,10 @@ class Store(abc.ABC):
         self._table = table
         self._partition = partition
         self._path = path
+        #: The positions recorded with the data (kept in step by ``apply``).
+        self._changelog_offset: Optional[StorePosition] = None
+        self._sources: Dict[str, StorePosition] = {}
+        self._closed = False
 
     # -- identity -------------------------------------------------------------
     @property
@@ -238,9 +242,13 @@ class Store(abc.ABC):
         return None
 
     @property
-    @abc.abstractmethod
     def closed(self) -> bool:
         """Whether the store was closed (or dropped)."""
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise self.error(StoreError, "the store is closed")
 
     def describe(self) -> str:
         """``store of table 't' partition 3 at /path``: what every error starts with."""
@@ -296,13 +304,28 @@ class Store(abc.ABC):
               ) -> None:
         """Write ``changes`` and the positions in one transaction (all or nothing)."""
 
-    @abc.abstractmethod
     def changelog_offset(self) -> Optional[StorePosition]:
         """The changelog position of the last change applied (``None``: none yet)."""
+        self._check_open()
+        return self._changelog_offset
 
-    @abc.abstractmethod
     def source_positions(self) -> Dict[str, StorePosition]:
         """The recorded source positions, by source name."""
+        self._check_open()
+        return dict(self._sources)
+
+    def _positions_applied(self, changelog_offset: Optional[StorePosition],
+                           source_positions: Optional[Mapping[str, Optional[StorePosition]]]
+                           ) -> None:
+        """Keep the in-memory positions in step once ``apply`` committed them."""
+        if changelog_offset is not None:
+            self._changelog_offset = changelog_offset
+        if source_positions:
+            for name, position in source_positions.items():
+                if position is None:
+                    self._sources.pop(name, None)
+                else:
+                    self._sources[name] = position
 
     @abc.abstractmethod
     def flush(self) -> None:

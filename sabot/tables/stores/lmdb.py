@@ -145,8 +145,6 @@ class LMDBStore(Store):
         super().__init__(url=url, table=table, partition=partition, path=path)
         self._max_map_size = max_map_size
         self._writemap = writemap
-        self._changelog_offset: Optional[StorePosition] = None
-        self._sources: Dict[str, StorePosition] = {}
         self._closed = True  # until opened
         self._opening = True
         self._key = os.path.realpath(path)
@@ -299,11 +297,6 @@ class LMDBStore(Store):
 
     # -- identity -----------------------------------------------------------------
     @property
-    def closed(self) -> bool:
-        """Whether the store was closed (or dropped)."""
-        return self._closed
-
-    @property
     def max_key_size(self) -> Optional[int]:
         """LMDB's longest key (511 bytes as built); keys may not be empty either."""
         return int(self._env.max_key_size())
@@ -428,14 +421,7 @@ class LMDBStore(Store):
             except lmdb.Error as exc:
                 raise self._lmdb_error(exc, "cannot write") from exc
         self._renew_reader()
-        if changelog_offset is not None:
-            self._changelog_offset = changelog_offset
-        if source_positions:
-            for name, position in source_positions.items():
-                if position is None:
-                    self._sources.pop(name, None)
-                else:
-                    self._sources[name] = position
+        self._positions_applied(changelog_offset, source_positions)
 
     def _rejected_key(self, puts: List[Tuple[bytes, bytes]], deletes: List[bytes]
                       ) -> StoreKeyRejected:
@@ -495,16 +481,6 @@ class LMDBStore(Store):
         self._reader.abort()
         self._reader = self._env.begin(db=self._data)
 
-    def changelog_offset(self) -> Optional[StorePosition]:
-        """The changelog position of the last change applied (``None``: none yet)."""
-        self._check_open()
-        return self._changelog_offset
-
-    def source_positions(self) -> Dict[str, StorePosition]:
-        """The recorded source positions, by source name."""
-        self._check_open()
-        return dict(self._sources)
-
     def flush(self) -> None:
         """fsync the data and meta pages: what was applied survives a power loss."""
         self._check_open()
@@ -551,10 +527,6 @@ class LMDBStore(Store):
         self._remove_marker()
 
     # -- errors -------------------------------------------------------------------
-    def _check_open(self) -> None:
-        if self._closed:
-            raise self.error(StoreError, "the store is closed")
-
     def _lmdb_error(self, exc: lmdb.Error, doing: str) -> StoreError:
         """The Sabot error for an LMDB error, naming the table and partition."""
         if self._closed and not self._opening:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
-from ...exceptions import StoreError
 from ...types import StoreChanges, StorePosition
 from .base import Store, check_positions, split_changes
 
@@ -26,18 +25,6 @@ class MemoryStore(Store):
     def __init__(self, *, url: str = "memory://", table: str, partition: int) -> None:
         super().__init__(url=url, table=table, partition=partition, path=None)
         self._data: Dict[bytes, bytes] = {}
-        self._changelog_offset: Optional[StorePosition] = None
-        self._sources: Dict[str, StorePosition] = {}
-        self._closed = False
-
-    @property
-    def closed(self) -> bool:
-        """Whether the store was closed (or dropped)."""
-        return self._closed
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise self.error(StoreError, "the store is closed")
 
     # -- reads ----------------------------------------------------------------
     def get(self, key: bytes) -> Optional[bytes]:
@@ -87,24 +74,7 @@ class MemoryStore(Store):
         pop = self._data.pop
         for key in deletes:
             pop(key, None)
-        if changelog_offset is not None:
-            self._changelog_offset = changelog_offset
-        if source_positions:
-            for name, position in source_positions.items():
-                if position is None:
-                    self._sources.pop(name, None)
-                else:
-                    self._sources[name] = position
-
-    def changelog_offset(self) -> Optional[StorePosition]:
-        """The changelog position of the last change applied (``None``: none yet)."""
-        self._check_open()
-        return self._changelog_offset
-
-    def source_positions(self) -> Dict[str, StorePosition]:
-        """The recorded source positions, by source name."""
-        self._check_open()
-        return dict(self._sources)
+        self._positions_applied(changelog_offset, source_positions)
 
     def flush(self) -> None:
         """Nothing to make durable in memory."""

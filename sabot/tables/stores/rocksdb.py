@@ -60,8 +60,6 @@ class RocksDBStore(Store):
     def __init__(self, *, url: str, table: str, partition: int, path: str,
                  sync: bool = False) -> None:
         super().__init__(url=url, table=table, partition=partition, path=path)
-        self._changelog_offset: Optional[StorePosition] = None
-        self._sources: Dict[str, StorePosition] = {}
         self._closed = True
         self._opening = True
         self._meta_cf: Any = None  # the handle a WriteBatch names the column family by
@@ -123,11 +121,6 @@ class RocksDBStore(Store):
         return next(iter(self._db.keys()), None) is not None
 
     # -- identity ------------------------------------------------------------------
-    @property
-    def closed(self) -> bool:
-        """Whether the store was closed (or dropped)."""
-        return self._closed
-
     # -- reads ----------------------------------------------------------------------
     def get(self, key: bytes) -> Optional[bytes]:
         """The value stored for ``key``, ``None`` when there is none."""
@@ -206,24 +199,7 @@ class RocksDBStore(Store):
             self._db.write(batch)
         except Exception as exc:
             raise self._rocks_error(exc, "cannot write") from None
-        if changelog_offset is not None:
-            self._changelog_offset = changelog_offset
-        if source_positions:
-            for name, position in source_positions.items():
-                if position is None:
-                    self._sources.pop(name, None)
-                else:
-                    self._sources[name] = position
-
-    def changelog_offset(self) -> Optional[StorePosition]:
-        """The changelog position of the last change applied (``None``: none yet)."""
-        self._check_open()
-        return self._changelog_offset
-
-    def source_positions(self) -> Dict[str, StorePosition]:
-        """The recorded source positions, by source name."""
-        self._check_open()
-        return dict(self._sources)
+        self._positions_applied(changelog_offset, source_positions)
 
     def flush(self) -> None:
         """Flush the memtables and fsync the write-ahead log."""
@@ -279,10 +255,6 @@ class RocksDBStore(Store):
         self._db.close()
 
     # -- errors -----------------------------------------------------------------------
-    def _check_open(self) -> None:
-        if self._closed:
-            raise self.error(StoreError, "the store is closed")
-
     def _rocks_error(self, exc: BaseException, doing: str) -> StoreError:
         """The Sabot error for a RocksDB error (rocksdict raises plain exceptions)."""
         if self._closed and not self._opening:
