@@ -5,47 +5,51 @@ import inspect
 import time
 from typing import Any, Dict, Mapping, Optional
 
-from ..exceptions import SabotError
+from ..exceptions import BridgeError, SabotError
 from ..nodes.node import node_error, run_node
 from ..nodes.registry import NodeRegistry
 from ..types import ExecutorBridgeT, NodeExecutorT
 from .base import as_inputs, from_outputs
 from .metrics import BridgeMetrics
 
-__all__ = ["NativeBridge"]
+__all__ = ["InProcessBridge", "NativeBridge"]
 
 
-class NativeBridge(ExecutorBridgeT):
-    """Runs each node in the caller's process: no conversion, no copy.
+class InProcessBridge(ExecutorBridgeT):
+    """What the bridges that run nodes in this process share (native, WASM).
 
     A node is built once per ``node_id`` (by ``initialize_node``, or on its
-    first execution) and kept until ``cleanup_node``.
+    first execution, through ``_build``) and kept until ``cleanup_node``;
+    after ``close`` the bridge refuses new nodes.
     """
 
     def __init__(self, registry: NodeRegistry,
                  metrics: Optional[BridgeMetrics] = None) -> None:
         self.registry = registry
         self.metrics = metrics if metrics is not None else BridgeMetrics()
-        self._nodes: Dict[str, NodeExecutorT] = {}
+        self._nodes: Dict[str, Any] = {}
+        self._closed = False
 
-    @property
-    def executor_type(self) -> str:
-        """``"native"``."""
-        return "native"
+    def _build(self, node_id: str, node_type: str, params: Mapping[str, Any]) -> Any:
+        raise NotImplementedError
 
     async def initialize_node(self, node_id: str, node_type: str,
-                              params: Mapping[str, Any]) -> NodeExecutorT:
+                              params: Mapping[str, Any]) -> Any:
         """Build the node; returns it (its input and output keys are readable)."""
-        if node_id not in self._nodes:
+        if self._closed:
+            raise BridgeError(f"the {self.executor_type} bridge is closed")
+        node = self._nodes.get(node_id)
+        if node is None:
             try:
-                self._nodes[node_id] = self.registry.create(node_type, params, "native")
+                node = self._build(node_id, node_type, params)
             except SabotError:
                 raise
             except Exception as exc:
                 raise node_error(node_id, node_type, exc) from exc
-        return self._nodes[node_id]
+            self._nodes[node_id] = node
+        return node
 
-    def node(self, node_id: str) -> NodeExecutorT:
+    def node(self, node_id: str) -> Any:
         """The node built for ``node_id`` (KeyError when not initialized)."""
         return self._nodes[node_id]
 
@@ -63,6 +67,24 @@ class NativeBridge(ExecutorBridgeT):
         self.metrics.record_execution(node_id, time.perf_counter() - start)
         return from_outputs(node_id, outputs, single)
 
+    async def close(self) -> None:
+        """Clean up every node; the bridge then refuses new ones."""
+        self._closed = True
+        for node_id in list(self._nodes):
+            await self.cleanup_node(node_id)
+
+
+class NativeBridge(InProcessBridge):
+    """Runs each node in the caller's process: no conversion, no copy."""
+
+    @property
+    def executor_type(self) -> str:
+        """``"native"``."""
+        return "native"
+
+    def _build(self, node_id: str, node_type: str, params: Mapping[str, Any]) -> NodeExecutorT:
+        return self.registry.create(node_type, params, "native")
+
     async def cleanup_node(self, node_id: str) -> None:
         """Forget the node; a ``close()`` or ``cleanup()`` method of it is awaited."""
         node = self._nodes.pop(node_id, None)
@@ -72,8 +94,3 @@ class NativeBridge(ExecutorBridgeT):
             result = closer()
             if inspect.isawaitable(result):
                 await result
-
-    async def close(self) -> None:
-        """Clean up every node."""
-        for node_id in list(self._nodes):
-            await self.cleanup_node(node_id)
