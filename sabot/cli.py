@@ -154,13 +154,32 @@ def cli(ctx: click.Context, app_spec: Optional[str], loglevel: str) -> None:
                    "127.0.0.1; 0.0.0.0 for every interface).")
 @click.option("--concurrency", type=click.IntRange(1, 1024), default=None,
               help="Override every agent's concurrency.")
+@click.option("--processes", type=click.IntRange(1, 256), default=None,
+              help="Run this many worker processes, supervised by this one (default: the "
+                   "worker_processes setting, 1). Child i serves its web pages on web port + i.")
+@click.option("--worker-id", default=None,
+              help="Stable name of this worker (its Redis consumer name; default: the worker_id "
+                   "setting, else <host>-<pid>). With --processes, child i is <id>-<i>.")
 @click.pass_obj
 def worker(state: _State, app_spec: Optional[str], loglevel: Optional[str], json_logs: bool,
-           web_port: Optional[int], web_bind: str | None, concurrency: Optional[int]) -> None:
+           web_port: Optional[int], web_bind: str | None, concurrency: Optional[int],
+           processes: Optional[int], worker_id: Optional[str]) -> None:
     """Run the app's agents, tasks and timers until stopped."""
     from .worker import Worker
     app = state.get_app(app_spec)
-    code = Worker(app, loglevel=loglevel or state.loglevel, json_logs=json_logs,
+    if worker_id is not None:
+        try:
+            app.conf.worker_id = worker_id
+        except SabotError as exc:
+            raise click.BadParameter(str(exc), param_hint="--worker-id") from None
+    count = processes if processes is not None else int(app.conf.worker_processes)
+    level = loglevel or state.loglevel
+    if count > 1:
+        from .supervisor import run_processes
+        spec = app_spec or state.app_spec or os.environ.get("SABOT_APP", "")
+        sys.exit(run_processes(app, count, spec=spec, loglevel=level, json_logs=json_logs,
+                               web_port=web_port, web_bind=web_bind, concurrency=concurrency))
+    code = Worker(app, loglevel=level, json_logs=json_logs,
                   web_port=web_port, web_bind=web_bind, concurrency=concurrency).execute()
     sys.exit(code)
 

@@ -166,6 +166,14 @@ DEFAULTS: Dict[str, Setting] = {
     "redis_claim_idle_ms": Setting(30000, _positive_int,
                                    "Pending Redis entries idle this long are claimed from dead consumers."),
     "redis_block_ms": Setting(100, _positive_int, "XREADGROUP BLOCK time in milliseconds."),
+    "worker_id": Setting(None, lambda v: v is None or (_str(v) and v.strip() != ""
+                                                       and v.isprintable() and len(v) <= 200),
+                         "Stable name of this worker: its Redis consumer name (its pending entries "
+                         "are its own again after a restart); None: <host>-<pid>. --worker-id "
+                         "overrides it; --processes children get <worker_id or host>-<index>."),
+    "worker_processes": Setting(1, _positive_int,
+                                "Worker processes `sabot worker` runs (--processes overrides it): "
+                                "each a member of the consumer groups, supervised by the parent."),
     "shutdown_timeout": Setting(30.0, _positive_number,
                                 "Seconds a graceful stop waits for in-flight batches."),
     "status_interval": Setting(10.0, _positive_number, "Seconds between worker status lines."),

@@ -77,8 +77,11 @@ class Worker:
 
     def __init__(self, app: AppT, *, loglevel: str = "info", json_logs: bool = False,
                  web_port: Optional[int] = None, concurrency: Optional[int] = None,
-                 configure_logging: bool = True, web_bind: str | None = None) -> None:
+                 configure_logging: bool = True, web_bind: str | None = None,
+                 worker_id: Optional[str] = None) -> None:
         self.app = app
+        if worker_id is not None:  # --worker-id: the Redis consumer name, stable over restarts
+            app.conf.worker_id = worker_id
         self.loglevel = loglevel
         self.json_logs = json_logs
         app.maybe_discover()  # autodiscover: the agents of other modules register first
@@ -115,6 +118,7 @@ class Worker:
                  f"  broker:   {redact_url(app.conf.broker)}",
                  *[f"  also:     {redact_url(t.url)}" for t in app.transports
                    if t.external and t.url != app.conf.broker],
+                 f"  worker:   {app.conf.worker_id or 'no worker_id (Redis consumer <host>-<pid>)'}",
                  f"  fastpath: {'cython' if _fastpath() else 'pure-python'}",
                  f"  web:      {self._web_address()}",
                  f"  agents:   {len(app.agents)}"]
@@ -170,10 +174,12 @@ class Worker:
             gc.freeze()
             first = await self.monitor.snapshot()
             ticker = asyncio.ensure_future(self._status_loop(first))
+            watcher = asyncio.ensure_future(self._watch_supervisor())
             try:
                 await app.wait_for_stop_request()
             finally:
                 ticker.cancel()
+                watcher.cancel()
             logger.info("stopping (graceful, at most %.0fs)", app.conf.shutdown_timeout)
             if app.web_asgi is not None and self.web is not None:
                 await self.web.stop()  # the ASGI app's lifespan ends while the app still runs
@@ -232,6 +238,18 @@ class Worker:
             if now.time - last_line.time >= interval - 1e-3:
                 logger.info("%s", format_status(last_line, now))
                 last_line = now
+
+    async def _watch_supervisor(self) -> None:
+        # A `--processes` child: stop gracefully once the supervising parent is
+        # gone (killed with -9), rather than run on unsupervised.
+        from .supervisor import SUPERVISOR_PID_ENV
+        parent = os.environ.get(SUPERVISOR_PID_ENV, "")
+        if not parent.isdigit():
+            return
+        while os.getppid() == int(parent):
+            await asyncio.sleep(1.0)
+        logger.error("supervisor (pid %s) is gone: stopping", parent)
+        self.app.request_stop()
 
     def summary(self, first: Snapshot, agents: Sequence[AgentFigures]) -> str:
         """The final progress line: what each agent did over the whole run."""

@@ -124,7 +124,10 @@ def test_sigterm_mid_stream_exits_0_and_metrics_are_served(tmp_path):
                 {"SABOT_TEST_FEED": "1"}, log) as proc:
         status = wait_for(lambda: http_get(port, "/health"), proc, log, what="/health")
         assert status[0] == 200, status
-        assert json.loads(status[1]) == {"status": "ok", "agents": {"record": True}}
+        health = json.loads(status[1])
+        assert (health["status"], health["agents"]) == ("ok", {"record": True})
+        assert health["worker"] == {"worker_id": None, "pid": proc.pid, "partitions": {},
+                                    "consumers": []}
 
         def scraped():
             got = http_get(port, "/metrics")

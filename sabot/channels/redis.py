@@ -9,7 +9,8 @@ in flight are pipelined together (``MAXLEN ~`` when the channel has a
 
 Consuming: one reader per stream reads ``XREADGROUP COUNT BLOCK`` in the
 consumer group named after the app id (created at id ``0`` with
-``MKSTREAM``), as the consumer ``<host>-<pid>``. The entries of one read
+``MKSTREAM``), as the consumer ``worker_id`` (stable across restarts; see
+docs/deployment.md) or, without it, ``<host>-<pid>``. The entries of one read
 become one batch (``TransportChannel.deliver`` decodes them, dead-letters the
 bad ones to ``<name>.dlq`` and publishes the rest); once every subscribed
 agent is finished with them, their ids are ``XACK``\\ ed in bulk.
@@ -93,11 +94,13 @@ _PRODUCER_HIGH_WATER = 20000
 _consumer_seq = itertools.count(1)
 
 
-def _consumer_name() -> str:
-    # host-pid names the worker; a second transport in the same process (two
-    # apps in a test or an embedding program) needs a name of its own.
-    n = next(_consumer_seq)
-    base = f"{socket.gethostname()}-{os.getpid()}"
+def _consumer_name(worker_id: Optional[str], n: int) -> str:
+    # The worker_id setting (--worker-id, or a --processes child's
+    # <base>-<index>) names the worker stably, so a restarted worker reads
+    # its own pending entries first; without it host-pid names the worker. A
+    # second transport in the same process (two apps in a test or an
+    # embedding program) needs a name of its own.
+    base = worker_id or f"{socket.gethostname()}-{os.getpid()}"
     return base if n == 1 else f"{base}-{n}"
 
 
@@ -138,7 +141,8 @@ class RedisTransport(Transport):
         super().__init__(app, url)
         self.safe_url = redact_url(url)
         self.username = unquote(parts.username) if parts.username else None
-        self.consumer_name = _consumer_name()
+        self._consumer_seq = next(_consumer_seq)
+        self._default_consumer = _consumer_name(None, self._consumer_seq)
         conf = app.conf
         self.connect_timeout = float(conf.broker_connect_timeout)
         self.block_ms = int(conf.redis_block_ms)
@@ -151,6 +155,14 @@ class RedisTransport(Transport):
 
     def __repr__(self) -> str:
         return f"<RedisTransport {self.safe_url} consumer={self.consumer_name!r}>"
+
+    @property
+    def consumer_name(self) -> str:
+        """This worker's consumer name in the group: from ``worker_id``, else ``<host>-<pid>``."""
+        worker_id = self.app.conf.worker_id
+        if worker_id:
+            return _consumer_name(worker_id, self._consumer_seq)
+        return self._default_consumer
 
     @property
     def label(self) -> str:

@@ -11,6 +11,7 @@ from typing import Any, List
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from .holdings import holdings
 from .routes import Route
 from .status_page import STATUS_PAGE
 from .views import Response, View
@@ -35,13 +36,14 @@ class MetricsView(SiteView):
 
 
 class HealthView(SiteView):
-    """200 while every agent runs, 503 otherwise; which agents run, as JSON."""
+    """200 while every agent runs, 503 otherwise; which agents run and what the worker holds."""
 
     async def get(self, request: Any, **kwargs: Any) -> Response:
         agents = self.site.metrics.monitor.agents()
         ok = all(a.running for a in agents)
         return self.json({"status": "ok" if ok else "unhealthy",
-                          "agents": {a.name: a.running for a in agents}},
+                          "agents": {a.name: a.running for a in agents},
+                          "worker": holdings(self.site.metrics.monitor.app)},
                          status=200 if ok else 503)
 
 

@@ -5,7 +5,8 @@ scrape, on the worker's own loop: a scrape never races the agents it reads.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Optional
+import asyncio
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -43,6 +44,7 @@ class WorkerMetrics:
             ["agent"], registry=self.registry,
             buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0))
         self._last: Optional[Snapshot] = None
+        self._partition_lag: Dict[Tuple[str, int], int] = {}
         self.registry.register(self)  # collect() below
 
     def observe(self, before: Optional[Snapshot], after: Snapshot) -> None:
@@ -53,6 +55,7 @@ class WorkerMetrics:
     async def render(self) -> bytes:
         """The Prometheus text of a fresh snapshot."""
         self._last = await self.monitor.snapshot()
+        self._partition_lag = await _partition_lag(self.monitor.app.transports)
         for agent in self.monitor.app.agents.values():
             histogram = self.batch_latency.labels(agent=agent.name)
             for seconds in agent.drain_batch_latencies():
@@ -95,9 +98,26 @@ class WorkerMetrics:
                                 labels=["topic"])
         for topic, n in sorted(snap.lag.items()):
             lag.add_metric([topic], n)
-        families = [events_in, events_out, errors, backlog, running, dead, truncated, lag]
+        partition_lag = GaugeMetricFamily(
+            "sabot_consumer_partition_lag",
+            "Messages of a partition this worker holds not yet read (Kafka).",
+            labels=["topic", "partition"])
+        for (topic, partition), n in sorted(self._partition_lag.items()):
+            partition_lag.add_metric([topic, str(partition)], n)
+        families = [events_in, events_out, errors, backlog, running, dead, truncated, lag,
+                    partition_lag]
         families.extend(_bridge_families(snap.bridges))
         return families
+
+
+async def _partition_lag(transports: Iterable[Any]) -> Dict[Tuple[str, int], int]:
+    out: Dict[Tuple[str, int], int] = {}
+    for transport in transports:
+        try:
+            out.update(await asyncio.wait_for(transport.partition_lag(), 1.0))
+        except Exception:  # a scrape must not fail on a transport mid-rebalance
+            continue
+    return out
 
 
 def _bridge_families(bridges: Dict[str, Dict[str, Any]]) -> Iterable[Metric]:

@@ -22,6 +22,7 @@ from ..agents import Agent
 from ..channels import Channel
 from ..monitor import Snapshot, WorkerMonitor, rates
 from ..settings import redact_url
+from .holdings import holdings
 
 if TYPE_CHECKING:
     from ..app import App
@@ -90,6 +91,7 @@ class StatusBoard:
             "broker": redact_url(app.conf.broker),
             "time": time.time(),
             "healthy": now.healthy,
+            "worker": holdings(app),
             "agents": agents,
             "lag": await self._lag(now),
             "tables": self._tables(),

@@ -32,6 +32,7 @@ STATUS_PAGE = """<!DOCTYPE html>
 <body>
 <h1>Sabot: <span id="app">…</span> <span id="health"></span></h1>
 <div id="meta">broker <span id="broker"></span> · updated <span id="updated">never</span></div>
+<div id="holds">worker <span id="worker">…</span> · holds <span id="held">…</span></div>
 
 <h2>Agents</h2>
 <table id="agents"><thead><tr><th>agent</th><th>input</th><th>in/s</th><th>out/s</th>
@@ -80,6 +81,12 @@ function render(s) {
   health.textContent = s.healthy ? "healthy" : "unhealthy";
   health.className = s.healthy ? "ok" : "bad";
   document.getElementById("updated").textContent = new Date(s.time * 1000).toISOString();
+  var w = s.worker || {partitions: {}, consumers: []};
+  document.getElementById("worker").textContent = (w.worker_id || "-") + " (pid " + w.pid + ")";
+  var held = Object.keys(w.partitions).map(function (t) {
+    return t + " [" + w.partitions[t].join(", ") + "]";
+  }).concat(w.consumers.map(function (c) { return c.transport + " consumer " + c.consumer; }));
+  document.getElementById("held").textContent = held.join("; ") || "nothing";
   var body = fill("agents", s.agents, 9, "no agents");
   s.agents.forEach(function (a) {
     var tr = document.createElement("tr");
