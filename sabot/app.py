@@ -36,7 +36,8 @@ from .exceptions import ConfigurationError, SabotCompatibilityWarning
 from .models.codec import warn_if_types_differ
 from .leader import LeaderElection, election_for
 from .signals import AppSignals, RebalanceSignals
-from .schedules import Crontab, Interval, Schedule, _takes_argument, want_seconds
+from .durations import want_seconds
+from .schedules import Crontab, Interval, Schedule, _takes_argument
 from .settings import Settings, redact_url
 from .tables.manager import TableManager
 from .tables.table import GlobalTable, SetGlobalTable, SetTable, Table

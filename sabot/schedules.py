@@ -21,29 +21,16 @@ import datetime
 import inspect
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Optional
 
 from .exceptions import ConfigurationError
 
 if TYPE_CHECKING:
     from .app import App
 
-__all__ = ["Schedule", "Interval", "Crontab", "want_seconds"]
+__all__ = ["Schedule", "Interval", "Crontab"]
 
 logger = logging.getLogger(__name__)
-
-
-def want_seconds(value: Union[float, int, datetime.timedelta], what: str = "interval") -> float:
-    """Seconds from a number or a ``timedelta`` (Faust's ``Seconds``)."""
-    if isinstance(value, datetime.timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise ConfigurationError(f"{what} must be a number of seconds or a timedelta, got {value!r}")
-    if not seconds > 0 or seconds == float("inf"):
-        raise ConfigurationError(f"{what} must be positive and finite, got {value!r}")
-    return seconds
 
 
 class Schedule:

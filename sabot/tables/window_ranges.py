@@ -18,10 +18,9 @@ windows for whole seconds and fails for ``step < 1``).
 from __future__ import annotations
 
 import abc
-import datetime
-import math
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Tuple
 
+from ..durations import Seconds, want_seconds
 from ..exceptions import ConfigurationError
 
 __all__ = ["WindowRange", "Seconds", "Window", "HoppingWindow", "TumblingWindow",
@@ -29,27 +28,9 @@ __all__ = ["WindowRange", "Seconds", "Window", "HoppingWindow", "TumblingWindow"
 
 #: ``(start, end)`` in seconds since the epoch (Faust's ``WindowRange``).
 WindowRange = Tuple[float, float]
-#: A duration: seconds, or a ``timedelta`` (Faust's ``mode.Seconds``).
-Seconds = Union[float, int, datetime.timedelta]
 
 #: Faust ends a window 0.1 s before the next one starts.
 _END_MARGIN = 0.1
-
-
-def want_seconds(value: Seconds, what: str, *, allow_zero: bool = False) -> float:
-    """Seconds from a number or a ``timedelta``; a clear error otherwise."""
-    if isinstance(value, datetime.timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise ConfigurationError(f"{what} must be a number of seconds or a timedelta, "
-                                 f"got {value!r}")
-    if math.isnan(seconds) or math.isinf(seconds) or seconds < 0 or (
-            seconds == 0 and not allow_zero):
-        bound = "zero or more" if allow_zero else "positive"
-        raise ConfigurationError(f"{what} must be {bound} and finite, got {value!r}")
-    return seconds
 
 
 def range_from_start(start: float, size: float) -> WindowRange:

@@ -24,16 +24,14 @@ from __future__ import annotations
 import datetime
 import math
 from dataclasses import dataclass
-from typing import Union
 
+from ..durations import Seconds, want_seconds
 from ..exceptions import ConfigurationError
 
 __all__ = ["WindowSpec", "TimeWindowSpec", "Tumbling", "Hopping", "Sliding", "Session", "Count",
            "tumbling", "hopping", "sliding", "session", "count_window", "Seconds",
            "MAX_WINDOWS_PER_PANE", "to_micros"]
 
-#: A duration: seconds as a number, or a ``timedelta``.
-Seconds = Union[int, float, datetime.timedelta]
 
 #: Windows one pane may belong to (``size/step``, or ``size/resolution`` for
 #: sliding windows): each costs a row per pane when windows are emitted.
@@ -42,16 +40,7 @@ MAX_WINDOWS_PER_PANE = 10_000
 
 def to_micros(value: Seconds, what: str, *, allow_zero: bool = False) -> int:
     """``value`` seconds as whole microseconds; ``ConfigurationError`` if not a duration."""
-    if isinstance(value, datetime.timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise ConfigurationError(f"{what} must be a number of seconds or a timedelta, "
-                                 f"got {value!r}")
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
-        bound = "zero or more" if allow_zero else "more than zero"
-        raise ConfigurationError(f"{what} must be {bound} seconds, got {value!r}")
+    seconds = want_seconds(value, what, allow_zero=allow_zero)
     micros = round(seconds * 1_000_000)
     if micros == 0 and not allow_zero:
         raise ConfigurationError(f"{what} must be at least one microsecond, got {value!r}")

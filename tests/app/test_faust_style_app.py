@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.helpers import http_get, unique, until_sync
+from tests.helpers import http_get, until_sync
 from tests.servers import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -5,7 +5,8 @@ import pytest
 
 import sabot
 from sabot.exceptions import ConfigurationError
-from sabot.schedules import Crontab, Interval, want_seconds
+from sabot.durations import want_seconds
+from sabot.schedules import Crontab, Interval
 from tests.helpers import running, until
 
 

@@ -375,7 +375,7 @@ async def test_a_batch_is_released_once_folded_in():
 
 
 def test_bad_specs_and_arguments_are_refused():
-    with pytest.raises(ConfigurationError, match="more than zero"):
+    with pytest.raises(ConfigurationError, match="must be positive"):
         tumbling(0)
     with pytest.raises(ConfigurationError, match="step is longer"):
         hopping(5, 10)
