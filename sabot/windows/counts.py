@@ -22,14 +22,14 @@ import pyarrow.compute as pc
 from .aggregations import AggregationPlan
 from .arrow_ops import concat, flat, group_merge
 from .columns import Frame
-from .engine import WindowEngine, finish_windows
+from .engine import MergedWindows
 from .specs import Count
 from .watermark import BatchWatermarks
 
 __all__ = ["CountWindows"]
 
 
-class CountWindows(WindowEngine):
+class CountWindows(MergedWindows):
     """Open count windows as one Arrow table; see the module docstring."""
 
     def __init__(self, spec: Count, plan: AggregationPlan) -> None:
@@ -90,15 +90,6 @@ class CountWindows(WindowEngine):
         parts = [t for t in (rest, still_open) if t is not None and t.num_rows]
         self._state = concat(parts) if parts else None
         return merged
-
-    def _finish(self, table: pa.Table) -> Optional[pa.Table]:
-        return finish_windows(self.plan, table, flat(table.column("__k")),
-                              flat(table.column("__s")), flat(table.column("__e")))
-
-    def current(self, touched: Optional[pa.Table]) -> Optional[pa.Table]:
-        if touched is None:
-            return None
-        return self._finish(touched.filter(pc.equal(touched.column("__t"), 1)))
 
     def close(self, watermark_us: Optional[int]) -> Optional[pa.Table]:
         if not self._complete:

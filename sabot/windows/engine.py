@@ -17,8 +17,10 @@ import abc
 from typing import Any, Optional
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .aggregations import AggregationPlan
+from .arrow_ops import flat
 from .columns import Frame
 from .watermark import BatchWatermarks
 
@@ -86,3 +88,20 @@ def finish_windows(plan: AggregationPlan, table: pa.Table, keys: pa.Array,
     out = pa.table(columns)
     return out.sort_by([("window_start", "ascending"), ("window_end", "ascending"),
                         ("__k", "ascending")])
+
+
+class MergedWindows(WindowEngine):
+    """Engines whose state is one merged row per window (sessions, count windows).
+
+    Rows carry the key ``__k``, the window's ``__s``/``__e`` and ``__t`` (1 on
+    the windows the last ``add`` touched).
+    """
+
+    def _finish(self, table: pa.Table) -> Optional[pa.Table]:
+        return finish_windows(self.plan, table, flat(table.column("__k")),
+                              flat(table.column("__s")), flat(table.column("__e")))
+
+    def current(self, touched: Optional[pa.Table]) -> Optional[pa.Table]:
+        if touched is None:
+            return None
+        return self._finish(touched.filter(pc.equal(touched.column("__t"), 1)))

@@ -24,14 +24,14 @@ import pyarrow.compute as pc
 from .aggregations import AggregationPlan
 from .arrow_ops import concat, flat, group_merge, seconds_text as _s
 from .columns import Frame
-from .engine import WindowEngine, finish_windows
+from .engine import MergedWindows
 from .specs import Session
 from .watermark import BatchWatermarks
 
 __all__ = ["SessionWindows"]
 
 
-class SessionWindows(WindowEngine):
+class SessionWindows(MergedWindows):
     """Open sessions as one Arrow table; see the module docstring."""
 
     def __init__(self, spec: Session, plan: AggregationPlan, grace_us: int) -> None:
@@ -101,15 +101,6 @@ class SessionWindows(WindowEngine):
         names = ["__s", "__e"] + plan.partial_names + ["__t"]
         merged = group_merge(table, ["__k", "__g"], aggregates, outputs, names)
         return merged.drop_columns(["__g"])
-
-    def _finish(self, table: pa.Table) -> Optional[pa.Table]:
-        return finish_windows(self.plan, table, flat(table.column("__k")),
-                              flat(table.column("__s")), flat(table.column("__e")))
-
-    def current(self, touched: Optional[pa.Table]) -> Optional[pa.Table]:
-        if touched is None:
-            return None
-        return self._finish(touched.filter(pc.equal(touched.column("__t"), 1)))
 
     def close(self, watermark_us: Optional[int]) -> Optional[pa.Table]:
         if watermark_us is None:
