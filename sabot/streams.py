@@ -30,10 +30,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Stream", "current_stream"]
 
-try:  # the C function: asyncio.current_task() adds a Python call around it
-    from _asyncio import current_task as _current_task  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - CPython always has _asyncio
-    _current_task = asyncio.current_task
+# The running task, without asyncio.current_task()'s Python frame (a table
+# write looks it up once per value): Python 3.12 has it in C; before, the
+# running loop (C) indexes asyncio's own registry of current tasks.
+_get_running_loop = asyncio.events._get_running_loop
+_current_tasks: Optional[Dict[Any, Any]] = getattr(asyncio.tasks, "_current_tasks", None)
 
 #: The root stream each task iterates (an agent instance's task): how
 #: ``sabot.tables.context.current_event`` finds the value in hand, lazily,
@@ -43,10 +44,10 @@ _task_streams: Dict["asyncio.Task[Any]", "Stream"] = {}
 
 def current_stream() -> Optional["Stream"]:
     """The root stream the running task iterates (``None`` outside one)."""
-    try:
-        task = _current_task()
-    except RuntimeError:  # no running event loop
+    loop = _get_running_loop()
+    if loop is None:
         return None
+    task = _current_tasks.get(loop) if _current_tasks is not None else asyncio.current_task(loop)
     return _task_streams.get(task) if task is not None else None
 
 

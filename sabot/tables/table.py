@@ -324,9 +324,14 @@ class Collection(MutableMapping[Any, Any]):
         if batch is not self._batch:
             self._enter_batch(batch)
         if single and not self.is_global and batch is not None:
-            keys = batch.keys  # the usual case inline: the message key itself
-            if keys is None or keys[i] != key:
+            keys = batch.keys  # the usual cases inline: the message key itself,
+            if keys is None:   # or its UTF-8 bytes (a Kafka or Redis key)
                 self._check_key(key, stream, batch, i)
+            else:
+                message_key = keys[i]
+                if message_key != key and not (type(message_key) is bytes and type(key) is str
+                                               and message_key == key.encode()):
+                    self._check_key(key, stream, batch, i)
         kt, vt = type(key), type(value)
         if self._typed or not ((kt is str or kt is int) and (vt is int or vt is str or vt is float)):
             self._check_value(key, value)
