@@ -23,6 +23,7 @@ from ..channels.transport import AssignmentListener
 from ..exceptions import ConfigurationError, SabotCompatibilityWarning
 from .changelog import ChangelogEntry, changelog_for
 from .recovery import open_partition_store, recover_partition
+from .stores import open_store
 
 if TYPE_CHECKING:
     from ..app import App
@@ -227,6 +228,13 @@ class TableManager(Mapping[str, "Collection"], AssignmentListener):
         channel in a Kafka app); such a partition is recovered from the
         store only (its changelog tail is read at the next start).
         """
+        if not self._started:
+            # The app is not running here: an agent's test_context(), or an
+            # agent in a child process. The table lives in memory, in this
+            # process only, with no changelog (nothing durable to share).
+            table.attach(partition, open_store("memory://", table=table.name,
+                                               partition=partition, app=self.app.id))
+            return
         store, _ = open_partition_store(table, partition, self.store_url(table), self.datadir())
         logger.warning("table %r: partition %d was not assigned to this worker; opened its "
                        "store without reading its changelog", table.name, partition)

@@ -261,3 +261,20 @@ def test_codec_refuses_what_would_not_round_trip():
 
 async def test_table_key_error_is_a_sabot_error():
     assert issubclass(TableKeyError, sabot.SabotError)
+
+
+async def test_a_table_works_in_an_agents_test_context():
+    app = sabot.App("tables-ctx", broker="kafka://127.0.0.1:1")  # never reached
+    counts = app.Table("counts", default=int)
+
+    @app.agent()
+    async def count(stream):
+        async for word in stream:
+            counts[word] += 1
+            yield counts[word]
+
+    async with count.test_context() as ctx:
+        assert await ctx.put("a", key="a") == [1]
+        assert await ctx.put("a", key="a") == [2]
+    assert counts.held_partitions == [0]
+    assert counts.store_for(0).url == "memory://"
