@@ -195,3 +195,28 @@ async def test_restart_with_an_intact_store_of_a_million_keys_replays_only_the_t
         assert table.recovery_stats[0].changes == 2  # the tail only: the store was used
         assert len(table.store_for(0)) == n - 1
         assert table["user-5"] == -5 and "user-6" not in table and table["user-7"] == 7
+
+
+async def test_no_entry_is_acknowledged_while_the_changelog_cannot_be_written(
+        redis_server, tmp_path):
+    stream, app_id = unique("words"), unique("tbl")
+    client = redis_server.client()
+    changelog = f"{app_id}-counts-changelog"
+    values = inputs(300, 7)
+    app, counts = build(redis_server.url, app_id, stream, str(tmp_path / "data"))
+
+    def pending():
+        return client.xpending(stream, app_id)["pending"]
+
+    async with running(app):
+        client.set(changelog, "not a stream")  # every XADD to it fails (WRONGTYPE)
+        produce_redis(redis_server, stream, values)
+        agent = app.agents["count"]
+        await until(lambda: agent.events_in >= len(values), what="every value processed")
+        with pytest.raises(Exception, match="WRONGTYPE"):
+            await app.tables.flush()
+        assert pending() == len(values)  # held: the table state behind them is not durable
+        client.delete(changelog)
+        await until(lambda: pending() == 0, what="the entries acknowledged once flushed")
+        assert client.xlen(changelog) == 7
+        assert dict(counts.items()) == expected_counts(values)
