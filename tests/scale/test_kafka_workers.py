@@ -1,0 +1,146 @@
+"""Many ``sabot worker`` processes of one app on one Kafka topic (real tansu, real processes).
+
+Every worker is a member of the app's consumer group: the topic's four
+partitions are split between them, every value is processed at least once,
+a worker killed with ``kill -9`` has its partitions taken over, a rolling
+restart loses nothing, and a worker frozen past the session timeout rejoins.
+"""
+import signal
+import time
+
+import pytest
+
+from tests.helpers import unique
+from tests.scale.procs import (Feeder, KafkaSender, WorkerProc, all_ids, create_kafka_topic,
+                               processed, produce_kafka, wait, workers)
+
+SESSION = 3.0
+
+
+def env_for(kafka_broker, topic, outdir, **extra):
+    env = {"SCALE_BROKER": f"kafka://{kafka_broker}", "SCALE_TOPIC": topic,
+           "SCALE_APP_ID": topic, "SCALE_OUTDIR": str(outdir), "SCALE_SESSION": str(SESSION)}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def split(procs, topic):
+    """The partitions each worker holds, by its /health (None: not answering yet)."""
+    out = []
+    for p in procs:
+        try:
+            out.append(sorted(p.partitions(topic)))
+        except (OSError, ValueError):
+            out.append([])
+    return out
+
+
+def shared(procs, topic, partitions=4):
+    """True once every worker holds some partitions and together they hold each once."""
+    held = split(procs, topic)
+    flat = sorted(x for h in held for x in h)
+    return all(held) and flat == list(range(partitions))
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_workers_share_the_partitions_and_process_every_value(kafka_broker, tmp_path, n):
+    topic = unique("scale")
+    create_kafka_topic(kafka_broker, topic)
+    env = env_for(kafka_broker, topic, tmp_path, SCALE_SLOW=0.001)
+    procs = [WorkerProc(env, str(tmp_path / f"w{i}.log"), worker_id=f"w{i}") for i in range(n)]
+    with workers(*procs):
+        wait(lambda: shared(procs, topic), f"{n} workers sharing 4 partitions", *procs)
+        assert sorted(len(h) for h in split(procs, topic)) == ([2, 2] if n == 2 else [1, 1, 2])
+        total = 2000
+        produce_kafka(kafka_broker, topic, range(total))
+        wait(lambda: all_ids(tmp_path) == set(range(total)), "every value processed", *procs)
+        for p in procs:
+            assert p.stop() == 0, p.log()
+    files = processed(tmp_path)
+    assert len([ids for ids in files.values() if ids]) == n, files.keys()
+    # A graceful stop commits what it processed; nothing was rebalanced mid-stream.
+    assert sum(len(ids) for ids in files.values()) == total
+
+
+def test_a_worker_killed_with_kill_9_is_taken_over(kafka_broker, tmp_path):
+    topic = unique("scale")
+    create_kafka_topic(kafka_broker, topic)
+    env = env_for(kafka_broker, topic, tmp_path, SCALE_SLOW=0.002)
+    a = WorkerProc(env, str(tmp_path / "a.log"), worker_id="a")
+    b = WorkerProc(env, str(tmp_path / "b.log"), worker_id="b")
+    with workers(a, b):
+        wait(lambda: shared([a, b], topic), "two workers sharing 4 partitions", a, b)
+        total = 3000
+        produce_kafka(kafka_broker, topic, range(total))
+
+        def a_busy():
+            return sum(len(ids) for name, ids in processed(tmp_path).items()
+                       if name.startswith("a-")) >= 200
+        wait(a_busy, "worker a processing", a, b)
+        a.kill()  # SIGKILL: no revoke, no commit; b waits for the session timeout
+        killed = time.monotonic()
+        wait(lambda: split([b], topic) == [[0, 1, 2, 3]], "b holding every partition", b)
+        taken_over = time.monotonic() - killed
+        wait(lambda: all_ids(tmp_path) == set(range(total)), "every value processed", b)
+        assert b.stop() == 0, b.log()
+    # At least once: what a processed and did not commit came again at b.
+    assert all_ids(tmp_path) == set(range(total))
+    print(f"taken over {taken_over:.1f}s after kill -9 (session timeout {SESSION}s)")
+
+
+def test_a_rolling_restart_loses_nothing(kafka_broker, tmp_path):
+    topic = unique("scale")
+    create_kafka_topic(kafka_broker, topic)
+    env = env_for(kafka_broker, topic, tmp_path)
+    a = WorkerProc(env, str(tmp_path / "a.log"), worker_id="a")
+    b = WorkerProc(env, str(tmp_path / "b.log"), worker_id="b")
+    sender = KafkaSender(kafka_broker, topic)
+    with workers(a, b):
+        wait(lambda: shared([a, b], topic), "two workers sharing 4 partitions", a, b)
+        with Feeder(sender, chunk=20, interval=0.05) as feeder:
+            for p in (a, b):
+                assert p.stop() == 0, p.log()
+                wait(lambda: split([q for q in (a, b) if q is not p], topic) == [[0, 1, 2, 3]],
+                     "the other worker holding every partition", a if p is b else b)
+                p.start()
+                wait(lambda: shared([a, b], topic), "both workers sharing again", a, b)
+            total = feeder.stop()
+        sender.close()
+        wait(lambda: all_ids(tmp_path) >= set(range(total)), "every value processed", a, b)
+        for p in (a, b):
+            assert p.stop() == 0, p.log()
+    assert all_ids(tmp_path) == set(range(total))
+
+
+def test_a_worker_frozen_past_the_session_timeout_rejoins(kafka_broker, tmp_path):
+    """SIGSTOP: cut off from the broker longer than the session timeout, then SIGCONT."""
+    topic = unique("scale")
+    create_kafka_topic(kafka_broker, topic)
+    env = env_for(kafka_broker, topic, tmp_path)
+    a = WorkerProc(env, str(tmp_path / "a.log"), worker_id="a")
+    b = WorkerProc(env, str(tmp_path / "b.log"), worker_id="b")
+    sender = KafkaSender(kafka_broker, topic)
+    with workers(a, b):
+        wait(lambda: shared([a, b], topic), "two workers sharing 4 partitions", a, b)
+        with Feeder(sender, chunk=20, interval=0.05) as feeder:
+            a.signal(signal.SIGSTOP)
+            try:
+                wait(lambda: split([b], topic) == [[0, 1, 2, 3]],
+                     "b holding every partition while a is frozen", b)
+                time.sleep(1.0)
+            finally:
+                a.signal(signal.SIGCONT)
+            before = len(all_ids(tmp_path))
+            wait(lambda: shared([a, b], topic), "a back in the group", a, b)
+
+            def a_works_again():
+                return any(name.startswith("a-") and ids
+                           for name, ids in processed(tmp_path).items()) and \
+                    len(all_ids(tmp_path)) > before
+            wait(a_works_again, "values flowing through both", a, b)
+            total = feeder.stop()
+        sender.close()
+        wait(lambda: all_ids(tmp_path) >= set(range(total)), "every value processed", a, b)
+        for p in (a, b):
+            assert p.stop() == 0, p.log()
+    assert all_ids(tmp_path) == set(range(total))
