@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .windows.operator import WindowedStream
     from .windows.specs import Seconds, WindowSpec
 
-__all__ = ["Stream", "current_stream"]
+__all__ = ["Stream", "current_stream", "current_row"]
 
 # The running task, without asyncio.current_task()'s Python frame (a table
 # write looks it up once per value): Python 3.12 has it in C; before, the
@@ -49,6 +49,31 @@ def current_stream() -> Optional["Stream"]:
         return None
     task = _current_tasks.get(loop) if _current_tasks is not None else asyncio.current_task(loop)
     return _task_streams.get(task) if task is not None else None
+
+
+def current_row() -> Optional[Tuple["Stream", Optional[BatchT], int, bool]]:
+    """``(stream, *stream.current_row())`` for the running task; ``None`` outside a stream.
+
+    One call on a table's per-value write path (``current_stream`` and
+    ``Stream.current_row`` inline).
+    """
+    loop = _get_running_loop()
+    if loop is None:
+        return None
+    task = _current_tasks.get(loop) if _current_tasks is not None else asyncio.current_task(loop)
+    stream = _task_streams.get(task) if task is not None else None
+    if stream is None:
+        return None
+    active = stream._active
+    if active is None:
+        return stream, None, -1, True
+    batch = active.current_batch
+    if batch is None:
+        return stream, None, -1, True
+    if stream._batches_it is not None and active is stream._batches_it.inner:
+        return stream, batch, len(batch) - 1, False
+    index = active.row_index if type(active) is DispatchedIterator else active.current_index
+    return stream, batch, index, stream._chunk is None
 
 
 def _unbind_task(task: "asyncio.Future[Any]") -> None:
@@ -208,7 +233,7 @@ class Stream:
             return None, -1, True
         if root._batches_it is not None and active is root._batches_it.inner:
             return batch, len(batch) - 1, False
-        index = active.row_index if isinstance(active, DispatchedIterator) else active.current_index
+        index = active.row_index if type(active) is DispatchedIterator else active.current_index
         return batch, index, root._chunk is None
 
     @property

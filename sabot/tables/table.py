@@ -37,7 +37,7 @@ from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List
                     MutableMapping, MutableSet, Optional, Set, Tuple)
 
 from ..exceptions import ConfigurationError, SabotCompatibilityWarning, SabotError
-from ..streams import current_stream
+from ..streams import current_row, current_stream
 from ..types import BatchT, ChangelogT, Headers, StorePosition, StoreT
 from .codec import TableValueError, decode, decode_record, encode, encode_record
 from .context import position_le, source_of
@@ -316,11 +316,11 @@ class Collection(MutableMapping[Any, Any]):
 
     # -- writing -------------------------------------------------------------
     def __setitem__(self, key: Any, value: Any) -> None:
-        stream = current_stream()
-        if stream is None:
+        row = current_row()
+        if row is None:
             _check_writable(f"table {self.name!r}")
             return
-        batch, i, single = stream.current_row()
+        stream, batch, i, single = row
         if batch is not self._batch:
             self._enter_batch(batch)
         if single and not self.is_global and batch is not None:
