@@ -278,3 +278,24 @@ async def test_a_table_works_in_an_agents_test_context():
         assert await ctx.put("a", key="a") == [2]
     assert counts.held_partitions == [0]
     assert counts.store_for(0).url == "memory://"
+
+
+def test_store_defaults_follow_the_broker_and_the_store_setting():
+    memory = sabot.App("m")
+    kafka = sabot.App("k", broker="kafka://127.0.0.1:1")
+    redis = sabot.App("r", broker="redis://127.0.0.1:1/0")
+    chosen = sabot.App("c", broker="kafka://127.0.0.1:1", store="rocksdb://")
+    for app, url in ((memory, "memory://"), (kafka, "lmdb://"), (redis, "lmdb://"),
+                     (chosen, "rocksdb://")):
+        assert app.tables.store_url(app.Table("t")) == url
+    assert memory.tables.store_url(memory.Table("u", store="lmdb://")) == "lmdb://"
+    assert kafka.tables.datadir() == "k-data"
+    assert sabot.App("d", datadir="/var/lib/x").tables.datadir() == "/var/lib/x"
+
+
+async def test_standby_replicas_are_accepted_with_a_warning_naming_them():
+    app = sabot.App("standby", table_standby_replicas=1)
+    app.Table("t")
+    with pytest.warns(SabotCompatibilityWarning, match="table_standby_replicas"):
+        await app.start()
+    await app.stop()
