@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from typing import (TYPE_CHECKING, Any, AsyncIterator, Dict, List, NamedTuple, Optional,
-                    Sequence, Tuple)
+from typing import (TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, List, NamedTuple,
+                    Optional, Sequence, Tuple)
 
 from ..types import Headers, StorePosition
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ..types import AppT
 
 __all__ = ["ChangelogEntry", "Changelog", "MemoryChangelog", "KafkaChangelog",
-           "RedisChangelog", "changelog_for", "TOMBSTONE_HEADER", "Entry"]
+           "RedisChangelog", "CHANGELOGS", "changelog_for", "TOMBSTONE_HEADER", "Entry"]
 
 #: A Redis changelog entry with this header deletes its key.
 TOMBSTONE_HEADER = "sabot-tombstone"
@@ -163,12 +163,19 @@ class RedisChangelog(Changelog):
             yield out
 
 
+#: The changelog of each transport's scheme (as ``sabot.channels.TRANSPORTS``);
+#: a transport not listed keeps its tables' changelogs in memory.
+CHANGELOGS: Dict[str, Callable[[AppT, Any, str, int], Changelog]] = {
+    "kafka": KafkaChangelog,
+    "redis": lambda app, transport, name, partitions: RedisChangelog(app, transport, name),
+    "rediss": lambda app, transport, name, partitions: RedisChangelog(app, transport, name),
+}
+
+
 def changelog_for(app: AppT, transport: Any, name: str, partitions: int,
                   memory_logs: Dict[str, Dict[int, List[ChangelogEntry]]]) -> Changelog:
     """The changelog called ``name`` on ``transport`` (the app's broker)."""
-    scheme = transport.scheme
-    if scheme == "kafka":
-        return KafkaChangelog(app, transport, name, partitions)
-    if scheme in ("redis", "rediss"):
-        return RedisChangelog(app, transport, name)
-    return MemoryChangelog(name, partitions, memory_logs.setdefault(name, {}))
+    make = CHANGELOGS.get(transport.scheme)
+    if make is None:
+        return MemoryChangelog(name, partitions, memory_logs.setdefault(name, {}))
+    return make(app, transport, name, partitions)

@@ -36,6 +36,7 @@ import warnings
 from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping,
                     MutableMapping, MutableSet, Optional, Set, Tuple)
 
+from ..channels.transport_channel import TransportChannel
 from ..exceptions import ConfigurationError, SabotCompatibilityWarning, SabotError
 from ..streams import current_row, current_stream
 from ..types import BatchT, ChangelogT, Headers, StorePosition, StoreT
@@ -422,12 +423,12 @@ class Collection(MutableMapping[Any, Any]):
             return
         elif isinstance(message_key, bytes):
             channel = stream.channel
-            encode_key = getattr(channel, "encode_key", None)
-            try:
-                if encode_key is not None and encode_key(table_key) == message_key:
-                    return
-            except Exception:  # a key the channel cannot encode is not the message's
-                pass
+            if isinstance(channel, TransportChannel):  # keys as its producer encodes them
+                try:
+                    if channel.encode_key(table_key) == message_key:
+                        return
+                except Exception:  # a key the channel cannot encode is not the message's
+                    pass
         position = batch.positions[i] if batch.positions is not None else None
         _, partition, _ = source_of(position)
         raise TableKeyError(
