@@ -61,6 +61,7 @@ from .inflight import Delivery, InFlight
 from .transport import Transport
 from .dead_letters import when_stored
 from .transport_channel import Fetched, TransportChannel
+from . import redis_eos
 
 __all__ = ["RedisTransport", "RedisStreamChannel"]
 
@@ -163,6 +164,11 @@ class RedisTransport(Transport):
         if worker_id:
             return _consumer_name(worker_id, self._consumer_seq)
         return self._default_consumer
+
+    @property
+    def exactly_once(self) -> bool:
+        """True when outputs and acknowledgements commit together (see redis_eos)."""
+        return self.app.conf.processing_guarantee == "exactly_once"
 
     @property
     def label(self) -> str:
@@ -436,9 +442,23 @@ class RedisStreamChannel(TransportChannel):
         super().__init__(app, name, maxlen=maxlen, group=group, **kwargs)
 
     # -- producing -------------------------------------------------------------
+    async def send_from(self, value: Any, sources: Sequence[Any] = ()) -> Any:
+        """Produce ``value``; exactly once, staged for the commit of ``sources`` (redis_eos)."""
+        if sources and self.transport.exactly_once:
+            target = redis_eos.staging_for(self.transport, sources)
+            if target is not None:
+                with redis_eos.staged(target):
+                    return await super().send_from(value, sources)
+        return await super().send_from(value, sources)
+
     async def produce(self, key: Optional[bytes], value: bytes,
                       headers: Optional[Headers]) -> "asyncio.Future[str]":
-        """Queue one XADD; the returned future resolves to the entry id (``str``)."""
+        """Queue one XADD; the returned future resolves to the entry id (``str``).
+
+        Exactly once, inside ``send_from`` for Redis sources, the XADD is
+        staged for the commit of those entries instead (the future is done,
+        with ``None``).
+        """
         args: List[Any] = [VALUE_FIELD, value]
         if key is not None:
             args += (KEY_FIELD, key)
@@ -447,6 +467,9 @@ class RedisStreamChannel(TransportChannel):
                 if name in _RESERVED:
                     raise ValueError(f"header name {name!r} is reserved for the entry's {name}")
                 args += (name, data)
+        staging = redis_eos.current_staging()
+        if staging is not None:
+            return staging[0].stage(staging[1], self.name, self.maxlen, args)
         size = len(value) + (len(key) if key is not None else 0)
         return await self.transport.producer.add(self.name, self.maxlen, args, size)
 
@@ -616,6 +639,8 @@ class _StreamReader:
         self._next_claim = 0.0
         self._stopping = False
         self._acks_open = True
+        #: Exactly once: the outputs staged for this stream's entries.
+        self.outbox = redis_eos.Outbox(self) if transport.exactly_once else None
 
     # -- control ---------------------------------------------------------------
     def start(self) -> None:
@@ -825,6 +850,8 @@ class _StreamReader:
         if gone:
             held.update(gone)
             self._acked(gone)
+        if recovered and self.outbox is not None:
+            self.outbox.redelivered(ids)
         if not ids and not valueless:
             return
         if self.channel.subscriber_count == 0:
@@ -884,7 +911,10 @@ class _StreamReader:
                         attempt += 1
                         await asyncio.sleep(_RECONNECT.delay(attempt))
                         continue
-                    await self._xack(ids)
+                    if self.outbox is not None:
+                        await self.outbox.commit(ids)
+                    else:
+                        await self._xack(ids)
                     attempt = 0
                 except _CONNECTION_ERRORS:
                     # Kept, not dropped: the entries stay held and are
