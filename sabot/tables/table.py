@@ -360,7 +360,6 @@ class Collection(MutableMapping[Any, Any]):
 
     def _enter_batch(self, batch: Optional[BatchT]) -> None:
         # Once per input batch: its partition, and whether it may hold replays.
-        self._batch = batch
         partition = 0
         replay = False
         if batch is not None and batch.positions is not None and len(batch):
@@ -378,6 +377,7 @@ class Collection(MutableMapping[Any, Any]):
             dirty = self._dirty[partition] = {}
         self._batch_dirty = dirty
         self._batch_replay = replay
+        self._batch = batch  # last: a batch refused above is looked at again
 
     def _replayed(self, key: Any, batch: Any, i: int) -> bool:
         """True when the input at ``batch[i]`` was already applied to ``key`` (skip it)."""
