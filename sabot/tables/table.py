@@ -650,8 +650,11 @@ class ChangeloggedSet(MutableSet[Any]):
     __hash__ = None  # type: ignore[assignment]
 
     def _changed(self, new: Set[Any]) -> None:
-        self.table[self.key] = new
-        self.data = new
+        table = self.table
+        table[self.key] = new
+        # The table's set: ``new`` unless the write was a replay (then skipped).
+        current = table._values.get(self.key)
+        self.data = current if isinstance(current, set) else new
 
     def add(self, member: Any) -> None:
         """Add ``member`` (written to the table)."""
