@@ -11,7 +11,11 @@ Configured by environment variables (one module for Kafka and Redis):
 - ``SCALE_CPU``: iterations of pure-Python work per value (the CPU-bound
   agent of the benchmark);
 - ``SCALE_CLAIM_MS``: ``redis_claim_idle_ms``; ``SCALE_SESSION``: the Kafka
-  session timeout in seconds.
+  session timeout in seconds;
+- ``SCALE_TABLE=1``: an agent counts the values per message key in the table
+  ``counts`` (a changelog on the broker, a store under ``SCALE_DATADIR``) and
+  appends ``<key> <count>`` to ``<outdir>/<worker id>-<pid>.counts`` after
+  each change.
 """
 import asyncio
 import os
@@ -36,6 +40,7 @@ app = sabot.App(
     broker_connect_timeout=3.0,
     broker_revoke_timeout=3.0,
     redis_claim_idle_ms=int(os.environ.get("SCALE_CLAIM_MS", "1000")),
+    datadir=os.environ.get("SCALE_DATADIR") or None,
 )
 
 events = app.topic(TOPIC, value_serializer="json")
@@ -72,3 +77,21 @@ async def work(stream):
             await asyncio.sleep(_SLOW)
         if os.environ.get("SCALE_OUTDIR"):
             os.write(_outfile(), b"%d\n" % value["id"])
+
+
+if os.environ.get("SCALE_TABLE"):
+    counts = app.Table("counts", default=int)
+    _counts_fd = None
+
+    @app.agent(events, name="count")
+    async def count(stream):
+        """Count values per message key in the table; record each new count."""
+        global _counts_fd
+        async for key, _value in stream.items():
+            counts[key] += 1
+            if _counts_fd is None:
+                name = f"{app.conf.worker_id or 'w'}-{os.getpid()}.counts"
+                _counts_fd = os.open(os.path.join(os.environ["SCALE_OUTDIR"], name),
+                                     os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            shown = key.decode() if isinstance(key, bytes) else str(key)
+            os.write(_counts_fd, f"{shown} {counts[key]}\n".encode())

@@ -5,6 +5,7 @@ partitions are split between them, every value is processed at least once,
 a worker killed with ``kill -9`` has its partitions taken over, a rolling
 restart loses nothing, and a worker frozen past the session timeout rejoins.
 """
+import os
 import signal
 import time
 
@@ -143,3 +144,64 @@ def test_a_worker_frozen_past_the_session_timeout_rejoins(kafka_broker, tmp_path
         for p in (a, b):
             assert p.stop() == 0, p.log()
     assert all_ids(tmp_path) == set(range(total))
+
+
+def last_counts(outdir):
+    """The highest count each key reached, over every worker's ``.counts`` file."""
+    out = {}
+    for name in os.listdir(outdir):
+        if name.endswith(".counts"):
+            for line in open(os.path.join(outdir, name), encoding="utf-8"):
+                key, n = line.split()
+                out[key] = max(out.get(key, 0), int(n))
+    return out
+
+
+def test_a_table_moves_with_its_partitions_to_the_worker_that_takes_over(kafka_broker, tmp_path):
+    """kill -9 of one of two workers counting in a table: the other recovers its partitions."""
+    topic = unique("scale")
+    create_kafka_topic(kafka_broker, topic)
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    env = env_for(kafka_broker, topic, outdir, SCALE_SLOW=0.002, SCALE_TABLE=1,
+                  SCALE_DATADIR=tmp_path / "data")
+    a = WorkerProc(env, str(tmp_path / "a.log"), worker_id="a")
+    b = WorkerProc(env, str(tmp_path / "b.log"), worker_id="b")
+    keys, per_key = 40, 50
+    total = keys * per_key
+    with workers(a, b):
+        wait(lambda: shared([a, b], topic), "two workers sharing 4 partitions", a, b)
+        produce_keyed(kafka_broker, topic, total, keys)
+
+        def a_counted():
+            return sum(1 for name in os.listdir(outdir)
+                       if name.startswith("a-") and name.endswith(".counts")
+                       and os.path.getsize(outdir / name) > 2000)
+        wait(a_counted, "a counting", a, b)
+        a.kill()
+        wait(lambda: split([b], topic) == [[0, 1, 2, 3]], "b holding every partition", b)
+        wait(lambda: all_ids(outdir) == set(range(total)), "every value processed", b)
+        wait(lambda: len(last_counts(outdir)) == keys
+             and min(last_counts(outdir).values()) >= per_key, "every key counted", b)
+        assert b.stop() == 0, b.log()
+    # b counted on from the state a had committed: each value counted once.
+    assert last_counts(outdir) == {str(k): per_key for k in range(keys)}
+
+
+def produce_keyed(broker, topic, total, keys):
+    """Values 0 .. total-1, value i keyed by ``i % keys``."""
+    import asyncio
+    import json
+    from aiokafka import AIOKafkaProducer
+
+    async def go():
+        producer = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=5)
+        await producer.start()
+        try:
+            for i in range(total):
+                await producer.send(topic, json.dumps({"id": i}).encode(),
+                                    key=str(i % keys).encode())
+            await producer.flush()
+        finally:
+            await producer.stop()
+    asyncio.run(go())
