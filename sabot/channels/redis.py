@@ -251,6 +251,29 @@ class RedisTransport(Transport):
             yield out
             start = f"({out[-1][0]}"
 
+    async def trim_stream(self, stream: str, min_id: str) -> None:
+        """Delete the entries of ``stream`` older than ``min_id`` (``XTRIM MINID``)."""
+        reply = (await self.round_trip([("XTRIM", stream, "MINID", min_id)]))[0]
+        if isinstance(reply, Exception):
+            raise self.translate_error(reply)
+
+    async def stream_info(self, stream: str) -> Dict[str, Any]:
+        """``XINFO STREAM`` as a dict (``{}`` when the stream does not exist).
+
+        Names are str, ids str: ``length``, ``entries-added``,
+        ``recorded-first-entry-id``, ``max-deleted-entry-id``, ...
+        """
+        reply = (await self.round_trip([("XINFO", "STREAM", stream)]))[0]
+        if isinstance(reply, Exception):
+            if "no such key" in str(reply).lower():
+                return {}
+            raise self.translate_error(reply)
+        out: Dict[str, Any] = {}
+        for name, value in zip(reply[::2], reply[1::2]):
+            key = name.decode() if isinstance(name, bytes) else str(name)
+            out[key] = value.decode() if isinstance(value, bytes) else value
+        return out
+
     async def round_trip(self, commands: Sequence[Sequence[Any]], size: int = 0) -> List[Any]:
         """Send ``commands`` at once and read their replies (a pipeline).
 

@@ -24,16 +24,18 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from typing import (TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, List, NamedTuple,
-                    Optional, Sequence, Tuple)
+from typing import (TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, Iterable, List,
+                    NamedTuple, Optional, Sequence, Tuple)
 
+from ..exceptions import SabotError
 from ..types import Headers, StorePosition
+from .codec import decode_record
 
 if TYPE_CHECKING:
     from ..types import AppT
 
 __all__ = ["ChangelogEntry", "Changelog", "MemoryChangelog", "KafkaChangelog",
-           "RedisChangelog", "CHANGELOGS", "changelog_for", "TOMBSTONE_HEADER", "Entry"]
+           "RedisChangelog", "ChangelogGap", "CHANGELOGS", "changelog_for", "TOMBSTONE_HEADER", "Entry"]
 
 #: A Redis changelog entry with this header deletes its key.
 TOMBSTONE_HEADER = "sabot-tombstone"
@@ -73,8 +75,26 @@ class Changelog(abc.ABC):
              ) -> AsyncIterator[List[ChangelogEntry]]:
         """Entries of ``partition`` after ``after`` (all if ``None``), in order, to the end.
 
-        In lists of at most ``count`` entries.
+        In lists of at most ``count`` entries. Raises ``ChangelogGap`` when
+        entries after ``after`` were trimmed away (read from the start then).
         """
+
+    def needs_snapshot(self, partition: int, live_keys: int) -> bool:
+        """True when ``partition`` should be rewritten as a snapshot (``snapshot``).
+
+        Kafka compacts its topic itself; a Redis stream is never compacted,
+        so its changelog is snapshotted once it holds many more entries
+        than keys.
+        """
+        return False
+
+    async def snapshot(self, partition: int, items: Iterable[Tuple[bytes, bytes]]
+                       ) -> Optional[StorePosition]:
+        """Write every ``(key, record)`` of ``partition`` again, drop what came before.
+
+        Returns the position of the last entry written.
+        """
+        raise NotImplementedError(f"{type(self).__name__} takes no snapshots")
 
 
 class MemoryChangelog(Changelog):
@@ -130,15 +150,39 @@ class KafkaChangelog(Changelog):
                                   dict(r.headers) if r.headers else None) for r in records]
 
 
+class ChangelogGap(SabotError, LookupError):
+    """Entries the reader has not applied were trimmed from the changelog.
+
+    The store is then restored from the start of the changelog (a snapshot).
+    """
+
+
 class RedisChangelog(Changelog):
-    """A Redis stream: one partition, deletions as tombstone entries."""
+    """A Redis stream: one partition, deletions as tombstone entries.
+
+    A stream is never compacted by Redis: once it holds more than
+    ``snapshot_factor`` times as many entries as the table has keys (and at
+    least ``snapshot_min``), the table writes every live key again (a
+    snapshot) and the entries before the snapshot are trimmed (``XTRIM
+    MINID``). A store whose position is older than the first entry kept
+    may not have applied all of the trimmed entries: at recovery it is
+    rebuilt from the snapshot on.
+    """
+
+    #: Entries written since the last snapshot before a new one is taken ...
+    snapshot_min = 100_000
+    #: ... and at least this many times the live keys.
+    snapshot_factor = 4
 
     def __init__(self, app: AppT, transport: Any, name: str) -> None:
         super().__init__(name, 1)
         self.transport = transport
         self.channel = transport.topic(name, value_serializer="raw")
+        #: Entries written (or found at recovery) since the last snapshot.
+        self.written = 0
 
-    async def write(self, partition: int, entries: Sequence[Entry]) -> Optional[StorePosition]:
+    async def _write_ids(self, entries: Sequence[Entry]) -> List[str]:
+        # XADD every entry (pipelined by the producer); their ids once stored.
         produce = self.channel.produce
         futures = []
         for key, value, headers in entries:
@@ -146,13 +190,55 @@ class RedisChangelog(Changelog):
                 headers = dict(headers, **{TOMBSTONE_HEADER: b"1"})
                 value = b""
             futures.append(await produce(key, value, headers))
-        if not futures:
-            return None
-        ids = await asyncio.gather(*futures)
-        return str(ids[-1])
+        ids = await asyncio.gather(*futures) if futures else []
+        self.written += len(ids)
+        return [str(i) for i in ids]
+
+    async def write(self, partition: int, entries: Sequence[Entry]) -> Optional[StorePosition]:
+        ids = await self._write_ids(entries)
+        return ids[-1] if ids else None
+
+    def needs_snapshot(self, partition: int, live_keys: int) -> bool:
+        return self.written >= max(self.snapshot_min, self.snapshot_factor * live_keys)
+
+    async def snapshot(self, partition: int, items: Iterable[Tuple[bytes, bytes]]
+                       ) -> Optional[StorePosition]:
+        first: Optional[str] = None
+        last: Optional[str] = None
+        chunk: List[Entry] = []
+        for key, record in items:
+            _, source, position = decode_record(record)
+            headers: Dict[str, bytes] = {}
+            if source is not None and position is not None:
+                headers = {"sabot-source": source.encode(),
+                           "sabot-position": str(position).encode()}
+            chunk.append((key, record, headers))
+            if len(chunk) >= 10_000:
+                ids = await self._write_ids(chunk)
+                first, last, chunk = first or ids[0], ids[-1], []
+        if chunk:
+            ids = await self._write_ids(chunk)
+            first, last = first or ids[0], ids[-1]
+        if first is not None:
+            # Everything before the snapshot's first entry is in the snapshot
+            # (or was deleted since): drop it.
+            await self.transport.trim_stream(self.name, first)
+        self.written = 0
+        return last
 
     async def read(self, partition: int, after: Optional[StorePosition], count: int = 10_000
                    ) -> AsyncIterator[List[ChangelogEntry]]:
+        if after is not None:
+            info = await self.transport.stream_info(self.name)
+            first = info.get("recorded-first-entry-id")
+            removed = int(info.get("entries-added") or 0) > int(info.get("length") or 0)
+            if removed and isinstance(first, str) and first != "0-0" \
+                    and _entry_order(str(after)) < _entry_order(first):
+                # Entries before the first one kept were trimmed (a snapshot):
+                # the store may not have applied them all.
+                raise ChangelogGap(
+                    f"changelog {self.name!r}: entries before {first} were trimmed after a "
+                    f"snapshot, and the store has applied only up to {after}")
         async for entries in self.transport.read_stream(
                 self.name, None if after is None else str(after), count):
             out = []
@@ -160,7 +246,13 @@ class RedisChangelog(Changelog):
                 if headers and TOMBSTONE_HEADER in headers:
                     value = None
                 out.append(ChangelogEntry(entry_id, key, value, headers))
+            self.written += len(out)
             yield out
+
+
+def _entry_order(entry_id: str) -> Tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 #: The changelog of each transport's scheme (as ``sabot.channels.TRANSPORTS``);

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Tuple
 
 from ..exceptions import SabotError, StoreUntrusted
 from ..types import StorePosition, StoreT
-from .changelog import ChangelogEntry
+from .changelog import ChangelogEntry, ChangelogGap
 from .codec import decode, decode_record
 from .stores import open_store, wipe_store
 
@@ -142,16 +142,40 @@ def _undecodable(table: Collection, partition: int,
 
 async def recover_partition(table: Collection, partition: int, store: StoreT,
                             wiped: bool = False) -> RecoveryStats:
-    """Apply ``table``'s changelog after ``store``'s offset to its end."""
+    """Apply ``table``'s changelog after ``store``'s offset to its end.
+
+    When entries the store has not applied were trimmed from the changelog
+    (a Redis changelog after a snapshot), the store is wiped and rebuilt
+    from the start of the changelog.
+    """
     changelog = table.changelog
     started = time.monotonic()
     if changelog is None:
         return RecoveryStats(0, 0, 0.0, wiped)
-    start = store.changelog_offset()
-    fetches = 0
+    try:
+        count, fetches = await _replay(table, partition, store, store.changelog_offset(),
+                                       started)
+    except ChangelogGap as exc:
+        logger.error("table %r partition %d: %s; wiping the store and restoring it from the "
+                     "changelog", table.name, partition, exc)
+        store.reset()
+        wiped = True
+        count, fetches = await _replay(table, partition, store, None, started)
+    elapsed = time.monotonic() - started
+    if count:
+        logger.info("table %r partition %d: recovered %d changes from %r in %.2fs", table.name,
+                    partition, count, changelog.name, elapsed)
+    return RecoveryStats(count, fetches, elapsed, wiped)
+
+
+async def _replay(table: Collection, partition: int, store: StoreT,
+                  start: Optional[StorePosition], started: float) -> Tuple[int, int]:
+    """Apply the changelog after ``start``; ``(changes, reads)``."""
+    changelog = table.changelog
+    assert changelog is not None
+    fetches = count = 0
     last_log = started
     tty = sys.stderr.isatty()
-    count = 0
     name = table.name
     async for entries in changelog.read(partition, start, table.recovery_buffer_size):
         fetches += 1
@@ -175,8 +199,4 @@ async def recover_partition(table: Collection, partition: int, store: StoreT,
                         partition, count)
     if tty and count:
         sys.stderr.write("\n")
-    elapsed = time.monotonic() - started
-    if count:
-        logger.info("table %r partition %d: recovered %d changes from %r in %.2fs", name,
-                    partition, count, changelog.name, elapsed)
-    return RecoveryStats(count, fetches, elapsed, wiped)
+    return count, fetches

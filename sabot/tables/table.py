@@ -511,7 +511,24 @@ class Collection(MutableMapping[Any, Any]):
                     self._dirty[partition] = dirty
                     self._batch = None
                     raise
+            await self._maybe_snapshot()
             self._maybe_shrink_cache()
+
+    async def _maybe_snapshot(self) -> None:
+        # A changelog the broker does not compact (Redis) is rewritten from
+        # the store once long enough; only a partition whose store holds
+        # every change (nothing left to flush) can be the snapshot.
+        changelog = self.changelog
+        if changelog is None:
+            return
+        for partition, store in list(self._stores.items()):
+            if self._dirty.get(partition) or not changelog.needs_snapshot(partition, len(store)):
+                continue
+            last = await changelog.snapshot(partition, store.items())
+            if last is not None:
+                store.apply({}, changelog_offset=last)
+            logger.info("table %r partition %d: changelog %r rewritten as a snapshot of %d keys",
+                        self.name, partition, changelog.name, len(store))
 
     def _entries(self, dirty: Dict[Any, Row]) -> Tuple[
             Dict[bytes, Optional[bytes]], List[Tuple[bytes, Optional[bytes], Headers]],

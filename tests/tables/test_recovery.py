@@ -220,3 +220,58 @@ async def test_no_entry_is_acknowledged_while_the_changelog_cannot_be_written(
         await until(lambda: pending() == 0, what="the entries acknowledged once flushed")
         assert client.xlen(changelog) == 7
         assert dict(counts.items()) == expected_counts(values)
+
+
+async def test_a_redis_changelog_is_snapshotted_and_trimmed_and_an_older_store_rebuilt(
+        redis_server, tmp_path):
+    stream, app_id = unique("ops"), unique("tbl")
+    datadir = str(tmp_path / "data")
+    client = redis_server.client()
+    changelog = f"{app_id}-table-changelog"
+
+    def make_app():
+        app = sabot.App(app_id, broker=redis_server.url, datadir=datadir)
+        table = app.Table("table", default=int)
+
+        @app.agent(app.topic(stream, value_serializer="json"), name="apply")
+        async def apply(ops):
+            async for op in ops:
+                if op["op"] == "del":
+                    del table[op["key"]]
+                else:
+                    table[op["key"]] += 1
+        return app, table
+
+    def send(ops):
+        for op in ops:
+            client.xadd(stream, {"value": JSON.encode(op), "key": op["key"].encode()})
+
+    async def settle(app, n):
+        await until(lambda: app.agents["apply"].events_in >= n, what=f"{n} operations")
+        await app.tables.flush()
+
+    app, table = make_app()
+    async with running(app):
+        table.changelog.snapshot_min, table.changelog.snapshot_factor = 40, 2
+        send([{"key": f"k{i}", "op": "add"} for i in range(10)])
+        await settle(app, 10)
+        old_store = tmp_path / "old-store"
+        shutil.copytree(os.path.join(datadir, app_id, "table-0"), old_store)
+        send([{"key": "k0", "op": "del"}])  # a deletion the old store never saw
+        done = 11
+        for _ in range(6):  # enough flushes of ten keys for a snapshot
+            send([{"key": f"k{i}", "op": "add"} for i in range(1, 10)])
+            done += 9
+            await settle(app, done)
+        expected = {f"k{i}": 7 for i in range(1, 10)}
+        assert dict(table.items()) == expected
+    assert client.xlen(changelog) < 40  # trimmed to the snapshot and what followed it
+
+    # Restart with the store of before the deletion: its entries were
+    # trimmed, so the store is rebuilt from the snapshot.
+    shutil.rmtree(os.path.join(datadir, app_id, "table-0"))
+    shutil.copytree(old_store, os.path.join(datadir, app_id, "table-0"))
+    app, table = make_app()
+    async with running(app):
+        assert table.recovery_stats[0].wiped
+        assert dict(table.items()) == expected and "k0" not in table
