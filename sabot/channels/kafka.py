@@ -40,6 +40,7 @@ from ..retry import RetryPolicy
 from ..settings import Settings
 from ..types import AppT, ChannelT, Headers
 from .inflight import Delivery, InFlight
+from . import kafka_eos
 from .send_options import send_with_options
 from .transport import Transport
 from .transport_channel import Fetched, TransportChannel
@@ -86,7 +87,7 @@ class KafkaTopic(TransportChannel):
                                            dict(options, partition=partition,
                                                 timestamp_ms=timestamp_ms))
         transport = self.transport
-        producer = transport.producer
+        producer = kafka_eos.current_producer() or transport.producer
         if key is not None:
             key = self.encode_key(key)
         if producer is None or headers or self.schema is not None or transport.pending is not None:
@@ -110,11 +111,21 @@ class KafkaTopic(TransportChannel):
         if headers:  # aiokafka wants [(name, bytes)]; accept that shape too
             pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
         transport = self.transport
-        producer = transport.producer
+        producer = kafka_eos.current_producer() or transport.producer
         if producer is None or transport.pending is not None:
             return transport.send_tracked(self.name, value, key, partition, timestamp_ms, pairs)
         return producer.send(self.name, value, key=key, partition=partition,
                              timestamp_ms=timestamp_ms, headers=pairs)
+
+    async def send_from(self, value: Any, sources: Sequence[Any] = ()) -> Any:
+        """Produce ``value``; exactly once, in the transaction of its sources' partition."""
+        eos = self.transport.eos
+        if eos is not None and sources:
+            producer = await eos.producer_for_sources(sources)
+            if producer is not None:
+                with kafka_eos.using(producer):
+                    return await super().send_from(value, sources)
+        return await super().send_from(value, sources)
 
     async def flush(self) -> None:
         """Wait until every message sent so far is acknowledged by the broker."""
@@ -418,6 +429,10 @@ class KafkaTransport(Transport):
         #: Sends made outside a running worker, kept until delivered (see
         #: ``flush_at_exit``); None inside a worker, whose stop flushes.
         self.pending: Optional[_PendingSends] = None
+        #: Exactly once: the transactional producers, one per input partition.
+        self.eos: Optional[kafka_eos.KafkaExactlyOnce] = (
+            kafka_eos.KafkaExactlyOnce(self)
+            if app.conf.processing_guarantee == "exactly_once" else None)
 
     def __repr__(self) -> str:  # never the credentials
         try:
@@ -599,6 +614,7 @@ class KafkaTransport(Transport):
             session_timeout_ms=int(self.conf.broker_session_timeout * 1000),
             heartbeat_interval_ms=int(self.conf.broker_heartbeat_interval * 1000),
             max_partition_fetch_bytes=self.conf.consumer_max_fetch_size,
+            **({"isolation_level": "read_committed"} if self.eos is not None else {}),
             **client_settings(self.conf, "consumer"), **self._client_options())
         self.consumer = await self._start_client(consumer, "consumer")
 
@@ -660,6 +676,8 @@ class KafkaTransport(Transport):
         await self._close_clients()
 
     async def _close_clients(self) -> None:
+        if self.eos is not None:
+            await self.eos.close()
         if self.consumer is not None:
             await _close_quietly(self.consumer)
             self.consumer = None
@@ -678,13 +696,16 @@ class KafkaTransport(Transport):
         consumer = self.consumer
         if consumer is None:  # stopped before the loop ran
             return
+        # Exactly once, the loop commits between fetches: it waits no longer than that.
+        fetch_wait_ms = 500 if self.eos is None else max(
+            1, min(500, int(float(self.conf.broker_commit_interval) * 1000)))
         while self._fetching:
             if not self._subscribed:
                 self._wake_fetch.clear()
                 await self._wake_fetch.wait()
                 continue
             try:
-                fetched = await consumer.getmany(timeout_ms=500)
+                fetched = await consumer.getmany(timeout_ms=fetch_wait_ms)
             except KafkaError as exc:  # aiokafka reconnects; say so and go on
                 logger.warning("Kafka fetch failed: %s", exc)
                 await asyncio.sleep(0.5)
@@ -708,6 +729,10 @@ class KafkaTransport(Transport):
                 return
             finally:
                 self._delivering = False
+            eos = self.eos
+            if eos is not None and eos.due(asyncio.get_running_loop().time()):
+                # Between fetches: nothing new reaches the agents meanwhile.
+                await eos.commit_round()
 
     async def _deliver(self, tp: TopicPartition, records: List[Any]) -> None:
         # The consumer subscribes to exactly the topics wanted (never fewer).
@@ -721,6 +746,8 @@ class KafkaTransport(Transport):
                            tp.topic, tp.partition, records[0].offset)
             return
         r.delivery = delivery = self._inflight.open(tp)
+        if self.eos is not None:
+            self.eos.delivered(tp, records[0].offset)
         try:
             batches = await channel.deliver(fetched_from_records(tp, records),
                                             lambda: self._finished(tp, offsets, r))
@@ -740,6 +767,8 @@ class KafkaTransport(Transport):
 
     # -- committing ------------------------------------------------------------
     async def _commit_loop(self) -> None:
+        if self.eos is not None:
+            return  # the fetch loop commits, between fetches (kafka_eos)
         while True:
             await asyncio.sleep(self.conf.broker_commit_interval)
             await self.commit()
@@ -749,6 +778,8 @@ class KafkaTransport(Transport):
         if self.consumer is None:
             return False
         tps = self._offsets.keys() if partitions is None else partitions
+        if self.eos is not None:
+            return await self.eos.commit(list(tps))
         todo = {}
         for tp in tps:
             offsets = self._offsets.get(tp)
@@ -781,6 +812,8 @@ class KafkaTransport(Transport):
         self._generation += 1
         await self._wait_in_flight(revoked, self.conf.broker_revoke_timeout)
         await self.commit(revoked)
+        if self.eos is not None:
+            await self.eos.revoked(revoked)
         self._inflight.forget(revoked)
         for tp in revoked:
             self._offsets.pop(tp, None)

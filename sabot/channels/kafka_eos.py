@@ -1,0 +1,310 @@
+"""Exactly-once on Kafka (``processing_guarantee="exactly_once"``): transactions.
+
+One transactional producer per input partition, with the transactional id
+``<app id>-<topic>-<partition>`` (as Faust and Kafka Streams name theirs):
+the partition's next owner starts a producer under the same id, which
+fences this one (a zombie cannot commit). An agent's output made from
+records of one input partition (its ``sources``, the batches it was yielded
+for, whose positions are ``(topic, partition, offset)``) is sent by that
+partition's producer, inside its open transaction; each commit adds the
+partition's finished offsets to that transaction
+(``send_offsets_to_transaction``) and commits it, so the outputs and the
+input offsets are committed together or not at all. Sabot's consumer reads
+``read_committed``.
+
+When: the fetch loop commits every ``broker_commit_interval`` (and the
+revoke and the stop commit), between two fetches, after the partition's
+in-flight batches finished: every output in the transaction then comes
+from a finished record below the committed offset (a record still in an
+agent would have its output committed without its offset, and be
+processed again after a crash). A partition whose batches do not finish
+within ``broker_revoke_timeout`` is not committed in that round.
+
+Faults, each in one line of the log:
+
+- the producer was fenced (``ProducerFenced``, ``InvalidProducerEpoch``):
+  another worker owns the partition; the worker stops (``report_crash``)
+  instead of retrying;
+- the transaction cannot commit (the broker is gone, a timeout of
+  ``TXN_STEP_TIMEOUT`` seconds per step): it is aborted, the producer
+  dropped (its successor fences it and the broker aborts what it left
+  open), the partition's offsets stay where they were, and the consumer
+  seeks back to them, so its records are processed again into a new
+  transaction.
+
+The seam: ``KafkaTopic.send_from`` asks :meth:`KafkaExactlyOnce.producer_for_sources`
+for the producer, and ``send``/``produce`` use :func:`current_producer`
+in its place. Outputs without Kafka sources (a timer, a Redis stream, a
+memory channel in between) go through the transport's plain producer, at
+least once. An output made from records of two partitions cannot be in
+one partition's transaction: it is refused with
+:class:`~sabot.exceptions.ConfigurationError`.
+
+Not in the transaction: the tables' changelog entries (flushed by the
+commit barrier before the transaction commits: at least once) and dead
+letters.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional, Sequence, Tuple
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import (InvalidProducerEpoch, KafkaError, ProducerFenced,
+                             TransactionalIdAuthorizationFailed)
+
+from ..exceptions import ConfigurationError, TransportError
+from . import kafka_protocol
+
+if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
+    from .kafka import KafkaTransport
+
+__all__ = ["KafkaExactlyOnce", "current_producer", "TXN_STEP_TIMEOUT"]
+
+logger = logging.getLogger("sabot.channels.kafka")
+
+#: Seconds one step of a transaction (add offsets, commit, abort) may take.
+TXN_STEP_TIMEOUT = 10.0
+
+#: Errors that mean another producer owns the transactional id now.
+_FENCED = (ProducerFenced, InvalidProducerEpoch, TransactionalIdAuthorizationFailed)
+
+_producer: contextvars.ContextVar[Optional[AIOKafkaProducer]] = \
+    contextvars.ContextVar("sabot_kafka_eos_producer", default=None)
+
+
+def current_producer() -> Optional[AIOKafkaProducer]:
+    """The transactional producer the sends of this task go to now, if any."""
+    return _producer.get()
+
+
+class using:
+    """``with using(producer): await topic.send(...)`` sends through ``producer``."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
+        self._token: Optional[contextvars.Token] = None
+
+    def __enter__(self) -> None:
+        self._token = _producer.set(self.producer)
+
+    def __exit__(self, *exc: Any) -> None:
+        assert self._token is not None
+        _producer.reset(self._token)
+
+
+class KafkaExactlyOnce:
+    """The transactional producers of one Kafka transport, one per input partition."""
+
+    def __init__(self, transport: "KafkaTransport") -> None:
+        kafka_protocol.install()  # tansu (and new brokers) want InitProducerId v3
+        self.transport = transport
+        self._producers: Dict[TopicPartition, AIOKafkaProducer] = {}
+        self._lock = asyncio.Lock()
+        #: Where a partition's processing restarts if its transaction aborts:
+        #: its last committed offset (or the first offset delivered).
+        self._restart_at: Dict[TopicPartition, int] = {}
+        self._next_commit = 0.0
+        self.commits = 0
+        self.aborts = 0
+
+    def transactional_id(self, tp: TopicPartition) -> str:
+        """``<app id>-<topic>-<partition>``: the same on every worker, so a zombie is fenced."""
+        return f"{self.transport.app.id}-{tp.topic}-{tp.partition}"
+
+    # -- routing (from KafkaTopic.send_from) ---------------------------------
+    async def producer_for_sources(self, sources: Sequence[Any]) -> Optional[AIOKafkaProducer]:
+        """The producer of the input partition ``sources`` came from, in a transaction.
+
+        ``None`` when a source is not a batch of Kafka records read by this
+        transport (the output then goes out at least once).
+        """
+        tp = _partition_of(sources)
+        if tp is None or tp not in self.transport._offsets:
+            return None
+        return await self._producer(tp)
+
+    async def _producer(self, tp: TopicPartition) -> AIOKafkaProducer:
+        producer = self._producers.get(tp)
+        if producer is None:
+            async with self._lock:
+                producer = self._producers.get(tp)
+                if producer is None:
+                    transport = self.transport
+                    from .kafka import client_settings
+                    settings = client_settings(transport.conf, "producer")
+                    settings["acks"] = "all"  # a transaction needs every replica
+                    producer = AIOKafkaProducer(
+                        transactional_id=self.transactional_id(tp),
+                        max_request_size=transport.conf.producer_max_request_size,
+                        **settings, **transport._client_options())
+                    producer = await transport._start_client(producer, "transactional producer")
+                    self._producers[tp] = producer
+        txn = producer._txn_manager
+        if not txn.is_in_transaction():
+            await producer.begin_transaction()
+        return producer
+
+    def delivered(self, tp: TopicPartition, first_offset: int) -> None:
+        """Records of ``tp`` from ``first_offset`` on reach the agents (the first fetch counts)."""
+        self._restart_at.setdefault(tp, first_offset)
+
+    # -- committing -----------------------------------------------------------
+    def due(self, now: float) -> bool:
+        """True once per ``broker_commit_interval`` (asked by the fetch loop)."""
+        if now < self._next_commit:
+            return False
+        self._next_commit = now + float(self.transport.conf.broker_commit_interval)
+        return True
+
+    async def commit_round(self) -> bool:
+        """The fetch loop's commit: wait (bounded) for in-flight batches, then commit."""
+        transport = self.transport
+        tps = list(transport._offsets)
+        if not tps:
+            return True
+        await transport._inflight.wait(float(transport.conf.broker_revoke_timeout), tps)
+        return await self.commit(tps)
+
+    async def commit(self, tps: Iterable[TopicPartition]) -> bool:
+        """Commit the finished offsets of ``tps``, each with its partition's outputs."""
+        transport = self.transport
+        consumer = transport.consumer
+        if consumer is None:
+            return False
+        todo: Dict[TopicPartition, int] = {}
+        for tp in tps:
+            if transport._inflight.count([tp]):
+                # Its transaction may hold outputs of records still in an
+                # agent: committing them now would commit them without their
+                # offsets. Left open (a stop or a revoke aborts it).
+                continue
+            offsets = transport._offsets.get(tp)
+            if offsets is not None and offsets.committable is not None \
+                    and offsets.committable != transport._committed.get(tp):
+                todo[tp] = offsets.committable
+        if not todo:
+            return True
+        if not await transport.commit_barrier():
+            return False
+        plain = {tp: offset for tp, offset in todo.items() if tp not in self._producers}
+        ok = True
+        if plain:  # no output was made from them since the last commit
+            try:
+                await consumer.commit(plain)
+                transport._committed.update(plain)
+                self._restart_at.update(plain)
+            except KafkaError as exc:
+                logger.warning("Kafka commit of %d partitions failed: %s", len(plain), exc)
+                ok = False
+        group = transport.app.id
+        for tp, offset in todo.items():
+            producer = self._producers.get(tp)
+            if producer is None:
+                continue
+            try:
+                if not producer._txn_manager.is_in_transaction():
+                    await asyncio.wait_for(producer.begin_transaction(), TXN_STEP_TIMEOUT)
+                await asyncio.wait_for(producer.send_offsets_to_transaction({tp: offset}, group),
+                                       TXN_STEP_TIMEOUT)
+                await asyncio.wait_for(producer.commit_transaction(), TXN_STEP_TIMEOUT)
+            except asyncio.CancelledError:
+                raise
+            except _FENCED as exc:
+                self._fenced(tp, exc)
+                return False
+            except Exception as exc:
+                await self._abort(tp, exc)
+                ok = False
+                continue
+            transport._committed[tp] = offset
+            self._restart_at[tp] = offset
+            self.commits += 1
+        return ok
+
+    def _fenced(self, tp: TopicPartition, exc: BaseException) -> None:
+        error = TransportError(
+            f"exactly-once: the producer of {tp.topic}[{tp.partition}] (transactional id "
+            f"{self.transactional_id(tp)!r}) was fenced by another worker that owns the "
+            f"partition now ({type(exc).__name__}); stopping this worker")
+        logger.error("%s", error)
+        self.transport.app.report_crash(error)
+
+    async def _abort(self, tp: TopicPartition, exc: BaseException) -> None:
+        """Abort ``tp``'s transaction, drop its producer, process its records again."""
+        self.aborts += 1
+        producer = self._producers.pop(tp, None)
+        restart = self._restart_at.get(tp)
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        logger.error("exactly-once: the transaction of %s[%d] could not commit (%s): aborted; "
+                     "its offsets stay at %s and its records are processed again",
+                     tp.topic, tp.partition, reason,
+                     restart if restart is not None else "the group's committed offset")
+        if producer is not None:
+            await _close(producer)
+        transport = self.transport
+        consumer = transport.consumer
+        # The records whose outputs were aborted are read again from the last
+        # committed offset (nothing is in flight for tp: see commit_round).
+        transport._offsets.pop(tp, None)
+        if consumer is not None and restart is not None and tp in consumer.assignment():
+            consumer.seek(tp, restart)
+
+    async def revoked(self, tps: Iterable[TopicPartition]) -> None:
+        """``tps`` were committed and are not ours any more: drop their producers."""
+        for tp in tps:
+            self._restart_at.pop(tp, None)
+            producer = self._producers.pop(tp, None)
+            if producer is not None:
+                await _close(producer)
+
+    async def close(self) -> None:
+        """Abort what is still open (uncommitted), stop every producer."""
+        producers, self._producers = list(self._producers.values()), {}
+        for producer in producers:
+            await _close(producer)
+
+
+def _partition_of(sources: Sequence[Any]) -> Optional[TopicPartition]:
+    """The one input partition of ``sources``; ``None`` if they are not Kafka records."""
+    if not sources:
+        return None
+    found: Optional[Tuple[str, int]] = None
+    for batch in sources:
+        positions = batch.positions
+        if not positions:
+            return None
+        # A batch holds records of one partition: its first position says which.
+        position = positions[0]
+        if not (isinstance(position, tuple) and len(position) == 3):
+            return None
+        here = (position[0], position[1])
+        if found is None:
+            found = here
+        elif here != found:
+            raise ConfigurationError(
+                f"exactly-once: an output made from records of {found[0]}[{found[1]}] and "
+                f"{here[0]}[{here[1]}] cannot be committed in either partition's transaction; "
+                f"yield it per input partition, or use processing_guarantee='at_least_once'")
+    assert found is not None
+    return TopicPartition(*found)
+
+
+async def _close(producer: AIOKafkaProducer) -> None:
+    """Abort an open transaction (bounded) and stop the producer (bounded)."""
+    try:
+        if producer._txn_manager is not None and producer._txn_manager.is_in_transaction():
+            await asyncio.wait_for(producer.abort_transaction(), TXN_STEP_TIMEOUT)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # its successor's InitProducerId aborts it on the broker
+        logger.debug("abort on close failed: %r", exc)
+    try:
+        await asyncio.wait_for(producer.stop(), TXN_STEP_TIMEOUT)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        logger.debug("stopping a transactional producer failed: %r", exc)
+
