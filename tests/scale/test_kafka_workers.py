@@ -5,13 +5,14 @@ partitions are split between them, every value is processed at least once,
 a worker killed with ``kill -9`` has its partitions taken over, a rolling
 restart loses nothing, and a worker frozen past the session timeout rejoins.
 """
+import json
 import os
 import signal
 import time
 
 import pytest
 
-from tests.helpers import unique
+from tests.helpers import http_get, unique
 from tests.scale.procs import (Feeder, KafkaSender, WorkerProc, all_ids, create_kafka_topic,
                                processed, produce_kafka, wait, workers)
 
@@ -55,6 +56,17 @@ def test_workers_share_the_partitions_and_process_every_value(kafka_broker, tmp_
         total = 2000
         produce_kafka(kafka_broker, topic, range(total))
         wait(lambda: all_ids(tmp_path) == set(range(total)), "every value processed", *procs)
+        for p in procs:
+            held = p.partitions(topic)
+            status = json.loads(http_get(p.port, "/status.json")[1])
+            assert status["worker"]["partitions"] == {topic: held}
+            assert status["worker"]["worker_id"] == p.worker_id
+
+            def lag_shown():
+                text = http_get(p.port, "/metrics")[1]
+                return all(f'sabot_consumer_partition_lag{{partition="{x}",topic="{topic}"}}'
+                           in text for x in held)
+            wait(lag_shown, "the lag of each partition held in /metrics", p)
         for p in procs:
             assert p.stop() == 0, p.log()
     files = processed(tmp_path)
