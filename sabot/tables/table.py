@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import warnings
+import zlib
 from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Mapping,
                     MutableMapping, MutableSet, Optional, Set, Tuple)
 
@@ -339,7 +340,23 @@ class Collection(MutableMapping[Any, Any]):
         if self._batch_replay and self._replayed(key, batch, i):
             return
         self._values[key] = value
-        self._batch_dirty[key] = (batch, i)
+        if self.is_global:
+            self._global_dirty(key)[key] = (batch, i)
+        else:
+            self._batch_dirty[key] = (batch, i)
+
+    def _global_dirty(self, key: Any) -> Dict[Any, Row]:
+        """The buffer of the partition a global table keeps ``key`` in.
+
+        A global table is written from any partition: the key, not the
+        input, picks its partition, so each key lives in one store.
+        """
+        count = self.partitions or 1
+        partition = zlib.crc32(encode(key, "key")) % count if count > 1 else 0
+        dirty = self._dirty.get(partition)
+        if dirty is None:
+            dirty = self._dirty[partition] = {}
+        return dirty
 
     def __delitem__(self, key: Any) -> None:
         if key not in self:
@@ -356,7 +373,10 @@ class Collection(MutableMapping[Any, Any]):
         if self._batch_replay and self._replayed(key, batch, i):
             return
         self._values[key] = _ABSENT
-        self._batch_dirty[key] = (batch, i)
+        if self.is_global:
+            self._global_dirty(key)[key] = (batch, i)
+        else:
+            self._batch_dirty[key] = (batch, i)
 
     def _enter_batch(self, batch: Optional[BatchT]) -> None:
         # Once per input batch: its partition, and whether it may hold replays.

@@ -275,3 +275,35 @@ async def test_a_redis_changelog_is_snapshotted_and_trimmed_and_an_older_store_r
     async with running(app):
         assert table.recovery_stats[0].wiped
         assert dict(table.items()) == expected and "k0" not in table
+
+
+async def test_a_global_table_on_kafka_holds_every_partition_and_survives_a_restart(
+        kafka_broker, tmp_path):
+    topic, app_id = unique("views"), unique("glob")
+    values = inputs(400, 13)
+    await produce_kafka(kafka_broker, topic, values)
+
+    def make_app():
+        app = sabot.App(app_id, broker=f"kafka://{kafka_broker}", datadir=str(tmp_path / "d"),
+                        broker_commit_interval=0.2, broker_session_timeout=3.0,
+                        broker_heartbeat_interval=0.5)
+        totals = app.GlobalTable("totals", default=int)
+
+        @app.agent(app.topic(topic, value_serializer="json"), name="count")
+        async def count(stream):
+            async for value in stream:
+                totals[value["id"] % 3] += 1  # any key: a global table
+        return app, totals
+
+    app, totals = make_app()
+    async with running(app):
+        assert totals.held_partitions == [0, 1, 2, 3]  # at start, before any assignment
+        await count_all(app, totals, len(values))
+        expected = {r: sum(1 for v in values if v["id"] % 3 == r) for r in range(3)}
+        assert dict(totals.items()) == expected
+        # Each key lives in one partition's store, whatever partitions wrote it.
+        held = [sum(1 for _ in totals.store_for(p).keys()) for p in range(4)]
+        assert sum(held) == 3
+    app, totals = make_app()
+    async with running(app):
+        assert dict(totals.items()) == expected
