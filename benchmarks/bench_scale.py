@@ -6,6 +6,9 @@ Starts its own tansu broker and redis-server and runs the app of
 ``tests/scale/scale_app.py``: an agent that burns ``--cpu`` rounds of pure
 Python per value (about a millisecond), over a topic of 4 partitions.
 
+  (0) the machine's own ceiling: the same work in one and in two plain
+      processes, without Sabot or a broker (other load on the machine shows
+      here first)
   (a) one worker process
   (b) two worker processes (two ``sabot worker``), same consumer group
   (c) one ``sabot worker --processes 2``
@@ -25,6 +28,7 @@ processed. Targets: (b) >= 1.8 x (a) and (c) >= 1.8 x (a) on 2 cores.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import shutil
 import signal
@@ -174,6 +178,27 @@ def redis_failover(server: RedisServer, claim_ms: int) -> float:
         shutil.rmtree(outdir, ignore_errors=True)
 
 
+def _burn_many(n: int, cpu: int) -> None:
+    from tests.scale.scale_app import burn
+    for i in range(n):
+        burn(i, cpu)
+
+
+def machine_ceiling(values: int, cpu: int) -> Dict[int, float]:
+    """Values/s of the bare work in 1 and in 2 processes: what 2 cores allow right now."""
+    out: Dict[int, float] = {}
+    for n in (1, 2):
+        began = time.monotonic()
+        procs = [multiprocessing.Process(target=_burn_many, args=(values // n, cpu))
+                 for _ in range(n)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        out[n] = values / (time.monotonic() - began)
+    return out
+
+
 def _median(run: Callable[[], float], repeat: int) -> float:
     return statistics.median(run() for _ in range(repeat))
 
@@ -189,6 +214,9 @@ def main() -> None:
     try:
         print(f"scale: {args.values} values, {args.cpu} rounds of CPU each, "
               f"{PARTITIONS} partitions, {os.cpu_count()} cores")
+        bare = machine_ceiling(args.values, args.cpu)
+        print(f"  (0) the work alone, 1 process {bare[1]:10,.0f} values/s; 2 processes "
+              f"{bare[2]:,.0f} values/s  {bare[2] / bare[1]:.2f}x: the machine's ceiling now")
         one = _median(lambda: throughput(broker.bootstrap, args.values, args.cpu, 1, 1),
                       args.repeat)
         print(f"  (a) 1 worker                  {one:10,.0f} values/s")
