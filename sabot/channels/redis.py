@@ -17,8 +17,8 @@ agent is finished with them, their ids are ``XACK``\\ ed in bulk.
 
 Recovery: at start, and after every reconnect, a reader first re-reads its
 own pending entries (``XREADGROUP ... 0``), then claims entries that other
-consumers left idle for ``redis_claim_idle_ms`` (``XAUTOCLAIM``, repeated at
-that interval), so a worker that died leaves nothing behind. Ids still held
+consumers left idle for ``redis_claim_idle_ms`` (``XAUTOCLAIM``, repeated ten
+times per that interval), so a worker that died leaves nothing behind. Ids still held
 locally (in an agent, or waiting for their XACK), and ids acknowledged while
 a recovery read was on its way, are never delivered twice by that recovery,
 and an XACK that failed is retried until it succeeds.
@@ -93,6 +93,10 @@ _ACK_CHUNK = 5000
 _PRODUCER_HIGH_WATER = 20000
 
 _consumer_seq = itertools.count(1)
+
+#: Claims of idle entries per ``redis_claim_idle_ms``: a dead worker's entries
+#: move at most a tenth of the idle time after they became claimable.
+CLAIM_CHECKS_PER_IDLE = 10
 
 
 def _consumer_name(worker_id: Optional[str], n: int) -> str:
@@ -823,7 +827,10 @@ class _StreamReader:
                 await self._deliver(entries, recovered=True, acked=acked)
             if start in (b"0-0", "0-0"):
                 break
-        self._next_claim = asyncio.get_running_loop().time() + self.transport.claim_idle_ms / 1000
+        # Checked ten times per idle time: an entry is claimed at most a tenth
+        # of it late, so a dead worker's share moves within about that time.
+        self._next_claim = (asyncio.get_running_loop().time()
+                            + self.transport.claim_idle_ms / 1000 / CLAIM_CHECKS_PER_IDLE)
 
     async def _recovery_read(self, *command: Any) -> tuple:
         """Run a recovery read; returns its reply and the ids acked meanwhile.
