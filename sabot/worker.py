@@ -118,7 +118,7 @@ class Worker:
                  f"  broker:   {redact_url(app.conf.broker)}",
                  *[f"  also:     {redact_url(t.url)}" for t in app.transports
                    if t.external and t.url != app.conf.broker],
-                 f"  worker:   {app.conf.worker_id or 'no worker_id (Redis consumer <host>-<pid>)'}",
+                 f"  worker:   {app.conf.worker_id or '-'} (pid {os.getpid()})",
                  f"  fastpath: {'cython' if _fastpath() else 'pure-python'}",
                  f"  web:      {self._web_address()}",
                  f"  agents:   {len(app.agents)}"]

@@ -171,3 +171,11 @@ def test_children_stop_when_the_parent_is_killed(redis_server, tmp_path):
             return not any(os.path.exists(f"/proc/{pid}") for pid in children)
         until_sync(gone, 20, what=lambda: parent.log())
     assert parent.log().count("supervisor (pid %d) is gone: stopping" % parent.pid) == 2
+
+
+def test_an_empty_worker_id_is_a_usage_error():
+    proc = subprocess.run([sys.executable, "-m", "sabot", "-A", "tests.scale.scale_app", "worker",
+                           "--worker-id", " "], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "--worker-id" in proc.stderr and "worker_id" in proc.stderr
