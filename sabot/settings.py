@@ -187,8 +187,9 @@ DEFAULTS: Dict[str, Setting] = {
                        "Directory of durable table stores (Faust's datadir); None: '<app id>-data'."),
     "table_standby_replicas": Setting(0, lambda v: isinstance(v, int) and not isinstance(v, bool)
                                       and v >= 0,
-                                      "Faust's standby copies of table partitions on other workers: "
-                                      "not kept by Sabot yet (a warning says so when set)."),
+                                      "Faust's standby copies (Kafka): with 1 or more, every worker "
+                                      "keeps a warm copy of the table partitions other workers "
+                                      "hold, so a takeover reads only the changelog's tail."),
     "table_cleanup_interval": Setting(30.0, _positive_number,
                                       "Seconds between removals of expired windows of windowed tables."),
     "table_cache_max_keys": Setting(1_000_000, _positive_int,

@@ -23,6 +23,7 @@ from ..channels.transport import AssignmentListener
 from ..exceptions import ConfigurationError, SabotCompatibilityWarning
 from .changelog import ChangelogEntry, changelog_for
 from .recovery import open_partition_store, recover_partition
+from .standby import Standbys
 from .stores import open_store
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ class TableManager(Mapping[str, "Collection"], AssignmentListener):
         self._assignment_lock = asyncio.Lock()
         #: Partitions recovered and held (Kafka: assigned), besides global tables'.
         self.partitions: List[int] = []
+        #: Warm copies of the partitions other workers hold (``table_standby_replicas``).
+        self.standbys: Optional[Standbys] = None
 
     # -- the mapping -----------------------------------------------------------
     def __getitem__(self, name: str) -> Collection:
@@ -112,12 +115,15 @@ class TableManager(Mapping[str, "Collection"], AssignmentListener):
             return
         self._started = True
         conf = self.app.conf
-        if conf.table_standby_replicas:
-            # Set explicitly (the default is 0 here): say it does nothing yet.
-            warnings.warn("table_standby_replicas: Sabot keeps no standby copies yet "
-                          "(a table partition is recovered from its store and changelog "
-                          "when assigned)", SabotCompatibilityWarning, stacklevel=2)
         transport = self.app.transport
+        if conf.table_standby_replicas:
+            if transport.assigns_partitions:
+                self.standbys = Standbys(self.store_url, self.datadir(),
+                                         conf.broker_commit_interval)
+            else:
+                warnings.warn("table_standby_replicas: a Redis or memory broker has one "
+                              "worker per table partition, so there is nothing to keep a "
+                              "standby copy of", SabotCompatibilityWarning, stacklevel=2)
         for table in self._tables.values():
             count = self._partition_count(table)
             table.changelog = changelog_for(self.app, transport, table.changelog_topic_name,
@@ -135,9 +141,19 @@ class TableManager(Mapping[str, "Collection"], AssignmentListener):
             await self._recover(list(self._tables.values()), [0])
             self.partitions = [0]
         self._flusher = asyncio.ensure_future(self._flush_loop())
+        if self.standbys is not None:
+            await self._keep_standbys()
+            self.standbys.start()
+
+    async def _keep_standbys(self) -> None:
+        if self.standbys is not None:
+            await self.standbys.keep([t for t in self._tables.values() if not t.is_global],
+                                     self.partitions)
 
     async def stop(self) -> None:
         """Flush what is left and close the stores (after the agents stopped)."""
+        if self.standbys is not None:
+            await self.standbys.stop()
         if self._flusher is not None:
             self._flusher.cancel()
             await asyncio.gather(self._flusher, return_exceptions=True)
@@ -205,8 +221,11 @@ class TableManager(Mapping[str, "Collection"], AssignmentListener):
             if not wanted:
                 return
             logger.info("tables: recovering partitions %s", wanted)
+            if self.standbys is not None:
+                await self.standbys.release(wanted)  # warm: recovery reads only the tail
             await self._recover([t for t in self._tables.values() if not t.is_global], wanted)
             self.partitions = sorted(set(self.partitions) | set(wanted))
+            await self._keep_standbys()
 
     async def on_revoked(self, partitions: CollectionT[int]) -> None:
         """Kafka revoked ``partitions`` (committed, so flushed): close their stores."""
@@ -220,6 +239,7 @@ class TableManager(Mapping[str, "Collection"], AssignmentListener):
                     if store is not None:
                         store.close()
             self.partitions = [p for p in self.partitions if p not in partitions]
+            await self._keep_standbys()  # what was held is kept warm from now on
 
     def partition_needed(self, table: Collection, partition: int) -> None:
         """A write for a partition this worker does not hold: open its store now.

@@ -141,7 +141,7 @@ def _undecodable(table: Collection, partition: int,
 
 
 async def recover_partition(table: Collection, partition: int, store: StoreT,
-                            wiped: bool = False) -> RecoveryStats:
+                            wiped: bool = False, *, quiet: bool = False) -> RecoveryStats:
     """Apply ``table``'s changelog after ``store``'s offset to its end.
 
     When entries the store has not applied were trimmed from the changelog
@@ -154,28 +154,29 @@ async def recover_partition(table: Collection, partition: int, store: StoreT,
         return RecoveryStats(0, 0, 0.0, wiped)
     try:
         count, fetches = await _replay(table, partition, store, store.changelog_offset(),
-                                       started)
+                                       started, quiet)
     except ChangelogGap as exc:
         logger.error("table %r partition %d: %s; wiping the store and restoring it from the "
                      "changelog", table.name, partition, exc)
         store.reset()
         wiped = True
-        count, fetches = await _replay(table, partition, store, None, started)
+        count, fetches = await _replay(table, partition, store, None, started, quiet)
     elapsed = time.monotonic() - started
-    if count:
+    if count and not quiet:
         logger.info("table %r partition %d: recovered %d changes from %r in %.2fs", table.name,
                     partition, count, changelog.name, elapsed)
     return RecoveryStats(count, fetches, elapsed, wiped)
 
 
 async def _replay(table: Collection, partition: int, store: StoreT,
-                  start: Optional[StorePosition], started: float) -> Tuple[int, int]:
+                  start: Optional[StorePosition], started: float,
+                  quiet: bool = False) -> Tuple[int, int]:
     """Apply the changelog after ``start``; ``(changes, reads)``."""
     changelog = table.changelog
     assert changelog is not None
     fetches = count = 0
     last_log = started
-    tty = sys.stderr.isatty()
+    tty = sys.stderr.isatty() and not quiet
     name = table.name
     async for entries in changelog.read(partition, start, table.recovery_buffer_size):
         fetches += 1
@@ -193,7 +194,7 @@ async def _replay(table: Collection, partition: int, store: StoreT,
             sys.stderr.write(f"\rrecovering table {name} partition {partition}: "
                              f"{count:,} changes ({rate:,.0f}/s)")
             sys.stderr.flush()
-        if now - last_log >= PROGRESS_INTERVAL:
+        if now - last_log >= PROGRESS_INTERVAL and not quiet:
             last_log = now
             logger.info("table %r partition %d: %d changes recovered so far", name,
                         partition, count)

@@ -293,7 +293,7 @@ def test_store_defaults_follow_the_broker_and_the_store_setting():
     assert sabot.App("d", datadir="/var/lib/x").tables.datadir() == "/var/lib/x"
 
 
-async def test_standby_replicas_are_accepted_with_a_warning_naming_them():
+async def test_standby_replicas_on_memory_are_accepted_with_a_warning_naming_them():
     app = sabot.App("standby", table_standby_replicas=1)
     app.Table("t")
     with pytest.warns(SabotCompatibilityWarning, match="table_standby_replicas"):
