@@ -15,29 +15,34 @@ FASTPATH: bool
 IMPORT_ERROR: Optional[ImportError]
 
 if TYPE_CHECKING:
-    # mypy reads the stub (``_cython/channels.pyi``): one API for both twins,
+    # mypy reads the stubs (``_cython/*.pyi``): one API for both twins,
     # each of which tests/typing/conformance.py holds to sabot.types.
     from ._cython.channels import (Batch, BatchIterator, EventIterator, FanOut, Subscriber,
                                    ValueIterator)
+    from ._cython.rows import TASK_STREAMS, current_row
 elif _FORCE_PURE:
     from ._cython.channels_py import (Batch, FanOut, Subscriber, ValueIterator,
                                       BatchIterator, EventIterator)
+    from ._cython.rows_py import TASK_STREAMS, current_row
     FASTPATH = False
     IMPORT_ERROR = None
 else:
     try:
         from ._cython.channels import (Batch, FanOut, Subscriber,
                                        ValueIterator, BatchIterator, EventIterator)
+        from ._cython.rows import TASK_STREAMS, current_row
         FASTPATH = True
         IMPORT_ERROR = None
     except ImportError as exc:  # extension not built: run, but say so
         from ._cython.channels_py import (Batch, FanOut, Subscriber, ValueIterator,
                                           BatchIterator, EventIterator)
+        from ._cython.rows_py import TASK_STREAMS, current_row
         FASTPATH = False
         IMPORT_ERROR = exc
 
 __all__ = ["Batch", "FanOut", "Subscriber", "ValueIterator", "BatchIterator",
-           "EventIterator", "FASTPATH", "IMPORT_ERROR", "fastpath_enabled"]
+           "EventIterator", "TASK_STREAMS", "current_row", "FASTPATH", "IMPORT_ERROR",
+           "fastpath_enabled"]
 
 
 def fastpath_enabled() -> bool:

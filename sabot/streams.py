@@ -20,6 +20,7 @@ from typing import (TYPE_CHECKING, Any, AsyncIterator, Callable, Dict, List, Opt
 
 from .exceptions import ConfigurationError
 from .types import (AgentT, BatchT, ChannelT, CursorT, PipelineT, SinkT, SubscriberT)
+from ._fastpath import TASK_STREAMS, current_row
 from .value_dispatch import DispatchedIterator
 
 if TYPE_CHECKING:
@@ -30,50 +31,18 @@ if TYPE_CHECKING:
 
 __all__ = ["Stream", "current_stream", "current_row"]
 
-# The running task, without asyncio.current_task()'s Python frame (a table
-# write looks it up once per value): Python 3.12 has it in C; before, the
-# running loop (C) indexes asyncio's own registry of current tasks.
-_get_running_loop = asyncio.events._get_running_loop
-_current_tasks: Optional[Dict[Any, Any]] = getattr(asyncio.tasks, "_current_tasks", None)
-
 #: The root stream each task iterates (an agent instance's task): how
 #: ``sabot.tables.context.current_event`` finds the value in hand, lazily,
 #: without a cost per value. Bound when iteration starts, dropped with the task.
-_task_streams: Dict["asyncio.Task[Any]", "Stream"] = {}
+#: ``current_row`` (Cython, with a pure-Python twin) reads it on a table's
+#: per-value write path.
+_task_streams: Dict["asyncio.Task[Any]", "Stream"] = TASK_STREAMS
 
 
 def current_stream() -> Optional["Stream"]:
     """The root stream the running task iterates (``None`` outside one)."""
-    loop = _get_running_loop()
-    if loop is None:
-        return None
-    task = _current_tasks.get(loop) if _current_tasks is not None else asyncio.current_task(loop)
-    return _task_streams.get(task) if task is not None else None
-
-
-def current_row() -> Optional[Tuple["Stream", Optional[BatchT], int, bool]]:
-    """``(stream, *stream.current_row())`` for the running task; ``None`` outside a stream.
-
-    One call on a table's per-value write path (``current_stream`` and
-    ``Stream.current_row`` inline).
-    """
-    loop = _get_running_loop()
-    if loop is None:
-        return None
-    task = _current_tasks.get(loop) if _current_tasks is not None else asyncio.current_task(loop)
-    stream = _task_streams.get(task) if task is not None else None
-    if stream is None:
-        return None
-    active = stream._active
-    if active is None:
-        return stream, None, -1, True
-    batch = active.current_batch
-    if batch is None:
-        return stream, None, -1, True
-    if stream._batches_it is not None and active is stream._batches_it.inner:
-        return stream, batch, len(batch) - 1, False
-    index = active.row_index if type(active) is DispatchedIterator else active.current_index
-    return stream, batch, index, stream._chunk is None
+    row = current_row()
+    return row[0] if row is not None else None
 
 
 def _unbind_task(task: "asyncio.Future[Any]") -> None:

@@ -73,3 +73,45 @@ def test_the_stub_names_what_the_twins_define():
         stubbed = members(name)
         missing = {n for n in _public(getattr(channels_py, name)) if n not in stubbed}
         assert missing == set(), (name, missing)
+
+
+def test_rows_twins_expose_the_same_api_and_answer_alike():
+    from sabot._cython import rows_py
+    try:
+        from sabot._cython import rows
+    except ImportError as exc:
+        if PURE:
+            pytest.skip(f"pure-Python run and the extension is not built: {exc}")
+        raise
+    assert rows_py.__all__ == rows.__all__ == ["TASK_STREAMS", "current_row"]
+    # Outside a running loop, and in a task that iterates no stream: None.
+    assert rows.current_row() is None and rows_py.current_row() is None
+    if not PURE:
+        assert _fastpath.current_row is rows.current_row
+        assert _fastpath.TASK_STREAMS is rows.TASK_STREAMS
+
+
+async def test_current_row_names_the_value_in_hand_in_both_twins():
+    import asyncio
+    seen = []
+
+    app = sabot.App("rows")
+    channel = app.channel()
+
+    @app.agent(channel)
+    async def hold(stream):
+        async for value in stream:
+            stream_, batch, index, single = _fastpath.current_row()
+            seen.append((batch.rows()[index], single, stream_ is stream))
+
+    assert await asyncio.get_running_loop().run_in_executor(None, _fastpath.current_row) is None
+    await app.start()
+    try:
+        await channel.send_batch([10, 11, 12])
+        for _ in range(200):
+            if len(seen) == 3:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await app.stop()
+    assert seen == [(10, True, True), (11, True, True), (12, True, True)]
