@@ -75,6 +75,7 @@ def test_workers_share_the_partitions_and_process_every_value(kafka_broker, tmp_
     assert sum(len(ids) for ids in files.values()) == total
 
 
+@pytest.mark.slow
 def test_a_worker_killed_with_kill_9_is_taken_over(kafka_broker, tmp_path):
     topic = unique("scale")
     create_kafka_topic(kafka_broker, topic)
@@ -101,6 +102,7 @@ def test_a_worker_killed_with_kill_9_is_taken_over(kafka_broker, tmp_path):
     print(f"taken over {taken_over:.1f}s after kill -9 (session timeout {SESSION}s)")
 
 
+@pytest.mark.slow
 def test_a_rolling_restart_loses_nothing(kafka_broker, tmp_path):
     topic = unique("scale")
     create_kafka_topic(kafka_broker, topic)
@@ -125,6 +127,7 @@ def test_a_rolling_restart_loses_nothing(kafka_broker, tmp_path):
     assert all_ids(tmp_path) == set(range(total))
 
 
+@pytest.mark.slow
 def test_a_worker_frozen_past_the_session_timeout_rejoins(kafka_broker, tmp_path):
     """SIGSTOP: cut off from the broker longer than the session timeout, then SIGCONT."""
     topic = unique("scale")
@@ -169,6 +172,7 @@ def last_counts(outdir):
     return out
 
 
+@pytest.mark.slow
 def test_a_table_moves_with_its_partitions_to_the_worker_that_takes_over(kafka_broker, tmp_path):
     """kill -9 of one of two workers counting in a table: the other recovers its partitions."""
     topic = unique("scale")

@@ -14,6 +14,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from tests.helpers import unique, until_sync
 from tests.scale.procs import (ROOT, WorkerProc, all_ids, create_kafka_topic, processed,
                                produce_kafka, wait, workers)
@@ -27,6 +29,7 @@ def child_health(parent, index):
         return None
 
 
+@pytest.mark.slow
 def test_two_processes_share_the_partitions_and_a_killed_child_comes_back(kafka_broker, tmp_path):
     topic = unique("procs")
     create_kafka_topic(kafka_broker, topic)
@@ -149,7 +152,7 @@ def test_a_second_signal_kills_children_that_ignore_the_first(tmp_path):
 def test_processes_setting_is_checked():
     import sabot
     from sabot.exceptions import ConfigurationError
-    import pytest
+
     assert sabot.App(unique("p"), worker_processes=3).conf.worker_processes == 3
     with pytest.raises(ConfigurationError, match="worker_processes"):
         sabot.App(unique("p"), worker_processes=0)
