@@ -102,15 +102,8 @@ class App(Service):
         # Faust's ProcessingGuarantee enum or its value: kept as the value.
         self.conf.processing_guarantee = getattr(self.conf.processing_guarantee, "value",
                                                  self.conf.processing_guarantee)
-        if (self.conf.processing_guarantee == "exactly_once"
-                and str(self.conf.broker).split("://", 1)[0].lower() in
-                ("kafka", "aiokafka", "confluent")):
-            # Redis to Redis is exactly once (sabot/channels/redis_eos.py);
-            # Kafka transactions are not wired yet (docs/exactly-once.md).
-            warnings.warn("processing_guarantee='exactly_once' is available from Redis streams "
-                          "to Redis streams only: this app's Kafka topics are processed at "
-                          "least once (every value, some twice after a crash)",
-                          SabotCompatibilityWarning, stacklevel=2)
+        # "exactly_once": Kafka transactions (sabot/channels/kafka_eos.py) and
+        # Redis-to-Redis atomic commits (redis_eos.py); docs/exactly-once.md.
         if self.conf.origin is None:
             # Faust's origin: the module that made the app, for autodiscover.
             caller = sys._getframe(1).f_globals.get("__name__")

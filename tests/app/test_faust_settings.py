@@ -60,15 +60,16 @@ def test_version_makes_a_new_isolated_app_id():
         sabot.App("orders", version=0)
 
 
-def test_processing_guarantee_accepts_fausts_enum_and_warns_for_exactly_once():
+def test_processing_guarantee_accepts_fausts_enum_and_exactly_once_without_warning():
     from faust.types.enums import ProcessingGuarantee
     app = sabot.App("x", processing_guarantee=ProcessingGuarantee.AT_LEAST_ONCE)
     assert app.conf.processing_guarantee == "at_least_once"
-    with pytest.warns(SabotCompatibilityWarning, match="exactly_once"):
-        sabot.App("x", broker="kafka://127.0.0.1:1", processing_guarantee="exactly_once")
     import warnings
-    with warnings.catch_warnings():  # Redis to Redis is exactly once (tests/eos/)
+    with warnings.catch_warnings():  # built on Kafka and Redis (tests/eos/)
         warnings.simplefilter("error", SabotCompatibilityWarning)
+        app = sabot.App("x", broker="kafka://127.0.0.1:1",
+                        processing_guarantee=ProcessingGuarantee.EXACTLY_ONCE)
+        assert app.conf.processing_guarantee == "exactly_once"
         sabot.App("x", redis_url="redis://127.0.0.1:1", processing_guarantee="exactly_once")
     with pytest.raises(ConfigurationError, match="processing_guarantee"):
         sabot.App("x", processing_guarantee="at_most_once")

@@ -4,6 +4,8 @@
 
 Reads IN_TOPIC (2 partitions) and yields every value, marked with its pid,
 to OUT_TOPIC in the transactions of exactly-once, until it is killed.
+``EOS_TEST_LOGLEVEL=info`` shows the worker's log (the test prints its end
+when the worker does not finish).
 """
 import asyncio
 import os
@@ -33,4 +35,4 @@ def build(bootstrap: str, source: str, target: str, app_id: str) -> "sabot.App":
 
 if __name__ == "__main__":
     servers, in_topic, out_topic, the_id = sys.argv[1:5]
-    sys.exit(Worker(build(servers, in_topic, out_topic, the_id), loglevel="warning").execute())
+    sys.exit(Worker(build(servers, in_topic, out_topic, the_id), loglevel=os.environ.get("EOS_TEST_LOGLEVEL", "warning")).execute())

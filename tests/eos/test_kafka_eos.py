@@ -109,7 +109,7 @@ async def test_an_output_from_two_partitions_is_refused():
         _partition_of([Source(0), Source(1)])
 
 
-def test_outputs_exactly_once_across_kill_9_at_random_moments(kafka_broker):
+def test_outputs_exactly_once_across_kill_9_at_random_moments(kafka_broker, kafka_broker_server):
     source, target = unique("in"), unique("out")
     app_id = unique("eos-crash")
     n = 1000
@@ -142,7 +142,15 @@ def test_outputs_exactly_once_across_kill_9_at_random_moments(kafka_broker):
     assert kills >= 2, "the worker finished before it could be killed twice: slow it down"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        until_sync(all_done, timeout=90, interval=0.2, what="every offset committed")
+        try:
+            until_sync(all_done, timeout=60, interval=0.2, what="every offset committed")
+        except AssertionError as exc:
+            proc.kill()
+            log = proc.stderr.read().decode()[-2000:]
+            raise AssertionError(
+                f"{exc}; group offsets and log ends "
+                f"{asyncio.run(offsets(kafka_broker, app_id, source))}; worker: {log}; "
+                f"broker: {kafka_broker_server.log_tail()[-1000:]}") from None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, proc.stderr.read().decode() if proc.stderr else ""
     finally:
