@@ -129,3 +129,6 @@ def test_a_rolling_restart_loses_nothing(redis_server, tmp_path):
         for p in (a, b):
             assert p.stop() == 0, p.log()
     assert all_ids(tmp_path) == set(range(total))
+    # Graceful: a stopping worker acknowledges what it read; nothing twice.
+    done = [i for ids in processed(tmp_path).values() for i in ids]
+    assert len(done) == len(set(done)), f"{len(done) - len(set(done))} entries processed twice"
