@@ -19,7 +19,8 @@ The parent only supervises, with a plain loop and no event loop of its own:
 - SIGTERM or SIGINT is forwarded to every child once (one graceful stop for
   all; the children run in their own session, so a terminal's Ctrl-C reaches
   them only through the parent); a second signal kills them (SIGKILL);
-- the exit code is 0 when every child's last exit was 0, else 1.
+- the exit code is 0 when every child's last exit was 0 (or the forwarded
+  signal itself, for a child stopped before it could handle it), else 1.
 
 A child watches its parent (``SABOT_SUPERVISOR_PID``) and stops gracefully
 when the parent is gone, so a parent killed with ``kill -9`` leaves no
@@ -102,6 +103,7 @@ class Supervisor:
         self._signals: List[int] = []
         self._stopping = False
         self._stop_began = 0.0
+        self._stop_signal = 0
 
     # -- the loop -----------------------------------------------------------------
 
@@ -125,7 +127,10 @@ class Supervisor:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self._kill_all()  # an exception in the loop leaves no child behind
-        failed = [c for c in self.children if c.last_exit not in (0, None)]
+        # A child that the forwarded signal ended before its worker installed
+        # its handlers (still importing) stopped as asked: not a failure.
+        failed = [c for c in self.children
+                  if c.last_exit not in (0, None, -self._stop_signal)]
         for child in failed:
             logger.error("worker %d ended with %s", child.index, _describe_exit(child.last_exit or 0))
         logger.info("all %d worker processes stopped", len(self.children))
@@ -141,6 +146,7 @@ class Supervisor:
             if not self._stopping:
                 self._stopping = True
                 self._stop_began = time.monotonic()
+                self._stop_signal = sig
                 logger.info("%s received: stopping %d worker processes gracefully "
                             "(send it again to kill them)", name, len(self.children))
                 for child in self.children:

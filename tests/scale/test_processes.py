@@ -182,3 +182,19 @@ def test_an_empty_worker_id_is_a_usage_error():
                           timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert "--worker-id" in proc.stderr and "worker_id" in proc.stderr
+
+
+def test_children_ended_by_the_forwarded_signal_itself_stopped_cleanly(tmp_path):
+    """A child stopped before it handles signals (still importing) dies of SIGTERM: exit 0."""
+    log = tmp_path / "sup.log"
+    proc = supervise("import time; print('ready', flush=True); time.sleep(60)", log)
+    try:
+        until_sync(lambda: log.read_text().count("ready") == 2, 20, what=lambda: log.read_text())
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 0, log.read_text()
+    assert "all 2 worker processes stopped" in log.read_text()
