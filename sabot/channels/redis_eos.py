@@ -101,14 +101,12 @@ _SCRIPT_SHA = hashlib.sha1(COMMIT_SCRIPT.encode()).hexdigest()
 class StagedOutput:
     """One ``XADD`` waiting for the commit of the entries it was made from."""
 
-    __slots__ = ("stream", "maxlen", "fields", "sources")
+    __slots__ = ("stream", "maxlen", "fields")
 
-    def __init__(self, stream: str, maxlen: Optional[int], fields: List[Any],
-                 sources: frozenset) -> None:
+    def __init__(self, stream: str, maxlen: Optional[int], fields: List[Any]) -> None:
         self.stream = stream
         self.maxlen = maxlen
         self.fields = fields
-        self.sources = sources
 
 
 class Outbox:
@@ -116,7 +114,11 @@ class Outbox:
 
     def __init__(self, reader: "_StreamReader") -> None:
         self.reader = reader
-        self._by_id: Dict[bytes, List[StagedOutput]] = {}
+        #: The outputs made from each set of entries (one set per source
+        #: batch, the same object for all its outputs: see staging_for).
+        self._groups: Dict[frozenset, List[StagedOutput]] = {}
+        #: The sets each entry id is in.
+        self._by_id: Dict[bytes, List[frozenset]] = {}
         #: Finished ids waiting for another read an output was also made from.
         self._deferred: List[bytes] = []
         self.committed = 0
@@ -125,10 +127,13 @@ class Outbox:
     def stage(self, sources: frozenset, stream: str, maxlen: Optional[int],
               fields: List[Any]) -> "asyncio.Future[Any]":
         """Keep an ``XADD`` for the commit of ``sources``; the future is done (``None``)."""
-        staged = StagedOutput(stream, maxlen, fields, sources)
-        by_id = self._by_id
-        for eid in sources:
-            by_id.setdefault(eid, []).append(staged)
+        outputs = self._groups.get(sources)
+        if outputs is None:
+            outputs = self._groups[sources] = []
+            by_id = self._by_id
+            for eid in sources:
+                by_id.setdefault(eid, []).append(sources)
+        outputs.append(StagedOutput(stream, maxlen, fields))
         future: "asyncio.Future[Any]" = asyncio.get_running_loop().create_future()
         future.set_result(None)
         return future
@@ -138,7 +143,8 @@ class Outbox:
         self._drop(ids)
 
     def staged_count(self) -> int:
-        return len({id(s) for outputs in self._by_id.values() for s in outputs})
+        """Outputs waiting for their commit."""
+        return sum(map(len, self._groups.values()))
 
     # -- committing (from the reader's ack loop) -----------------------------
     async def commit(self, ids: List[bytes]) -> None:
@@ -177,21 +183,21 @@ class Outbox:
         """Split ``ids`` into those committable now and those waiting for other reads."""
         ready: Set[bytes] = set(ids)
         by_id = self._by_id
+        groups = {id(g): g for eid in ids for g in by_id.get(eid, ())}
         changed = True
         while changed:
             changed = False
-            for eid in list(ready):
-                for staged in by_id.get(eid, ()):
-                    if not staged.sources <= ready:
-                        ready.difference_update(staged.sources)
-                        changed = True
-                        break
-        outputs: Dict[int, StagedOutput] = {}
-        for eid in ready:
-            for staged in by_id.get(eid, ()):
-                outputs[id(staged)] = staged
+            for key, group in list(groups.items()):
+                if not group <= ready:
+                    # Made from entries not finished yet: its finished ones wait.
+                    ready.difference_update(group)
+                    del groups[key]
+                    changed = True
+        outputs: List[StagedOutput] = []
+        for group in groups.values():
+            outputs.extend(self._groups.get(group, ()))
         ordered = [eid for eid in ids if eid in ready]
-        return ordered, list(outputs.values()), [eid for eid in ids if eid not in ready]
+        return ordered, outputs, [eid for eid in ids if eid not in ready]
 
     async def _run(self, ids: List[bytes], outputs: List[StagedOutput]) -> Set[bytes]:
         """Run the script; returns the ids found not pending (then nothing was written)."""
@@ -224,16 +230,17 @@ class Outbox:
         return set()
 
     def _drop(self, ids: Iterable[bytes]) -> None:
-        by_id = self._by_id
+        by_id, groups = self._by_id, self._groups
         for eid in ids:
-            for staged in by_id.pop(eid, ()):
-                for other in staged.sources:
+            for group in by_id.pop(eid, ()):
+                if groups.pop(group, None) is None:
+                    continue  # dropped already through another of its ids
+                for other in group:
                     siblings = by_id.get(other)
                     if siblings is not None:
-                        siblings[:] = [s for s in siblings if s is not staged]
+                        siblings[:] = [g for g in siblings if g is not group]
                         if not siblings:
                             del by_id[other]
-
 
 def _bounds(ids: Sequence[bytes]) -> Tuple[bytes, bytes]:
     """The lowest and highest of stream entry ids (``ms-seq``, compared as numbers)."""
