@@ -18,8 +18,9 @@ Python per value (about a millisecond), over a topic of 4 partitions.
   (e) failover on Redis: the same with two workers on a stream; the other
       claims the dead one's pending entries (redis_claim_idle_ms 1000, and
       the default 30000)
-  (f) exactly-once against at-least-once: not measured, exactly-once on
-      Kafka (transactions) is not built yet
+  (f) exactly-once against at-least-once: measured by benchmarks/bench_eos.py
+      (one worker in one process, Kafka at 100 ms and 2 s commit intervals,
+      and Redis to Redis), which ``make bench`` runs as well
 
 Throughput is values per second from the first value sent (every worker
 already in the group and holding its partitions) to the last value
@@ -243,8 +244,8 @@ def main() -> None:
             took = redis_failover(redis, claim)
             print(f"  (e) Redis failover, claim idle {claim / 1000:4.1f}s: the dead worker's "
                   f"pending entries processed by the other after {took:.1f}s")
-        print("  (f) exactly-once vs at-least-once: not measured: exactly-once not built yet "
-              "(Kafka transactions)")
+        print("  (f) exactly-once vs at-least-once: run benchmarks/bench_eos.py "
+              "(one app in one process; make bench runs it too)")
     finally:
         broker.cleanup()
         if redis is not None:
