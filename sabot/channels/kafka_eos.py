@@ -187,6 +187,16 @@ class KafkaExactlyOnce:
         if consumer is None:
             return False
         todo: Dict[TopicPartition, int] = {}
+        tps = list(tps)
+        for tp in tps:
+            offsets = transport._offsets.get(tp)
+            if tp in self._producers and offsets is not None and offsets.ranges \
+                    and not transport._inflight.count([tp]):
+                # Nothing in flight, yet a range is unfinished: a batch was
+                # abandoned (one of its outputs failed). Its transaction can
+                # never commit whole: abort it, read the records again.
+                await self._abort(tp, TransportError(
+                    "an output sent in it failed (the delivery error is logged above)"))
         for tp in tps:
             if transport._inflight.count([tp]):
                 # Its transaction may hold outputs of records still in an

@@ -8,6 +8,7 @@ are those of the transactions.
 """
 import asyncio
 import json
+import logging
 import os
 import random
 import signal
@@ -166,3 +167,53 @@ def test_outputs_exactly_once_across_kill_9_at_random_moments(kafka_broker, kafk
     # transactions (tansu would hand them to a read_committed consumer too).
     everything = [v for b in batches if b["control"] is None for _, v in b["records"]]
     assert len(everything) > n
+
+
+async def test_a_transaction_that_cannot_commit_is_aborted_and_processed_again(kafka_broker,
+                                                                                caplog):
+    # Another producer takes the partition's transactional id (as a worker
+    # taking the partition over would): the app's open transaction cannot
+    # commit. tansu answers with an unknown error rather than
+    # PRODUCER_FENCED, so this is the abort path: one line, the offsets stay,
+    # the records are processed again into a new transaction.
+    from sabot.channels import kafka_protocol
+    source, target = unique("in"), unique("out")
+    await create_topics(kafka_broker, (source, 1), (target, 1))
+    app = sabot.App(unique("eos"), broker=f"kafka://{kafka_broker}",
+                    processing_guarantee="exactly_once", broker_commit_interval=0.1)
+    gate = asyncio.Event()
+    seen = []
+
+    @app.agent(app.topic(source, value_serializer="json"),
+               sink=[app.topic(target, value_serializer="json")])
+    async def forward(values):
+        async for value in values:
+            seen.append(value["i"])
+            if value["i"] == 10:
+                await gate.wait()  # the transaction is open with outputs in it
+            yield value
+
+    transport = next(t for t in app.transports if t.scheme == "kafka")
+    caplog.set_level(logging.ERROR, logger="sabot.channels.kafka")
+    async with running(app):
+        await produce(kafka_broker, source, 10)
+        await until(lambda: sum(transport._committed.values()) == 10, timeout=30,
+                    what="the first 10 committed")
+        await produce(kafka_broker, source, 20)  # values 0..19 again, as 10..29
+        await until(lambda: len(seen) >= 11, what="the agent to hold value 10")
+        kafka_protocol.install()
+        usurper = AIOKafkaProducer(bootstrap_servers=kafka_broker,
+                                   transactional_id=f"{app.id}-{source}-0")
+        await usurper.start()  # bumps the epoch: the app's transaction is dead
+        try:
+            gate.set()
+            await until(lambda: "could not commit" in caplog.text, timeout=40,
+                        what="the failed commit to be reported")
+            await until(lambda: sum(transport._committed.values()) == 30, timeout=40,
+                        what="every offset committed after the abort")
+        finally:
+            await usurper.stop()
+    line = next(r.getMessage() for r in caplog.records if "could not commit" in r.getMessage())
+    assert "\n" not in line and "offsets stay at 10" in line
+    values = [json.loads(v)["i"] for v in committed_values(await read_log(kafka_broker, target))]
+    assert sorted(values) == sorted(list(range(10)) + list(range(20)))
