@@ -20,7 +20,7 @@ import sys
 import types
 import warnings
 from typing import (TYPE_CHECKING, Any, Callable, Concatenate, Dict, Generic, Iterator, List,
-                    Mapping, Optional, ParamSpec, Sequence, Type, TypeVar, Union, overload)
+                    Mapping, Optional, ParamSpec, Sequence, Set, Type, TypeVar, Union, overload)
 
 from mode import Service
 
@@ -123,6 +123,8 @@ class App(Service):
         self.commands: Dict[str, AppCommand] = {}
         self._election: Optional[LeaderElection] = None
         self._replies: Optional[ReplyConsumer] = None
+        #: ``@app.task(on_leader=True)`` functions.
+        self._leader_tasks: Set[Callable[..., Any]] = set()
         #: Faust's signals (sabot.signals): app.on_rebalance_complete.connect, ...
         self._signals = AppSignals(self)
         self.on_partitions_assigned = self._signals.on_partitions_assigned
@@ -334,12 +336,20 @@ class App(Service):
             return agent
         return decorator
 
-    def _task(self, fun: Optional[Callable[..., Any]] = None) -> Any:
-        """Run ``fun()`` (or ``fun(app)``) once the worker has started."""
+    def _task(self, fun: Optional[Callable[..., Any]] = None, *, on_leader: bool = False,
+              traced: bool = True) -> Any:
+        """Run ``fun()`` (or ``fun(app)``) once the worker has started (Faust's ``app.task``).
+
+        ``on_leader=True``: only on the leader worker, once the election has
+        answered (within twice ``broker_session_timeout``; else skipped with
+        a log line). ``traced`` is Faust's and changes nothing here.
+        """
         def decorator(f: Callable[..., Any]) -> Callable[..., Any]:
             if not inspect.iscoroutinefunction(f):
                 raise ConfigurationError(f"task {f.__qualname__!r} must be an async function")
             self._app_tasks.append(f)
+            if on_leader:
+                self._leader_tasks.add(f)
             return f
         return decorator(fun) if fun is not None else decorator
 
@@ -464,7 +474,8 @@ class App(Service):
             self.transport.add_assignment_listener(RebalanceSignals(self))
         for agent in self.agents.values():
             await agent.maybe_start()
-        if self._election is None and any(s.on_leader for s in self.schedules):
+        if self._election is None and (any(s.on_leader for s in self.schedules)
+                                       or self._leader_tasks):
             self._election = election_for(self)  # its transport must start below
         for transport in list(self._transports.values()):
             await transport.maybe_start()
@@ -482,6 +493,9 @@ class App(Service):
             self._futures_running.append(asyncio.ensure_future(schedule.run(self)))
 
     async def _run_task(self, fun: Callable[..., Any]) -> None:
+        if fun in self._leader_tasks and not await self._becomes_leader():
+            logger.info("task %s not run: this worker is not the leader", fun.__qualname__)
+            return
         try:
             await (fun(self) if _takes_argument(fun) else fun())
         except asyncio.CancelledError:
@@ -489,6 +503,15 @@ class App(Service):
         except Exception as exc:
             logger.exception("task %s crashed: %r", fun.__qualname__, exc)
             self.report_crash(exc)
+
+    async def _becomes_leader(self) -> bool:
+        """Whether this worker leads, waiting (bounded) for the election to answer."""
+        deadline = asyncio.get_running_loop().time() + 2 * self.conf.broker_session_timeout
+        while not self.is_leader():
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.1)
+        return True
 
     async def on_stop(self) -> None:
         await self.on_before_shutdown.send()

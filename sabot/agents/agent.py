@@ -40,7 +40,7 @@ from ..retry import RetryPolicy
 from ..streams import Stream
 from ..types import AppT, BatchT, ChannelT, Headers, SubscriberT
 from ..value_dispatch import ValueDispatcher
-from .rpc import AgentRPC, reply_target, response
+from .rpc import AgentRPC, reply_target, response, with_reply_headers
 from .sinks import Sink, SinkTarget, hold_until_done
 from .testing import AgentTestContext
 
@@ -169,8 +169,16 @@ class Agent(AgentRPC, Service):
 
     # -- feeding -------------------------------------------------------------
     async def send(self, key: Any = None, value: Any = None,
-                   headers: Optional[Headers] = None, **options: Any) -> Any:
-        """Send a value to the agent's input channel (``options``: Faust's, as ``Channel.send``)."""
+                   headers: Optional[Headers] = None, *, reply_to: Any = None,
+                   correlation_id: Optional[str] = None, **options: Any) -> Any:
+        """Send a value to the agent's input channel (``options``: Faust's, as ``Channel.send``).
+
+        ``reply_to`` (a topic name or channel) and ``correlation_id``, as in
+        Faust: what the agent yields for the value is sent there as a reply.
+        """
+        if reply_to is not None:
+            headers = with_reply_headers(headers, getattr(reply_to, "name", reply_to),
+                                         correlation_id)
         return await self.channel.send(key=key, value=value, headers=headers, **options)
 
     async def send_batch(self, batch: Any) -> Any:

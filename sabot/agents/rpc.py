@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from ..app import App
     from ..channels import Channel
 
-__all__ = ["REPLY_TO", "CORRELATION_ID", "ReplyConsumer", "reply_target", "response"]
+__all__ = ["REPLY_TO", "CORRELATION_ID", "ReplyConsumer", "reply_target", "response",
+           "with_reply_headers"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,14 @@ def reply_target(headers: Any) -> Optional[Tuple[str, str]]:
     if not reply_to or not cid:
         return None
     return reply_to, cid
+
+
+def with_reply_headers(headers: Any, reply_to: str, correlation_id: Optional[str]) -> Dict[str, Any]:
+    """``headers`` plus the two that make a request (a new correlation id if none)."""
+    merged = dict(headers or {})
+    merged[REPLY_TO] = str(reply_to).encode()
+    merged[CORRELATION_ID] = (correlation_id or uuid.uuid4().hex).encode()
+    return merged
 
 
 def response(key: Any, value: Any, correlation_id: str) -> Dict[str, Any]:
@@ -209,10 +218,8 @@ class AgentRPC:
         return pending
 
     async def _request(self, key: Any, value: Any, headers: Any, reply_to: str, cid: str) -> None:
-        merged = dict(headers or {})
-        merged[REPLY_TO] = reply_to.encode()
-        merged[CORRELATION_ID] = cid.encode()
-        await self.channel.send(key=key, value=value, headers=merged)
+        await self.channel.send(key=key, value=value,
+                                headers=with_reply_headers(headers, reply_to, cid))
 
 
 def _unsupported(**given: Any) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import warnings
 from typing import (TYPE_CHECKING, Any, AsyncGenerator, Dict, Iterable, List, Mapping, Optional,
                     Sequence, Union)
 
@@ -18,7 +19,8 @@ import pyarrow as pa
 from mode import Service
 
 from .._fastpath import Batch, FanOut
-from ..exceptions import ChannelClosed, ConfigurationError, TailUnsupported
+from ..exceptions import (ChannelClosed, ConfigurationError, SabotCompatibilityWarning,
+                          TailUnsupported)
 from ..schema import RowChecker, check_batch, rows_to_batch
 from ..types import AppT, ChannelT, CodecT, Headers, SubscriberT
 from ..models.codec import check_types
@@ -34,6 +36,32 @@ __all__ = ["Channel"]
 
 logger = logging.getLogger("sabot.channels")
 _ids = itertools.count(1)
+
+
+#: Options a channel's subclasses pass on (they are the channel's own).
+_OPTIONS = frozenset({"transport", "key_serializer", "value_serializer", "allow_empty",
+                      "partitions", "maxlen", "group"})
+#: Faust's topic options that Sabot has no feature for.
+_FAUST_ONLY = frozenset({"retention", "compacting", "deleting", "replicas", "acks", "internal",
+                         "config", "pattern", "has_prefix", "active_partitions", "loop"})
+
+
+def _checked_options(name: str, options: Dict[str, Any]) -> Dict[str, Any]:
+    """The options a channel keeps; a warning names each one that has no effect."""
+    ignored = sorted(set(options) - _OPTIONS)
+    if not ignored:
+        return options
+    faust = [n for n in ignored if n in _FAUST_ONLY]
+    other = [n for n in ignored if n not in _FAUST_ONLY]
+    if faust:
+        warnings.warn(f"channel {name!r}: Faust's topic option(s) {', '.join(faust)} not "
+                      f"supported by Sabot and have no effect (topics are declared with "
+                      f"partitions= and the topic_replication_factor setting)",
+                      SabotCompatibilityWarning, stacklevel=4)
+    if other:
+        warnings.warn(f"channel {name!r}: unknown option(s) {', '.join(other)} ignored",
+                      UserWarning, stacklevel=4)
+    return {k: v for k, v in options.items() if k in _OPTIONS}
 
 
 class Channel(Service):
@@ -111,7 +139,7 @@ class Channel(Service):
         self._dead_letter: Optional[ChannelT] = None
         #: Writes this channel's dead letters and counts what was stored.
         self.dead_letters = DeadLetterWriter(self)
-        self._extra = kwargs
+        self._extra = _checked_options(self.name, kwargs)
         super().__init__()
 
     @staticmethod

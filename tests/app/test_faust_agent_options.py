@@ -112,3 +112,46 @@ async def test_tables_hold_records_as_faust_tables_do():
         await channel.send(key="a", value=Point(2, "a"))
         await until(lambda: len(done) == 2, what="both points kept")
         assert points["a"] == [Point(1, "a"), Point(2, "a")]
+
+
+def test_fausts_topic_options_warn_and_unknown_ones_too():
+    app = sabot.App(unique("opt"))
+    with pytest.warns(SabotCompatibilityWarning, match="replicas, retention not supported"):
+        app.topic("t1", retention=3600, replicas=3)
+    with pytest.warns(UserWarning, match="unknown option.*bogus"):
+        app.topic("t2", bogus=1)
+
+
+async def test_task_on_leader_runs_where_the_worker_leads():
+    app = sabot.App(unique("opt"))
+    ran = []
+
+    @app.task(on_leader=True)
+    async def once():
+        ran.append("leader")
+
+    async with running(app):
+        await until(lambda: ran, what="the leader-only task")  # memory: this worker leads
+    assert ran == ["leader"]
+
+
+async def test_agent_send_reply_to_as_in_faust():
+    app = sabot.App(unique("opt"))
+    replies = app.channel(name="my-replies")
+    got = []
+
+    @app.agent()
+    async def double(stream):
+        async for value in stream:
+            yield value * 2
+
+    @app.agent(app.topic("my-replies"))
+    async def collect(stream):
+        async for value in stream:
+            got.append(value)
+
+    async with running(app):
+        await double.send(value=21, reply_to="my-replies", correlation_id="c1")
+        await until(lambda: got, what="the reply")
+    assert got[0]["value"] == 42 and got[0]["correlation_id"] == "c1"
+    assert replies.name == "my-replies"
