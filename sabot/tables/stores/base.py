@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import json
+import shutil
 from typing import (Any, Callable, ClassVar, Dict, Iterable, Iterator, List, Mapping, NamedTuple,
                     Optional, Tuple, Type, TypeVar)
 
@@ -342,3 +343,17 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release the store; closing twice is harmless."""
+
+
+class DirectoryStore(Store):
+    """A store kept in a directory of its own (LMDB, RocksDB)."""
+
+    def drop(self) -> None:
+        """Close the store and delete its directory."""
+        self.close(flush=False)
+        assert self.path is not None
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    @abc.abstractmethod
+    def close(self, *, flush: bool = True) -> None:
+        """Flush (unless ``flush=False``) and release the store; closing twice is harmless."""

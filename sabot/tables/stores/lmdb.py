@@ -81,7 +81,7 @@ import lmdb
 from ...exceptions import (StoreCorrupt, StoreError, StoreFull, StoreKeyRejected,
                            StoreVersionMismatch)
 from ...types import StoreChanges, StorePosition
-from .base import (Store, StoreMetadata, check_positions, decode_position, encode_position,
+from .base import (DirectoryStore, StoreMetadata, check_positions, decode_position, encode_position,
                    parse_bool, parse_size, split_changes)
 
 __all__ = ["LMDBStore", "DEFAULT_MAP_SIZE", "OPTIONS"]
@@ -132,7 +132,7 @@ _CORRUPT = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
 _NO_ROOM = ("No space left", "File too large", "Disk quota exceeded")
 
 
-class LMDBStore(Store):
+class LMDBStore(DirectoryStore):
     """One table partition in one LMDB environment; see the module docstring."""
 
     scheme = "lmdb"
@@ -503,12 +503,6 @@ class LMDBStore(Store):
         self._renew_reader()
         self._changelog_offset = None
         self._sources.clear()
-
-    def drop(self) -> None:
-        """Close the store and delete its directory."""
-        self.close(flush=False)
-        assert self.path is not None
-        shutil.rmtree(self.path, ignore_errors=True)
 
     def close(self, *, flush: bool = True) -> None:
         """fsync (unless ``flush=False``) and close the environment; twice is harmless."""

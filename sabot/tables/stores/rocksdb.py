@@ -21,14 +21,13 @@ refuses a second opener (``StoreError``); a full disk fails the write
 """
 from __future__ import annotations
 
-import shutil
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import rocksdict
 
 from ...exceptions import StoreCorrupt, StoreError, StoreFull, StoreVersionMismatch
 from ...types import StoreChanges, StorePosition
-from .base import (Store, StoreMetadata, check_positions, decode_position, encode_position,
+from .base import (DirectoryStore, StoreMetadata, check_positions, decode_position, encode_position,
                    parse_bool, split_changes)
 
 __all__ = ["RocksDBStore", "OPTIONS"]
@@ -51,7 +50,7 @@ def _options() -> rocksdict.Options:
     return options
 
 
-class RocksDBStore(Store):
+class RocksDBStore(DirectoryStore):
     """One table partition in one RocksDB database; see the module docstring."""
 
     scheme = "rocksdb"
@@ -227,12 +226,6 @@ class RocksDBStore(Store):
             raise self._rocks_error(exc, "cannot reset") from None
         self._changelog_offset = None
         self._sources.clear()
-
-    def drop(self) -> None:
-        """Close the store and delete its directory."""
-        self.close(flush=False)
-        assert self.path is not None
-        shutil.rmtree(self.path, ignore_errors=True)
 
     def close(self, *, flush: bool = True) -> None:
         """Flush (unless ``flush=False``) and close the database; twice is harmless."""
