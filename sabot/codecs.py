@@ -16,8 +16,6 @@ failure, so a dead letter.
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import decimal
 import json
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -88,23 +86,23 @@ class RawCodec(Codec):
 
 
 def _json_default(value: Any) -> Any:
-    # The few non-JSON types that stream values commonly carry.
-    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("utf-8", "backslashreplace")
+    # Faust's conversions (faust.utils.json.on_default): sets, tuples and
+    # deques as lists, UUID and Decimal as text, dates in ISO 8601 with Z for
+    # UTC, an Enum as its value, a Counter as a dict, a Record in Faust's
+    # layout (``__json__``); and a dataclass as a dict (Faust has none).
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
-    from .models.record import Record  # here: models import this module
-    if isinstance(value, Record):  # Faust's layout, __faust namespace included
-        return value.to_representation()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+    from .models.json_layout import on_default  # here: models import this module
+    return on_default(value)
 
 
 class JsonCodec(Codec):
-    """UTF-8 JSON, compact separators."""
+    """UTF-8 JSON, compact separators, what Faust's ``json`` codec writes.
+
+    Values JSON has no type for are written as Faust writes them (see
+    ``sabot.models.json_layout.on_default``), except ``bytes``: UTF-8 text,
+    where Faust writes their ``repr``.
+    """
 
     name = "json"
 
