@@ -1,9 +1,21 @@
-"""``agent.test_context()``: run an agent on a private in-memory channel."""
+"""``agent.test_context()``: run an agent on a private in-memory channel.
+
+The channel has the ``key_type`` and ``value_type`` of the agent's own
+channel, so the agent sees what the real channel gives it: a record is the
+record (as in Faust, where values put travel as they are), and a value that
+is not yet of the type (a dict, JSON bytes) is decoded into it as the real
+channel decodes a message (``sabot.models.codec``); one that does not fit
+raises ``DecodeError`` naming the field, from ``put``. ``stream.batches()``
+of a record type gives RecordBatches as on the real channel.
+"""
 from __future__ import annotations
 
 import asyncio
 from typing import TYPE_CHECKING, Any, List, Optional
 
+import pyarrow as pa
+
+from ..exceptions import DecodeError
 from ..types import ChannelT, Headers
 
 if TYPE_CHECKING:
@@ -23,8 +35,10 @@ class AgentTestContext:
     def __init__(self, agent: Agent, *, channel: Optional[ChannelT] = None) -> None:
         from ..channels.memory import MemoryChannel
         self.agent = agent
-        self.channel: ChannelT = channel or MemoryChannel(agent.app, f"{agent.name}.test",
-                                                          schema=agent.channel.schema)
+        own = agent.channel
+        self.channel: ChannelT = channel or MemoryChannel(
+            agent.app, f"{agent.name}.test", schema=own.schema,
+            key_type=getattr(own, "key_type", None), value_type=getattr(own, "value_type", None))
         self.results: List[Any] = []
         self._current: List[Any] = []
         self._clone: Optional["Agent"] = None
@@ -61,10 +75,15 @@ class AgentTestContext:
     async def put(self, value: Any = None, *, key: Any = None,
                   headers: Optional[Headers] = None) -> List[Any]:
         """Send ``value`` and wait until the agent is done with it."""
+        value = _typed(value, getattr(self.channel, "value_type", None))
+        key = _typed(key, getattr(self.channel, "key_type", None), key=True)
         return await self._feed([value], keys=[key], headers=[headers])
 
     async def put_batch(self, values: Any) -> List[Any]:
         """Send a list or RecordBatch as one batch; wait until it is processed."""
+        typ = getattr(self.channel, "value_type", None)
+        if typ is not None and not isinstance(values, pa.RecordBatch):
+            values = [_typed(value, typ) for value in values]
         return await self._feed(values)
 
     async def _feed(self, values: Any, keys: Any = None, headers: Any = None) -> List[Any]:
@@ -89,3 +108,17 @@ class AgentTestContext:
             error, self._error = self._error, None
             raise error
         return list(self._current)
+
+
+def _typed(value: Any, typ: Any, *, key: bool = False) -> Any:
+    """``value`` as the channel typed ``typ`` delivers it (see the module docstring)."""
+    if typ is None or value is None or isinstance(value, typ):
+        return value
+    from ..models.codec import TypedCodec, describe_error, serializer_for
+    codec = TypedCodec(serializer_for(typ, None, key=key), typ)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return codec.decode(bytes(value))
+    try:
+        return codec.prepare(value)
+    except Exception as exc:  # noqa: BLE001 - whatever it was, the value does not fit
+        raise DecodeError(describe_error(typ, exc), codec=codec.name) from exc

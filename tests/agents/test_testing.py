@@ -255,3 +255,51 @@ async def test_test_context_put_batch_checks_a_record_batch_schema(app):
     async with rows.test_context() as ctx:
         with pytest.raises(SchemaError):            # was: returns [{'y': 'a'}]
             await ctx.put_batch(wrong)
+
+
+class Deposit(sabot.Record):
+    account: str
+    amount: float
+
+
+async def test_test_context_types_values_and_keys_as_the_agents_channel_does(app):
+    # As on the real topic: the record stays the record, a dict or JSON bytes
+    # become one, and the key is typed too.
+    topic = app.topic("deposits", key_type=int, value_type=Deposit)
+
+    @app.agent(topic)
+    async def describe(stream):
+        async for key, deposit in stream.items():
+            yield (type(key).__name__, type(deposit).__name__, deposit.account, deposit.amount)
+
+    async with describe.test_context() as ctx:
+        assert ctx.channel.value_type is Deposit and ctx.channel.key_type is int
+        assert await ctx.put(Deposit(account="a", amount=1.5), key=1) == [("int", "Deposit", "a", 1.5)]
+        assert await ctx.put({"account": "b", "amount": 2}, key=b"2") == [("int", "Deposit", "b", 2.0)]
+        assert await ctx.put(b'{"account":"c","amount":3.0}', key="3") == [
+            ("int", "Deposit", "c", 3.0)]
+        assert await ctx.put_batch([{"account": "d", "amount": 4}]) == [
+            ("NoneType", "Deposit", "d", 4.0)]
+
+
+async def test_test_context_refuses_a_value_that_does_not_fit_naming_the_field(app):
+    @app.agent(app.topic("deposits", value_type=Deposit))
+    async def echo(stream):
+        async for deposit in stream:
+            yield deposit
+
+    async with echo.test_context() as ctx:
+        with pytest.raises(sabot.DecodeError, match="'amount'"):
+            await ctx.put({"account": "x"})
+        assert await ctx.put({"account": "x", "amount": 1}) == [Deposit(account="x", amount=1.0)]
+
+
+async def test_test_context_of_a_record_agent_gives_record_batches(app):
+    @app.agent(app.topic("deposits", value_type=Deposit))
+    async def columns(stream):
+        async for batch in stream.batches():
+            yield (type(batch).__name__, batch.column_names, batch.num_rows)
+
+    async with columns.test_context() as ctx:
+        assert await ctx.put(Deposit(account="a", amount=1.0)) == [
+            ("RecordBatch", ["account", "amount"], 1)]
