@@ -13,12 +13,18 @@ from .models import (BooleanField, BytesField, CharField, DatetimeField, Decimal
                      NumberField, Record, StringField, ValidationError)
 
 if TYPE_CHECKING:  # what __getattr__ below returns, for mypy
-    from mode import Service
+    from mode import Service, ServiceT
+    from .agents import Agent
     from .app import App
+    from .codecs import Codec
+    from .settings import Settings
+    from .tables import GlobalTable, SetGlobalTable, SetTable, Table
+    from .tables.window_ranges import HoppingWindow, SlidingWindow, TumblingWindow, Window
     from .channels import Channel
     from .streams import Stream
     from .tables.context import CurrentEvent as EventT
     from .types import AgentT, AppT, ChannelT, SinkT, StreamT
+    from .types import ChannelT as TopicT
     from .worker import Worker
     from .tables.context import current_event
     from .types import Event
@@ -34,7 +40,9 @@ __all__ = ["App", "fastpath_enabled", "SabotError", "ConfigurationError",
            "Event", "current_event", "__version__", "uuid",
            # Faust's top-level classes and interfaces
            "Stream", "Channel", "Worker", "Service", "ChannelT", "StreamT", "AgentT", "AppT",
-           "SinkT", "EventT",
+           "SinkT", "EventT", "TopicT", "ServiceT", "Agent", "Codec", "Settings",
+           "Table", "GlobalTable", "SetTable", "SetGlobalTable",
+           "Window", "HoppingWindow", "TumblingWindow", "SlidingWindow",
            # Faust's models (sabot.models)
            "Record", "Model", "ModelOptions", "ValidationError", "FieldDescriptor",
            "BooleanField", "NumberField", "IntegerField", "FloatField", "DecimalField",
@@ -55,6 +63,20 @@ _LAZY = {
     "AppT": ("sabot.types", "AppT"),
     "SinkT": ("sabot.types", "SinkT"),
     "EventT": ("sabot.tables.context", "CurrentEvent"),
+    # Faust's TopicT is a ChannelT; Sabot's topics are channels of their broker.
+    "TopicT": ("sabot.types", "ChannelT"),
+    "ServiceT": ("mode", "ServiceT"),
+    "Agent": ("sabot.agents", "Agent"),
+    "Codec": ("sabot.codecs", "Codec"),
+    "Settings": ("sabot.settings", "Settings"),
+    "Table": ("sabot.tables", "Table"),
+    "GlobalTable": ("sabot.tables", "GlobalTable"),
+    "SetTable": ("sabot.tables", "SetTable"),
+    "SetGlobalTable": ("sabot.tables", "SetGlobalTable"),
+    "Window": ("sabot.tables.window_ranges", "Window"),
+    "HoppingWindow": ("sabot.tables.window_ranges", "HoppingWindow"),
+    "TumblingWindow": ("sabot.tables.window_ranges", "TumblingWindow"),
+    "SlidingWindow": ("sabot.tables.window_ranges", "SlidingWindow"),
 }
 
 
