@@ -46,7 +46,6 @@ UNSUPPORTED: Dict[str, str] = {
     "broker_commit_livelock_soft_timeout": "no livelock detection; in-flight batches are "
                                            "reported by the status line",
     "cache": "no cache backend (app.Table keeps state)",
-    "canonical_url": "no web URL of the worker is published",
     "debug": "no debug endpoints; use -l debug for logs",
     "env": "settings are not read from the environment",
     "env_prefix": "settings are not read from the environment",
@@ -72,7 +71,6 @@ UNSUPPORTED: Dict[str, str] = {
     "web_application_options": "the web server is Sabot's own",
     "web_cors_options": "no CORS headers",
     "web_graph_enabled": "no graph endpoint",
-    "web_host": "web_bind sets the address served",
     "web_in_thread": "the web server runs on the worker's event loop",
     "web_metrics_enabled": "/metrics is always served when the web server runs",
     "web_router_enabled": "no table router endpoints yet",

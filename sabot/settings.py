@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any, Callable, Dict, NamedTuple, Optional
 from urllib.parse import unquote_plus
 
+from .canonical import valid_http_url
 from .exceptions import ConfigurationError
 from .faust_settings import UNSUPPORTED, warn_unsupported
 
@@ -232,6 +233,14 @@ DEFAULTS: Dict[str, Setting] = {
     "web_bind": Setting("127.0.0.1", valid_bind_address,
                         "Address the worker's web server (--web-port) listens on: an IP address "
                         "or host name; 0.0.0.0 for every interface (Faust's default, not Sabot's)."),
+    "web_host": Setting(None, lambda v: v is None or valid_bind_address(v),
+                        "Host name other workers reach this worker's web server by (Faust's "
+                        "web_host), used for canonical_url. None: web_bind, or the machine's host "
+                        "name when web_bind is every interface (0.0.0.0, ::)."),
+    "canonical_url": Setting(None, lambda v: v is None or valid_http_url(v),
+                             "URL other workers of the app reach this worker's web server at "
+                             "(Faust's canonical_url): table_route/topic_route forward requests "
+                             "there. None: http://<web_host>:<bound web port>."),
 }
 
 #: Names whose values are secrets: never shown in repr or logs.
