@@ -1,0 +1,226 @@
+"""Exactly-once on Kafka under faults (issue 14): the broker frozen while a
+transaction commits, and a producer fenced by another one with its
+transactional id (sabot/channels/kafka_eos.py).
+
+The frozen broker is a private tansu (SIGSTOP of its process, then
+SIGCONT): the session's broker is shared by other tests. The step timeout
+of a transaction (``kafka_eos.TXN_STEP_TIMEOUT``, a module constant read
+at each step) is shortened by monkeypatching, so the freeze outlasts it
+without making the test slow.
+
+What tansu answers a fenced producer (tansu 0.6, found by
+``test_what_tansu_answers_a_fenced_producer``): a Produce and a
+TxnOffsetCommit get error -1 (aiokafka's ``UnknownError``; the offsets step
+surfaces as ``KafkaError('Unexpected error during batch delivery')`` and
+leaves the producer in its fatal state), and EndTxn gets its connection
+closed, which aiokafka retries until Sabot's step timeout. Its own log says
+``ProducerFenced``; the client never sees ``PRODUCER_FENCED`` or
+``INVALID_PRODUCER_EPOCH``. So Sabot cannot tell fencing from a broken
+broker and takes the abort path.
+"""
+import asyncio
+import json
+import logging
+import os
+import signal
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, UnknownError
+
+import sabot
+from sabot.channels import kafka_eos, kafka_protocol
+from tests.eos.kafka_log import committed_values, read_log
+from tests.helpers import running, unique, until
+from tests.servers.kafka import IN_CI, KafkaBrokerError, start_broker
+
+pytestmark = pytest.mark.kafka
+
+#: The transaction step timeout in these tests (the module's is 10 s).
+STEP = 2.0
+
+
+@pytest.fixture
+def private_broker():
+    """A tansu broker of this test alone (it gets frozen)."""
+    try:
+        broker = start_broker()
+    except KafkaBrokerError as exc:
+        message = f"cannot start the tansu Kafka broker: {exc}"
+        if IN_CI:
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    yield broker
+    if broker.proc is not None:
+        try:
+            os.kill(broker.proc.pid, signal.SIGCONT)  # a failed test may leave it frozen
+        except OSError:
+            pass
+    broker.cleanup()
+
+
+async def create_topics(bootstrap, *topics):
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, n, 1) for name, n in topics])
+    finally:
+        await admin.close()
+
+
+async def produce(bootstrap, topic, values):
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for i in values:
+            await producer.send(topic, json.dumps({"i": i}).encode(), key=b"%d" % i)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def group_offset(bootstrap, group, tp):
+    """The offset ``group`` committed for ``tp`` on the broker."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return await consumer.committed(tp)
+    finally:
+        await consumer.stop()
+
+
+def exactly_once(app_id, broker):
+    return sabot.App(app_id, broker=broker.url, processing_guarantee="exactly_once",
+                     broker_commit_interval=0.1)
+
+
+async def test_a_broker_frozen_mid_commit_leaves_the_offsets_and_loses_nothing(
+        private_broker, monkeypatch, caplog):
+    monkeypatch.setattr(kafka_eos, "TXN_STEP_TIMEOUT", STEP)
+    bootstrap = private_broker.bootstrap
+    source, target = unique("in"), unique("out")
+    await create_topics(bootstrap, (source, 1), (target, 1))
+    tp = TopicPartition(source, 0)
+    app = exactly_once(unique("eos-freeze"), private_broker)
+    release = asyncio.Event()  # value 10 waits for it, each time it is read
+    seen = []
+
+    @app.agent(app.topic(source, value_serializer="json"),
+               sink=[app.topic(target, value_serializer="json")])
+    async def forward(values):
+        async for value in values:
+            seen.append(value["i"])
+            if value["i"] == 10:
+                await release.wait()
+            yield value
+
+    transport = next(t for t in app.transports if t.scheme == "kafka")
+    eos = transport.eos
+    freeze = {"armed": False, "frozen": False, "done": False, "committed_after": None}
+    commit_round = type(eos).commit_round
+
+    async def commit_round_freezing(self):
+        # The moment a commit is due with the outputs of 10..29 in the open
+        # transaction (their batch finished): the broker stops answering.
+        offsets = transport._offsets.get(tp)
+        if freeze["armed"] and offsets is not None and offsets.committable == 30 \
+                and not transport._inflight.count([tp]):
+            freeze["armed"] = False
+            release.clear()  # the records read again wait at 10 (see below)
+            os.kill(private_broker.proc.pid, signal.SIGSTOP)
+            freeze["frozen"] = True
+            try:
+                return await commit_round(self)
+            finally:
+                freeze["committed_after"] = transport._committed.get(tp)
+                freeze["done"] = True
+        return await commit_round(self)
+
+    monkeypatch.setattr(type(eos), "commit_round", commit_round_freezing)
+    caplog.set_level(logging.ERROR, logger="sabot.channels.kafka")
+    async with running(app):
+        release.set()
+        await produce(bootstrap, source, range(10))
+        await until(lambda: transport._committed.get(tp) == 10, timeout=60,
+                    what="the first 10 committed")
+        release.clear()
+        await produce(bootstrap, source, range(10, 30))
+        await until(lambda: seen[-1:] == [10], timeout=60, what="the agent to hold value 10")
+        freeze["armed"] = True
+        release.set()
+        try:
+            await until(lambda: freeze["done"], timeout=60 + 4 * STEP,
+                        what="the commit attempted while the broker is frozen")
+        finally:
+            os.kill(private_broker.proc.pid, signal.SIGCONT)
+        # While the broker was gone: the transaction was aborted, the
+        # offsets were not moved.
+        assert freeze["committed_after"] == 10
+        assert eos.aborts == 1 and tp not in eos._producers
+        # Read again from 10 (the agent holds it): the group's offset on the
+        # broker is still the one committed before the freeze.
+        await until(lambda: seen.count(10) >= 2, timeout=90,
+                    what=lambda: f"value 10 read again after the resume (seen {seen[-5:]})")
+        assert await group_offset(bootstrap, app.id, tp) == 10
+        release.set()
+        await until(lambda: transport._committed.get(tp) == 30, timeout=90,
+                    what="every offset committed after the resume")
+    lines = [r.getMessage() for r in caplog.records if "could not commit" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert "\n" not in lines[0] and f"{source}[0]" in lines[0] and "offsets stay at 10" in lines[0]
+    assert "TimeoutError" in lines[0]
+    values = [json.loads(v)["i"] for v in committed_values(await read_log(bootstrap, target))]
+    assert sorted(values) == list(range(30))  # every input once: none lost, none twice
+    assert await group_offset(bootstrap, app.id, tp) == 30
+
+
+async def test_what_tansu_answers_a_fenced_producer(kafka_broker):
+    # A second producer with the same transactional id fences the first
+    # (InitProducerId bumps the epoch). What the first hears next is what
+    # Sabot's commit sees when another worker took its partition.
+    kafka_protocol.install()
+    topic = unique("fence")
+    await create_topics(kafka_broker, (topic, 1))
+    tid = unique("tid")
+
+    async def fenced_producer():
+        first = AIOKafkaProducer(bootstrap_servers=kafka_broker, transactional_id=tid,
+                                 acks="all")
+        await first.start()
+        await first.begin_transaction()
+        await (await first.send(topic, b"a"))
+        second = AIOKafkaProducer(bootstrap_servers=kafka_broker, transactional_id=tid,
+                                  acks="all")
+        await second.start()
+        return first, second
+
+    # A send: error -1.
+    first, second = await fenced_producer()
+    try:
+        with pytest.raises(UnknownError):
+            await asyncio.wait_for(await first.send(topic, b"b"), 30)
+    finally:
+        await first.stop()
+        await second.stop()
+    # The offsets step: error -1, reported as a broken sender; the producer
+    # is dead (its commit cannot even be tried).
+    first, second = await fenced_producer()
+    try:
+        with pytest.raises(KafkaError, match="Unexpected error during batch delivery"):
+            await asyncio.wait_for(first.send_offsets_to_transaction(
+                {TopicPartition(topic, 0): 1}, unique("g")), 30)
+        assert first._txn_manager.state.name == "FATAL_ERROR"
+    finally:
+        await first.stop()
+        await second.stop()
+    # The commit itself: tansu drops the connection, aiokafka retries every
+    # 100 ms; only a timeout ends it (Sabot's TXN_STEP_TIMEOUT).
+    first, second = await fenced_producer()
+    try:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(first.commit_transaction(), STEP)
+    finally:
+        await first.stop()
+        await second.stop()
