@@ -45,7 +45,7 @@ def valid_http_url(v: Any) -> bool:
 
 
 def host_port(host: str, port: int) -> str:
-    """``host:port``, with an IPv6 address in brackets."""
+    """``host:port``, with an IPv6 address in brackets (``[::1]:9100``)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 

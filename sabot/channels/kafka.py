@@ -30,16 +30,19 @@ from typing import (Any, AsyncGenerator, Awaitable, Callable, Dict, Iterable, It
 from aiokafka import (AIOKafkaConsumer, AIOKafkaProducer,
                       ConsumerRebalanceListener, TopicPartition)
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.errors import (KafkaConnectionError, KafkaError, MessageSizeTooLargeError,
                             RecordTooLargeError)
 
+from ..canonical import canonical_url
 from ..exceptions import (BrokerUnavailable, ChannelClosed, ConfigurationError,
                           TransportError)
 from ..retry import RetryPolicy
 from ..settings import Settings
 from ..types import AppT, ChannelT, Headers
 from .inflight import Delivery, InFlight
+from .kafka_assignor import SabotAssignor
 from . import kafka_eos
 from .send_options import send_with_options
 from .transport import Transport
@@ -407,6 +410,8 @@ class KafkaTransport(Transport):
         self.servers = bootstrap_servers(url)
         self.producer: Optional[AIOKafkaProducer] = None
         self.consumer: Optional[AIOKafkaConsumer] = None
+        #: The group's assignment with every member's web URL (``owner_urls``).
+        self.assignor = SabotAssignor(lambda: canonical_url(app))
         self._admin: Optional[AIOKafkaAdminClient] = None
         self._producer_lock = asyncio.Lock()
         self._admin_lock = asyncio.Lock()
@@ -614,6 +619,8 @@ class KafkaTransport(Transport):
             session_timeout_ms=int(self.conf.broker_session_timeout * 1000),
             heartbeat_interval_ms=int(self.conf.broker_heartbeat_interval * 1000),
             max_partition_fetch_bytes=self.conf.consumer_max_fetch_size,
+            # Sabot's assignor first; round robin for members of an older Sabot.
+            partition_assignment_strategy=(self.assignor, RoundRobinPartitionAssignor),
             **({"isolation_level": "read_committed"} if self.eos is not None else {}),
             **client_settings(self.conf, "consumer"), **self._client_options())
         self.consumer = await self._start_client(consumer, "consumer")
@@ -826,6 +833,13 @@ class KafkaTransport(Transport):
     def assigns_partitions(self) -> bool:
         """True: the consumer group assigns partitions to workers."""
         return True
+
+    def owner_urls(self, topic: Optional[str], partition: int) -> List[str]:
+        """Web URLs of the group members holding ``partition`` of ``topic`` (None: any topic)."""
+        if topic is None:
+            return self.assignor.holders(partition)
+        url = self.assignor.owner(topic, partition)
+        return [] if url is None else [url]
 
     def notify_assigned(self, assigned: set) -> None:
         """Tell the assignment listeners (tables recover) before fetching ``assigned``.

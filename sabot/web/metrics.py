@@ -11,6 +11,7 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from ..canonical import host_port
 from ..monitor import Snapshot, WorkerMonitor, delays
 
 __all__ = ["WorkerMetrics", "host_port"]
@@ -135,8 +136,3 @@ def _bridge_families(bridges: Dict[str, Dict[str, Any]]) -> Iterable[Metric]:
         seconds.add_metric([agent], sum(figures.get("execution_time_us", {}).values()) / 1e6)
     out.append(seconds)
     return out
-
-
-def host_port(host: str, port: int) -> str:
-    """``host:port``, with an IPv6 address in brackets (``[::1]:9100``)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

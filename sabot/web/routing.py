@@ -1,16 +1,19 @@
 """``app.table_route`` and ``app.topic_route``: answer where the key's partition lives.
 
-Faust sends a request for a key to the worker that holds the key's
-partition (of a table's changelog, or of a topic) and runs the view there.
-Sabot runs the view here when this worker holds the partition, which is
-always the case on ``memory://`` and ``redis://`` (one partition) and for a
-worker alone in its Kafka group. With several Kafka workers Sabot knows which
-partition the key is in and whether this worker holds it (the partitions a
-table holds; for a topic, the transport's ``key_partition``: the consumer's
-assignment), but not the web address of the worker that does: a request for a
-key held elsewhere answers 503 (Faust's ``ServiceUnavailable``,
-what Faust answers when it cannot locate the owner) naming the partition, so a
-client or a load balancer retries on another worker.
+As in Faust, a request for a key is answered by the worker that holds the
+key's partition (of a table, or of a topic). The view runs here when this
+worker holds it, which is always the case on ``memory://`` and ``redis://``
+(one partition) and for a worker alone in its Kafka group. With several Kafka
+workers the key's partition is found as producers find it, and when another
+worker holds it the request is forwarded to that worker's ``canonical_url``,
+which every member announces to the group (``sabot.channels.kafka_assignor``),
+and its answer returned (``sabot.web.forward``; Faust's ``route_req``).
+
+When no URL is known for the owner (it serves no web pages, the group runs an
+older Sabot, the request was already forwarded once, or the partition is this
+worker's but not recovered yet) the answer is 503 (Faust's
+``ServiceUnavailable``) naming the partition, so a client or a load balancer
+retries on another worker; so it is when the owner does not answer.
 
 The key comes from the query string (``query_param=``, Faust's older
 ``shard_param=``), from the route (``match_info=``) or is fixed
@@ -20,11 +23,13 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any, Awaitable, Callable, Optional, Tuple
+from typing import Any, Awaitable, Callable, List, Optional, Tuple
 
 from aiokafka.partitioner import DefaultPartitioner
 
+from ..canonical import canonical_url
 from .exceptions import ServiceUnavailable, ValidationError
+from .forward import forward, was_routed
 
 __all__ = ["route_decorator"]
 
@@ -37,21 +42,49 @@ def _key_bytes(key: Any) -> bytes:
     return key if isinstance(key, bytes) else str(key).encode("utf-8")
 
 
-def _table_owner(app: Any, table: Any, key: Any) -> Optional[Tuple[int, bool]]:
+#: ``(partition, held here, topic of the partition or None for a table's)``.
+Owner = Tuple[int, bool, Optional[str]]
+
+
+def _table_owner(app: Any, table: Any, key: Any) -> Optional[Owner]:
     if table.is_global or not app.transport.assigns_partitions:
         return None  # every worker holds all of it, or there is one partition
     # A table has as many partitions as its source (Faust: topic_partitions).
     count = int(table.partitions or app.conf.topic_partitions)
     everyone = list(range(count))
     partition = _partitioner(_key_bytes(key), everyone, everyone)
-    return partition, partition in table.held_partitions
+    # A table's partition n is held by the worker assigned partition n of its sources.
+    return partition, partition in table.held_partitions, None
 
 
-def _topic_owner(app: Any, topic: Any, key: Any) -> Optional[Tuple[int, bool]]:
+def _topic_owner(app: Any, topic: Any, key: Any) -> Optional[Owner]:
     if not app.transport.assigns_partitions:
         return None
     # A Kafka topic's own key codec: the bytes its producers partitioned by.
-    return app.transport.key_partition(topic.name, topic.encode_key(key) or b"")
+    found = app.transport.key_partition(topic.name, topic.encode_key(key) or b"")
+    return None if found is None else (found[0], found[1], topic.name)
+
+
+def _owner_urls(app: Any, topic: Optional[str], partition: int) -> List[str]:
+    """URLs of the workers holding ``partition`` (of ``topic``; None: a table's), if known."""
+    urls = getattr(app.transport, "owner_urls", None)
+    return [] if urls is None else urls(topic, partition)  # None: no URLs published
+
+
+async def _elsewhere(app: Any, request: Any, found: Owner, what: str) -> Any:
+    """The answer of the worker holding ``found``'s partition, or 503 naming it."""
+    partition, _, topic = found
+    me = canonical_url(app)
+    holders = _owner_urls(app, topic, partition)
+    others = [url for url in holders if url != me]
+    owner = None if was_routed(request) or not others else others[0]
+    if owner is None:
+        held = "this worker is still recovering" if me is not None and me in holders \
+            else "held by another worker"
+        raise ServiceUnavailable(f"{what} is in partition {partition}, {held}",
+                                 partition=partition)
+    return await forward(request, owner, me, f"{what} is in partition {partition}",
+                         partition=partition)
 
 
 def route_decorator(app: Any, target: Any, kind: str, shard_param: Optional[str],
@@ -86,9 +119,7 @@ def route_decorator(app: Any, target: Any, kind: str, shard_param: Optional[str]
                 key = request.query[query_param]
             found = owner(app, target, key)
             if found is not None and not found[1]:
-                raise ServiceUnavailable(
-                    f"key {key!r} of {label} is in partition {found[0]}, held by another "
-                    f"worker", partition=found[0])
+                return await _elsewhere(app, request, found, f"key {key!r} of {label}")
             return await fun(view, request, *args, **kwargs)
         return routed
     return decorator

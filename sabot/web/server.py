@@ -14,6 +14,7 @@ from typing import Any, Awaitable, Callable, List, Optional, Tuple
 
 from aiohttp import web as aioweb
 
+from ..canonical import forget_served, record_served
 from .asgi_bridge import ASGIBridge
 from .metrics import WorkerMetrics, host_port
 from .site import Site
@@ -70,6 +71,7 @@ class WebServer:
             raise
         self._runner = runner
         self.port = self.addresses[0][1]
+        record_served(self.site.app, self.host, self.port)  # the default canonical_url
 
     @property
     def addresses(self) -> List[Tuple[str, int]]:
@@ -91,6 +93,7 @@ class WebServer:
         """Stop listening, finish the requests in progress and close the sockets."""
         if self._runner is not None:
             runner, self._runner = self._runner, None
+            forget_served(self.site.app)
             try:
                 await runner.cleanup()
             finally:
