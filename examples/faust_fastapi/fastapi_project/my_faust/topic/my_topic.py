@@ -1,0 +1,3 @@
+from my_faust.app import faust_app
+
+greetings_topic = faust_app.topic("greetings", value_type=str)
