@@ -30,7 +30,10 @@ Faults, each in one line of the log:
   dropped (its successor fences it and the broker aborts what it left
   open), the partition's offsets stay where they were, and the consumer
   seeks back to them, so its records are processed again into a new
-  transaction.
+  transaction. After ``MAX_ABORTS_IN_A_ROW`` aborts of a partition at the
+  same offset (no commit between), the worker stops (``report_crash``):
+  tansu answers a fenced producer with an unknown error, not
+  ``PRODUCER_FENCED``, and a record whose output always fails would loop.
 
 The seam: ``KafkaTopic.send_from`` asks :meth:`KafkaExactlyOnce.producer_for_sources`
 for the producer, and ``send``/``produce`` use :func:`current_producer`
@@ -67,6 +70,9 @@ logger = logging.getLogger("sabot.channels.kafka")
 
 #: Seconds one step of a transaction (add offsets, commit, abort) may take.
 TXN_STEP_TIMEOUT = 10.0
+
+#: Aborts of one partition's transaction at the same offset after which the worker stops.
+MAX_ABORTS_IN_A_ROW = 5
 
 #: Errors that mean another producer owns the transactional id now.
 _FENCED = (ProducerFenced, InvalidProducerEpoch, TransactionalIdAuthorizationFailed)
@@ -111,6 +117,8 @@ class KafkaExactlyOnce:
         self._last: Optional[Tuple[List[Any], Optional[TopicPartition]]] = None
         self.commits = 0
         self.aborts = 0
+        #: Per partition: (the offset its last abort restarted at, aborts there in a row).
+        self._aborted_at: Dict[TopicPartition, Tuple[Optional[int], int]] = {}
 
     def transactional_id(self, tp: TopicPartition) -> str:
         """``<app id>-<topic>-<partition>``: the same on every worker, so a zombie is fenced."""
@@ -282,6 +290,16 @@ class KafkaExactlyOnce:
                      "its offsets stay at %s and its records are processed again",
                      tp.topic, tp.partition, reason,
                      restart if restart is not None else "the group's committed offset")
+        last = self._aborted_at.get(tp)
+        n = last[1] + 1 if last is not None and last[0] == restart else 1
+        self._aborted_at[tp] = (restart, n)
+        if n >= MAX_ABORTS_IN_A_ROW:
+            error = TransportError(
+                f"exactly-once: the transaction of {tp.topic}[{tp.partition}] could not commit "
+                f"{n} times in a row (last: {reason}); stopping this worker: another worker may "
+                f"own the partition (fenced), or an output of its records always fails")
+            logger.error("%s", error)
+            self.transport.app.report_crash(error)
         if producer is not None:
             await _close(producer)
         transport = self.transport

@@ -224,3 +224,57 @@ async def test_what_tansu_answers_a_fenced_producer(kafka_broker):
     finally:
         await first.stop()
         await second.stop()
+
+
+async def test_a_producer_fenced_again_and_again_stops_the_worker(kafka_broker, monkeypatch,
+                                                                  caplog):
+    # Another producer takes the partition's transactional id each time the
+    # app opens a transaction (as a worker that owns the partition now
+    # would). tansu never says PRODUCER_FENCED, so each time is an abort and
+    # the records are processed again; a limit on aborts in a row without a
+    # commit stops the worker instead of retrying forever.
+    monkeypatch.setattr(kafka_eos, "TXN_STEP_TIMEOUT", STEP)
+    kafka_protocol.install()
+    source, target = unique("in"), unique("out")
+    await create_topics(kafka_broker, (source, 1), (target, 1))
+    app = sabot.App(unique("eos-fenced"), broker=f"kafka://{kafka_broker}",
+                    processing_guarantee="exactly_once", broker_commit_interval=0.1)
+    holding = []  # one entry each time value 0's output is in an open transaction
+    go = asyncio.Event()
+
+    @app.agent(app.topic(source, value_serializer="json"),
+               sink=[app.topic(target, value_serializer="json")])
+    async def forward(values):
+        async for value in values:
+            yield value
+            if value["i"] == 0:
+                holding.append(1)
+                await go.wait()
+                go.clear()
+
+    transport = next(t for t in app.transports if t.scheme == "kafka")
+    limit = kafka_eos.MAX_ABORTS_IN_A_ROW
+    caplog.set_level(logging.ERROR, logger="sabot.channels.kafka")
+    async with running(app):
+        await produce(kafka_broker, source, range(5))
+        for n in range(limit):
+            await until(lambda: len(holding) > n, timeout=60,
+                        what=lambda: f"value 0 held for the {n + 1}th time "
+                                     f"(aborts {transport.eos.aborts})")
+            usurper = AIOKafkaProducer(bootstrap_servers=kafka_broker,
+                                       transactional_id=f"{app.id}-{source}-0")
+            await usurper.start()  # the app's producer is fenced
+            await usurper.stop()
+            go.set()
+        await until(lambda: app.crash_reasons, timeout=60 + 4 * STEP,
+                    what=lambda: f"the worker to stop (aborts {transport.eos.aborts})")
+        assert transport.eos.aborts == limit and transport.eos.commits == 0
+    error, = app.crash_reasons
+    message = str(error)
+    assert "\n" not in message and f"{source}[0]" in message
+    assert f"could not commit {limit} times in a row" in message
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("could not commit (" in line for line in lines) == limit
+    assert sum(message in line for line in lines) == 1
+    # Nothing of it was committed: the records are there for the partition's owner.
+    assert committed_values(await read_log(kafka_broker, target)) == []
