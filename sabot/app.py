@@ -289,7 +289,7 @@ class App(Service):
               node: Any = None, key_type: Any = None,
               value_type: Any = None, help: Optional[str] = None, schema: Any = None,
               supervisor_strategy: Any = None, isolated_partitions: bool = False,
-              use_reply_headers: bool = True,
+              use_reply_headers: bool = False,
               **kwargs: Any) -> Callable[[Callable[..., Any]], Agent]:
         """Decorate an async function to run it over ``channel``.
 
@@ -331,6 +331,7 @@ class App(Service):
                           concurrency=concurrency, sink=sink, executor=executor,
                           on_error=faust.policy, node=node)
             agent.help = help or ""
+            agent.use_reply_headers = use_reply_headers  # Faust's: the form of its requests
             agent.on_failure = faust.failure_hook(agent)
             self.agents[agent_name] = agent
             return agent

@@ -29,6 +29,7 @@ import inspect
 import logging
 import time
 import traceback
+import uuid
 from collections import deque
 from typing import (TYPE_CHECKING, Any, Callable, Deque, Dict, List, NamedTuple, Optional,
                     Sequence, Tuple)
@@ -40,7 +41,7 @@ from ..retry import RetryPolicy
 from ..streams import Stream
 from ..types import AppT, BatchT, ChannelT, Headers, SubscriberT
 from ..value_dispatch import ValueDispatcher
-from .rpc import AgentRPC, reply_target, response, with_reply_headers
+from .rpc import AgentRPC, reply_target, response
 from .sinks import Sink, SinkTarget, hold_until_done
 from .testing import AgentTestContext
 
@@ -176,9 +177,9 @@ class Agent(AgentRPC, Service):
         ``reply_to`` (a topic name or channel) and ``correlation_id``, as in
         Faust: what the agent yields for the value is sent there as a reply.
         """
-        if reply_to is not None:
-            headers = with_reply_headers(headers, getattr(reply_to, "name", reply_to),
-                                         correlation_id)
+        if reply_to is not None:  # a request, in Faust's form (sabot.agents.rpc)
+            return await self._request(key, value, headers, getattr(reply_to, "name", reply_to),
+                                       correlation_id or str(uuid.uuid4()), **options)
         return await self.channel.send(key=key, value=value, headers=headers, **options)
 
     async def send_batch(self, batch: Any) -> Any:

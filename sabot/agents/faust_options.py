@@ -6,11 +6,11 @@
 * ``schema``: Faust's ``Schema`` gives the ``key_type``/``value_type`` of
   the topic the agent makes (its serializers too).
 * ``help``: kept on the agent (``agent.help``), listed by ``sabot agents``.
-* ``use_reply_headers=True``: Sabot's replies always travel in headers.
-* ``supervisor_strategy``, ``isolated_partitions=True``,
-  ``use_reply_headers=False`` and any other Faust option: a warning naming
-  it (Sabot restarts each crashed instance alone; it has no per-partition
-  actors).
+* ``use_reply_headers``: as in Faust, the form of the agent's RPC requests
+  (``sabot.agents.rpc``); kept on the agent by ``app.agent``.
+* ``supervisor_strategy``, ``isolated_partitions=True`` and any other Faust
+  option: a warning naming it (Sabot restarts each crashed instance alone;
+  it has no per-partition actors).
 """
 from __future__ import annotations
 
@@ -36,8 +36,6 @@ class FaustAgentOptions:
             unsupported.append("supervisor_strategy")
         if isolated_partitions:
             unsupported.append("isolated_partitions")
-        if not use_reply_headers:
-            unsupported.append("use_reply_headers=False")
         if unsupported:
             warnings.warn(f"agent {agent_name!r}: Faust's {', '.join(unsupported)} not supported "
                           f"by Sabot and has no effect (each crashed instance restarts alone)",

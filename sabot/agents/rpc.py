@@ -1,11 +1,24 @@
 """Agent RPC with Faust's meaning: ``ask``, ``cast``, ``map``, ``kvmap``, ``join``, ``kvjoin``.
 
-``await agent.ask(value)`` sends ``value`` to the agent's channel with two
-headers, ``sabot-reply-to`` (the asking app's reply topic) and
-``sabot-correlation-id``, and waits for the reply: what the agent yields
-while it holds that value is sent to the reply topic as
-``{"key", "value", "correlation_id"}`` (Faust's ``ReqRepResponse`` layout),
-where the asking app's reply consumer hands it to the waiting ``ask``.
+``await agent.ask(value)`` sends a request to the agent's channel and waits
+for the reply: what the agent yields while it holds that value is sent to
+the asking app's reply topic as Faust's ``ReqRepResponse`` (``{"key",
+"value", "correlation_id"}``), where the app's reply consumer hands it to
+the waiting ``ask``. Requests and replies are Faust's wire format
+(``sabot.agents.faust_wire``), so a Faust app and a Sabot app ask each
+other's agents:
+
+* on a broker channel whose values are JSON (Faust's default, with or
+  without ``value_type=``) and that has no Arrow ``schema``, the request is
+  Faust's ``ReqRepRequest`` envelope, which every Faust agent answers;
+* anywhere else (in memory; Arrow, raw or msgpack values; a schema-checked
+  channel), and for an agent made with ``use_reply_headers=True`` (Faust's
+  option), the value travels as it is, with Faust's request headers
+  ``Faust-Ag-ReplyTo``/``Faust-Ag-CorrelationId`` (which faust-streaming's
+  agents answer too).
+
+An agent answers both forms, and Faust's envelope is unwrapped before the
+agent sees the value (decoded into the channel's ``value_type``).
 
 * The reply topic is ``conf.reply_to`` (default ``<reply_to_prefix><uuid>``,
   one per app instance, as in Faust), made on the app's broker: a memory
@@ -14,12 +27,10 @@ where the asking app's reply consumer hands it to the waiting ``ask``.
   consumer group to take the new topic in (seconds on a local broker).
 * ``cast`` sends without waiting for a reply; ``map``/``kvmap`` yield replies
   as they arrive; ``join``/``kvjoin`` return them in the order asked.
+* A reply value that names the ``__faust`` namespace of a Record class of
+  this process is built into that class (Faust's ``maybe_model``).
 * An agent that yields nothing for a request leaves its ``ask`` waiting:
   ``timeout=`` (Sabot's) bounds the wait and raises ``asyncio.TimeoutError``.
-* The request travels in headers, so the value is the agent's ordinary
-  input (decoded into its ``value_type``). Faust wraps a request in a
-  ``ReqRepRequest`` value instead: a Faust app cannot ``ask`` a Sabot agent,
-  nor the reverse (documented in docs/faust-migration.md).
 """
 from __future__ import annotations
 
@@ -30,6 +41,8 @@ import warnings
 from typing import (TYPE_CHECKING, Any, AsyncIterator, Dict, Iterable, List, Optional, Tuple)
 
 from ..exceptions import ConfigurationError, SabotCompatibilityWarning
+from .faust_wire import (CORRELATION_ID, REPLY_TO, carries_json, check_request, read_response,
+                         reply_target, request, response, with_reply_headers)
 
 if TYPE_CHECKING:
     from ..app import App
@@ -39,51 +52,6 @@ __all__ = ["REPLY_TO", "CORRELATION_ID", "ReplyConsumer", "reply_target", "respo
            "with_reply_headers"]
 
 logger = logging.getLogger(__name__)
-
-#: Headers of a request: where to reply, and the id that pairs reply and request.
-REPLY_TO = "sabot-reply-to"
-CORRELATION_ID = "sabot-correlation-id"
-
-
-def _text(value: Any) -> Optional[str]:
-    if isinstance(value, bytes):
-        try:
-            return value.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    return value if isinstance(value, str) else None
-
-
-def reply_target(headers: Any) -> Optional[Tuple[str, str]]:
-    """``(reply_to, correlation_id)`` when ``headers`` make a request, else None."""
-    if not headers:
-        return None
-    get = getattr(headers, "get", None)
-    if get is None:  # a list of (name, value) pairs
-        headers = dict(headers)
-        get = headers.get
-    reply_to, cid = _text(get(REPLY_TO)), _text(get(CORRELATION_ID))
-    if not reply_to or not cid:
-        return None
-    return reply_to, cid
-
-
-def with_reply_headers(headers: Any, reply_to: str, correlation_id: Optional[str]) -> Dict[str, Any]:
-    """``headers`` plus the two that make a request (a new correlation id if none)."""
-    merged = dict(headers or {})
-    merged[REPLY_TO] = str(reply_to).encode()
-    merged[CORRELATION_ID] = (correlation_id or uuid.uuid4().hex).encode()
-    return merged
-
-
-def response(key: Any, value: Any, correlation_id: str) -> Dict[str, Any]:
-    """A reply as Faust lays out its ``ReqRepResponse``."""
-    if isinstance(key, bytes):
-        key = key.decode("utf-8", "replace")
-    if hasattr(value, "to_representation"):  # a Record: its JSON form
-        value = value.to_representation()
-    return {"key": key, "value": value, "correlation_id": correlation_id,
-            "__faust": {"ns": "@ReqRepResponse"}}
 
 
 class ReplyConsumer:
@@ -129,12 +97,18 @@ class ReplyConsumer:
 
     async def _consume(self, stream: Any) -> None:
         async for value in stream:
-            if not isinstance(value, dict) or not isinstance(value.get("correlation_id"), str):
+            try:
+                reply = read_response(value)
+            except Exception as exc:  # noqa: BLE001 - a reply naming a class it does not fit
+                logger.warning("reply topic %s: ignoring a reply whose value is not valid: %r",
+                               self.name, exc)
+                continue
+            if reply is None:
                 logger.warning("reply topic %s: ignoring a value that is not a reply", self.name)
                 continue
-            fut = self._waiting.get(value["correlation_id"])
+            fut = self._waiting.get(reply[0])
             if fut is not None and not fut.done():
-                fut.set_result(value.get("value"))
+                fut.set_result(reply[1])
 
 
 class AgentRPC:
@@ -142,6 +116,9 @@ class AgentRPC:
 
     app: Any
     channel: Any
+    #: Faust's ``use_reply_headers``: send every request in headers, never as
+    #: an envelope (``app.agent(use_reply_headers=True)``).
+    use_reply_headers = False
 
     def _replies(self) -> ReplyConsumer:
         replies = getattr(self.app, "replies", None)
@@ -166,7 +143,7 @@ class AgentRPC:
             raise ValueError(f"ask(reply_to={reply_to!r}): this app reads its replies on "
                              f"{replies.name!r} (set the reply_to setting to change it)")
         await replies.start()
-        cid = correlation_id or uuid.uuid4().hex
+        cid = correlation_id or str(uuid.uuid4())
         fut = replies.expect(cid)
         await self._request(key, value, headers, replies.name, cid)
         return await asyncio.wait_for(fut, timeout)
@@ -212,14 +189,21 @@ class AgentRPC:
         await replies.start()
         pending = []
         for key, value in items:
-            cid = uuid.uuid4().hex
+            cid = str(uuid.uuid4())
             pending.append(replies.expect(cid))
             await self._request(key, value, None, replies.name, cid)
         return pending
 
-    async def _request(self, key: Any, value: Any, headers: Any, reply_to: str, cid: str) -> None:
-        await self.channel.send(key=key, value=value,
-                                headers=with_reply_headers(headers, reply_to, cid))
+    async def _request(self, key: Any, value: Any, headers: Any, reply_to: str, cid: str,
+                       **options: Any) -> Any:
+        """Send a request in Faust's form for the channel (see the module docstring)."""
+        check_request(reply_to, cid)
+        if not self.use_reply_headers and carries_json(self.channel):
+            return await self.channel.send(key=key, value=request(value, reply_to, cid),
+                                           headers=headers, **options)
+        return await self.channel.send(key=key, value=value,
+                                       headers=with_reply_headers(headers, reply_to, cid),
+                                       **options)
 
 
 def _unsupported(**given: Any) -> None:

@@ -22,6 +22,7 @@ from typing import (Any, AsyncGenerator, Awaitable, Callable, Dict, List, NamedT
 import pyarrow as pa
 
 from .._fastpath import Batch
+from ..agents.faust_wire import is_json, unwrap_requests
 from ..codecs import TOMBSTONE, RawCodec, get_codec
 from ..exceptions import DecodeError
 from ..models.codec import check_types, decode_fetch, typed_codec
@@ -104,6 +105,8 @@ class TransportChannel(Channel):
         assert value_codec is not None  # values always have a codec
         self.codec = value_codec
         self.key_codec = typed_codec(key_type, key_serializer, key=True)
+        #: JSON values may be Faust's agent-RPC requests (``agents.faust_wire``).
+        self._reads_requests = is_json(value_codec)
         #: Faust's ``allow_empty``: a null value (tombstone) reaches the agent
         #: as ``None`` even on a record topic, instead of being a dead letter.
         self.allow_empty = allow_empty
@@ -208,8 +211,10 @@ class TransportChannel(Channel):
         Returns the published batches (a transport may check whether one was
         abandoned, in which case ``on_done`` will never be called).
         """
-        payloads = fetched.payloads
         keys, failures = self._decode_keys(fetched)
+        if self._reads_requests:
+            fetched = self._unwrap_requests(fetched, failures)
+        payloads = fetched.payloads
         if self._refuses_tombstones:
             failures = _with_tombstones(failures, payloads, self.value_type)
         if failures:
@@ -228,6 +233,19 @@ class TransportChannel(Channel):
             batch.on_done = countdown
             await self.publish(batch)
         return batches
+
+    def _unwrap_requests(self, fetched: Fetched, failures: _Failures) -> Fetched:
+        # Faust's agent.ask wraps a value in a ReqRepRequest: the inner value
+        # is decoded as any other, and the request travels in its headers.
+        found = unwrap_requests(fetched.payloads, fetched.headers)
+        if found is None:
+            return fetched
+        payloads, headers, bad = found
+        if bad:
+            seen = {i for i, _ in failures}
+            failures.extend(f for f in bad if f[0] not in seen)
+            failures.sort(key=lambda f: f[0])
+        return fetched._replace(payloads=payloads, headers=headers)
 
     @property
     def _refuses_tombstones(self) -> bool:
