@@ -885,6 +885,8 @@ class KafkaTransport(Transport):
         consumer = AIOKafkaConsumer(
             group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
             max_partition_fetch_bytes=self.conf.consumer_max_fetch_size,
+            # exactly once, changelog entries of aborted transactions are not the table's
+            **({"isolation_level": "read_committed"} if self.eos is not None else {}),
             **self._client_options())
         await self._start_client(consumer, "changelog reader")
         tp = TopicPartition(topic, partition)

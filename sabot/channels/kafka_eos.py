@@ -43,16 +43,39 @@ least once. An output made from records of two partitions cannot be in
 one partition's transaction: it is refused with
 :class:`~sabot.exceptions.ConfigurationError`.
 
-Not in the transaction: the tables' changelog entries (flushed by the
-commit barrier before the transaction commits: at least once) and dead
-letters.
+Tables: a changelog entry made from a record of an input partition of
+this transport (its ``sabot-source`` header, ``topic:partition``) is
+written by that partition's producer into its open transaction
+(:meth:`KafkaExactlyOnce.write_held`, asked by ``KafkaChangelog.write_held``
+at each table flush), so the outputs, the changelog entries and the input
+offsets commit together. The table applies those changes to its store only
+when the transaction commits (the ``Held`` marked by ``_commit_one``). The
+commit runs the tables' flush first (the commit barrier), after the
+partition's in-flight batches finished, so every change of a committed
+record is in the transaction with its offset; a partition skipped in that
+round (batches still in flight) keeps its entries in its still-open
+transaction for a later round. While one task commits, flushes from other
+tasks leave the entries of the transactional partitions dirty
+(:meth:`changelog_mode` answers ``"wait"``): nothing is sent into a
+transaction that is committing.
+
+An aborted transaction (``_abort``, a revoke, the stop) takes its changelog
+entries with it; the store never had them, and ``abort_listeners`` (the
+tables' ``drop_uncommitted``) forget every change of that partition not
+committed yet, so the records processed again from the last committed
+offset make and write them again: the table state stays exact.
+
+Not in the transaction: dead letters (at least once), and changelog
+entries with no source of this transport (a timer, a windowed table's
+expiry, a Redis or memory input), written plainly at least once.
 """
 from __future__ import annotations
 
 import asyncio
 import contextvars
 import logging
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Dict, Iterable, List, Optional,
+                    Sequence, Tuple)
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (InvalidProducerEpoch, KafkaError, ProducerFenced,
@@ -119,6 +142,15 @@ class KafkaExactlyOnce:
         self.aborts = 0
         #: Per partition: (the offset its last abort restarted at, aborts there in a row).
         self._aborted_at: Dict[TopicPartition, Tuple[Optional[int], int]] = {}
+        #: The tables' changelog entries in each open transaction (``Held``).
+        self._held: Dict[TopicPartition, List[Any]] = {}
+        #: Called with the source (``topic:partition``) of every transaction
+        #: aborted or given up: its uncommitted table changes are dropped.
+        self.abort_listeners: List[Callable[[str], None]] = []
+        #: The task running ``commit`` now (one at a time: ``_commit_lock``).
+        self._committer: Optional["asyncio.Task[Any]"] = None
+        self._commit_lock = asyncio.Lock()
+        self._closed = False
 
     def transactional_id(self, tp: TopicPartition) -> str:
         """``<app id>-<topic>-<partition>``: the same on every worker, so a zombie is fenced."""
@@ -167,6 +199,50 @@ class KafkaExactlyOnce:
             await producer.begin_transaction()
         return producer
 
+    # -- tables' changelog entries (from KafkaChangelog) ----------------------
+    def _source_partition(self, source: str) -> Optional[TopicPartition]:
+        """The input partition a table source (``topic:partition``) names, if ours."""
+        topic, _, partition = source.rpartition(":")
+        if not topic or not partition.isdigit():
+            return None
+        tp = TopicPartition(topic, int(partition))
+        return tp if tp in self.transport._offsets else None
+
+    def changelog_mode(self, source: str) -> str:
+        """``"hold"``: entries of ``source`` go into its transaction; ``"plain"``; ``"wait"``."""
+        if self._closed or self._source_partition(source) is None:
+            return "plain"
+        committer = self._committer
+        if committer is not None and committer is not asyncio.current_task():
+            return "wait"  # its transaction may be committing: flushed by the commit itself
+        return "hold"
+
+    async def write_held(self, held: Any, write: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``write()`` (sends) in the open transaction of ``held.source``'s partition.
+
+        ``held.position`` becomes what ``write`` returns (the last entry's
+        offset); ``held.committed()`` is called when the transaction commits.
+        """
+        tp = self._source_partition(held.source)
+        if tp is None:
+            raise TransportError(f"exactly-once: {held.source} is not an input partition "
+                                 f"of this worker any more; its table changes are not written")
+        producer = await self._producer(tp)
+        with using(producer):
+            held.position = await write()
+        self._held.setdefault(tp, []).append(held)
+
+    def _drop_uncommitted(self, tp: TopicPartition) -> None:
+        """``tp``'s transaction is gone: the tables forget its uncommitted changes."""
+        self._held.pop(tp, None)
+        source = f"{tp.topic}:{tp.partition}"
+        for listener in self.abort_listeners:
+            try:
+                listener(source)
+            except Exception as exc:  # one table's failure must not hide another's
+                logger.exception("dropping the uncommitted table changes of %s failed: %r",
+                                 source, exc)
+
     def delivered(self, tp: TopicPartition, first_offset: int) -> None:
         """Records of ``tp`` from ``first_offset`` on reach the agents (the first fetch counts)."""
         self._restart_at.setdefault(tp, first_offset)
@@ -189,7 +265,18 @@ class KafkaExactlyOnce:
         return await self.commit(tps)
 
     async def commit(self, tps: Iterable[TopicPartition]) -> bool:
-        """Commit the finished offsets of ``tps``, each with its partition's outputs."""
+        """Commit the finished offsets of ``tps``, each with its partition's outputs.
+
+        One commit at a time (the fetch loop's, a revoke's, the stop's).
+        """
+        async with self._commit_lock:
+            self._committer = asyncio.current_task()
+            try:
+                return await self._commit(tps)
+            finally:
+                self._committer = None
+
+    async def _commit(self, tps: Iterable[TopicPartition]) -> bool:
         transport = self.transport
         consumer = transport.consumer
         if consumer is None:
@@ -270,6 +357,8 @@ class KafkaExactlyOnce:
         self.transport._committed[tp] = offset
         self._restart_at[tp] = offset
         self.commits += 1
+        for held in self._held.pop(tp, ()):
+            held.committed()  # the tables apply these changes to their stores now
         return tp, offset, "committed"
 
     def _fenced(self, tp: TopicPartition, exc: BaseException) -> None:
@@ -302,6 +391,7 @@ class KafkaExactlyOnce:
             self.transport.app.report_crash(error)
         if producer is not None:
             await _close(producer)
+        self._drop_uncommitted(tp)
         transport = self.transport
         consumer = transport.consumer
         # The records whose outputs were aborted are read again from the last
@@ -311,18 +401,26 @@ class KafkaExactlyOnce:
             consumer.seek(tp, restart)
 
     async def revoked(self, tps: Iterable[TopicPartition]) -> None:
-        """``tps`` were committed and are not ours any more: drop their producers."""
+        """``tps`` were committed and are not ours any more: drop their producers.
+
+        What their transactions still hold is aborted: the new owner processes
+        those records again, so the tables forget their changes here.
+        """
         for tp in tps:
             self._restart_at.pop(tp, None)
             producer = self._producers.pop(tp, None)
             if producer is not None:
                 await _close(producer)
+            self._drop_uncommitted(tp)
 
     async def close(self) -> None:
         """Abort what is still open (uncommitted), stop every producer."""
-        producers, self._producers = list(self._producers.values()), {}
-        for producer in producers:
+        self._closed = True
+        producers, self._producers = dict(self._producers), {}
+        for producer in producers.values():
             await _close(producer)
+        for tp in set(producers) | set(self._held):
+            self._drop_uncommitted(tp)
 
 
 def _partition_of(sources: Sequence[Any]) -> Optional[TopicPartition]:

@@ -37,9 +37,32 @@ refused with :class:`~sabot.exceptions.ConfigurationError`. An output made
 from entries of several reads of the same stream is committed with the
 last of them (the earlier ones wait, unacknowledged, for it).
 
+Tables: a changelog entry made from an entry of a stream read by this
+transport (its ``sabot-source`` header names the stream) is staged in that
+stream's outbox too (:func:`write_held`, asked by ``RedisChangelog.write_held``
+at each table flush; the changelog stream is on the same server, the app's)
+and ``XADD``\\ ed by the next script, with the outputs and the ``XACK``. The
+table applies those changes to its store only when the script has run (the
+``Held`` marked with the entry id of the last changelog entry). The reader
+runs the tables' flush (the commit barrier) right before the script, so
+every change of the entries it acknowledges is in it. A change may also
+hold the effect of entries still in an agent (a key written by both); it
+carries the position of its last input, so when those entries are read
+again after a crash, the table recovered from the changelog skips them as
+replays (``sabot.tables.table``): the state stays exact.
+
+- Killed before the script ran: neither the changelog entries nor the
+  changes in the store exist; the entries are read again and make them
+  again.
+- Killed after the script, before the store applied them: the store is
+  behind its changelog, and its recovery reads the rest.
+- Entries found no longer pending (a retry after a lost reply, a zombie):
+  the script writes nothing; the changelog entries stay staged and go with
+  the next script (the table's other changes are in them).
+
 Not in the transaction: dead letters (written, then acknowledged, at least
-once) and the tables' changelog entries (flushed by the commit barrier
-before the script runs: a crash in between replays them, at least once).
+once) and changelog entries with no source of this transport (a timer, a
+windowed table's expiry, a Kafka input), written plainly, at least once.
 """
 from __future__ import annotations
 
@@ -47,7 +70,8 @@ import asyncio
 import contextvars
 import hashlib
 import logging
-from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Dict, Iterable, List, Optional,
+                    Sequence, Set, Tuple)
 
 from redis import exceptions as rexc
 
@@ -56,7 +80,8 @@ from ..exceptions import ConfigurationError
 if TYPE_CHECKING:  # pragma: no cover - imported for annotations only
     from .redis import RedisTransport, _StreamReader
 
-__all__ = ["Outbox", "StagedOutput", "staging_for", "current_staging", "staged", "COMMIT_SCRIPT"]
+__all__ = ["Outbox", "StagedOutput", "staging_for", "current_staging", "staged", "COMMIT_SCRIPT",
+           "outbox_of", "write_held"]
 
 logger = logging.getLogger("sabot.channels.redis")
 
@@ -110,7 +135,11 @@ class StagedOutput:
 
 
 class Outbox:
-    """The staged outputs of one input stream, and its commits (one per ack round)."""
+    """The staged outputs of one input stream, and its commits (one per ack round).
+
+    Besides the outputs (by the entries they were made from), the tables'
+    changelog entries staged with the next commit, whatever its entries.
+    """
 
     def __init__(self, reader: "_StreamReader") -> None:
         self.reader = reader
@@ -121,12 +150,24 @@ class Outbox:
         self._by_id: Dict[bytes, List[frozenset]] = {}
         #: Finished ids waiting for another read an output was also made from.
         self._deferred: List[bytes] = []
+        #: The tables' changelog entries for the next script, each flush's
+        #: with the ``Held`` it marks committed (sabot.tables.changelog).
+        self._changelog: List[Tuple[Any, List[StagedOutput]]] = []
         self.committed = 0
 
     # -- staging (from the agents) -------------------------------------------
-    def stage(self, sources: frozenset, stream: str, maxlen: Optional[int],
+    def stage(self, sources: Any, stream: str, maxlen: Optional[int],
               fields: List[Any]) -> "asyncio.Future[Any]":
-        """Keep an ``XADD`` for the commit of ``sources``; the future is done (``None``)."""
+        """Keep an ``XADD`` for the commit of ``sources``; the future is done (``None``).
+
+        ``sources`` is a list (a table flush's, see ``write_held``): the
+        ``XADD`` is appended to it.
+        """
+        if isinstance(sources, list):
+            sources.append(StagedOutput(stream, maxlen, fields))
+            future: "asyncio.Future[Any]" = asyncio.get_running_loop().create_future()
+            future.set_result(None)
+            return future
         outputs = self._groups.get(sources)
         if outputs is None:
             outputs = self._groups[sources] = []
@@ -134,7 +175,7 @@ class Outbox:
             for eid in sources:
                 by_id.setdefault(eid, []).append(sources)
         outputs.append(StagedOutput(stream, maxlen, fields))
-        future: "asyncio.Future[Any]" = asyncio.get_running_loop().create_future()
+        future = asyncio.get_running_loop().create_future()
         future.set_result(None)
         return future
 
@@ -201,7 +242,24 @@ class Outbox:
 
     async def _run(self, ids: List[bytes], outputs: List[StagedOutput]) -> Set[bytes]:
         """Run the script; returns the ids found not pending (then nothing was written)."""
+        # The tables' changelog entries staged so far go with it; staged
+        # meanwhile (the script is awaited), they wait for the next one.
+        changelog, self._changelog = self._changelog, []
+        try:
+            lost = await self._run_script(ids, outputs, changelog)
+        except BaseException:
+            self._changelog[:0] = changelog
+            raise
+        if lost:
+            self._changelog[:0] = changelog
+        return lost
+
+    async def _run_script(self, ids: List[bytes], outputs: List[StagedOutput],
+                          changelog: List[Tuple[Any, List[StagedOutput]]]) -> Set[bytes]:
         reader = self.reader
+        n_outputs = len(outputs)
+        if changelog:
+            outputs = outputs + [staged for _, entries in changelog for staged in entries]
         keys: List[str] = [reader.stream]
         index: Dict[str, int] = {}
         argv: List[Any] = [reader.group, reader.consumer, *_bounds(ids), len(ids), *ids]
@@ -224,8 +282,16 @@ class Outbox:
         status, detail = reply[0], reply[1]
         if status == 0:
             return set(detail)
+        end = n_outputs
+        for held, entries in changelog:
+            end += len(entries)
+            if entries:
+                last = detail[end - 1]
+                held.committed(last.decode() if isinstance(last, bytes) else str(last))
+            else:
+                held.committed()
         self._drop(ids)
-        self.committed += len(outputs)
+        self.committed += n_outputs
         reader._forget(ids)
         return set()
 
@@ -241,6 +307,30 @@ class Outbox:
                         siblings[:] = [g for g in siblings if g is not group]
                         if not siblings:
                             del by_id[other]
+
+
+def outbox_of(transport: "RedisTransport", stream: str) -> Optional[Outbox]:
+    """The outbox of ``stream`` when this transport reads it exactly once, else ``None``."""
+    reader = transport._readers.get(stream) if transport.exactly_once else None
+    return reader.outbox if reader is not None else None
+
+
+async def write_held(transport: "RedisTransport", held: Any,
+                     write: Callable[[], Awaitable[Any]]) -> None:
+    """Stage what ``write()`` produces (a table's changelog entries) for the next script.
+
+    ``held.source`` is the input stream; ``held.committed(last entry id)``
+    is called once the script has written them.
+    """
+    outbox = outbox_of(transport, held.source)
+    if outbox is None:
+        raise ConfigurationError(f"exactly-once: {held.source!r} is not a stream this worker "
+                                 f"reads; its table changes cannot go with its commit")
+    entries: List[StagedOutput] = []
+    with staged((outbox, entries)):  # type: ignore[arg-type]
+        await write()
+    outbox._changelog.append((held, entries))
+
 
 def _bounds(ids: Sequence[bytes]) -> Tuple[bytes, bytes]:
     """The lowest and highest of stream entry ids (``ms-seq``, compared as numbers)."""

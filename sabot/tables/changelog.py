@@ -19,6 +19,17 @@ position of the last one; ``read`` yields lists of entries after a position
 until the end. The broker I/O is the transports' (``KafkaTransport.
 read_partition``, ``RedisTransport.read_stream``): nothing here speaks a
 wire protocol.
+
+Exactly once (``processing_guarantee="exactly_once"``), entries made from
+input of a source the transport commits in transactions go into that
+source's transaction instead (``write_held``, when ``mode(source)`` says
+``HOLD``): on Kafka the open transaction of the input partition
+(``sabot.channels.kafka_eos``), on Redis the atomic script that also writes
+the outputs and acknowledges the input (``sabot.channels.redis_eos``). They
+count only once it commits: ``write_held`` returns a :class:`Held` the
+transport marks committed, and the table applies those changes to its store
+then (``sabot.tables.table``). An aborted transaction's changes are dropped
+by the table (see ``Collection.drop_uncommitted``).
 """
 from __future__ import annotations
 
@@ -35,13 +46,50 @@ if TYPE_CHECKING:
     from ..types import AppT
 
 __all__ = ["ChangelogEntry", "Changelog", "MemoryChangelog", "KafkaChangelog",
-           "RedisChangelog", "ChangelogGap", "CHANGELOGS", "changelog_for", "TOMBSTONE_HEADER", "Entry"]
+           "RedisChangelog", "ChangelogGap", "CHANGELOGS", "changelog_for", "TOMBSTONE_HEADER",
+           "Entry", "Held", "HOLD", "PLAIN", "WAIT"]
 
 #: A Redis changelog entry with this header deletes its key.
 TOMBSTONE_HEADER = "sabot-tombstone"
 
 #: What a flush writes: ``(key, value or None, headers)``.
 Entry = Tuple[bytes, Optional[bytes], Headers]
+
+
+#: ``Changelog.mode(source)``: the entries of ``source`` go into its transaction ...
+HOLD = "hold"
+#: ... are written at once (no transaction: at least once, deduplicated by position) ...
+PLAIN = "plain"
+#: ... or stay unflushed for now (another task is committing that transaction).
+WAIT = "wait"
+
+
+class Held:
+    """Changelog entries written inside a transaction that has not committed yet.
+
+    The transport calls ``committed(position)`` once the transaction
+    committed (``position``: of the last entry, if not known at write time);
+    every callback given to ``when_committed`` runs then with the position. An
+    aborted transaction is never marked: the transport tells the tables
+    which source aborted instead (they drop its changes).
+    """
+
+    __slots__ = ("source", "position", "_callbacks")
+
+    def __init__(self, source: str, position: Optional[StorePosition] = None) -> None:
+        self.source = source
+        self.position = position
+        self._callbacks: List[Callable[[Optional[StorePosition]], None]] = []
+
+    def when_committed(self, callback: Callable[[Optional[StorePosition]], None]) -> None:
+        self._callbacks.append(callback)
+
+    def committed(self, position: Optional[StorePosition] = None) -> None:
+        if position is not None:
+            self.position = position
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(self.position)
 
 
 class ChangelogEntry(NamedTuple):
@@ -65,6 +113,19 @@ class Changelog(abc.ABC):
 
     async def declare(self) -> None:
         """Create the topic or stream if missing."""
+
+    @property
+    def transactional(self) -> bool:
+        """True when some sources' entries may go into transactions (``mode``)."""
+        return False
+
+    def mode(self, source: str) -> str:
+        """``HOLD``, ``PLAIN`` or ``WAIT`` for entries made from input of ``source``."""
+        return PLAIN
+
+    async def write_held(self, partition: int, entries: Sequence[Entry], source: str) -> Held:
+        """Write ``entries`` (all from ``source``) into ``source``'s open transaction."""
+        raise NotImplementedError(f"{type(self).__name__} writes no transactions")
 
     @abc.abstractmethod
     async def write(self, partition: int, entries: Sequence[Entry]) -> Optional[StorePosition]:
@@ -132,6 +193,21 @@ class KafkaChangelog(Changelog):
         await self.transport.declare_topic(self.name, self.partitions,
                                            config={"cleanup.policy": "compact"})
 
+    @property
+    def transactional(self) -> bool:
+        return getattr(self.transport, "eos", None) is not None
+
+    def mode(self, source: str) -> str:
+        eos = getattr(self.transport, "eos", None)
+        return PLAIN if eos is None else eos.changelog_mode(source)
+
+    async def write_held(self, partition: int, entries: Sequence[Entry], source: str) -> Held:
+        # The transport's exactly-once side picks the producer of the input
+        # partition ``source`` names; ``write`` sends through it.
+        held = Held(source)
+        await self.transport.eos.write_held(held, lambda: self.write(partition, entries))
+        return held
+
     async def write(self, partition: int, entries: Sequence[Entry]) -> Optional[StorePosition]:
         produce = self.topic.produce
         futures = [await produce(key, value, headers, partition=partition)
@@ -180,6 +256,22 @@ class RedisChangelog(Changelog):
         self.channel = transport.topic(name, value_serializer="raw")
         #: Entries written (or found at recovery) since the last snapshot.
         self.written = 0
+
+    @property
+    def transactional(self) -> bool:
+        return bool(getattr(self.transport, "exactly_once", False))
+
+    def mode(self, source: str) -> str:
+        from ..channels import redis_eos
+        return HOLD if redis_eos.outbox_of(self.transport, source) is not None else PLAIN
+
+    async def write_held(self, partition: int, entries: Sequence[Entry], source: str) -> Held:
+        # Staged in the outbox of the input stream ``source``: XADDed by the
+        # script that also writes its outputs and acknowledges its entries.
+        from ..channels import redis_eos
+        held = Held(source)
+        await redis_eos.write_held(self.transport, held, lambda: self._write_ids(entries))
+        return held
 
     async def _write_ids(self, entries: Sequence[Entry]) -> List[str]:
         # XADD every entry (pipelined by the producer); their ids once stored.

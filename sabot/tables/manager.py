@@ -10,6 +10,11 @@ The manager is what the app and the transports see of tables:
   partition); on Kafka, the partitions the consumer group assigns, recovered
   before they are fetched (``AssignmentListener``);
 * every ``broker_commit_interval`` it flushes every table;
+* exactly once, it is told the source of every aborted transaction
+  (``drop_uncommitted``, registered with the Kafka transport's exactly-once
+  side) and every table forgets that source's uncommitted changes; changes
+  flushed into a transaction reach the stores when it commits
+  (``sabot.tables.table``);
 * at stop, after the agents, it flushes once more and closes the stores.
 """
 from __future__ import annotations
@@ -134,6 +139,10 @@ class TableManager(Mapping[str, "Collection"], AssignmentListener):
                 await table.changelog.declare()
         for t in self.app.transports:
             t.add_commit_barrier(self.flush)
+            # Exactly once on Kafka: an aborted transaction's table changes are dropped.
+            listeners = getattr(getattr(t, "eos", None), "abort_listeners", None)
+            if listeners is not None:
+                listeners.append(self.drop_uncommitted)
         if transport.assigns_partitions:
             transport.add_assignment_listener(self)
             await self._recover([t for t in self._tables.values() if t.is_global], None)
@@ -185,6 +194,11 @@ class TableManager(Mapping[str, "Collection"], AssignmentListener):
         """Flush every table: changelog acknowledged, then the store (the commit barrier)."""
         for table in list(self._tables.values()):
             await table.flush()
+
+    def drop_uncommitted(self, source: str) -> None:
+        """The transaction of ``source`` aborted: every table forgets its uncommitted changes."""
+        for table in self._tables.values():
+            table.drop_uncommitted(source)
 
     # -- partitions ----------------------------------------------------------------
     async def _recover(self, tables: List[Collection], partitions: Optional[List[int]]) -> None:

@@ -27,10 +27,24 @@ writes were already flushed; a write made while processing such a replayed
 input (its position is at or before the position recorded for that key) is
 skipped, reads return the stored value. See docs/tables.md for what that
 guarantees and what it assumes.
+
+Exactly once (``processing_guarantee="exactly_once"``), the changes made
+from input of a source its transport commits in transactions are *held*:
+``flush()`` writes their changelog entries into that source's transaction
+(``Changelog.write_held``), keeps the changes in ``_held`` (reads see them
+through the cache) and applies them to the store only when the transaction
+commits. So the store never holds a change whose changelog entry or input
+position could still be rolled back: after an abort (``drop_uncommitted``:
+the transport tells which source aborted) the table forgets every change
+of that source not committed yet, held or still dirty, and the input
+processed again from the last commit re-applies and re-writes them; after
+a crash the store holds only committed changes, and its recovery reads the
+committed rest from the changelog.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import warnings
 import zlib
@@ -41,6 +55,7 @@ from ..channels.transport_channel import TransportChannel
 from ..exceptions import ConfigurationError, SabotCompatibilityWarning, SabotError
 from ..streams import current_row, current_stream
 from ..types import BatchT, ChangelogT, Headers, StorePosition, StoreT
+from .changelog import HOLD, WAIT, Changelog
 from .codec import TableValueError, decode, decode_record, encode, encode_record
 from .context import position_le, source_of
 
@@ -73,6 +88,19 @@ _NOT_LOADED: Any = object()
 
 #: The input row behind a write: its batch and index (``None``: no input).
 Row = Tuple[Optional[BatchT], int]
+
+
+class _HeldChanges:
+    """Changes whose changelog entries are in a transaction not committed yet."""
+
+    __slots__ = ("partition", "changes", "positions", "keys")
+
+    def __init__(self, partition: int, changes: Dict[bytes, Optional[bytes]],
+                 positions: Dict[str, StorePosition], keys: List[Any]) -> None:
+        self.partition = partition
+        self.changes = changes
+        self.positions = positions
+        self.keys = keys
 
 
 class TableKeyError(SabotError, ValueError):
@@ -141,6 +169,9 @@ class Collection(MutableMapping[Any, Any]):
         self._stores: Dict[int, StoreT] = {}
         self._values: Dict[Any, Any] = {}
         self._dirty: Dict[int, Dict[Any, Row]] = {}
+        #: Per source: changes flushed into its open transaction, applied to
+        #: the stores when it commits (exactly once; see the module doc).
+        self._held: Dict[str, List[_HeldChanges]] = {}
         #: Per source: the last position recorded when the table was recovered.
         #: Input at or before it may be a replay (checked per key).
         self._replay: Dict[str, StorePosition] = {}
@@ -274,6 +305,12 @@ class Collection(MutableMapping[Any, Any]):
             for raw_key, raw in store.items():
                 out[decode(raw_key)] = self._from_stored(decode_record(raw)[0])
         values = self._values
+        for key in self._held_keys():
+            value = values.get(key, _ABSENT)
+            if value is _ABSENT:
+                out.pop(key, None)
+            else:
+                out[key] = value
         for dirty in self._dirty.values():
             for key in dirty:
                 value = values.get(key, _ABSENT)
@@ -493,6 +530,7 @@ class Collection(MutableMapping[Any, Any]):
     def _forget_clean(self) -> None:
         """Drop the cached keys that hold no unflushed change (the stores have them)."""
         keep = {key for dirty in self._dirty.values() for key in dirty}
+        keep.update(self._held_keys())
         values = self._values
         self._values = {key: values[key] for key in keep if key in values}
         self._key_pos.clear()
@@ -502,6 +540,10 @@ class Collection(MutableMapping[Any, Any]):
         """Let ``partition`` go (revoked); its cached keys are dropped. Returns its store."""
         store = self._stores.pop(partition, None)
         self._dirty.pop(partition, None)
+        for source, held in list(self._held.items()):
+            held[:] = [h for h in held if h.partition != partition]
+            if not held:
+                del self._held[source]
         self._forget_clean()
         return store
 
@@ -542,7 +584,9 @@ class Collection(MutableMapping[Any, Any]):
         if changelog is None:
             return
         for partition, store in list(self._stores.items()):
-            if self._dirty.get(partition) or not changelog.needs_snapshot(partition, len(store)):
+            if self._dirty.get(partition) or any(h.partition == partition for held in
+                                                 self._held.values() for h in held) \
+                    or not changelog.needs_snapshot(partition, len(store)):
                 continue
             last = await changelog.snapshot(partition, store.items())
             if last is not None:
@@ -578,6 +622,11 @@ class Collection(MutableMapping[Any, Any]):
         return changes, entries, positions
 
     async def _flush_partition(self, partition: int, dirty: Dict[Any, Row]) -> None:
+        changelog = self.changelog
+        if isinstance(changelog, Changelog) and changelog.transactional:
+            dirty = await self._flush_held(partition, dirty, changelog)
+            if not dirty:
+                return
         changes, entries, positions = self._entries(dirty)
         offset: Optional[StorePosition] = None
         if self.changelog is not None:
@@ -588,9 +637,96 @@ class Collection(MutableMapping[Any, Any]):
                              f"(not assigned to this worker)")
         store.apply(changes, changelog_offset=offset, source_positions=positions)
 
+    async def _flush_held(self, partition: int, dirty: Dict[Any, Row],
+                          changelog: Changelog) -> Dict[Any, Row]:
+        """Write the changes of transactional sources into their transactions.
+
+        Returns the rest (written plainly by the caller). The changes of a
+        source whose transaction another task is committing right now stay
+        dirty for the next flush.
+        """
+        by_source: Dict[str, Dict[Any, Row]] = {}
+        rest: Dict[Any, Row] = {}
+        for key, row in dirty.items():
+            batch, i = row
+            source = None
+            if batch is not None and batch.positions is not None and i >= 0:
+                source = source_of(batch.positions[i])[0]
+            if source is None:
+                rest[key] = row
+            else:
+                by_source.setdefault(source, {})[key] = row
+        for source, part in by_source.items():
+            mode = changelog.mode(source)
+            if mode == WAIT:
+                later = self._dirty.setdefault(partition, {})
+                for key, row in part.items():
+                    later.setdefault(key, row)  # a newer write made meanwhile wins
+                continue
+            if mode != HOLD:
+                rest.update(part)
+                continue
+            changes, entries, positions = self._entries(part)
+            held = await changelog.write_held(partition, entries, source)
+            pending = _HeldChanges(partition, changes, positions, list(part))
+            self._held.setdefault(source, []).append(pending)
+            held.when_committed(functools.partial(self._apply_held, source, pending))
+        return rest
+
+    def _apply_held(self, source: str, pending: _HeldChanges,
+                    offset: Optional[StorePosition]) -> None:
+        """``pending``'s transaction committed: apply its changes to the store."""
+        held = self._held.get(source)
+        if held is None or pending not in held:
+            return  # dropped meanwhile (its partition revoked)
+        held.remove(pending)
+        if not held:
+            del self._held[source]
+        store = self._stores.get(pending.partition)
+        if store is None:
+            return
+        store.apply(pending.changes, changelog_offset=offset,
+                    source_positions=pending.positions)
+
+    def _held_keys(self) -> Set[Any]:
+        return {key for held in self._held.values() for h in held for key in h.keys}
+
+    def drop_uncommitted(self, source: str) -> None:
+        """``source``'s transaction aborted: forget its changes not committed yet.
+
+        Every change made from its input since its last commit, whether held
+        (its changelog entries were in the aborted transaction) or still
+        dirty: that input is processed again from the last commit and makes
+        them again. The keys are read from the stores again (their committed
+        values). A key written from another source after this one keeps its
+        later change.
+        """
+        dropped: Set[Any] = set()
+        for pending in self._held.pop(source, ()):
+            dropped.update(pending.keys)
+        for dirty in self._dirty.values():
+            for key, (batch, i) in list(dirty.items()):
+                if batch is not None and batch.positions is not None and i >= 0 \
+                        and source_of(batch.positions[i])[0] == source:
+                    del dirty[key]
+                    dropped.add(key)
+        if not dropped:
+            return
+        keep = {key for dirty in self._dirty.values() for key in dirty}
+        keep.update(self._held_keys())
+        for key in dropped:
+            if key not in keep:
+                self._values.pop(key, None)
+        self._key_pos.clear()
+        self._batch = None
+        self._batch_dirty = {}
+        logger.info("table %r: %d changes of %s dropped (its transaction aborted; "
+                    "its input is processed again)", self.name, len(dropped), source)
+
     def _maybe_shrink_cache(self) -> None:
         limit = self.app.conf.table_cache_max_keys if self.app is not None else None
-        if limit and len(self._values) > limit and not any(self._dirty.values()):
+        if limit and len(self._values) > limit and not any(self._dirty.values()) \
+                and not self._held:
             self._values.clear()
 
     def reset_state(self) -> None:
