@@ -52,7 +52,8 @@ async def read_log(bootstrap, topic, partition=0):
                                 "epoch": batch.producer_epoch,
                                 "transactional": batch.is_transactional,
                                 "control": control,
-                                "records": [(r.offset, r.value) for r in entries]})
+                                "records": [(r.offset, r.value) for r in entries],
+                                "keys": [r.key for r in entries]})
                 offset = batch.next_offset
             if not got or offset >= highwater:
                 return batches
@@ -87,22 +88,29 @@ def committed_values(batches):
     producer restarted under the same transactional id: the old transaction
     was aborted, whether or not the broker wrote the marker).
     """
+    return [value for _, value in committed_records(batches)]
+
+
+def committed_records(batches):
+    """``(key, value)`` of what a read_committed consumer must see (as ``committed_values``)."""
     out = []
-    pending = {}  # producer id -> (epoch, values)
+    pending = {}  # producer id -> (epoch, records)
     for batch in batches:
         pid, epoch = batch["producer_id"], batch["epoch"]
-        open_epoch, values = pending.get(pid, (epoch, []))
+        records = list(zip(batch.get("keys") or [None] * len(batch["records"]),
+                           (v for _, v in batch["records"])))
+        open_epoch, held = pending.get(pid, (epoch, []))
         if epoch > open_epoch and batch["control"] is None:
-            values = []  # the old epoch's transaction can no longer commit
+            held = []  # the old epoch's transaction can no longer commit
         if batch["control"] is not None:
             pending.pop(pid, None)
             if batch["control"] == "commit" and epoch >= open_epoch:
-                out.extend(values)
+                out.extend(held)
         elif batch["transactional"]:
-            values.extend(v for _, v in batch["records"])
-            pending[pid] = (epoch, values)
+            held.extend(records)
+            pending[pid] = (epoch, held)
         else:
-            out.extend(v for _, v in batch["records"])
+            out.extend(records)
     return out
 
 
