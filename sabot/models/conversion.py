@@ -15,6 +15,7 @@ import collections.abc as cabc
 import datetime
 import decimal
 import typing
+import weakref
 from types import UnionType as _UnionType
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
@@ -23,9 +24,26 @@ from .fields import parse_datetime, to_decimal
 if TYPE_CHECKING:
     from .record import ModelOptions
 
-__all__ = ["converter_for", "is_optional", "strip_optional", "is_record_type", "int_to_float"]
+__all__ = ["converter_for", "is_optional", "strip_optional", "is_record_type", "int_to_float",
+           "passes_typed"]
 
 Converter = Callable[[Any], Any]
+
+#: Converters that give back a value already of their type unchanged (see
+#: ``passes_typed``); held weakly, as the classes that made them may go.
+_PASSES_TYPED: "weakref.WeakSet[Converter]" = weakref.WeakSet()
+
+
+def passes_typed(convert: Converter) -> bool:
+    """True when ``convert`` leaves a value that already has its type as it is
+    (a built record, a list of them, a float for a ``float``), so a column of
+    such values needs no pass through it (``sabot.models.fast_json``)."""
+    return convert in _PASSES_TYPED
+
+
+def _typed_passing(convert: Converter) -> Converter:
+    _PASSES_TYPED.add(convert)
+    return convert
 
 _SEQUENCES = {list: list, typing.List: list, cabc.Sequence: list, cabc.MutableSequence: list,
               set: set, typing.Set: set, cabc.Set: set, cabc.MutableSet: set,
@@ -62,13 +80,13 @@ def _record_converter(typ: Any) -> Converter:
         if value is None or isinstance(value, typ):
             return value
         return typ._from_data_field(value)
-    return convert
+    return _typed_passing(convert)
 
 
 def _nullable(convert: Converter) -> Converter:
     def maybe(value: Any) -> Any:
         return None if value is None else convert(value)
-    return maybe
+    return _typed_passing(maybe) if passes_typed(convert) else maybe
 
 
 def int_to_float(value: Any) -> Any:
@@ -79,6 +97,9 @@ def int_to_float(value: Any) -> Any:
     float64) and a message parsed alone give the same record.
     """
     return float(value) if type(value) is int else value
+
+
+_typed_passing(int_to_float)
 
 
 def _scalar_converter(typ: Any, options: "ModelOptions") -> Optional[Converter]:
@@ -149,7 +170,8 @@ def _sequence_converter(kind: type, args: Tuple[Any, ...],
         if isinstance(value, (str, bytes, cabc.Mapping)) or not isinstance(value, cabc.Iterable):
             raise TypeError(f"expected a list, got {type(value).__name__}")
         return kind(item(v) for v in value)
-    return each
+    # A list whose items pass gives an equal list back (a set or tuple would not).
+    return _typed_passing(each) if kind is list and passes_typed(item) else each
 
 
 def _mapping_converter(key: Optional[Converter], value: Optional[Converter]) -> Converter:

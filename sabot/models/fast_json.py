@@ -25,22 +25,34 @@ caller decodes message by message, which also names the failures:
   lets a value's ``__faust`` name pick it (``allow_blessed_key``,
   ``polymorphic_fields``), so the namespace cannot change the class.
 
-A row whose record fails to build (a validation error) is decoded again by
-the per-message path, which raises the error with its reason.
+Records are built column by column, not row by row: each field's column
+is converted at once with the class's own conversion of that field (a
+column of decimal or ISO date texts in one pass), a null becomes the
+field's default, nested records are built from their child columns first,
+and then each record is made from its fields' final values by a function
+generated for the class (no conversion or check per field in it, only
+``__post_init__`` and ``validation=True``'s checks).
+
+A row whose value does not convert or whose record fails to build (a
+validation error) is decoded again by the per-message path, which raises
+the error with its reason; a nested record that does not build sends the
+whole fetch that way.
 """
 from __future__ import annotations
 
 import collections.abc as cabc
 import datetime
 import decimal
+import itertools
+import operator
 import typing
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Type
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple, Type
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.json as pajson
 
-from .conversion import is_optional, is_record_type, strip_optional
+from .conversion import Converter, is_optional, is_record_type, passes_typed, strip_optional
+from .fields import DECIMAL_MAXLEN, to_datetime, to_decimal
 from .namespace import BLESSED_KEY, blessed
 
 __all__ = ["FetchDecoder", "read_schema"]
@@ -52,6 +64,10 @@ _SCALARS = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.stri
 _LISTS = {list, set, frozenset, typing.List, typing.Set, typing.FrozenSet, cabc.Sequence,
           cabc.MutableSequence, cabc.Set, cabc.MutableSet}
 _NAMESPACE = pa.struct([("ns", pa.string())])
+
+#: The first and the last byte of a message.
+_first, _last = operator.itemgetter(0), operator.itemgetter(-1)
+_OPEN, _CLOSE = {ord("{")}, {ord("}")}
 
 #: One block for the whole fetch: rows cannot be split between blocks.
 _READ_OPTIONS = dict(use_threads=False)
@@ -73,7 +89,7 @@ def read_schema(model: Type[Any]) -> Optional[pa.Schema]:
 
 
 def _struct_fields(model: Type[Any]) -> List[pa.Field]:
-    if model.__is_abstract__ or model._options.__dict__.get("_from_values") is None:
+    if model.__is_abstract__ or model._options.__dict__.get("_from_typed") is None:
         raise _Unsupported(model)
     fields = []
     for name, typ in model._options.fields.items():
@@ -124,16 +140,22 @@ def _required_paths(model: Type[Any]) -> List[Tuple[str, ...]]:
 def _null_where_present(column: Any, path: Tuple[str, ...]) -> bool:
     """Whether the field at ``path`` is null in some row whose parent is present."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    stored = arr
+    for step in path:  # the children as stored: null nowhere is the usual answer
+        stored = stored.values if step == "[]" else stored.field(step)
+    if not stored.null_count:
+        return False
     for step in path:
         if step == "[]":
             arr = arr.flatten()  # the items of the lists that are there
             continue
-        valid = arr.is_valid()
-        # flatten() merges the parent's validity into the children: rows
-        # whose parent is null are null below it too, and not looked at.
-        arr = arr.flatten()[arr.type.get_field_index(step)]
-        if pc.any(pc.and_(valid, arr.is_null())).as_py():
+        # flatten() merges the parent's validity into the children: a child
+        # is null at least where its parent is, so it has more nulls exactly
+        # when it is null somewhere its parent is present.
+        child = arr.flatten()[arr.type.get_field_index(step)]
+        if child.null_count > arr.null_count:
             return True
+        arr = child
     return False
 
 
@@ -146,40 +168,164 @@ def _has_records(typ: Any) -> bool:
         and _has_records(args[0])
 
 
-def _python_values(arr: Any, typ: Any) -> List[Any]:
-    """A parsed column as the field's values: nested records are built
-    column by column (no dict per record), the rest as Arrow gives them."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    if not _has_records(typ):
-        return arr.to_pylist()
-    inner = strip_optional(typ)
-    if is_record_type(inner):
-        return _records(arr, inner)
-    # A list of records: the items of every list at once, then cut.
-    items = _python_values(arr.flatten(), typing.get_args(inner)[0])
-    out: List[Any] = []
-    pos = 0
-    for n in arr.value_lengths().to_pylist():
-        if n is None:
+Column = Callable[[List[Any]], List[Any]]
+#: A parsed column (an Arrow array) as Python values.
+Reader = Callable[[Any], List[Any]]
+
+
+def _decimal_column(texts: List[Any]) -> List[Any]:
+    # to_decimal for every text of a column, one check of the lengths.
+    if texts and max(map(len, texts)) > DECIMAL_MAXLEN:
+        raise ValueError(f"a number of more than {DECIMAL_MAXLEN} characters is too long")
+    return list(map(decimal.Decimal, texts))
+
+
+def _datetime_column(texts: List[Any]) -> List[Any]:
+    # to_datetime (parse_datetime) for every text of a column.
+    return list(map(datetime.datetime.fromisoformat, texts))
+
+
+#: A field's conversion of one text, and the same for a whole column of texts.
+_TEXT_COLUMNS: Dict[Converter, Column] = {to_decimal: _decimal_column,
+                                          to_datetime: _datetime_column}
+
+
+class _Field(NamedTuple):
+    """How a parsed column becomes a field's values (see ``_fields``)."""
+
+    #: The column's values as Python values (records built).
+    read: Reader
+    #: The field's conversion of one value (None: the column's values are final).
+    convert: Optional[Converter]
+    #: The same conversion for a whole column of texts, where there is one.
+    column: Optional[Column]
+    #: What a null becomes (the default of an optional field).
+    default: Any
+
+
+def _fields(model: Type[Any]) -> List[_Field]:
+    """``model``'s fields in order, as the reader gives them (cached per class).
+
+    The conversions are the class's own (``Record._from_dict``'s), except
+    that one passing values of its type unchanged (records built here,
+    lists of them, floats) is not applied to values built or parsed as
+    that type already.
+    """
+    options = model._options
+    cached = options.__dict__.get("_fetch_fields")
+    if cached is not None:
+        return cached
+    converters = options.__dict__.get("_to_python", {})
+    fields = []
+    for name, typ in options.fields.items():
+        convert = converters.get(name)
+        if convert is not None and passes_typed(convert):
+            convert = None
+        column = _TEXT_COLUMNS.get(convert) if _read_type(typ) == pa.string() else None
+        fields.append(_Field(_reader(typ), convert, column, options.defaults.get(name)))
+    options.__dict__["_fetch_fields"] = fields
+    return fields
+
+
+def _final(arr: Any, field: _Field) -> List[Any]:
+    """A parsed column as the field's values (``Record._from_dict`` for each
+    value, a column at a time)."""
+    return _converted(field.read(arr), arr.null_count, field)
+
+
+def _converted(values: List[Any], nulls: int, field: _Field) -> List[Any]:
+    """A column's values converted as the field converts them, a null as its default."""
+    convert, column, default = field.convert, field.column, field.default
+    if not nulls:
+        if convert is None:
+            return values
+        return column(values) if column is not None else list(map(convert, values))
+    if convert is None:
+        return values if default is None else [default if v is None else v for v in values]
+    if column is not None:
+        done = iter(column([v for v in values if v is not None]))
+        return [default if v is None else next(done) for v in values]
+    return [default if v is None else convert(v) for v in values]
+
+
+def _final_or_failed(arr: Any, field: _Field, failed: Set[int]) -> List[Any]:
+    """``_final``, with the rows whose value does not convert added to ``failed``
+    (a nested record that does not build raises)."""
+    values = field.read(arr)
+    try:
+        return _converted(values, arr.null_count, field)
+    except Exception:  # noqa: BLE001 - some value does not convert: find which
+        pass
+    out = []
+    for i, v in enumerate(values):
+        try:
+            out.append(_converted([v], v is None, field)[0])
+        except Exception:  # noqa: BLE001 - the caller redoes this message alone
             out.append(None)
-        else:
-            out.append(items[pos:pos + n])
-            pos += n
+            failed.add(i)
     return out
 
 
-def _records(arr: Any, model: Type[Any]) -> List[Any]:
-    children = arr.flatten()  # the parent's validity merged into each child
-    options = model._options
-    columns = [_python_values(children[arr.type.get_field_index(d.input_name)],
-                              options.fields[name])
-               for name, d in options.descriptors.items()]
-    build = options.__dict__["_from_values"]
-    if not arr.null_count:
-        return list(map(build, *columns))
-    valid = arr.is_valid().to_pylist()
-    return [build(*row) if ok else None for ok, row in zip(valid, zip(*columns))]
+def _chunk(column: Any) -> Any:
+    if isinstance(column, pa.ChunkedArray):
+        return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+    return column
+
+
+def _plain(arr: Any) -> List[Any]:
+    return arr.to_pylist()
+
+
+def _reader(typ: Any) -> Reader:
+    """How a parsed column of ``typ`` becomes Python values: nested records
+    are built column by column (no dict per record), the rest as Arrow gives
+    them. Made once per field."""
+    if not _has_records(typ):
+        return _plain
+    inner = strip_optional(typ)
+    if is_record_type(inner):
+        return _record_reader(inner)
+    return _list_reader(_reader(typing.get_args(inner)[0]))
+
+
+def _list_reader(item: Reader) -> Reader:
+    def read(arr: Any) -> List[Any]:
+        # The items of every list at once, then cut.
+        if not arr.null_count:
+            offsets = arr.offsets.to_pylist()
+            first, end = offsets[0], offsets[-1]
+            values = arr.values  # as stored (list_flatten would cost a compute call)
+            if first or end != len(values):  # a slice of the lists
+                values = values.slice(first, end - first)
+                offsets = [o - first for o in offsets]
+            items = item(values)
+            return list(map(operator.getitem, itertools.repeat(items),
+                            map(slice, offsets, offsets[1:])))
+        items = item(arr.flatten())
+        out: List[Any] = []
+        pos = 0
+        for n in arr.value_lengths().to_pylist():
+            if n is None:
+                out.append(None)
+            else:
+                out.append(items[pos:pos + n])
+                pos += n
+        return out
+    return read
+
+
+def _record_reader(model: Type[Any]) -> Reader:
+    fields = _fields(model)
+    build = model._options.__dict__["_from_typed"]
+
+    def read(arr: Any) -> List[Any]:
+        children = arr.flatten()  # the parent's validity merged into each child
+        columns = [_final(child, field) for child, field in zip(children, fields)]
+        if not arr.null_count:
+            return list(map(build, *columns))
+        valid = arr.is_valid().to_pylist()
+        return [build(*row) if ok else None for ok, row in zip(valid, zip(*columns))]
+    return read
 
 
 class FetchDecoder:
@@ -187,14 +333,14 @@ class FetchDecoder:
 
     def __init__(self, model: Type[Any]) -> None:
         self.model = model
-        #: The record from the values of its fields in order (generated per class).
-        self.build: Callable[..., Any] = model._options.__dict__.get("_from_values")
+        #: The record from the final values of its fields in order (generated per class).
+        self.build: Callable[..., Any] = model._options.__dict__.get("_from_typed")
         self.schema = read_schema(model) if self.build is not None else None
         self._names: List[str] = []
         self._required: List[Tuple[str, ...]] = []
         if self.schema is not None:
             self._names = [f.name for f in self.schema][:-1]  # all but __faust
-            self._types = list(zip(self._names, model._options.fields.values()))
+            self._fields = list(zip(self._names, _fields(model)))
             self._required = _required_paths(model)
             self._options = pajson.ParseOptions(explicit_schema=self.schema,
                                                 unexpected_field_behavior="error")
@@ -204,23 +350,31 @@ class FetchDecoder:
         build)``, or ``None`` when the fetch must be decoded message by message."""
         if self.schema is None or blessed or not payloads:
             return None
-        for p in payloads:
-            if type(p) is not bytes or not p.startswith(b"{") or not p.endswith(b"}") \
-                    or b"\n" in p or b"\r" in p:
+        kinds = set(map(type, payloads))
+        if len(kinds) != 1 or bytes not in kinds:
+            return None
+        try:
+            if set(map(_first, payloads)) != _OPEN or set(map(_last, payloads)) != _CLOSE:
                 return None
+        except IndexError:  # an empty message
+            return None
         data = b"\n".join(payloads)
+        # One JSON object per line: every line break is one of the joins.
+        if data.count(b"\n") != len(payloads) - 1 or b"\r" in data:
+            return None
         try:
             # Arrow does not check UTF-8 in the text it keeps (nor in what it
             # drops): the per-message path refuses such a message, so must this.
-            data.decode("utf-8")
+            if not data.isascii():
+                data.decode("utf-8")
             table = pajson.read_json(
                 pa.py_buffer(data), parse_options=self._options,
                 read_options=pajson.ReadOptions(block_size=len(data) + 1, **_READ_OPTIONS))
         except (pa.ArrowException, ValueError, UnicodeDecodeError):
             return None
-        if table.num_rows != len(payloads):
+        if table.num_rows != len(payloads) or table.column_names[:-1] != self._names:
             return None
-        columns = {name: table.column(name) for name in self._names}
+        columns = dict(zip(self._names, map(_chunk, table.columns)))  # __faust left out
         for path in self._required:
             column = columns[path[0]]
             if len(path) == 1:
@@ -228,22 +382,26 @@ class FetchDecoder:
                     return None
             elif _null_where_present(column, path[1:]):
                 return None
+        failed: Set[int] = set()
         try:
-            values = [_python_values(columns[name], typ) for name, typ in self._types]
+            values = [_final_or_failed(columns[name], field, failed)
+                      for name, field in self._fields]
         except Exception:  # noqa: BLE001 - a nested record did not build: message by message
             return None
         build = self.build
-        try:
-            # Every field's value, in order: no dict per row.
-            return list(map(build, *values)), []
-        except Exception:  # noqa: BLE001 - some row did not build: find which
-            pass
-        out: List[Any] = []
-        failed: List[int] = []
-        for i, row in enumerate(zip(*values)):
+        if not failed:
             try:
-                out.append(build(*row))
-            except Exception:  # noqa: BLE001 - the caller redoes this message alone
-                out.append(None)
-                failed.append(i)
-        return out, failed
+                # Every field's final value, in order: no dict per row.
+                return list(map(build, *values)), []
+            except Exception:  # noqa: BLE001 - some row did not build: find which
+                pass
+        out: List[Any] = []
+        for i, row in enumerate(zip(*values)):
+            if i not in failed:
+                try:
+                    out.append(build(*row))
+                    continue
+                except Exception:  # noqa: BLE001 - the caller redoes this message alone
+                    failed.add(i)
+            out.append(None)
+        return out, sorted(failed)

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FieldDescriptor", "BooleanField", "NumberField", "IntegerField", "FloatField",
            "DecimalField", "CharField", "StringField", "BytesField", "DatetimeField",
-           "field_for_type", "parse_datetime", "TYPE_TO_FIELD", "DECIMAL_MAXLEN"]
+           "field_for_type", "parse_datetime", "to_datetime", "TYPE_TO_FIELD", "DECIMAL_MAXLEN"]
 
 #: Longest string turned into a Decimal (as Faust's ``str_to_decimal``):
 #: a hostile value of megabytes of digits is refused, not parsed.
@@ -40,6 +40,12 @@ def parse_datetime(value: Any) -> datetime.datetime:
     if not isinstance(value, str):
         raise TypeError(f"expected an ISO 8601 date string, got {type(value).__name__}")
     return datetime.datetime.fromisoformat(value)
+
+
+def to_datetime(value: Any) -> Optional[datetime.datetime]:
+    """``parse_datetime`` letting ``None`` through: a ``DatetimeField``'s
+    conversion under ``isodates``/``coerce`` with the default parser."""
+    return value if value is None else parse_datetime(value)
 
 
 class FieldDescriptor:
