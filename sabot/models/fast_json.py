@@ -115,48 +115,9 @@ def _read_type(typ: Any) -> pa.DataType:
     raise _Unsupported(typ)
 
 
-def _required_paths(model: Type[Any]) -> List[Tuple[str, ...]]:
-    """Paths (through structs and lists) of required fields, for the null check."""
-    out: List[Tuple[str, ...]] = []
-
-    def walk(m: Type[Any], prefix: Tuple[str, ...]) -> None:
-        options = m._options
-        for name, typ in options.fields.items():
-            key = options.descriptors[name].input_name
-            if name not in options.optionalset:
-                out.append(prefix + (key,))
-            inner = strip_optional(typ)
-            if is_record_type(inner):
-                walk(inner, prefix + (key,))
-            elif typing.get_origin(inner) in _LISTS or typing.get_origin(inner) in (tuple,
-                                                                                     typing.Tuple):
-                args = typing.get_args(inner)
-                if args and is_record_type(strip_optional(args[0])):
-                    walk(strip_optional(args[0]), prefix + (key, "[]"))
-    walk(model, ())
-    return out
-
-
-def _null_where_present(column: Any, path: Tuple[str, ...]) -> bool:
-    """Whether the field at ``path`` is null in some row whose parent is present."""
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    stored = arr
-    for step in path:  # the children as stored: null nowhere is the usual answer
-        stored = stored.values if step == "[]" else stored.field(step)
-    if not stored.null_count:
-        return False
-    for step in path:
-        if step == "[]":
-            arr = arr.flatten()  # the items of the lists that are there
-            continue
-        # flatten() merges the parent's validity into the children: a child
-        # is null at least where its parent is, so it has more nulls exactly
-        # when it is null somewhere its parent is present.
-        child = arr.flatten()[arr.type.get_field_index(step)]
-        if child.null_count > arr.null_count:
-            return True
-        arr = child
-    return False
+class _MaybeMissing(Exception):
+    """A required field is null where its record is present: it may have been
+    missing, which the reader cannot tell (the fetch is not vouched for)."""
 
 
 def _has_records(typ: Any) -> bool:
@@ -201,6 +162,8 @@ class _Field(NamedTuple):
     column: Optional[Column]
     #: What a null becomes (the default of an optional field).
     default: Any
+    #: Whether the field must be there (a null in it may be a missing field).
+    required: bool
 
 
 def _fields(model: Type[Any]) -> List[_Field]:
@@ -222,7 +185,8 @@ def _fields(model: Type[Any]) -> List[_Field]:
         if convert is not None and passes_typed(convert):
             convert = None
         column = _TEXT_COLUMNS.get(convert) if _read_type(typ) == pa.string() else None
-        fields.append(_Field(_reader(typ), convert, column, options.defaults.get(name)))
+        fields.append(_Field(_reader(typ), convert, column, options.defaults.get(name),
+                             name not in options.optionalset))
     options.__dict__["_fetch_fields"] = fields
     return fields
 
@@ -320,6 +284,12 @@ def _record_reader(model: Type[Any]) -> Reader:
 
     def read(arr: Any) -> List[Any]:
         children = arr.flatten()  # the parent's validity merged into each child
+        # A child is null at least where its record is, so it has more nulls
+        # exactly when it is null somewhere its record is present.
+        present = arr.null_count
+        for child, field in zip(children, fields):
+            if field.required and child.null_count > present:
+                raise _MaybeMissing(field)
         columns = [_final(child, field) for child, field in zip(children, fields)]
         if not arr.null_count:
             return list(map(build, *columns))
@@ -337,11 +307,9 @@ class FetchDecoder:
         self.build: Callable[..., Any] = model._options.__dict__.get("_from_typed")
         self.schema = read_schema(model) if self.build is not None else None
         self._names: List[str] = []
-        self._required: List[Tuple[str, ...]] = []
         if self.schema is not None:
             self._names = [f.name for f in self.schema][:-1]  # all but __faust
             self._fields = list(zip(self._names, _fields(model)))
-            self._required = _required_paths(model)
             self._options = pajson.ParseOptions(explicit_schema=self.schema,
                                                 unexpected_field_behavior="error")
 
@@ -375,19 +343,15 @@ class FetchDecoder:
         if table.num_rows != len(payloads) or table.column_names[:-1] != self._names:
             return None
         columns = dict(zip(self._names, map(_chunk, table.columns)))  # __faust left out
-        for path in self._required:
-            column = columns[path[0]]
-            if len(path) == 1:
-                if column.null_count:
-                    return None
-            elif _null_where_present(column, path[1:]):
-                return None
+        for name, field in self._fields:
+            if field.required and columns[name].null_count:
+                return None  # a null in a required field may have been a missing field
         failed: Set[int] = set()
         try:
             values = [_final_or_failed(columns[name], field, failed)
                       for name, field in self._fields]
-        except Exception:  # noqa: BLE001 - a nested record did not build: message by message
-            return None
+        except Exception:  # noqa: BLE001 - a nested record did not build (or may miss a
+            return None  # required field): message by message
         build = self.build
         if not failed:
             try:

@@ -159,3 +159,27 @@ def test_records_built_from_a_fetch_behave_as_any_record():
     record.a = 5
     assert record == Plain(5, "1") and hash(record) == hash(Plain(5, "1"))
     assert repr(record) == "<Plain: a=5, b='1'>"
+
+
+def test_a_missing_or_null_required_field_in_a_nested_record_is_a_dead_letter():
+    payloads = [order(i) for i in range(5)]
+    payloads[1] = order(1, ship={"price": "1"})
+    payloads[2] = order(2, lines=[{"sku": "a"}, {"price": "2"}])
+    payloads[3] = order(3, ship={"sku": None})
+    values, failures = decode_both(ColOrder, payloads, vouched=False)
+    assert [i for i, _ in failures] == [1, 2] and "'sku'" in str(failures[0][1])
+    assert [v.id for v in values] == ["o-0", "o-3", "o-4"] and values[1].ship.sku is None
+
+
+class Deep(sabot.Record, namespace="cols.Deep"):
+    grid: List[List[ColLine]]
+
+
+def test_lists_of_lists_of_records():
+    payloads = [dumps({"grid": [[{"sku": "a"}], [], [{"sku": "b"}, {"sku": "c"}]]}),
+                dumps({"grid": []})]
+    values, failures = decode_both(Deep, payloads)
+    assert not failures and values[0].grid == [[ColLine("a")], [], [ColLine("b"), ColLine("c")]]
+    values, failures = decode_both(Deep, payloads + [dumps({"grid": [[{"price": "1"}]]})],
+                                   vouched=False)
+    assert [i for i, _ in failures] == [2] and "'sku'" in str(failures[0][1])
