@@ -204,6 +204,8 @@ async def test_a_member_offering_only_round_robin_still_joins_without_urls(kafka
     a = SabotAssignor(lambda: "http://127.0.0.1:7001")
     ca = _consumer(kafka_broker, group, topic, (a, RoundRobinPartitionAssignor))
     old = _consumer(kafka_broker, group, topic, (RoundRobinPartitionAssignor,))
+    # The older member first, as in a rolling upgrade: tansu refuses a member whose
+    # protocols lack the one a group already chose (Kafka picks a common one).
     await old.start()
     await ca.start()
     try:
