@@ -28,7 +28,8 @@ agent sees the value (decoded into the channel's ``value_type``).
 * ``cast`` sends without waiting for a reply; ``map``/``kvmap`` yield replies
   as they arrive; ``join``/``kvjoin`` return them in the order asked.
 * A reply value that names the ``__faust`` namespace of a Record class of
-  this process is built into that class (Faust's ``maybe_model``).
+  this process is built into that class (Faust's ``maybe_model``); one that
+  does not fit it makes the ``ask`` raise ``faust_wire.ReplyError``.
 * An agent that yields nothing for a request leaves its ``ask`` waiting:
   ``timeout=`` (Sabot's) bounds the wait and raises ``asyncio.TimeoutError``.
 """
@@ -41,8 +42,8 @@ import warnings
 from typing import (TYPE_CHECKING, Any, AsyncIterator, Dict, Iterable, List, Optional, Tuple)
 
 from ..exceptions import ConfigurationError, SabotCompatibilityWarning
-from .faust_wire import (CORRELATION_ID, REPLY_TO, carries_json, check_request, read_response,
-                         reply_target, request, response, with_reply_headers)
+from .faust_wire import (CORRELATION_ID, REPLY_TO, ReplyError, carries_json, check_request,
+                         read_response, reply_target, request, response, with_reply_headers)
 
 if TYPE_CHECKING:
     from ..app import App
@@ -99,9 +100,10 @@ class ReplyConsumer:
         async for value in stream:
             try:
                 reply = read_response(value)
-            except Exception as exc:  # noqa: BLE001 - a reply naming a class it does not fit
-                logger.warning("reply topic %s: ignoring a reply whose value is not valid: %r",
-                               self.name, exc)
+            except ReplyError as exc:  # the ask raises it
+                fut = self._waiting.get(exc.correlation_id)
+                if fut is not None and not fut.done():
+                    fut.set_exception(exc)
                 continue
             if reply is None:
                 logger.warning("reply topic %s: ignoring a value that is not a reply", self.name)

@@ -1,6 +1,7 @@
 """A real Faust (faust-streaming) app, run as a worker by ``test_faust_worker_rpc.py``.
 
-Its agent ``swap`` answers asks on ``FAUST_RPC_FAUST_TOPIC``; a timer asks
+Its agents ``swap`` and ``shout`` answer asks on ``FAUST_RPC_FAUST_TOPIC``
+(records, JSON) and ``FAUST_RPC_RAW_TOPIC`` (raw bytes); a timer asks
 the Sabot app's agent on ``FAUST_RPC_SABOT_TOPIC`` (with Faust's own
 ``agent.ask``) until a reply comes, and prints it as ``FAUST-GOT ...``.
 
@@ -13,10 +14,13 @@ import os
 import faust
 
 app = faust.App(os.environ["FAUST_RPC_ID"], broker=os.environ["FAUST_RPC_BROKER"],
-                store="memory://", web_enabled=False, topic_partitions=1)
+                store="memory://", web_enabled=False, topic_partitions=1,
+                # Subscribe the reply topic at start: made on the first ask, it
+                # would cost a rebalance of a minute or more.
+                reply_create_topic=True)
 
 
-class FPoint(faust.Record, namespace="rpc.Point"):
+class FPoint(faust.Record, namespace="rpc_worker.Point"):
     x: int
     y: int
 
@@ -25,6 +29,13 @@ class FPoint(faust.Record, namespace="rpc.Point"):
 async def swap(stream):
     async for point in stream:
         yield FPoint(x=point.y, y=point.x)
+
+
+@app.agent(app.topic(os.environ["FAUST_RPC_RAW_TOPIC"], value_serializer="raw"))
+async def shout(stream):
+    # Not JSON: Sabot asks with Faust's Faust-Ag-* headers instead of an envelope.
+    async for value in stream:
+        yield value.decode().upper()
 
 
 @app.agent(app.topic(os.environ["FAUST_RPC_SABOT_TOPIC"], value_type=FPoint))

@@ -63,6 +63,10 @@ def test_a_reply_value_naming_a_record_class_is_built_into_it():
     assert faust_wire.read_response(get_codec("json").decode(raw)) == ("c", Point(5, 6))
     assert faust_wire.read_response({"correlation_id": "c", "value": {"a": 1}}) == ("c", {"a": 1})
     assert faust_wire.read_response({"value": 1}) is None  # no correlation id: not a reply
+    misfit = {"correlation_id": "c", "value": {"x": "one", "__faust": {"ns": "rpc.Point"}}}
+    with pytest.raises(faust_wire.ReplyError, match="names 'rpc.Point' and does not fit") as err:
+        faust_wire.read_response(misfit)
+    assert err.value.correlation_id == "c"
 
 
 def test_asking_with_an_unusable_correlation_id_is_refused():
@@ -70,6 +74,22 @@ def test_asking_with_an_unusable_correlation_id_is_refused():
         faust_wire.check_request("f-reply-1", "a b")
     with pytest.raises(ValueError, match="reply_to.*empty"):
         faust_wire.check_request("", "c")
+
+
+def test_only_fausts_requests_are_unwrapped():
+    ns = b'"__faust":{"ns":"@ReqRepRequest"}'
+    request = b'{"value":[1],"reply_to":"r","correlation_id":"c",%s}' % ns
+    others = [b'{"a":1}', None, b'{"ReqRepRequest":1}', b'{not json ReqRepRequest',
+              b'{"value":1,"reply_to":"r","correlation_id":"c","__faust":{"ns":"x.ReqRepRequest"}}']
+    assert faust_wire.unwrap_requests(others[:2], None) is None  # the fetch has no request
+    payloads, headers, failures = faust_wire.unwrap_requests(others + [request], None)
+    assert payloads == others + [b"[1]"] and failures == []
+    assert headers[:-1] == [None] * len(others)
+    assert faust_wire.reply_target(headers[-1]) == ("r", "c")
+    deep = b'{"value":%s1%s,"reply_to":"r","correlation_id":"c",%s}' % (
+        b"[" * 100_000, b"]" * 100_000, ns)
+    payloads, _, failures = faust_wire.unwrap_requests([deep], [{"h": b"1"}])
+    assert payloads == [deep] and [i for i, _ in failures] == []  # not JSON here: decoding says so
 
 
 def replies(client, stream, n):

@@ -1,7 +1,9 @@
 """A real Faust worker and a Sabot app ask each other's agents over the tansu broker.
 
 The Faust app (``faust_rpc_worker.py``, faust-streaming, its own process and
-consumer group) answers Sabot's ``ask``/``join`` with its agent, and asks
+consumer group) answers Sabot's ``ask``/``join`` with its agents (a record
+topic, where Sabot sends Faust's ``ReqRepRequest`` envelope, and a raw topic,
+where it sends Faust's ``Faust-Ag-*`` headers), and asks
 the Sabot app's agent with Faust's own ``agent.ask``: both replies travel in
 Faust's wire format through the asking app's reply topic.
 """
@@ -15,13 +17,15 @@ import sabot
 from tests.helpers import running, unique, until
 from tests.servers import stop_process
 
-pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+# A Faust worker starts in about 30 s on an idle machine; the default 120 s
+# per test is too close on a loaded one.
+pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.timeout(600)]
 
 WORKER = os.path.join(os.path.dirname(__file__), "faust_rpc_worker.py")
 WAIT = 180.0  # a Faust worker takes a while to join its group on a loaded machine
 
 
-class Point(sabot.Record, namespace="rpc.Point"):  # Faust's FPoint's namespace
+class Point(sabot.Record, namespace="rpc_worker.Point"):  # Faust's FPoint's namespace
     x: int
     y: int
 
@@ -31,10 +35,10 @@ def kafka_app(kafka_broker, name):
                      broker_session_timeout=3.0, broker_heartbeat_interval=0.5)
 
 
-def start_faust(kafka_broker, tmp_path, faust_topic, sabot_topic):
+def start_faust(kafka_broker, tmp_path, faust_topic, raw_topic, sabot_topic):
     env = dict(os.environ, FAUST_RPC_ID=unique("faust-rpc"),
-               FAUST_RPC_BROKER=f"kafka://{kafka_broker}",
-               FAUST_RPC_FAUST_TOPIC=faust_topic, FAUST_RPC_SABOT_TOPIC=sabot_topic)
+               FAUST_RPC_BROKER=f"kafka://{kafka_broker}", FAUST_RPC_FAUST_TOPIC=faust_topic,
+               FAUST_RPC_RAW_TOPIC=raw_topic, FAUST_RPC_SABOT_TOPIC=sabot_topic)
     log = open(tmp_path / "faust.log", "w")
     # Faust keeps its data directory in the working directory: tmp_path.
     proc = subprocess.Popen([sys.executable, WORKER, "worker", "--without-web", "-l", "info"],
@@ -64,7 +68,15 @@ async def test_faust_worker_and_sabot_app_ask_each_other(kafka_broker, tmp_path)
         async for _ in stream:
             yield None
 
-    proc, log = start_faust(kafka_broker, tmp_path, faust_topic.name, sabot_topic.name)
+    raw_topic = client.topic(unique("faust-raw"), partitions=1, value_serializer="raw")
+
+    @client.agent(raw_topic)
+    async def shout(stream):
+        async for _ in stream:
+            yield None
+
+    proc, log = start_faust(kafka_broker, tmp_path, faust_topic.name, raw_topic.name,
+                            sabot_topic.name)
     faust_log = tmp_path / "faust.log"
 
     def faust_output():
@@ -79,6 +91,8 @@ async def test_faust_worker_and_sabot_app_ask_each_other(kafka_broker, tmp_path)
                 assert await swap.ask(Point(1, 2), timeout=WAIT) == Point(2, 1)
                 assert await swap.join([Point(5, 6), Point(7, 8)], timeout=WAIT) == [
                     Point(6, 5), Point(8, 7)]
+                # A raw topic: the request travels in Faust's headers.
+                assert await shout.ask(b"abc", timeout=WAIT) == "ABC"
                 # Faust asks Sabot's agent.
                 await until(lambda: "FAUST-GOT" in faust_output(), timeout=WAIT,
                             what=lambda: f"Faust's ask answered: {faust_output()[-3000:]}")
