@@ -75,7 +75,7 @@ import asyncio
 import contextvars
 import logging
 from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Dict, Iterable, List, Optional,
-                    Sequence, Tuple)
+                    Sequence, Set, Tuple)
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (InvalidProducerEpoch, KafkaError, ProducerFenced,
@@ -147,9 +147,10 @@ class KafkaExactlyOnce:
         #: Called with the source (``topic:partition``) of every transaction
         #: aborted or given up: its uncommitted table changes are dropped.
         self.abort_listeners: List[Callable[[str], None]] = []
-        #: The task running ``commit`` now (one at a time: ``_commit_lock``).
-        self._committer: Optional["asyncio.Task[Any]"] = None
-        self._commit_lock = asyncio.Lock()
+        #: The tasks running ``commit`` now (the fetch loop's, a revoke's: not
+        #: serialized, a revoke's commit must not wait on a commit that waits
+        #: on the rebalance).
+        self._committers: Set["asyncio.Task[Any]"] = set()
         self._closed = False
 
     def transactional_id(self, tp: TopicPartition) -> str:
@@ -212,8 +213,8 @@ class KafkaExactlyOnce:
         """``"hold"``: entries of ``source`` go into its transaction; ``"plain"``; ``"wait"``."""
         if self._closed or self._source_partition(source) is None:
             return "plain"
-        committer = self._committer
-        if committer is not None and committer is not asyncio.current_task():
+        committers = self._committers
+        if committers and asyncio.current_task() not in committers:
             return "wait"  # its transaction may be committing: flushed by the commit itself
         return "hold"
 
@@ -267,14 +268,16 @@ class KafkaExactlyOnce:
     async def commit(self, tps: Iterable[TopicPartition]) -> bool:
         """Commit the finished offsets of ``tps``, each with its partition's outputs.
 
-        One commit at a time (the fetch loop's, a revoke's, the stop's).
+        While it runs, flushes of other tasks leave the entries of
+        transactional partitions dirty (``changelog_mode``).
         """
-        async with self._commit_lock:
-            self._committer = asyncio.current_task()
-            try:
-                return await self._commit(tps)
-            finally:
-                self._committer = None
+        task = asyncio.current_task()
+        assert task is not None
+        self._committers.add(task)
+        try:
+            return await self._commit(tps)
+        finally:
+            self._committers.discard(task)
 
     async def _commit(self, tps: Iterable[TopicPartition]) -> bool:
         transport = self.transport
