@@ -31,7 +31,7 @@ from .agents.sinks import SinkTarget
 from .channels import (Channel, MemoryChannel, Transport, create_transport, scheme_of,
                        transport_class)
 from .commands import AppCommand
-from .discovery import import_modules
+from .discovery import django_modules, import_modules
 from .exceptions import ConfigurationError, SabotCompatibilityWarning
 from .models.codec import warn_if_types_differ
 from .leader import LeaderElection, election_for
@@ -221,7 +221,8 @@ class App(Service):
 
         Faust's ``autodiscover``: with no argument, the packages of the
         ``autodiscover`` setting (True: ``origin``, the package that made
-        the app). Every module of each package is imported once; the names
+        the app, and with ``DJANGO_SETTINGS_MODULE`` set, Django's installed
+        apps, Django set up first, as Faust's Django fixup). Every module of each package is imported once; the names
         imported are returned. A module that fails to import fails with its
         name.
         """
@@ -236,7 +237,9 @@ class App(Service):
                     raise ConfigurationError(
                         "autodiscover=True needs origin= (the package to scan): the app was "
                         "made in __main__")
-                packages = (self._origin.split(".")[0],)
+                # and, in a Django project, its installed apps (Faust's Django fixup)
+                origin = self._origin.split(".")[0]
+                packages = (origin, *(m for m in django_modules() if m != origin))
             else:
                 packages = tuple(setting)
         return import_modules(packages)

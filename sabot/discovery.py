@@ -2,12 +2,32 @@
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from typing import List, Sequence
 
 from .exceptions import ConfigurationError
 
-__all__ = ["import_modules"]
+__all__ = ["import_modules", "django_modules"]
+
+
+def django_modules() -> List[str]:
+    """The Django apps to discover too (Faust's Django fixup), set up first.
+
+    With ``DJANGO_SETTINGS_MODULE`` set and Django installed, Django is set
+    up (``django.setup()``) and the names of the project's installed apps
+    (``INSTALLED_APPS``) are returned, as Faust's ``autodiscover=True`` scans
+    them; otherwise none.
+    """
+    if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return []
+    try:
+        import django
+    except ImportError:
+        return []
+    django.setup()
+    from django.apps import apps
+    return [config.name for config in apps.get_app_configs()]
 
 
 def import_modules(packages: Sequence[str]) -> List[str]:

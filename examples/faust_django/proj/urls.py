@@ -1,0 +1,9 @@
+"""URL configuration for the example Django project."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("accounts/", include("accounts.urls")),  # not in Faust's example
+]
