@@ -20,10 +20,12 @@ if TYPE_CHECKING:
     from ._cython.channels import (Batch, BatchIterator, EventIterator, FanOut, Subscriber,
                                    ValueIterator)
     from ._cython.rows import TASK_STREAMS, current_row
+    from ._cython.records import build_records
 elif _FORCE_PURE:
     from ._cython.channels_py import (Batch, FanOut, Subscriber, ValueIterator,
                                       BatchIterator, EventIterator)
     from ._cython.rows_py import TASK_STREAMS, current_row
+    from ._cython.records_py import build_records
     FASTPATH = False
     IMPORT_ERROR = None
 else:
@@ -31,17 +33,20 @@ else:
         from ._cython.channels import (Batch, FanOut, Subscriber,
                                        ValueIterator, BatchIterator, EventIterator)
         from ._cython.rows import TASK_STREAMS, current_row
+        from ._cython.records import build_records
         FASTPATH = True
         IMPORT_ERROR = None
     except ImportError as exc:  # extension not built: run, but say so
         from ._cython.channels_py import (Batch, FanOut, Subscriber, ValueIterator,
                                           BatchIterator, EventIterator)
         from ._cython.rows_py import TASK_STREAMS, current_row
+        from ._cython.records_py import build_records
         FASTPATH = False
         IMPORT_ERROR = exc
 
 __all__ = ["Batch", "FanOut", "Subscriber", "ValueIterator", "BatchIterator",
-           "EventIterator", "TASK_STREAMS", "current_row", "FASTPATH", "IMPORT_ERROR",
+           "EventIterator", "TASK_STREAMS", "current_row", "build_records", "FASTPATH",
+           "IMPORT_ERROR",
            "fastpath_enabled"]
 
 

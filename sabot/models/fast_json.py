@@ -51,6 +51,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Se
 import pyarrow as pa
 import pyarrow.json as pajson
 
+from .._fastpath import build_records
 from .conversion import Converter, is_optional, is_record_type, passes_typed, strip_optional
 from .fields import DECIMAL_MAXLEN, to_datetime, to_decimal
 from .namespace import BLESSED_KEY, blessed
@@ -281,6 +282,7 @@ def _list_reader(item: Reader) -> Reader:
 def _record_reader(model: Type[Any]) -> Reader:
     fields = _fields(model)
     build = model._options.__dict__["_from_typed"]
+    names = model._options.__dict__["_typed_names"]
 
     def read(arr: Any) -> List[Any]:
         children = arr.flatten()  # the parent's validity merged into each child
@@ -292,7 +294,7 @@ def _record_reader(model: Type[Any]) -> Reader:
                 raise _MaybeMissing(field)
         columns = [_final(child, field) for child, field in zip(children, fields)]
         if not arr.null_count:
-            return list(map(build, *columns))
+            return build_records(build, model, names, columns)
         valid = arr.is_valid().to_pylist()
         return [build(*row) if ok else None for ok, row in zip(valid, zip(*columns))]
     return read
@@ -305,7 +307,10 @@ class FetchDecoder:
         self.model = model
         #: The record from the final values of its fields in order (generated per class).
         self.build: Callable[..., Any] = model._options.__dict__.get("_from_typed")
-        self.schema = read_schema(model) if self.build is not None else None
+        self._typed_names = model._options.__dict__.get("_typed_names")
+        # A class without fields has no columns to count its rows by: not this way.
+        self.schema = read_schema(model) if self.build is not None and \
+            model._options.fields else None
         self._names: List[str] = []
         if self.schema is not None:
             self._names = [f.name for f in self.schema][:-1]  # all but __faust
@@ -356,7 +361,7 @@ class FetchDecoder:
         if not failed:
             try:
                 # Every field's final value, in order: no dict per row.
-                return list(map(build, *values)), []
+                return build_records(build, self.model, self._typed_names, values), []
             except Exception:  # noqa: BLE001 - some row did not build: find which
                 pass
         out: List[Any] = []

@@ -351,6 +351,7 @@ def _finalize(cls: Type[Record], given: Mapping[str, Any], namespace: Optional[s
             return cls(**{str(k): v for k, v in data.items()}, __strict__=False)
         cls._from_dict = through_init
         options.__dict__["_from_typed"] = None  # no shortcut past the user's __init__
+        options.__dict__["_typed_names"] = None
     if options.coerce:
         cls.__setattr__ = _coercing_setattr  # type: ignore[method-assign,assignment]
 
@@ -527,7 +528,11 @@ def _generate(cls: Type[Record], options: ModelOptions) -> Tuple[Callable[..., N
     # From the final value of every field, in order: a parsed fetch's columns,
     # converted and defaulted column by column (sabot.models.fast_json).
     params = [f"_f_{name}" for name in options.fields]
-    if _plain_setattr(cls, options):
+    plain = _plain_setattr(cls, options)
+    # Which attributes _from_typed stores and nothing else (the compiled
+    # build_records then makes the records itself); None when it does more.
+    options.__dict__["_typed_names"] = tuple(options.fields) if plain and not post else None
+    if plain:
         # Stored as attributes, the values stay in the instance's inline
         # slots: no dict object until someone asks for __dict__ (one
         # allocation less per record, and half the garbage collector's work).

@@ -183,3 +183,52 @@ def test_lists_of_lists_of_records():
     values, failures = decode_both(Deep, payloads + [dumps({"grid": [[{"price": "1"}]]})],
                                    vouched=False)
     assert [i for i, _ in failures] == [2] and "'sku'" in str(failures[0][1])
+
+
+def test_build_records_twins_make_the_same_records():
+    """sabot/_cython/records.pyx and records_py.py: one API, the same records."""
+    import os
+
+    import pytest
+
+    from sabot import _fastpath
+    from sabot._cython import records_py
+    pure = os.environ.get("SABOT_PURE_PYTHON", "") not in ("", "0", "false", "no")
+    try:
+        from sabot._cython import records
+    except ImportError as exc:
+        if pure:
+            pytest.skip(f"pure-Python run and the extension is not built: {exc}")
+        raise
+    expected = records if not pure else records_py
+    assert _fastpath.build_records is expected.build_records
+    assert records.__all__ == records_py.__all__ == ["build_records"]
+    options = Plain._options.__dict__
+    names, build = options["_typed_names"], options["_from_typed"]
+    assert names == ("a", "b")
+    columns = [[1, 2, 3], ["x", "y", "z"]]
+    for twin in (records, records_py):
+        made = twin.build_records(build, Plain, names, columns)
+        assert made == [Plain(1, "x"), Plain(2, "y"), Plain(3, "z")]
+        assert all(type(r) is Plain for r in made) and made[0].__dict__ == {"a": 1, "b": "x"}
+        assert twin.build_records(build, Plain, names, [[], []]) == []
+    # A class whose records are checked as they are made: always through its builder.
+    checked = Checked._options.__dict__
+    assert checked["_typed_names"] is None
+    rows = [[3], [ColLine("a")], [None]]
+    for twin in (records, records_py):
+        assert twin.build_records(checked["_from_typed"], Checked, None, rows) == [
+            Checked(3, ColLine("a"))]
+        with pytest.raises(ValueError):
+            twin.build_records(checked["_from_typed"], Checked, None, [[30], [ColLine("a")],
+                                                                       [None]])
+
+
+class NoFields(sabot.Record, namespace="cols.NoFields"):
+    pass
+
+
+def test_a_record_without_fields_is_decoded_message_by_message():
+    codec = TypedCodec("json", NoFields)
+    values, failures = codec.decode_many([b"{}", b'{"__faust":{"ns":"cols.NoFields"}}'])
+    assert not failures and values == [NoFields(), NoFields()]
