@@ -471,6 +471,15 @@ def _generate(cls: Type[Record], options: ModelOptions) -> Tuple[Callable[..., N
     strict: List[str] = []
     loose: List[str] = []
     data: List[str] = []
+    plain = _plain_setattr(cls, options)
+    # Stored as attributes, a plain class's values stay in the instance's
+    # inline slots: no dict object until someone asks for __dict__ (one
+    # allocation less per record, and half the garbage collector's work).
+    own_dict = "" if plain else "    _s_d = _s_self.__dict__"
+    the_dict = "_s_self.__dict__" if plain else "_s_d"
+
+    def into(name: str) -> str:
+        return f"_s_self.{name}" if plain else f"_s_d[{name!r}]"
     input_names = set()
     for name in options.fields:
         descr = options.descriptors[name]
@@ -489,19 +498,19 @@ def _generate(cls: Type[Record], options: ModelOptions) -> Tuple[Callable[..., N
         key = repr(descr.input_name)
         if name in options.optionalset:
             ns[f"_default_{name}"] = options.defaults[name]
-            strict.append(f"        _s_d[{name!r}] = {got_s} if {name} is not None "
+            strict.append(f"        {into(name)} = {got_s} if {name} is not None "
                           f"else _default_{name}")
-            loose.append(f"        _s_d[{name!r}] = {got_l} if {name} is not None "
+            loose.append(f"        {into(name)} = {got_l} if {name} is not None "
                          f"else _default_{name}")
             data.append(f"    _s_v = _s_data.get({key})")
-            data.append(f"    _s_d[{name!r}] = {got_d} if _s_v is not None else _default_{name}")
+            data.append(f"    {into(name)} = {got_d} if _s_v is not None else _default_{name}")
         else:
-            strict.append(f"        _s_d[{name!r}] = {got_s}")
-            loose.append(f"        _s_d[{name!r}] = {got_l}")
+            strict.append(f"        {into(name)} = {got_s}")
+            loose.append(f"        {into(name)} = {got_l}")
             data.append(f"    _s_v = _s_data.get({key}, _NO)")
             data.append("    if _s_v is _NO:")
             data.append(f"        raise _MissingField(_model.__name__, {descr.input_name!r})")
-            data.append(f"    _s_d[{name!r}] = {got_d}")
+            data.append(f"    {into(name)} = {got_d}")
     post: List[str] = []
     if hasattr(cls, "__post_init__"):
         post.append("    _s_self.__post_init__()")
@@ -513,7 +522,7 @@ def _generate(cls: Type[Record], options: ModelOptions) -> Tuple[Callable[..., N
                           + ["*", "__strict__=True", "__faust=None", "**_s_kwargs"])
     init_src = "\n".join([
         f"def __init__({signature}):",
-        "    _s_d = _s_self.__dict__",
+        own_dict,
         "    if __strict__:",
         *(strict or ["        pass"]),
         "        if _s_kwargs:",
@@ -522,38 +531,30 @@ def _generate(cls: Type[Record], options: ModelOptions) -> Tuple[Callable[..., N
         "    else:",
         *(loose or ["        pass"]),
         "        if _s_kwargs:",
-        "            _extra(_s_d, _s_kwargs)",
+        f"            _extra({the_dict}, _s_kwargs)",
         *post,
     ])
     # From the final value of every field, in order: a parsed fetch's columns,
     # converted and defaulted column by column (sabot.models.fast_json).
     params = [f"_f_{name}" for name in options.fields]
-    plain = _plain_setattr(cls, options)
     # Which attributes _from_typed stores and nothing else (the compiled
     # build_records then makes the records itself); None when it does more.
     options.__dict__["_typed_names"] = tuple(options.fields) if plain and not post else None
-    if plain:
-        # Stored as attributes, the values stay in the instance's inline
-        # slots: no dict object until someone asks for __dict__ (one
-        # allocation less per record, and half the garbage collector's work).
-        stores = [f"    _s_self.{name} = {param}" for name, param in zip(options.fields, params)]
-    else:
-        stores = ["    _s_d = _s_self.__dict__",
-                  *(f"    _s_d[{name!r}] = {param}" for name, param in zip(options.fields, params))]
     typed_src = "\n".join([
         f"def _from_typed({', '.join(params)}):",
         "    _s_self = _new(_model)",
-        *stores,
+        own_dict,
+        *(f"    {into(name)} = {param}" for name, param in zip(options.fields, params)),
         *post,
         "    return _s_self",
     ])
     data_src = "\n".join([
         "def _from_dict(_s_data):",
         "    _s_self = _new(_model)",
-        "    _s_d = _s_self.__dict__",
+        own_dict,
         *data,
         "    if not _s_data.keys() <= _input_names:",
-        "        _extra(_s_d, _s_data)",
+        f"        _extra({the_dict}, _s_data)",
         *post,
         "    return _s_self",
     ])
