@@ -20,6 +20,7 @@ import sabot
 from sabot.tables.codec import decode, decode_record
 from tests.eos.kafka_log import committed_records, markers, read_log
 from tests.eos.test_kafka_eos import create_topics, offsets
+from tests.eos.tables import stored
 from tests.helpers import running, unique, until
 
 pytestmark = pytest.mark.kafka
@@ -61,15 +62,6 @@ def counting_app(bootstrap, app_id, source, target, datadir, gate=None, seen=Non
             yield {"i": value["i"], "key": key, "count": counts[key]}
 
     return app, counts
-
-
-def stored(table):
-    """The table's stores: what was applied (committed), key -> value."""
-    out = {}
-    for partition in table.held_partitions:
-        for raw_key, raw in table.store_for(partition).items():
-            out[decode(raw_key)] = decode_record(raw)[0]
-    return out
 
 
 async def changelog_state(bootstrap, topic, partitions=2):

@@ -5,18 +5,15 @@ import asyncio
 import json
 import logging
 import os
-import random
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 
 import sabot
 from sabot.exceptions import ConfigurationError
 from tests.channels.redis_streams import json_bytes, pending_count, preload
-from tests.helpers import running, unique, until, until_sync
+from tests.eos.redis_crash import kill_at_random_moments_then_finish
+from tests.helpers import running, unique, until
 
 pytestmark = pytest.mark.redis
 
@@ -113,41 +110,9 @@ def test_outputs_exactly_once_across_kill_9_at_random_moments(redis_server, stre
     n = 1500
     preload(client, stream, [json_bytes(i) for i in range(n)])
     app_id = unique("eos-crash")
-    rng = random.Random(os.getpid())
     cmd = [sys.executable, os.path.join(HERE, "redis_eos_app.py"), redis_server.url, stream,
            target, app_id]
-    kills = 0
-
-    def written():
-        return client.xlen(target) if client.exists(target) else 0
-
-    def all_done():
-        groups = client.xinfo_groups(stream)
-        return (bool(groups) and pending_count(client, stream, app_id) == 0
-                and groups[0]["last-delivered-id"] == client.xinfo_stream(stream)["last-generated-id"])
-
-    while kills < 5 and not all_done():
-        before = written()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            until_sync(lambda: written() > before or proc.poll() is not None, timeout=30,
-                       what="new outputs")
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            time.sleep(rng.uniform(0.0, 0.25))
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-        kills += 1
-    assert kills >= 2, "the worker finished before it could be killed twice: slow it down"
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        until_sync(all_done, timeout=60, what="every entry processed")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0, proc.stderr.read().decode() if proc.stderr else ""
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    kill_at_random_moments_then_finish(client, cmd, stream, target, app_id)
     values = [v["i"] for v in out_values(client, target)]
     duplicated = sorted({i for i in values if values.count(i) > 1})
     assert not duplicated, f"written twice: {duplicated[:20]}"

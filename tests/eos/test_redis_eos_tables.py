@@ -7,11 +7,7 @@ import asyncio
 import collections
 import json
 import os
-import random
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 
@@ -19,7 +15,9 @@ import sabot
 from sabot.tables.codec import decode, decode_record
 from tests.channels.redis_streams import json_bytes, pending_count, preload
 from tests.eos.redis_eos_table_app import KEYS, build
-from tests.helpers import running, unique, until, until_sync
+from tests.eos.redis_crash import kill_at_random_moments_then_finish
+from tests.eos.tables import stored
+from tests.helpers import running, unique, until
 
 pytestmark = pytest.mark.redis
 
@@ -50,14 +48,6 @@ def last_values(entries):
         else:
             state[key] = value
     return state
-
-
-def stored(table):
-    out = {}
-    for partition in table.held_partitions:
-        for raw_key, raw in table.store_for(partition).items():
-            out[decode(raw_key)] = decode_record(raw)[0]
-    return out
 
 
 async def test_changelog_entries_land_with_the_outputs_and_the_acknowledgement(
@@ -106,41 +96,9 @@ def test_table_exact_across_kill_9_at_random_moments(redis_server, stream, tmp_p
     preload(client, stream, [json_bytes(i) for i in range(n)])
     app_id = unique("eos-table-crash")
     datadir = str(tmp_path / "worker")
-    rng = random.Random(os.getpid())
     cmd = [sys.executable, os.path.join(HERE, "redis_eos_table_app.py"), redis_server.url,
            stream, target, app_id, datadir]
-    kills = 0
-
-    def written():
-        return client.xlen(target) if client.exists(target) else 0
-
-    def all_done():
-        groups = client.xinfo_groups(stream)
-        return (bool(groups) and pending_count(client, stream, app_id) == 0
-                and groups[0]["last-delivered-id"] == client.xinfo_stream(stream)["last-generated-id"])
-
-    while kills < 5 and not all_done():
-        before = written()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            until_sync(lambda: written() > before or proc.poll() is not None, timeout=30,
-                       what="new outputs")
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            time.sleep(rng.uniform(0.0, 0.25))
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-        kills += 1
-    assert kills >= 2, "the worker finished before it could be killed twice: slow it down"
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        until_sync(all_done, timeout=60, what="every entry processed")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0, proc.stderr.read().decode() if proc.stderr else ""
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    kill_at_random_moments_then_finish(client, cmd, stream, target, app_id)
     want = expected_counts(range(n))
     outputs = [json.loads(f[b"value"]) for _, f in client.xrange(target)]
     values = [o["i"] for o in outputs]
