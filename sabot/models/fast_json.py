@@ -69,6 +69,7 @@ _NAMESPACE = pa.struct([("ns", pa.string())])
 #: The first and the last byte of a message.
 _first, _last = operator.itemgetter(0), operator.itemgetter(-1)
 _OPEN, _CLOSE = {ord("{")}, {ord("}")}
+_LF, _CR = ord("\n"), ord("\r")
 
 #: One block for the whole fetch: rows cannot be split between blocks.
 _READ_OPTIONS = dict(use_threads=False)
@@ -314,7 +315,7 @@ class FetchDecoder:
         self._names: List[str] = []
         if self.schema is not None:
             self._names = [f.name for f in self.schema][:-1]  # all but __faust
-            self._fields = list(zip(self._names, _fields(model)))
+            self._fields = _fields(model)
             self._options = pajson.ParseOptions(explicit_schema=self.schema,
                                                 unexpected_field_behavior="error")
 
@@ -331,10 +332,12 @@ class FetchDecoder:
                 return None
         except IndexError:  # an empty message
             return None
-        data = b"\n".join(payloads)
-        # One JSON object per line: every line break is one of the joins.
-        if data.count(b"\n") != len(payloads) - 1 or b"\r" in data:
+        # One JSON object per line: no line break inside a message (an int
+        # looked for in bytes is one memchr, no scan of a pattern).
+        if any(map(operator.contains, payloads, itertools.repeat(_LF))) \
+                or any(map(operator.contains, payloads, itertools.repeat(_CR))):
             return None
+        data = b"\n".join(payloads)
         try:
             # Arrow does not check UTF-8 in the text it keeps (nor in what it
             # drops): the per-message path refuses such a message, so must this.
@@ -347,14 +350,14 @@ class FetchDecoder:
             return None
         if table.num_rows != len(payloads) or table.column_names[:-1] != self._names:
             return None
-        columns = dict(zip(self._names, map(_chunk, table.columns)))  # __faust left out
-        for name, field in self._fields:
-            if field.required and columns[name].null_count:
+        columns = list(map(_chunk, table.columns))  # in the fields' order, __faust last
+        for column, field in zip(columns, self._fields):
+            if field.required and column.null_count:
                 return None  # a null in a required field may have been a missing field
         failed: Set[int] = set()
         try:
-            values = [_final_or_failed(columns[name], field, failed)
-                      for name, field in self._fields]
+            values = [_final_or_failed(column, field, failed)
+                      for column, field in zip(columns, self._fields)]
         except Exception:  # noqa: BLE001 - a nested record did not build (or may miss a
             return None  # required field): message by message
         build = self.build
