@@ -124,7 +124,12 @@ class KafkaTopic(TransportChannel):
         """Produce ``value``; exactly once, in the transaction of its sources' partition."""
         eos = self.transport.eos
         if eos is not None and sources:
-            producer = await eos.producer_for_sources(sources)
+            try:
+                producer = await eos.producer_for_sources(sources)
+            except kafka_eos.StaleOutput as exc:  # its batch is abandoned, as on a failed send
+                failed: asyncio.Future = asyncio.get_running_loop().create_future()
+                failed.set_exception(exc)
+                return failed
             if producer is not None:
                 with kafka_eos.using(producer):
                     return await super().send_from(value, sources)
@@ -763,6 +768,8 @@ class KafkaTransport(Transport):
             self._inflight.abandon(delivery)
             raise
         self._inflight.watch(delivery, batches)
+        if self.eos is not None:
+            self.eos.watch(tp, batches)
 
     def _finished(self, tp: TopicPartition, offsets: _PartitionOffsets, r: _Range) -> None:
         # A range from before a revoke belongs to a tracker that was dropped:

@@ -74,6 +74,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import weakref
 from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Dict, Iterable, List, Optional,
                     Sequence, Set, Tuple)
 
@@ -124,6 +125,10 @@ class using:
         _producer.reset(self._token)
 
 
+class StaleOutput(TransportError):
+    """An output made from a batch whose partition's transaction was aborted."""
+
+
 class KafkaExactlyOnce:
     """The transactional producers of one Kafka transport, one per input partition."""
 
@@ -142,6 +147,10 @@ class KafkaExactlyOnce:
         self.aborts = 0
         #: Per partition: (the offset its last abort restarted at, aborts there in a row).
         self._aborted_at: Dict[TopicPartition, Tuple[Optional[int], int]] = {}
+        #: The batches delivered per partition, and those of aborted transactions:
+        #: an agent still working through one after the abort makes stale outputs.
+        self._batches: Dict[TopicPartition, "weakref.WeakSet[Any]"] = {}
+        self._stale: "weakref.WeakSet[Any]" = weakref.WeakSet()
         #: The tables' changelog entries in each open transaction (``Held``).
         self._held: Dict[TopicPartition, List[Any]] = {}
         #: Called with the source (``topic:partition``) of every transaction
@@ -162,8 +171,14 @@ class KafkaExactlyOnce:
         """The producer of the input partition ``sources`` came from, in a transaction.
 
         ``None`` when a source is not a batch of Kafka records read by this
-        transport (the output then goes out at least once).
+        transport (the output then goes out at least once). Raises
+        :class:`StaleOutput` for an output of a batch delivered before its
+        partition's transaction aborted: the records are processed again, so
+        it must go nowhere (in the next transaction it would be there twice).
         """
+        if self._stale and any(batch in self._stale for batch in sources):
+            raise StaleOutput("exactly-once: an output of records whose transaction was "
+                              "aborted is dropped (the records are processed again)")
         last = self._last
         if last is not None and len(last[0]) == len(sources) and all(
                 a is b for a, b in zip(last[0], sources)):
@@ -247,6 +262,10 @@ class KafkaExactlyOnce:
     def delivered(self, tp: TopicPartition, first_offset: int) -> None:
         """Records of ``tp`` from ``first_offset`` on reach the agents (the first fetch counts)."""
         self._restart_at.setdefault(tp, first_offset)
+
+    def watch(self, tp: TopicPartition, batches: Iterable[Any]) -> None:
+        """``batches`` were made from a fetch of ``tp`` (stale if its transaction aborts)."""
+        self._batches.setdefault(tp, weakref.WeakSet()).update(batches)
 
     # -- committing -----------------------------------------------------------
     def due(self, now: float) -> bool:
@@ -375,6 +394,7 @@ class KafkaExactlyOnce:
     async def _abort(self, tp: TopicPartition, exc: BaseException) -> None:
         """Abort ``tp``'s transaction, drop its producer, process its records again."""
         self.aborts += 1
+        self._stale.update(self._batches.pop(tp, ()))
         producer = self._producers.pop(tp, None)
         restart = self._restart_at.get(tp)
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
