@@ -10,11 +10,7 @@ import asyncio
 import json
 import logging
 import os
-import random
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -22,8 +18,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 import sabot
 from sabot.exceptions import ConfigurationError
+from tests.eos.crash import kill_at_random_moments_then_finish
 from tests.eos.kafka_log import committed_values, log_end, markers, read_log
-from tests.helpers import running, unique, until, until_sync
+from tests.helpers import running, unique, until
 
 pytestmark = pytest.mark.kafka
 
@@ -118,7 +115,6 @@ def test_outputs_exactly_once_across_kill_9_at_random_moments(kafka_broker, kafk
     asyncio.run(produce(kafka_broker, source, n))
     cmd = [sys.executable, os.path.join(HERE, "kafka_eos_app.py"), kafka_broker, source,
            target, app_id]
-    rng = random.Random(os.getpid())
 
     def written():
         return asyncio.run(offsets(kafka_broker, app_id, target, 1))[1][0]
@@ -127,37 +123,12 @@ def test_outputs_exactly_once_across_kill_9_at_random_moments(kafka_broker, kafk
         committed, ends = asyncio.run(offsets(kafka_broker, app_id, source))
         return committed == ends
 
-    kills = 0
-    while kills < 3 and not all_done():
-        before = written()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        try:
-            until_sync(lambda: written() > before or proc.poll() is not None, timeout=60,
-                       what="new outputs")
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            time.sleep(rng.uniform(0.0, 0.3))
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-        kills += 1
-    assert kills >= 2, "the worker finished before it could be killed twice: slow it down"
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        try:
-            until_sync(all_done, timeout=60, interval=0.2, what="every offset committed")
-        except AssertionError as exc:
-            proc.kill()
-            log = proc.stderr.read().decode()[-2000:]
-            raise AssertionError(
-                f"{exc}; group offsets and log ends "
-                f"{asyncio.run(offsets(kafka_broker, app_id, source))}; worker: {log}; "
-                f"broker: {kafka_broker_server.log_tail()[-1000:]}") from None
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0, proc.stderr.read().decode() if proc.stderr else ""
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    def explain(log):
+        return (f"group offsets and log ends {asyncio.run(offsets(kafka_broker, app_id, source))}; "
+                f"worker: {log}; broker: {kafka_broker_server.log_tail()[-1000:]}")
+
+    kill_at_random_moments_then_finish(cmd, written, all_done, max_kills=3, pause=0.3,
+                                       timeout=60, explain=explain)
     batches = asyncio.run(read_log(kafka_broker, target))
     values = values_of(batches)
     duplicated = sorted({i for i in values if values.count(i) > 1})

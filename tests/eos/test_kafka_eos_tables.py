@@ -12,18 +12,23 @@ written again after the abort come later and carry the same keys.
 import asyncio
 import collections
 import json
+import os
+import sys
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
 import sabot
 from sabot.tables.codec import decode, decode_record
+from tests.eos.crash import kill_at_random_moments_then_finish
 from tests.eos.kafka_log import committed_records, markers, read_log
 from tests.eos.test_kafka_eos import create_topics, offsets
 from tests.eos.tables import stored
 from tests.helpers import running, unique, until
 
 pytestmark = pytest.mark.kafka
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 KEYS = 7
 
@@ -195,3 +200,50 @@ async def test_an_aborted_transaction_leaves_the_table_exact(kafka_broker, tmp_p
         final[o["key"]] = max(final.get(o["key"], 0), o["count"])
     assert final == want
     assert await recovered(kafka_broker, app_id, source, target, tmp_path / "b") == want
+
+
+def test_table_exact_across_kill_9_at_random_moments(kafka_broker, kafka_broker_server,
+                                                     tmp_path):
+    source, target = unique("in"), unique("out")
+    app_id = unique("eos-table-crash")
+    n = 1000
+    asyncio.run(create_topics(kafka_broker, (source, 2), (target, 1)))
+    asyncio.run(produce_keyed(kafka_broker, source, range(n)))
+    datadir = str(tmp_path / "worker")
+    cmd = [sys.executable, os.path.join(HERE, "kafka_eos_table_app.py"), kafka_broker, source,
+           target, app_id, datadir]
+
+    def written():
+        return asyncio.run(offsets(kafka_broker, app_id, target, 1))[1][0]
+
+    def all_done():
+        committed, ends = asyncio.run(offsets(kafka_broker, app_id, source))
+        return committed == ends
+
+    def explain(log):
+        return (f"group offsets and log ends {asyncio.run(offsets(kafka_broker, app_id, source))}; "
+                f"worker: {log}; broker: {kafka_broker_server.log_tail()[-1000:]}")
+
+    kill_at_random_moments_then_finish(cmd, written, all_done, max_kills=3, pause=0.3,
+                                       timeout=60, explain=explain)
+    want = expected_counts(range(n))
+    outputs = [json.loads(v) for v in values_of_raw(asyncio.run(read_log(kafka_broker, target)))]
+    assert sorted(o["i"] for o in outputs) == list(range(n))  # each once
+    # Not asserted here: that the counts in the committed outputs are those of
+    # one pass (1..count per key). A restarted worker recovers its table from
+    # the changelog, and tansu shows it the entries of the killed worker's
+    # aborted transaction too (no aborted-transactions list on fetch), so its
+    # table may be ahead of the committed offsets: the records processed
+    # again are skipped as replays (the state stays exact) and yield the later
+    # count. On Apache Kafka the read_committed recovery stops at the open
+    # transaction (docs/exactly-once.md).
+    # What a read_committed reader of a complete broker would recover (the
+    # log read with its markers), and the last worker's stores, kept across
+    # its lives (applied at commits only, never ahead of the changelog).
+    changelog, _ = asyncio.run(changelog_state(kafka_broker, f"{app_id}-counts-changelog"))
+    assert changelog == want
+    assert asyncio.run(recovered(kafka_broker, app_id, source, target, datadir)) == want
+    # Not asserted: a fresh recovery (empty stores) here. After workers were
+    # killed mid-transaction, tansu's read_committed fetches stop short of
+    # the end (seen: counts of 13 of 143), while Sabot recovers read_committed
+    # in this mode, as Apache Kafka needs (docs/exactly-once.md).

@@ -12,7 +12,7 @@ import pytest
 import sabot
 from sabot.exceptions import ConfigurationError
 from tests.channels.redis_streams import json_bytes, pending_count, preload
-from tests.eos.redis_crash import kill_at_random_moments_then_finish
+from tests.eos.crash import redis_kill_then_finish
 from tests.helpers import running, unique, until
 
 pytestmark = pytest.mark.redis
@@ -112,7 +112,7 @@ def test_outputs_exactly_once_across_kill_9_at_random_moments(redis_server, stre
     app_id = unique("eos-crash")
     cmd = [sys.executable, os.path.join(HERE, "redis_eos_app.py"), redis_server.url, stream,
            target, app_id]
-    kill_at_random_moments_then_finish(client, cmd, stream, target, app_id)
+    redis_kill_then_finish(client, cmd, stream, target, app_id)
     values = [v["i"] for v in out_values(client, target)]
     duplicated = sorted({i for i in values if values.count(i) > 1})
     assert not duplicated, f"written twice: {duplicated[:20]}"

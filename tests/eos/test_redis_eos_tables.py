@@ -15,7 +15,7 @@ import sabot
 from sabot.tables.codec import decode, decode_record
 from tests.channels.redis_streams import json_bytes, pending_count, preload
 from tests.eos.redis_eos_table_app import KEYS, build
-from tests.eos.redis_crash import kill_at_random_moments_then_finish
+from tests.eos.crash import redis_kill_then_finish
 from tests.eos.tables import stored
 from tests.helpers import running, unique, until
 
@@ -98,7 +98,7 @@ def test_table_exact_across_kill_9_at_random_moments(redis_server, stream, tmp_p
     datadir = str(tmp_path / "worker")
     cmd = [sys.executable, os.path.join(HERE, "redis_eos_table_app.py"), redis_server.url,
            stream, target, app_id, datadir]
-    kill_at_random_moments_then_finish(client, cmd, stream, target, app_id)
+    redis_kill_then_finish(client, cmd, stream, target, app_id)
     want = expected_counts(range(n))
     outputs = [json.loads(f[b"value"]) for _, f in client.xrange(target)]
     values = [o["i"] for o in outputs]
