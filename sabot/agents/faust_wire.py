@@ -36,8 +36,8 @@ from ..models.json_layout import dumps
 from ..models.namespace import namespace_of, registry
 
 __all__ = ["REPLY_TO", "CORRELATION_ID", "REQUEST_NAMESPACES", "RESPONSE_NAMESPACES",
-           "reply_target", "with_reply_headers", "check_request", "request", "response", "read_response", "ReplyError",
-           "carries_json", "is_json", "unwrap_requests"]
+           "ReplyError", "reply_target", "with_reply_headers", "check_request", "request",
+           "response", "read_response", "carries_json", "is_json", "unwrap_requests"]
 
 #: Faust's request headers (``use_reply_headers``): where to reply, and the
 #: id that pairs reply and request. Sabot writes these.
