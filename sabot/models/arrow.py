@@ -38,6 +38,7 @@ from __future__ import annotations
 import collections.abc as cabc
 import datetime
 import decimal
+import operator
 import typing
 from typing import Any, Callable, List, Optional, Sequence, Tuple, Type
 
@@ -188,8 +189,7 @@ def records_to_batch(model: Type[Any], records: Sequence[Any]) -> pa.RecordBatch
     fields = model._options.fields
     for (name, out, _), field in zip(builders, schema):
         try:
-            columns.append(_column([r.__dict__.get(name) for r in rows], fields[name],
-                                   field.type))
+            columns.append(_column(_gather(rows, name), fields[name], field.type))
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError,
                 ArithmeticError, AttributeError) as exc:
             raise SchemaError(f"field {out!r} of {model.__name__} does not fit "
@@ -198,6 +198,22 @@ def records_to_batch(model: Type[Any], records: Sequence[Any]) -> pa.RecordBatch
             raise SchemaError(f"field {out!r} of {model.__name__} is required but holds "
                               f"nulls", field=out, expected=field.type)
     return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _gather(records: Sequence[Any], name: str, nulls: bool = False) -> List[Any]:
+    """Each record's value of field ``name`` (``None`` for a missing record, with ``nulls``).
+
+    Read as attributes, as ``record.field`` reads it: a record keeps its
+    values in its instance slots and makes a ``__dict__`` object only when
+    one is asked for (``sabot.models.record``).
+    """
+    getter = operator.attrgetter(name)
+    try:
+        if nulls:
+            return [None if r is None else getter(r) for r in records]
+        return list(map(getter, records))
+    except AttributeError:  # a required field never given a value: null, as before
+        return [None if r is None else r.__dict__.get(name) for r in records]
 
 
 def _has_records(typ: Any) -> bool:
@@ -216,14 +232,14 @@ def _column(values: List[Any], typ: Any, arrow_type: pa.DataType) -> pa.Array:
         return pa.array(values if convert is None else [convert(v) for v in values],
                         type=arrow_type)
     typ = strip_optional(typ)
-    mask = pa.array([v is None for v in values]) if None in values else None
+    missing = [v is None for v in values]  # not `None in values`: that calls __eq__ per record
+    mask = pa.array(missing) if True in missing else None
     if is_record_type(typ):
         records = [v if v is None or isinstance(v, typ) else _as_record(typ, v)
                    for v in values]
         options = typ._options
         children = [
-            _column([None if r is None else r.__dict__.get(name) for r in records],
-                    options.fields[name], field.type)
+            _column(_gather(records, name, mask is not None), options.fields[name], field.type)
             for (name, _, _), field in zip(_column_builders(typ), arrow_type)]
         return pa.StructArray.from_arrays(children, fields=list(arrow_type), mask=mask)
     # A list of records: the items as one column, cut by offsets.

@@ -154,6 +154,10 @@ class Plain(sabot.Record, namespace="cols.Plain"):
 
 def test_records_built_from_a_fetch_behave_as_any_record():
     values, _ = decode_both(Plain, [dumps({"a": i, "b": str(i)}) for i in range(3)])
+    assert Plain.to_batch(values).to_pylist() == [{"a": i, "b": str(i)} for i in range(3)]
+    fetched, _ = decode_both(ColOrder, [order(i) for i in range(4)])
+    assert ColOrder.to_batch(fetched).to_pylist() == ColOrder.to_batch(
+        [TypedCodec("json", ColOrder).decode(order(i)) for i in range(4)]).to_pylist()
     record = values[1]
     assert record.__dict__ == {"a": 1, "b": "1"} and record.asdict() == {"a": 1, "b": "1"}
     record.a = 5
