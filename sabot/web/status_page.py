@@ -82,7 +82,8 @@ function render(s) {
   health.className = s.healthy ? "ok" : "bad";
   document.getElementById("updated").textContent = new Date(s.time * 1000).toISOString();
   var w = s.worker || {partitions: {}, consumers: []};
-  document.getElementById("worker").textContent = (w.worker_id || "-") + " (pid " + w.pid + ")";
+  document.getElementById("worker").textContent = (w.worker_id || "-") + " (pid " + w.pid + ")"
+    + (w.url ? " at " + w.url : "");
   var held = Object.keys(w.partitions).map(function (t) {
     return t + " [" + w.partitions[t].join(", ") + "]";
   }).concat(w.consumers.map(function (c) { return c.transport + " consumer " + c.consumer; }));
