@@ -63,7 +63,9 @@ An aborted transaction (``_abort``, a revoke, the stop) takes its changelog
 entries with it; the store never had them, and ``abort_listeners`` (the
 tables' ``drop_uncommitted``) forget every change of that partition not
 committed yet, so the records processed again from the last committed
-offset make and write them again: the table state stays exact.
+offset make and write them again: the table state stays exact. A batch
+still in an agent after the abort (an abandoned one) is stale
+(:meth:`is_stale`): its table writes are dropped like its outputs.
 
 Not in the transaction: dead letters (at least once), and changelog
 entries with no source of this transport (a timer, a windowed table's
@@ -247,6 +249,14 @@ class KafkaExactlyOnce:
         with using(producer):
             held.position = await write()
         self._held.setdefault(tp, []).append(held)
+
+    def is_stale(self, batch: Any) -> bool:
+        """True for a batch delivered before its partition's transaction aborted.
+
+        Its records are processed again: the tables drop its writes, as its
+        outputs are dropped (:class:`StaleOutput`).
+        """
+        return bool(self._stale) and batch in self._stale
 
     def _drop_uncommitted(self, tp: TopicPartition) -> None:
         """``tp``'s transaction is gone: the tables forget its uncommitted changes."""

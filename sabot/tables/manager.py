@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import warnings
-from typing import TYPE_CHECKING, Collection as CollectionT, Dict, Iterator, List, Mapping, Optional
+from typing import (TYPE_CHECKING, Any, Callable, Collection as CollectionT, Dict, Iterator, List,
+                    Mapping, Optional)
 
 from ..channels.transport import AssignmentListener
 from ..exceptions import ConfigurationError, SabotCompatibilityWarning
@@ -57,6 +58,8 @@ class TableManager(Mapping[str, "Collection"], AssignmentListener):
         self.partitions: List[int] = []
         #: Warm copies of the partitions other workers hold (``table_standby_replicas``).
         self.standbys: Optional[Standbys] = None
+        #: Exactly once: tell a batch delivered before its transaction aborted.
+        self._stale_checks: List[Callable[[Any], bool]] = []
 
     # -- the mapping -----------------------------------------------------------
     def __getitem__(self, name: str) -> Collection:
@@ -140,9 +143,11 @@ class TableManager(Mapping[str, "Collection"], AssignmentListener):
         for t in self.app.transports:
             t.add_commit_barrier(self.flush)
             # Exactly once on Kafka: an aborted transaction's table changes are dropped.
-            listeners = getattr(getattr(t, "eos", None), "abort_listeners", None)
-            if listeners is not None:
+            eos = getattr(t, "eos", None)
+            listeners = getattr(eos, "abort_listeners", None)
+            if eos is not None and listeners is not None:
                 listeners.append(self.drop_uncommitted)
+                self._stale_checks.append(eos.is_stale)
         if transport.assigns_partitions:
             transport.add_assignment_listener(self)
             await self._recover([t for t in self._tables.values() if t.is_global], None)
@@ -194,6 +199,10 @@ class TableManager(Mapping[str, "Collection"], AssignmentListener):
         """Flush every table: changelog acknowledged, then the store (the commit barrier)."""
         for table in list(self._tables.values()):
             await table.flush()
+
+    def is_stale(self, batch: Any) -> bool:
+        """True when ``batch``'s transaction aborted after it was delivered (drop its writes)."""
+        return any(check(batch) for check in self._stale_checks)
 
     def drop_uncommitted(self, source: str) -> None:
         """The transaction of ``source`` aborted: every table forgets its uncommitted changes."""

@@ -181,6 +181,7 @@ class Collection(MutableMapping[Any, Any]):
         self._batch: Optional[BatchT] = None
         self._batch_dirty: Dict[Any, Row] = {}
         self._batch_replay = False
+        self._batch_stale = False
         self._flush_lock = asyncio.Lock()
         #: Writes skipped because their input had already been applied (replays).
         self.replays_skipped = 0
@@ -423,6 +424,10 @@ class Collection(MutableMapping[Any, Any]):
             source, partition, first = source_of(batch.positions[0])
             recorded = self._replay.get(source) if source is not None else None
             replay = recorded is not None and first is not None and position_le(first, recorded)
+        manager = self.manager
+        stale = bool(manager is not None and manager._stale_checks and manager.is_stale(batch))
+        if stale:
+            replay = True  # every write of it is skipped (see _replayed)
         if self.partitions is not None and partition >= self.partitions:
             raise TableKeyError(
                 f"table {self.name!r} has {self.partitions} partitions, but is updated from "
@@ -434,10 +439,17 @@ class Collection(MutableMapping[Any, Any]):
             dirty = self._dirty[partition] = {}
         self._batch_dirty = dirty
         self._batch_replay = replay
+        self._batch_stale = stale
         self._batch = batch  # last: a batch refused above is looked at again
 
     def _replayed(self, key: Any, batch: Any, i: int) -> bool:
-        """True when the input at ``batch[i]`` was already applied to ``key`` (skip it)."""
+        """True when the input at ``batch[i]`` was already applied to ``key`` (skip it).
+
+        Also for every row of a stale batch (its transaction aborted after it
+        was delivered: its records are processed again).
+        """
+        if self._batch_stale:
+            return True
         source, _, position = source_of(batch.positions[i])
         recorded = self._replay.get(source) if source is not None else None
         if recorded is None or position is None or not position_le(position, recorded):

@@ -247,3 +247,55 @@ def test_table_exact_across_kill_9_at_random_moments(kafka_broker, kafka_broker_
     # killed mid-transaction, tansu's read_committed fetches stop short of
     # the end (seen: counts of 13 of 143), while Sabot recovers read_committed
     # in this mode, as Apache Kafka needs (docs/exactly-once.md).
+
+
+async def test_writes_of_a_batch_still_in_an_agent_after_its_abort_are_dropped(
+        kafka_broker, tmp_path, monkeypatch):
+    # As test_faults_kafka's stale-output test, with a table: the app's
+    # producer is fenced while value 5 is in the agent; 5's output fails,
+    # its batch is abandoned, the transaction aborted and the partition read
+    # again from 0. The agent still works through the rest of that batch
+    # (10..19, which only count) after the abort: its table writes must be
+    # dropped, as its outputs are, or the records read again count twice.
+    from sabot.channels import kafka_eos, kafka_protocol
+    monkeypatch.setattr(kafka_eos, "TXN_STEP_TIMEOUT", 2.0)
+    kafka_protocol.install()
+    source, target = unique("in"), unique("out")
+    await create_topics(kafka_broker, (source, 1), (target, 1))
+    app = sabot.App(unique("eos-stale-table"), broker=f"kafka://{kafka_broker}",
+                    processing_guarantee="exactly_once", broker_commit_interval=0.1,
+                    datadir=str(tmp_path))
+    counts = app.Table("counts", default=int, partitions=1)
+    at_5, at_10 = asyncio.Event(), asyncio.Event()
+    seen = []
+
+    @app.agent(app.topic(source, value_serializer="json"),
+               sink=[app.topic(target, value_serializer="json")])
+    async def count(stream):
+        async for key, value in stream.items():
+            seen.append(value["i"])
+            counts[key.decode()] += 1
+            if value["i"] == 5 and seen.count(5) == 1:
+                await at_5.wait()
+            if value["i"] == 10 and seen.count(10) == 1:
+                await at_10.wait()
+            if value["i"] < 10:  # 10..19 only count: no failed output aborts again
+                yield value
+
+    transport = next(t for t in app.transports if t.scheme == "kafka")
+    async with running(app):
+        await produce_keyed(kafka_broker, source, range(20))
+        await until(lambda: seen[-1:] == [5], timeout=60, what="the agent to hold value 5")
+        usurper = AIOKafkaProducer(bootstrap_servers=kafka_broker,
+                                   transactional_id=f"{app.id}-{source}-0")
+        await usurper.start()  # the app's producer is fenced
+        await usurper.stop()
+        at_5.set()
+        await until(lambda: transport.eos.aborts >= 1, timeout=90,
+                    what="the fenced transaction aborted")
+        at_10.set()  # 10..19 of the abandoned batch now
+        await until(lambda: sum(transport._committed.values()) == 20, timeout=90,
+                    what="every offset committed")
+        want = expected_counts(range(20))
+        assert counts.as_dict() == want
+        assert stored(counts) == want
