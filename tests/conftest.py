@@ -26,3 +26,12 @@ def quiet_sabot_logs():
     logger.setLevel(logging.CRITICAL)
     yield
     logger.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_delivery_failure_log():
+    """Each test sees its first failed delivery logged (the log groups a
+    kind of failure per interval, across the process)."""
+    from sabot.agents import sinks
+    sinks._failures._kinds.clear()
+    yield

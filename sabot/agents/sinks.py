@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import Any, Awaitable, Callable, Optional, Sequence, Union
+import time
+from typing import Any, Awaitable, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
 
 from ..exceptions import ConfigurationError
 from ..types import AgentT, BatchT, ChannelT, SinkT
 
-__all__ = ["Sink", "SinkTarget", "hold_until_done"]
+__all__ = ["Sink", "SinkTarget", "hold_until_done", "FailureLog"]
 
 logger = logging.getLogger("sabot.agents")
 
@@ -72,6 +73,40 @@ class Sink:
         return getattr(self.target, "name", None) or repr(self.target)
 
 
+class FailureLog:
+    """One log line per kind of failed delivery and ``interval`` seconds.
+
+    A failure rarely comes alone: an aborted transaction or a lost
+    connection fails every output in flight, thousands at a time. The first
+    of a kind (its exception type and text) is logged at once; the ones like
+    it within ``interval`` are counted, and the next line of that kind says
+    how many were left out.
+    """
+
+    #: Kinds remembered at most (the oldest are forgotten past it).
+    max_kinds = 64
+
+    def __init__(self, interval: float = 5.0) -> None:
+        self.interval = interval
+        #: kind -> (when it was last logged, how many were left out since).
+        self._kinds: Dict[str, Tuple[float, int]] = {}
+
+    def failed(self, reason: str) -> None:
+        now = time.monotonic()
+        last = self._kinds.get(reason)
+        if last is not None and now - last[0] < self.interval:
+            self._kinds[reason] = (last[0], last[1] + 1)
+            return
+        if last is None and len(self._kinds) >= self.max_kinds:
+            self._kinds.pop(next(iter(self._kinds)))
+        self._kinds[reason] = (now, 0)
+        more = f" ({last[1]} more failed the same way since the last line)" if last and last[1] else ""
+        logger.error("delivery failed (%s): the input stays unacknowledged%s", reason, more)
+
+
+_failures = FailureLog()
+
+
 def hold_until_done(sources: Sequence[BatchT], result: Any) -> None:
     """Keep ``sources`` unacknowledged until ``result`` (a delivery future) is done.
 
@@ -92,8 +127,7 @@ def hold_until_done(sources: Sequence[BatchT], result: Any) -> None:
         # transport delivers it again after a restart.
         failed = fut.cancelled() or fut.exception() is not None
         if failed:
-            logger.error("delivery failed (%r): the input stays unacknowledged",
-                         "cancelled" if fut.cancelled() else fut.exception())
+            _failures.failed("cancelled" if fut.cancelled() else repr(fut.exception()))
         for batch in sources:
             if failed:
                 batch.abandon()

@@ -343,3 +343,34 @@ async def test_memory_only_chains_pay_no_linking(app):
         assert not results.current_batch.tracked
     finally:
         await app.stop()
+
+
+def test_failed_deliveries_of_one_kind_log_one_line_per_interval(caplog, monkeypatch):
+    # An aborted transaction fails every output in it: one line, not thousands.
+    from sabot.agents import sinks
+    clock = [100.0]
+    monkeypatch.setattr(sinks.time, "monotonic", lambda: clock[0])
+    log = sinks.FailureLog(interval=5.0)
+    with caplog.at_level("ERROR", logger="sabot.agents"):
+        for _ in range(1000):
+            log.failed("UnknownError()")
+        log.failed("TimeoutError()")            # another kind gets its own line
+        assert [r.getMessage() for r in caplog.records] == [
+            "delivery failed (UnknownError()): the input stays unacknowledged",
+            "delivery failed (TimeoutError()): the input stays unacknowledged"]
+        clock[0] += 5.0
+        log.failed("UnknownError()")            # the next interval says what it left out
+        assert caplog.records[-1].getMessage() == (
+            "delivery failed (UnknownError()): the input stays unacknowledged "
+            "(999 more failed the same way since the last line)")
+        clock[0] += 5.0
+        log.failed("UnknownError()")
+        assert caplog.records[-1].getMessage().endswith("unacknowledged")
+
+
+def test_failure_log_forgets_the_oldest_kinds():
+    from sabot.agents import sinks
+    log = sinks.FailureLog()
+    for i in range(log.max_kinds + 10):
+        log.failed(f"Error({i})")
+    assert len(log._kinds) == log.max_kinds
