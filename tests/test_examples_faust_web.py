@@ -172,11 +172,10 @@ def django_project(tmp_path):
     return project
 
 
-def test_django_project_under_uvicorn(serve, django_project):
-    # memory only: on Kafka the agents' topics (no value_type) would have to
-    # rebuild the AccountRecord from its __faust namespace, as Faust's
-    # Model._maybe_reconstruct does; Sabot gives the dict (a known gap).
-    env = {"SABOT_BROKER": "memory://",
+def test_django_project_under_uvicorn(serve, django_project, broker):
+    # On Kafka the agents' topics have no value_type: the AccountRecord is
+    # rebuilt from its __faust namespace, as Faust's Model._maybe_reconstruct does.
+    env = {"SABOT_BROKER": broker,
            # The agents use Django's ORM on the event loop, as Faust's example does;
            # Django (>= 3.0) refuses that unless told it is fine.
            "DJANGO_ALLOW_ASYNC_UNSAFE": "true"}

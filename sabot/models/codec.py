@@ -29,10 +29,10 @@ from .conversion import is_record_type
 from .fast_json import FetchDecoder
 from .fields import DECIMAL_MAXLEN
 from .json_layout import dumps, to_plain
-from .namespace import UnknownNamespace
+from .namespace import BLESSED_KEY, UnknownNamespace, model_named_by, registry
 from .record import MissingField
 
-__all__ = ["TypedCodec", "typed_codec", "decode_fetch", "serializer_for", "check_type", "check_types",
+__all__ = ["TypedCodec", "typed_codec", "decode_fetch", "reconstruct", "serializer_for", "check_type", "check_types",
            "describe_error", "warn_if_types_differ"]
 
 _SCALARS = (int, float, decimal.Decimal, str, bytes)
@@ -219,7 +219,58 @@ def typed_codec(typ: Any, given: Union[None, str, CodecT], *,
 
 def decode_fetch(codec: Any, payloads: Sequence[Any],
                  schema: Any = None) -> Tuple[Any, Failures]:
-    """``codecs.decode_many``, with a typed codec's whole-fetch decoding."""
+    """``codecs.decode_many``, with a typed codec's whole-fetch decoding.
+
+    Values of a JSON channel with no ``value_type`` that name a record
+    class in ``__faust`` are built into it (``reconstruct``).
+    """
     if isinstance(codec, TypedCodec):
         return codec.decode_many(payloads)
-    return decode_many(codec, payloads, schema)
+    values, failures = decode_many(codec, payloads, schema)
+    if schema is None and type(codec) is JsonCodec and registry:
+        values, failures = reconstruct(values, failures, payloads)
+    return values, failures
+
+
+def reconstruct(values: List[Any], failures: Failures,
+                payloads: Sequence[Any]) -> Tuple[List[Any], Failures]:
+    """Faust's ``Model._maybe_reconstruct`` over the values of an untyped channel.
+
+    A value naming a known record class in ``__faust`` becomes that record,
+    as Faust builds it for a topic with no ``value_type`` (a Faust app
+    sending records to an agent that declares no type). A value that names
+    a known class and does not fit it is a failure naming the field, as in
+    Faust; a namespace no class has leaves the value a dict (Faust refuses
+    it: here it may be another app's record, an RPC reply, ...).
+    ``values`` holds the good values of ``payloads`` in order, the indices
+    in ``failures`` left out (``codecs.decode_many``).
+    """
+    named = [j for j, value in enumerate(values)
+             if type(value) is dict and BLESSED_KEY in value]
+    if not named:
+        return values, failures
+    failed_at = {i for i, _ in failures}
+    index = [i for i in range(len(payloads)) if i not in failed_at]  # value j is payloads[index[j]]
+    dropped = set()
+    for j in named:
+        data = values[j]
+        try:
+            model = model_named_by(data, None)
+        except UnknownNamespace:
+            continue
+        if model is None:
+            continue
+        try:
+            values[j] = model.from_data(data, preferred_type=model)
+        except RecursionError:
+            failures.append((index[j], DecodeError(f"{model.__name__}: nested too deep",
+                                                   codec="json", payload=_as_bytes(payloads[index[j]]))))
+            dropped.add(j)
+        except Exception as exc:  # noqa: BLE001 - the value does not fit the class it names
+            failures.append((index[j], DecodeError(describe_error(model, exc), codec="json",
+                                                   payload=_as_bytes(payloads[index[j]]))))
+            dropped.add(j)
+    if dropped:
+        values = [v for j, v in enumerate(values) if j not in dropped]
+        failures.sort(key=lambda f: f[0])
+    return values, failures

@@ -284,3 +284,37 @@ def test_which_codec_a_typed_channel_uses():
     assert codec.decode(b"42") == 42
     with pytest.raises(ConfigurationError, match="RecordBatches"):
         TypedCodec("arrow", Trade)
+
+
+async def test_a_topic_without_value_type_builds_the_record_a_value_names(kafka_broker):
+    # Faust's Model._maybe_reconstruct: with no value_type, a value naming a
+    # known record class in __faust becomes that record; one that names a
+    # known class and does not fit it is a dead letter; an unknown
+    # namespace or no namespace stays a dict.
+    app = kafka_app(kafka_broker)
+    got = []
+    topic = app.topic(unique("untyped"), partitions=1)
+
+    @app.agent(topic)
+    async def values(stream):
+        async for value in stream:
+            got.append(value)
+
+    messages = [
+        (b"k1", faust_bytes("ABC", 10, "1.25")),
+        (b"k2", b'{"sym":"ABC","px":"1.0","__faust":{"ns":"trades.Trade"}}'),  # no qty
+        (b"k3", b'{"a":1,"__faust":{"ns":"nobody.Knows"}}'),
+        (b"k4", b'{"a":2}'),
+        (b"k5", b'{"side":2.5,"__faust":{"ns":"shapes.Square"}}'),
+    ]
+    async with running(app):
+        await produce(kafka_broker, topic.name, messages)
+        await until(lambda: len(got) >= 4, timeout=WAIT, what="the values")
+        dead = await read_topic(kafka_broker, topic.name + ".dlq", 1)
+        assert not app.crash_reasons, app.crash_reasons
+    assert got == [Trade("ABC", 10, decimal.Decimal("1.25")),
+                   {"a": 1, "__faust": {"ns": "nobody.Knows"}}, {"a": 2}, Square(2.5)]
+    assert type(got[0]) is Trade and type(got[3]) is Square
+    headers = dict(dead[0].headers)
+    assert headers["sabot-offset"] == b"1"
+    assert "required field 'qty' is missing" in headers["sabot-error"].decode()
