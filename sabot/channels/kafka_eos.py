@@ -162,6 +162,8 @@ class KafkaExactlyOnce:
         #: serialized, a revoke's commit must not wait on a commit that waits
         #: on the rebalance).
         self._committers: Set["asyncio.Task[Any]"] = set()
+        #: Per partition: its commit and the closing of its producer (_partition_lock).
+        self._locks: Dict[TopicPartition, asyncio.Lock] = {}
         self._closed = False
 
     def transactional_id(self, tp: TopicPartition) -> str:
@@ -369,9 +371,32 @@ class KafkaExactlyOnce:
                              len(done), exc)
         return ok
 
+    def _partition_lock(self, tp: TopicPartition) -> asyncio.Lock:
+        """Held while ``tp``'s transaction commits or its producer closes.
+
+        Two tasks may commit at once (the fetch loop's round, a revoke's), and
+        both may pick the same partition: its transaction's steps must not
+        interleave (aiokafka refuses a second commit of a committing
+        transaction, and the abort that followed read records again that the
+        first commit had committed).
+        """
+        lock = self._locks.get(tp)
+        if lock is None:
+            lock = self._locks[tp] = asyncio.Lock()
+        return lock
+
     async def _commit_one(self, tp: TopicPartition, offset: int) -> Tuple[TopicPartition, int, str]:
         """Commit ``tp``'s transaction with ``offset``: committed, aborted or fenced."""
-        producer = self._producers[tp]
+        async with self._partition_lock(tp):
+            producer = self._producers.get(tp)
+            if producer is None:  # aborted or revoked while this task waited
+                return tp, offset, "aborted"
+            if self.transport._committed.get(tp) == offset:
+                return tp, offset, "committed"  # by the task this one waited for
+            return await self._commit_locked(tp, offset, producer)
+
+    async def _commit_locked(self, tp: TopicPartition, offset: int,
+                             producer: AIOKafkaProducer) -> Tuple[TopicPartition, int, str]:
         try:
             if not producer._txn_manager.is_in_transaction():
                 await asyncio.wait_for(producer.begin_transaction(), TXN_STEP_TIMEOUT)
@@ -441,9 +466,10 @@ class KafkaExactlyOnce:
         """
         for tp in tps:
             self._restart_at.pop(tp, None)
-            producer = self._producers.pop(tp, None)
-            if producer is not None:
-                await _close(producer)
+            async with self._partition_lock(tp):  # not in the middle of its commit
+                producer = self._producers.pop(tp, None)
+                if producer is not None:
+                    await _close(producer)
             self._drop_uncommitted(tp)
 
     async def close(self) -> None:
