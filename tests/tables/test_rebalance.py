@@ -8,7 +8,6 @@ killed as well. Last, an in-process worker with an empty datadir recovers
 every partition from the changelog alone and reads the input to its end:
 its table must equal the counts of the input, key by key.
 """
-import os
 import signal
 
 import pytest
