@@ -10,6 +10,7 @@ an abort drops it, and a transaction without a marker yet (still open, or
 left open by a killed producer) does not count.
 """
 from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.control_record import ABORT_MARKER, COMMIT_MARKER, ControlRecord
@@ -118,3 +119,13 @@ def markers(batches):
     """How many commit and abort markers the log holds."""
     kinds = [b["control"] for b in batches if b["control"] is not None]
     return kinds.count("commit"), kinds.count("abort")
+
+
+async def create_topics(bootstrap, *topics):
+    """Create ``(name, partitions)`` topics (one replica each)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, n, 1) for name, n in topics])
+    finally:
+        await admin.close()

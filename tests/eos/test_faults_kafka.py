@@ -28,12 +28,11 @@ import sys
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, UnknownError
 
 import sabot
 from sabot.channels import kafka_eos, kafka_protocol
-from tests.eos.kafka_log import committed_values, log_end, read_log
+from tests.eos.kafka_log import create_topics, committed_values, log_end, read_log
 from tests.helpers import running, unique, until, until_sync
 from tests.servers.kafka import IN_CI, KafkaBrokerError, start_broker
 
@@ -62,15 +61,6 @@ def private_broker():
         except OSError:
             pass
     broker.cleanup()
-
-
-async def create_topics(bootstrap, *topics):
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, n, 1) for name, n in topics])
-    finally:
-        await admin.close()
 
 
 async def produce(bootstrap, topic, values):

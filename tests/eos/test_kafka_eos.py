@@ -14,26 +14,16 @@ import sys
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 import sabot
 from sabot.exceptions import ConfigurationError
 from tests.eos.crash import kill_at_random_moments_then_finish
-from tests.eos.kafka_log import committed_values, log_end, markers, read_log
+from tests.eos.kafka_log import create_topics, committed_values, log_end, markers, read_log
 from tests.helpers import running, unique, until
 
 pytestmark = pytest.mark.kafka
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-async def create_topics(bootstrap, *topics):
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, n, 1) for name, n in topics])
-    finally:
-        await admin.close()
 
 
 async def produce(bootstrap, topic, n):
