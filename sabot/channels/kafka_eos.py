@@ -33,7 +33,12 @@ Faults, each in one line of the log:
   transaction. After ``MAX_ABORTS_IN_A_ROW`` aborts of a partition at the
   same offset (no commit between), the worker stops (``report_crash``):
   tansu answers a fenced producer with an unknown error, not
-  ``PRODUCER_FENCED``, and a record whose output always fails would loop.
+  ``PRODUCER_FENCED``, and a record whose output always fails would loop;
+- a zombie (cut off past its session timeout, its partitions given to
+  another member): it starts no producer and commits nothing unless a
+  heartbeat confirms its membership (:meth:`KafkaExactlyOnce._not_a_member`),
+  and an output of a partition it no longer holds is dropped
+  (:class:`StaleOutput`), never sent outside a transaction.
 
 The seam: ``KafkaTopic.send_from`` asks :meth:`KafkaExactlyOnce.producer_for_sources`
 for the producer, and ``send``/``produce`` use :func:`current_producer`
@@ -81,8 +86,11 @@ from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Dict, Iterable, Lis
                     Sequence, Set, Tuple)
 
 from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import errors as Errors
 from aiokafka.errors import (InvalidProducerEpoch, KafkaError, ProducerFenced,
                              TransactionalIdAuthorizationFailed)
+
+from aiokafka.protocol.group import HeartbeatRequest
 
 from ..exceptions import ConfigurationError, TransportError
 from . import kafka_protocol
@@ -162,6 +170,8 @@ class KafkaExactlyOnce:
         #: serialized, a revoke's commit must not wait on a commit that waits
         #: on the rebalance).
         self._committers: Set["asyncio.Task[Any]"] = set()
+        #: Every input partition this transport has read from (see producer_for_sources).
+        self._read: Set[TopicPartition] = set()
         #: Per partition: its commit and the closing of its producer (_partition_lock).
         self._locks: Dict[TopicPartition, asyncio.Lock] = {}
         self._closed = False
@@ -191,7 +201,16 @@ class KafkaExactlyOnce:
         else:
             tp = _partition_of(sources)
             self._last = (list(sources), tp)
-        if tp is None or tp not in self.transport._offsets:
+        if tp is None:
+            return None
+        if tp not in self.transport._offsets:
+            if tp in self._read:
+                # Read here once, not ours now (revoked) or being read again
+                # (aborted): its new owner, or the new read, makes this output.
+                # Sent plainly it would be there twice.
+                raise StaleOutput(
+                    f"exactly-once: an output of {tp.topic}[{tp.partition}], which this "
+                    f"worker does not hold now, is dropped (its owner processes the records)")
             return None
         producer = self._producers.get(tp)
         if producer is not None and producer._txn_manager.is_in_transaction():
@@ -204,6 +223,9 @@ class KafkaExactlyOnce:
             async with self._lock:
                 producer = self._producers.get(tp)
                 if producer is None:
+                    # A new producer fences the partition's current one: make
+                    # sure it is ours first (a zombie would fence the owner).
+                    await self._confirm_membership(tp)
                     transport = self.transport
                     from .kafka import client_settings
                     settings = client_settings(transport.conf, "producer")
@@ -218,6 +240,50 @@ class KafkaExactlyOnce:
         if not txn.is_in_transaction():
             await producer.begin_transaction()
         return producer
+
+    async def _not_a_member(self) -> Optional[str]:
+        """Why the group does not count this consumer in any more; ``None`` if it does.
+
+        Starting a transactional producer (``InitProducerId``) fences the
+        producer of the same id, the partition owner's; committing a
+        transaction commits its offsets for the group. A worker cut off past
+        its session timeout (a zombie: its partitions went to another member
+        meanwhile) believes its partitions its own until its consumer hears
+        of the rebalance, and must do neither. A heartbeat with this
+        consumer's generation answers it (aiokafka's ``TxnOffsetCommit`` is
+        version 0, which carries no generation for the broker to check): a
+        stale generation or an unknown member is a zombie, and its consumer
+        rejoins; a rebalance going on is not (a revoke's commit runs then).
+        """
+        consumer = self.transport.consumer
+        coordinator = getattr(consumer, "_coordinator", None)
+        send = getattr(coordinator, "_send_req", None)
+        if coordinator is None or send is None:
+            return None  # manual assignment: no group
+        try:
+            # A zombie that has just heard its session expired has marked
+            # the coordinator dead: it is not a member until it rejoined.
+            await asyncio.wait_for(coordinator.ensure_coordinator_known(), TXN_STEP_TIMEOUT)
+            request = HeartbeatRequest(coordinator.group_id, coordinator.generation,
+                                       coordinator.member_id)
+            response = await asyncio.wait_for(send(request), TXN_STEP_TIMEOUT)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - no answer: not confirmed
+            return f"no answer from the group coordinator: {type(exc).__name__}: {exc}"
+        error = Errors.for_code(response.error_code)
+        if error in (Errors.NoError, Errors.RebalanceInProgressError):
+            return None
+        coordinator.request_rejoin()
+        return f"{error.__name__}: this worker is not a member of its group any more"
+
+    async def _confirm_membership(self, tp: TopicPartition) -> None:
+        """Raise :class:`StaleOutput` unless this consumer may start ``tp``'s producer."""
+        reason = await self._not_a_member()
+        if reason is not None:
+            raise StaleOutput(
+                f"exactly-once: no producer is started for {tp.topic}[{tp.partition}] "
+                f"({reason}; it would fence the owner's): the output is dropped")
 
     # -- tables' changelog entries (from KafkaChangelog) ----------------------
     def _source_partition(self, source: str) -> Optional[TopicPartition]:
@@ -274,6 +340,7 @@ class KafkaExactlyOnce:
     def delivered(self, tp: TopicPartition, first_offset: int) -> None:
         """Records of ``tp`` from ``first_offset`` on reach the agents (the first fetch counts)."""
         self._restart_at.setdefault(tp, first_offset)
+        self._read.add(tp)
 
     def watch(self, tp: TopicPartition, batches: Iterable[Any]) -> None:
         """``batches`` were made from a fetch of ``tp`` (stale if its transaction aborts)."""
@@ -350,6 +417,13 @@ class KafkaExactlyOnce:
             except KafkaError as exc:
                 logger.warning("Kafka commit of %d partitions failed: %s", len(plain), exc)
                 ok = False
+        if any(tp in self._producers for tp in todo):
+            reason = await self._not_a_member()
+            if reason is not None:  # a zombie: its transactions must not commit
+                for tp in todo:
+                    if tp in self._producers:
+                        await self._abort(tp, TransportError(reason))
+                return False
         # The partitions' transactions commit side by side (one round trip
         # each step, not one per partition).
         results = await asyncio.gather(*(self._commit_one(tp, offset)
