@@ -34,7 +34,7 @@ import sabot
 from sabot.channels import kafka_eos, kafka_protocol
 from tests.eos.kafka_log import create_topics, committed_values, log_end, read_log
 from tests.helpers import running, unique, until, until_sync
-from tests.servers.kafka import IN_CI, KafkaBrokerError, start_broker
+from tests.servers.kafka import broker_for_test
 
 pytestmark = pytest.mark.kafka
 
@@ -47,13 +47,7 @@ STEP = 2.0
 @pytest.fixture
 def private_broker():
     """A tansu broker of this test alone (it gets frozen)."""
-    try:
-        broker = start_broker()
-    except KafkaBrokerError as exc:
-        message = f"cannot start the tansu Kafka broker: {exc}"
-        if IN_CI:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    broker = broker_for_test()
     yield broker
     if broker.proc is not None:
         try:

@@ -178,16 +178,21 @@ def start_broker() -> TansuBroker:
     raise KafkaBrokerError(str(last))
 
 
-@pytest.fixture(scope="session")
-def kafka_broker_server() -> Iterator[TansuBroker]:
-    """The session's tansu broker (fails under CI=true, skips elsewhere)."""
+def broker_for_test() -> TansuBroker:
+    """A started tansu broker; a test fails under CI=true if it cannot start, skips elsewhere."""
     try:
-        broker = start_broker()
+        return start_broker()
     except KafkaBrokerError as exc:
         message = f"cannot start the tansu Kafka broker: {exc}"
         if IN_CI:
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker_server() -> Iterator[TansuBroker]:
+    """The session's tansu broker (fails under CI=true, skips elsewhere)."""
+    broker = broker_for_test()
     yield broker
     broker.cleanup()
 
