@@ -292,8 +292,9 @@ class KafkaExactlyOnce:
         The group keeps a member for a session timeout after the last
         heartbeat it heard, so an answer is still true a while later; a
         zombie that was frozen has been so for longer than the session
-        timeout, and asks again. (Without it, a heartbeat per commit round
-        cost a tenth of the throughput at a 100 ms commit interval.)
+        timeout, and asks again. It saves a round trip per commit round and
+        per new producer (bench_eos.py measured 0.80x at a 100 ms commit
+        interval with and without it: the round trip is not what costs).
         """
         return min(1.0, float(self.transport.conf.broker_session_timeout) / 3)
 
